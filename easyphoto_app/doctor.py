@@ -1,0 +1,104 @@
+"""`doctor`: what this machine has, what is missing, and the fix for each."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+from easyphoto_app.settings import Settings
+
+LOW_DISK_GB = 15
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check(settings: Settings) -> dict:
+    """Every check is {ok, value, fix}; 'ok' False means the user should act."""
+    checks: dict[str, dict] = {}
+    py_ok = sys.version_info >= (3, 10)
+    checks["python"] = {"ok": py_ok, "value": platform.python_version(), "fix": None if py_ok else "Install Python 3.10 or newer."}
+    for pkg in ("torch", "diffusers", "peft", "transformers", "accelerate", "gradio", "insightface", "onnxruntime"):
+        v = _version(pkg)
+        checks[pkg] = {"ok": v is not None, "value": v, "fix": None if v else "Run ./run.sh --install-only (or run.bat) to install it."}
+    checks["device"] = _device_check(settings.app.device)
+    checks["disk"] = _disk_check(settings.data_dir)
+    checks["data_dir"] = _writable_check(settings.data_dir)
+    checks["base_model"] = _model_check(settings)
+    checks["face_models"] = _face_check(settings)
+    return {"ok": all(c["ok"] for c in checks.values()), "data_dir": str(settings.data_dir), "checks": checks}
+
+
+def _device_check(pref: str) -> dict:
+    try:
+        import torch
+
+        from easyphoto_app.models import pick_device
+    except ImportError:
+        return {"ok": False, "value": None, "fix": "PyTorch is missing: run ./run.sh --install-only."}
+    try:
+        device = pick_device(pref)
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "value": pref, "fix": str(exc)}
+    value = {"device": device, "torch_cuda": torch.version.cuda}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        value.update(name=props.name, vram_gb=round(props.total_memory / 2**30, 1))
+    fix = None if device != "cpu" else "No GPU found: everything works on the CPU, but training real models is very slow."
+    return {"ok": True, "value": value, "fix": fix}
+
+
+def _disk_check(data_dir: Path) -> dict:
+    probe = data_dir if data_dir.exists() else next((p for p in data_dir.parents if p.exists()), Path("."))
+    free_gb = shutil.disk_usage(probe).free / 2**30
+    ok = free_gb >= LOW_DISK_GB
+    return {"ok": ok, "value": f"{free_gb:.1f} GB free", "fix": None if ok else f"Free disk space: the SD1.5 model and training need about {LOW_DISK_GB} GB."}
+
+
+def _writable_check(data_dir: Path) -> dict:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+        return {"ok": True, "value": str(data_dir), "fix": None}
+    except OSError as exc:
+        return {"ok": False, "value": str(data_dir), "fix": f"The data folder is not writable ({exc}); choose another with --data-dir or EASYPHOTO_HOME."}
+
+
+def _model_check(settings: Settings) -> dict:
+    from easyphoto_app.models import DEMO, DEMO_LABEL, cached_hub_model
+
+    spec = settings.app.model
+    if spec == DEMO:
+        return {"ok": True, "value": DEMO_LABEL, "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits."}
+    path = Path(spec).expanduser()
+    if path.exists():
+        return {"ok": True, "value": f"{spec} (local)", "fix": None}
+    if os.environ.get("EASYPHOTO_DOCTOR_OFFLINE") != "1" and cached_hub_model(spec):
+        return {"ok": True, "value": f"{spec} (downloaded)", "fix": None}
+    return {"ok": False, "value": f"{spec} (not downloaded)", "fix": "It downloads (about 2-4 GB) on first use when online; until then the demo model is used."}
+
+
+def _face_check(settings: Settings) -> dict:
+    from easyphoto_app.faces import backend_status
+
+    return backend_status(settings)
+
+
+def render(report: dict) -> str:
+    lines = [f"EasyPhoto doctor - data dir: {report['data_dir']}"]
+    for name, c in report["checks"].items():
+        mark = "ok " if c["ok"] else "FIX"
+        lines.append(f"  [{mark}] {name:12s} {c['value']}")
+        if c.get("fix"):
+            lines.append(f"         -> {c['fix']}")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""Loading user photos safely: EXIF orientation, odd modes, huge images, corrupt files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from easyphoto_app.errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".heic", ".heif"}
+MAX_PIXELS = 120_000_000  # beyond this a file is treated as a decompression bomb
+
+
+class BadImage(UserError):
+    """A photo that cannot be used; the message is the reason shown to the user."""
+
+
+def _register_heif() -> bool:
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+def load_rgb(path: Path, max_side: int = 2048) -> np.ndarray:
+    """An upright RGB uint8 array, downscaled so its longer side is at most max_side."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if path.suffix.lower() in (".heic", ".heif") and not _register_heif():
+        raise BadImage("HEIC photos need the optional pillow-heif package; convert it to JPEG or install pillow-heif.")
+    if path.stat().st_size == 0:
+        raise BadImage("empty file")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise BadImage(f"image too large ({im.width}x{im.height} px)")
+            im.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size, much faster
+            im = ImageOps.exif_transpose(im)
+            im = _to_rgb(im)
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            return np.asarray(im, dtype=np.uint8).copy()
+    except BadImage:
+        raise
+    except Image.DecompressionBombError:
+        raise BadImage("image too large (possible decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image file (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"damaged or truncated image ({exc})") from None
+
+
+def _to_rgb(im):
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        arr = arr / max(float(arr.max()), 1.0) * 255.0
+        im = Image.fromarray(arr.astype(np.uint8))
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im, mask=im.getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def sanitize_name(name: str) -> str:
+    """A safe file name that keeps the user's name recognisable."""
+    stem, dot, suffix = Path(name).name.rpartition(".")
+    if not dot:
+        stem, suffix = suffix, ""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "photo"
+    suffix = re.sub(r"[^A-Za-z0-9]", "", suffix).lower()
+    return f"{stem[:80]}.{suffix}" if suffix else stem[:80]
+
+
+def collect_files(paths: list[Path]) -> list[Path]:
+    """Files given directly, plus the image files inside given folders (sorted)."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"{p} does not exist.")
+    return files

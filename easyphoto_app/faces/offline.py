@@ -1,0 +1,98 @@
+"""Offline face backend: no downloads, weaker than insightface.
+
+Detection: scikit-image's LBP frontal-face cascade (opencv-python 5 ships no
+cascades), run on a downscaled copy; a face needs several overlapping raw windows,
+which removes most false positives. Identity: uniform
+LBP histograms on a grid over the face (a classic face descriptor), square-rooted,
+centred on the mean face of skimage's LFW subset and L2-normalised, so that a dot
+product is a cosine similarity that is near 0 for unrelated faces.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numpy as np
+
+from easyphoto_app.faces.base import DetectedFace, FaceBackend, normalize
+
+DETECT_SIDE = 480  # detection runs at this longer side
+MIN_NEIGHBOURS = 4  # overlapping raw windows a detection needs (skimage groups them)
+DESCRIPTOR_SIZE = 96
+GRID = 6
+
+
+class OfflineBackend(FaceBackend):
+    name = "offline"
+    label = "offline fallback (LBP cascade + LBP histograms; weaker, no download)"
+    same_person_threshold = 0.80
+    duplicate_threshold = 0.995
+
+    def __init__(self):
+        self._local = threading.local()  # the cascade is not thread-safe
+
+    @property
+    def cascade(self):
+        if not hasattr(self._local, "cascade"):
+            from skimage.data import lbp_frontal_face_cascade_filename
+            from skimage.feature import Cascade
+
+            self._local.cascade = Cascade(lbp_frontal_face_cascade_filename())
+        return self._local.cascade
+
+    def analyze(self, rgb: np.ndarray) -> list[DetectedFace]:
+        gray = _gray(rgb)
+        scale = min(1.0, DETECT_SIDE / max(gray.shape))
+        small = _resize(gray, scale) if scale < 1 else gray
+        windows = self.cascade.detect_multi_scale(
+            img=small, scale_factor=1.15, step_ratio=1, min_size=(20, 20), max_size=small.shape,
+            min_neighbor_number=MIN_NEIGHBOURS,
+        )
+        faces = []
+        for w in windows:
+            box = np.array([w["c"], w["r"], w["c"] + w["width"], w["r"] + w["height"]], dtype=np.float32) / scale
+            faces.append(DetectedFace(bbox=box, score=1.0, kps=None, embedding=self.embed(gray, box)))
+        return faces
+
+    def embed(self, gray: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+        x1, y1, x2, y2 = [int(round(v)) for v in bbox]
+        crop = gray[max(y1, 0):max(y2, 1), max(x1, 0):max(x2, 1)]
+        return normalize(lbp_descriptor(crop) - generic_face())
+
+
+def lbp_descriptor(crop: np.ndarray) -> np.ndarray:
+    """Square-rooted uniform-LBP histograms on a GRID x GRID layout of the face."""
+    from skimage.feature import local_binary_pattern
+
+    crop = _resize(crop, 1.0, shape=(DESCRIPTOR_SIZE, DESCRIPTOR_SIZE))
+    codes = local_binary_pattern((crop * 255).astype(np.uint8), P=8, R=1, method="uniform")
+    cell = DESCRIPTOR_SIZE // GRID
+    hists = []
+    for gy in range(GRID):
+        for gx in range(GRID):
+            block = codes[gy * cell:(gy + 1) * cell, gx * cell:(gx + 1) * cell]
+            h, _ = np.histogram(block, bins=10, range=(0, 10))
+            hists.append(h / max(h.sum(), 1))
+    return np.sqrt(np.concatenate(hists)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def generic_face() -> np.ndarray:
+    """The mean descriptor of the 100 faces in skimage's LFW subset. Subtracting it
+    leaves what is particular to a face, so different people score near 0."""
+    from skimage.data import lfw_subset
+
+    faces = lfw_subset()[:100].astype(np.float32)
+    return np.mean([lbp_descriptor(f) for f in faces], axis=0)
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) / 255.0
+
+
+def _resize(img: np.ndarray, scale: float, shape: tuple[int, int] | None = None) -> np.ndarray:
+    import cv2
+
+    h, w = shape or (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)

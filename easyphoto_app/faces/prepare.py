@@ -1,0 +1,317 @@
+"""Photos -> accepted face crops, reject reasons and the reference face (faces.json).
+
+Every run re-checks all of a user's photos, so faces.json always matches the
+files on disk. Two passes: first each photo's faces are found; then the set's
+identity (mean embedding of the clear single-face photos) decides which face of
+a group photo is the person, and who is someone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from easyphoto_app.errors import UserError
+from easyphoto_app.faces import get_backend
+from easyphoto_app.faces.base import DetectedFace, FaceBackend, normalize
+from easyphoto_app.faces.images import BadImage, collect_files, load_rgb, sanitize_name
+from easyphoto_app.faces import quality
+from easyphoto_app.settings import FaceConfig
+from easyphoto_app.workspace import Workspace, atomic_path, atomic_write_json
+
+MIN_PHOTOS = 3
+OUTLIER_MADS = 3.5  # offline backend: this many MADs below the median similarity = someone else
+
+
+@dataclass
+class PhotoResult:
+    source: str
+    accepted: bool = False
+    reason: str | None = None
+    crop: str | None = None
+    scores: dict = field(default_factory=dict)
+    faces_found: int = 0
+    _face: DetectedFace | None = field(default=None, repr=False)
+    _all: list = field(default_factory=list, repr=False)
+    _rgb: np.ndarray | None = field(default=None, repr=False)
+
+    def reject(self, reason: str) -> None:
+        self.accepted, self.reason = False, reason
+
+
+@dataclass
+class FacesRecord:
+    backend: str
+    photos: list[PhotoResult]
+    reference: dict | None = None
+    warning: str | None = None
+
+    @property
+    def accepted(self) -> list[PhotoResult]:
+        return [p for p in self.photos if p.accepted]
+
+    @property
+    def accepted_count(self) -> int:
+        return len(self.accepted)
+
+    def to_json(self) -> dict:
+        photos = [{k: v for k, v in asdict(p).items() if not k.startswith("_")} for p in self.photos]
+        return {"backend": self.backend, "photos": photos, "reference": self.reference, "warning": self.warning}
+
+
+def load_record(ws: Workspace, user: str) -> dict | None:
+    path = ws.faces_dir(user) / "faces.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def load_reference(ws: Workspace, user: str) -> dict:
+    """The reference crop path, its embedding and the set's mean embedding (for the RL reward)."""
+    path = ws.user_dir(user) / "reference.json"
+    if not path.exists():
+        raise UserError(f"User '{user}' has no reference face yet: add photos on the Photos tab (or run 'prepare --user {user} PHOTOS').")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------- importing
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def import_photos(ws: Workspace, user: str, files: list[Path]) -> list[str]:
+    """Copy new files into photos/ under sanitised, unique names; skip byte-identical copies."""
+    folder = ws.photos_dir(user)
+    folder.mkdir(parents=True, exist_ok=True)
+    known = {_sha(p): p.name for p in folder.iterdir() if p.is_file()}
+    added = []
+    for src in collect_files(files):
+        digest = _sha(src)
+        if digest in known:
+            continue
+        name = sanitize_name(src.name)
+        target = folder / name
+        n = 1
+        while target.exists():
+            target = folder / f"{Path(name).stem}_{n}{Path(name).suffix}"
+            n += 1
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src, tmp)
+        known[digest] = target.name
+        added.append(target.name)
+    return added
+
+
+def remove_photos(ws: Workspace, user: str, names: list[str]) -> None:
+    folder = ws.photos_dir(user)
+    for name in names:
+        target = folder / Path(name).name
+        if not target.is_file():
+            have = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+            raise UserError(f"No photo named {name!r} for '{user}' (photos: {', '.join(have) or 'none'}).")
+        target.unlink()
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def _analyze(backend: FaceBackend, path: Path, cfg: FaceConfig) -> PhotoResult:
+    result = PhotoResult(source=path.name)
+    try:
+        rgb = load_rgb(path, cfg.max_side)
+    except BadImage as exc:
+        result.reject(f"unusable file: {exc}")
+        return result
+    result._rgb = rgb
+    result._all = backend.analyze(rgb)
+    result.faces_found = len(result._all)
+    if not result._all:
+        if quality.sharpness(rgb) < cfg.min_sharpness / 2:
+            result.reject("no face found; the photo is too blurry")
+        else:
+            result.reject("no face found (use a photo where the face is clearly visible, looking at the camera)")
+    return result
+
+
+def _main_face(faces: list[DetectedFace], shape) -> DetectedFace:
+    """Largest and most central (never simply the left-most)."""
+    h, w = shape[:2]
+
+    def weight(f: DetectedFace) -> float:
+        cx, cy = f.center
+        off = ((cx - w / 2) ** 2 + (cy - h / 2) ** 2) ** 0.5 / max(w, h)
+        return f.size * (1.0 - off)
+
+    return max(faces, key=weight)
+
+
+def _set_identity(results: list[PhotoResult]) -> np.ndarray | None:
+    """Mean embedding of the main faces of single-face photos (else of every photo's main face)."""
+    single = [r._face.embedding for r in results if r._face is not None and r.faces_found == 1]
+    pool = single or [r._face.embedding for r in results if r._face is not None]
+    return normalize(np.mean(pool, axis=0)) if pool else None
+
+
+def _choose_faces(results: list[PhotoResult]) -> np.ndarray | None:
+    for r in results:
+        if r._all:
+            r._face = _main_face(r._all, r._rgb.shape)
+    mean = _set_identity(results)
+    if mean is not None:  # group photos: the face that looks like the rest of the set
+        for r in results:
+            if len(r._all) > 1:
+                r._face = max(r._all, key=lambda f: float(f.embedding @ mean))
+    return mean
+
+
+def _score(r: PhotoResult, cfg: FaceConfig, backend: FaceBackend) -> None:
+    crop = quality.align_crop(r._rgb, r._face, cfg.crop_size)
+    core = quality.face_region(crop)
+    r.scores = {
+        "face_px": round(r._face.size, 1),
+        "sharpness": round(quality.sharpness(core), 3),
+        "exposure": round(quality.exposure(core), 3),
+        "frontal": round(quality.frontalness(r._face, core), 3),
+        "detector": round(r._face.score, 3),
+    }
+    r._crop = crop
+    r._hash = quality.dhash(core)
+
+
+def _identity_threshold(sims: list[float], backend: FaceBackend, cfg: FaceConfig) -> float:
+    if cfg.min_similarity > 0:
+        return cfg.min_similarity
+    if backend.has_landmarks or len(sims) < 3:
+        return backend.same_person_threshold if backend.has_landmarks else min(backend.same_person_threshold, min(sims) - 1e-6)
+    med = float(np.median(sims))
+    mad = float(np.median(np.abs(np.array(sims) - med))) or 0.005
+    return max(backend.same_person_threshold, med - OUTLIER_MADS * mad)
+
+
+def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -> None:
+    candidates = []
+    for r in results:
+        if r._face is None:
+            continue
+        _score(r, cfg, backend)
+        if r.scores["sharpness"] < cfg.min_sharpness:
+            r.reject(f"face too blurry (sharpness {r.scores['sharpness']:.2f} < {cfg.min_sharpness})")
+        elif r.scores["face_px"] < cfg.min_face_px:
+            r.reject(f"face too small ({r.scores['face_px']:.0f} px; needs at least {cfg.min_face_px} px): use a closer photo")
+        else:
+            r.accepted = True
+            candidates.append(r)
+    if not candidates:
+        return
+    mean = normalize(np.mean([r._face.embedding for r in candidates], axis=0))
+    sims = [float(r._face.embedding @ mean) for r in candidates]
+    threshold = _identity_threshold(sims, backend, cfg)
+    for r, sim in zip(candidates, sims):
+        r.scores["similarity"] = round(sim, 4)
+        if sim < threshold:
+            r.reject(f"looks like a different person (similarity {sim:.3f} < {threshold:.3f})")
+    kept: list[PhotoResult] = []
+    for r in sorted((r for r in candidates if r.accepted), key=lambda r: -r.scores["sharpness"]):
+        twin = next((k for k in kept if quality.hamming(k._hash, r._hash) <= 4
+                     or float(k._face.embedding @ r._face.embedding) > backend.duplicate_threshold), None)
+        if twin is not None:
+            r.reject(f"duplicate of {twin.source}")
+        else:
+            kept.append(r)
+    kept.sort(key=lambda r: -r.scores["similarity"])
+    for r in kept[cfg.keep:]:
+        r.reject(f"not among the {cfg.keep} most alike faces")
+
+
+def _reference(results: list[PhotoResult]) -> PhotoResult | None:
+    accepted = [r for r in results if r.accepted]
+    return max(accepted, key=lambda r: r.scores["similarity"] * max(r.scores["frontal"], 0.05)) if accepted else None
+
+
+# ----------------------------------------------------------------------------- entry
+
+
+def prepare(ws: Workspace, user: str, new_files: list[Path], cfg: FaceConfig, remove: list[str] | None = None,
+            progress=None, backend: FaceBackend | None = None) -> FacesRecord:
+    if remove:
+        remove_photos(ws, user, remove)
+    import_photos(ws, user, new_files)
+    photos = sorted(p for p in ws.photos_dir(user).iterdir() if p.is_file()) if ws.photos_dir(user).is_dir() else []
+    if not photos:
+        raise UserError(f"No photos for '{user}' yet: add 5-20 photos of the person's face.")
+    backend = backend or get_backend(cfg.backend, ws.root)
+    done = 0
+
+    def run(path):
+        nonlocal done
+        result = _analyze(backend, path, cfg)
+        done += 1
+        if progress:
+            progress(done, len(photos))
+        return result
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(run, photos))
+    _choose_faces(results)
+    _decide(results, cfg, backend)
+    record = _write(ws, user, results, backend)
+    if record.accepted_count == 0:
+        reasons = "; ".join(f"{r.source}: {r.reason}" for r in results)
+        raise UserError(f"No usable photo for '{user}': {reasons}")
+    return record
+
+
+def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBackend) -> FacesRecord:
+    from PIL import Image
+
+    folder = ws.faces_dir(user)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.jpg"):
+        old.unlink()
+    for r in results:
+        if r.accepted:
+            target = folder / f"{Path(r.source).stem}.jpg"
+            with atomic_path(target) as tmp:
+                Image.fromarray(r._crop).save(tmp, format="JPEG", quality=95)
+            r.crop = str(target.relative_to(ws.root))
+    record = FacesRecord(backend=backend.name, photos=results)
+    if record.accepted_count < MIN_PHOTOS:
+        record.warning = f"need at least {MIN_PHOTOS} usable photos to train, got {record.accepted_count}."
+    ref = _reference(results)
+    if ref is not None:
+        mean = normalize(np.mean([r._face.embedding for r in record.accepted], axis=0))
+        ref_path = ws.user_dir(user) / "reference.jpg"
+        with atomic_path(ref_path) as tmp:
+            Image.fromarray(ref._crop).save(tmp, format="JPEG", quality=95)
+        record.reference = {"source": ref.source, "crop": str(ref_path.relative_to(ws.root))}
+        atomic_write_json(ws.user_dir(user) / "reference.json", {
+            "backend": backend.name, "source": ref.source, "crop": str(ref_path.relative_to(ws.root)),
+            "embedding": [round(float(x), 6) for x in ref._face.embedding],
+            "mean_embedding": [round(float(x), 6) for x in mean],
+        })
+    else:
+        (ws.user_dir(user) / "reference.json").unlink(missing_ok=True)
+        (ws.user_dir(user) / "reference.jpg").unlink(missing_ok=True)
+    atomic_write_json(folder / "faces.json", record.to_json())
+    return record
+
+
+def format_table(record: FacesRecord) -> str:
+    lines = [f"backend: {record.backend}", f"{'photo':32s} {'result':9s} {'sim':>5s} {'sharp':>5s} {'px':>5s}  reason"]
+    for p in record.photos:
+        s = p.scores
+        lines.append(f"{p.source[:32]:32s} {'accepted' if p.accepted else 'rejected':9s} "
+                     f"{s.get('similarity', float('nan')):5.2f} {s.get('sharpness', float('nan')):5.2f} "
+                     f"{s.get('face_px', 0):5.0f}  {p.reason or ''}")
+    if record.reference:
+        lines.append(f"reference face: {record.reference['source']}")
+    lines.append(f"{record.accepted_count} accepted, {len(record.photos) - record.accepted_count} rejected.")
+    if record.warning:
+        lines.append(f"warning: {record.warning}")
+    return "\n".join(lines)

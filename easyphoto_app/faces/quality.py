@@ -1,0 +1,87 @@
+"""Alignment and the per-face scores (sharpness, exposure, frontalness, near-duplicate hash)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from easyphoto_app.faces.base import DetectedFace
+
+CONTEXT = 2.2  # crop side = CONTEXT x face size: hair, chin and some background
+SHARPNESS_SCALE = 60.0  # Laplacian variance at which sharpness reaches 0.5
+
+
+def eye_angle(face: DetectedFace) -> float:
+    """Degrees to rotate so the eyes are level (0 without landmarks)."""
+    if face.kps is None:
+        return 0.0
+    (lx, ly), (rx, ry) = face.kps[0], face.kps[1]
+    return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+def align_crop(rgb: np.ndarray, face: DetectedFace, size: int) -> np.ndarray:
+    """A size x size crop centred on the face, eyes level, with context around it."""
+    import cv2
+
+    cx, cy = face.center
+    side = CONTEXT * max(face.bbox[2] - face.bbox[0], face.bbox[3] - face.bbox[1])
+    m = cv2.getRotationMatrix2D((cx, cy), eye_angle(face), size / side)
+    m[0, 2] += size / 2 - cx
+    m[1, 2] += size / 2 - cy
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_AREA if side > size else cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _gray(rgb: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(g, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def face_region(crop: np.ndarray) -> np.ndarray:
+    """The face itself inside an aligned crop (the middle 1/CONTEXT)."""
+    n = crop.shape[0]
+    half = int(n / CONTEXT / 2)
+    return crop[n // 2 - half:n // 2 + half, n // 2 - half:n // 2 + half]
+
+
+def sharpness(rgb: np.ndarray) -> float:
+    """0 (blurred) .. 1 (sharp): variance of the Laplacian at a fixed 128 px scale."""
+    import cv2
+
+    var = float(cv2.Laplacian(_gray(rgb, 128), cv2.CV_32F).var())
+    return var / (var + SHARPNESS_SCALE)
+
+
+def exposure(rgb: np.ndarray) -> float:
+    """1 for mid-grey brightness, 0 for black or white."""
+    mean = float(_gray(rgb, 64).mean()) / 255.0
+    return max(0.0, 1.0 - abs(mean - 0.5) * 2)
+
+
+def frontalness(face: DetectedFace, crop_face: np.ndarray) -> float:
+    """From landmarks (nose between the eyes) when present, else left-right symmetry."""
+    if face.kps is not None:
+        (lx, _), (rx, _), (nx, _) = face.kps[0], face.kps[1], face.kps[2]
+        half_eyes = max(abs(rx - lx) / 2, 1e-3)
+        return float(max(0.0, 1.0 - abs(nx - (lx + rx) / 2) / half_eyes))
+    g = _gray(crop_face, 64)
+    g = g - g.mean()
+    mirror = g[:, ::-1]
+    denom = float(np.sqrt((g * g).sum() * (mirror * mirror).sum())) or 1.0
+    return float(max(0.0, (g * mirror).sum() / denom))
+
+
+def dhash(rgb: np.ndarray) -> int:
+    """A 64-bit difference hash: near-identical crops differ in few bits."""
+    import cv2
+
+    g = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = (g[:, 1:] > g[:, :-1]).ravel()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def hamming(a: int, b: int) -> int:
+    return bin(a ^ b).count("1")

@@ -1,0 +1,222 @@
+"""Generation on one cached pipeline: stacked LoRAs, `<lora:name:w>` prompt tags, A1111 PNG info."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from easyphoto_app import __version__
+from easyphoto_app.errors import UserError, oom_message
+from easyphoto_app.settings import TRIGGER, GenerateConfig
+from easyphoto_app.workspace import Workspace, atomic_path
+
+LORA_TAG = re.compile(r"<lora:\s*([^:<>]+?)\s*(?::\s*([-+]?[0-9]*\.?[0-9]+)\s*)?>", re.IGNORECASE)
+SCHEDULERS = ("DPM++ 2M Karras", "Euler a", "DDIM")
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def load_styles() -> dict[str, str]:
+    path = ASSETS / "styles.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"studio": "studio portrait"}
+
+
+def default_prompt(style: str) -> str:
+    styles = load_styles()
+    if style not in styles:
+        raise UserError(f"Unknown style {style!r}; choose one of: {', '.join(styles)}.")
+    return f"{TRIGGER}, {styles[style]}"
+
+
+def parse_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
+    """Split WebUI-style `<lora:name:weight>` tags out of a prompt (weight defaults to 1)."""
+    tags = [(m.group(1), float(m.group(2)) if m.group(2) else 1.0) for m in LORA_TAG.finditer(prompt)]
+    text = LORA_TAG.sub(" ", prompt)
+    text = re.sub(r"\s+,", ",", re.sub(r"\s{2,}", " ", text)).strip(" ,")
+    return text, tags
+
+
+def available_loras(ws: Workspace) -> dict[str, Path]:
+    if not ws.loras_dir.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(ws.loras_dir.glob("*.safetensors"))}
+
+
+def file_hash(path: Path, length: int = 10) -> str:
+    """sha256 prefix as WebUI shows it; cached by size and mtime beside the data."""
+    path = Path(path)
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = _hash_cache.get(key)
+    if cache is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        cache = _hash_cache[key] = h.hexdigest()
+    return cache[:length]
+
+
+_hash_cache: dict[str, str] = {}
+
+
+def model_hash(model) -> str:
+    weights = model.path if model.kind == "file" else next(iter(sorted(model.path.glob("unet/*.safetensors"))), None)
+    return file_hash(weights) if weights else "unknown"
+
+
+def set_scheduler(pipe, name: str) -> None:
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+
+    config = pipe.scheduler.config
+    if name == "DPM++ 2M Karras":
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(config, use_karras_sigmas=True, algorithm_type="dpmsolver++")
+    elif name == "Euler a":
+        pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(config)
+    elif name == "DDIM":
+        pipe.scheduler = DDIMScheduler.from_config(config)
+    else:
+        raise UserError(f"Unknown sampler {name!r}; choose one of: {', '.join(SCHEDULERS)}.")
+
+
+@dataclass
+class LoraChoice:
+    name: str
+    path: Path
+    weight: float
+
+
+def choose_loras(ws: Workspace, user: str | None, tags: list[tuple[str, float]], cfg: GenerateConfig, use_rl: bool) -> list[LoraChoice]:
+    """Prompt tags win; otherwise the user's face LoRA (+ the RL LoRA when present and wanted)."""
+    found = available_loras(ws)
+    if tags:
+        unknown = [name for name, _ in tags if name not in found]
+        if unknown:
+            raise UserError(
+                f"Unknown LoRA {', '.join(unknown)} in the prompt; available: {', '.join(found) or 'none yet (train one first)'}."
+            )
+        return [LoraChoice(name, found[name], w) for name, w in tags]
+    if not user:
+        return []
+    face = ws.face_lora(user)
+    if not face.exists():
+        raise UserError(f"User '{user}' has no face LoRA yet: prepare photos and train first (Photos & Training tab or 'train --user {user}').")
+    chosen = [LoraChoice(user, face, cfg.lora_weight)]
+    rl = ws.ddpo_lora(user)
+    if use_rl and rl.exists():
+        chosen.append(LoraChoice(rl.stem, rl, cfg.rl_weight))
+    return chosen
+
+
+def apply_loras(pipe, loras: list[LoraChoice]) -> None:
+    """Load each LoRA once as its own adapter and activate exactly these, with their weights."""
+    if not loras:
+        if getattr(pipe, "_ep_loaded", None):
+            pipe.disable_lora()
+        return
+    loaded: dict[str, float] = pipe.__dict__.setdefault("_ep_loaded", {})
+    for lora in loras:
+        mtime = lora.path.stat().st_mtime_ns
+        adapter = adapter_name(lora.name)
+        if loaded.get(adapter) != mtime:
+            if adapter in loaded:
+                pipe.delete_adapters(adapter)
+            pipe.load_lora_weights(str(lora.path), adapter_name=adapter)
+            loaded[adapter] = mtime
+    pipe.enable_lora()
+    pipe.set_adapters([adapter_name(lora.name) for lora in loras], adapter_weights=[lora.weight for lora in loras])
+
+
+def adapter_name(lora_name: str) -> str:
+    return "ep_" + re.sub(r"[^A-Za-z0-9_]", "_", lora_name)
+
+
+def png_parameters(prompt: str, loras: list[LoraChoice], cfg: GenerateConfig, seed: int, w: int, h: int, model) -> str:
+    tags = " ".join(f"<lora:{lora.name}:{lora.weight:g}>" for lora in loras)
+    full_prompt = f"{prompt} {tags}".strip()
+    parts = [
+        f"Steps: {cfg.steps}", f"Sampler: {cfg.scheduler}", f"CFG scale: {cfg.cfg:g}", f"Seed: {seed}",
+        f"Size: {w}x{h}", f"Model hash: {model_hash(model)}", f"Model: {Path(model.source).name or model.source}",
+    ]
+    if loras:
+        parts.append('Lora hashes: "' + ", ".join(f"{lora.name}: {file_hash(lora.path, 12)}" for lora in loras) + '"')
+    parts.append(f"Version: EasyPhoto {__version__}")
+    return f"{full_prompt}\nNegative prompt: {cfg.negative_prompt}\n" + ", ".join(parts)
+
+
+def save_png(image, folder: Path, stem: str, parameters: str) -> Path:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{stem}.png"
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+    return target
+
+
+@dataclass
+class Generated:
+    paths: list[Path] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    parameters: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None = None, use_rl: bool = True,
+             progress=None, should_stop=None, out_folder: Path | None = None) -> Generated:
+    """Generate cfg.num images, one seed each (seed, seed+1, ...), saved with their parameters."""
+    import torch
+
+    from easyphoto_app.models import native_resolution
+
+    text, tags = parse_lora_tags(cfg.prompt or default_prompt(cfg.style))
+    loras = choose_loras(ws, user, tags, cfg, use_rl)
+    width = native_resolution(model, cfg.width)
+    height = native_resolution(model, cfg.height)
+    if width % 8 or height % 8:
+        raise UserError(f"Width and height must be multiples of 8 (got {width}x{height}).")
+    base_seed = cfg.seed if cfg.seed >= 0 else random.randrange(2**31)
+    set_scheduler(pipe, cfg.scheduler)
+    apply_loras(pipe, loras)
+    folder = out_folder or ws.outputs_dir(user or "_base") / date.today().isoformat()
+    result, start = Generated(), time.perf_counter()
+    total = cfg.num * cfg.steps
+    for i in range(cfg.num):
+        seed = base_seed + i
+
+        def on_step(p, step, t, kwargs, i=i):
+            if progress:
+                progress(i * cfg.steps + step + 1, total)
+            if should_stop and should_stop():
+                p._interrupt = True
+            return kwargs
+
+        try:
+            image = pipe(
+                text, negative_prompt=cfg.negative_prompt or None, num_inference_steps=cfg.steps, guidance_scale=cfg.cfg,
+                width=width, height=height, generator=torch.Generator("cpu").manual_seed(seed),
+                callback_on_step_end=on_step,
+            ).images[0]
+        except torch.OutOfMemoryError:
+            raise UserError(oom_message("the image size, the number of images or the steps")) from None
+        if should_stop and should_stop():
+            break
+        params = png_parameters(text, loras, cfg, seed, width, height, model)
+        stem = f"{time.strftime('%H%M%S')}-{seed}"
+        result.paths.append(save_png(image, folder, stem, params))
+        result.seeds.append(seed)
+        result.parameters.append(params)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def with_overrides(base: GenerateConfig, /, **changes) -> GenerateConfig:
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,245 @@
+"""Long jobs: an event stream (JSON lines), a one-GPU-job lock, and child processes.
+
+A job is the CLI command itself (`train`, `rl`, ...) run as a child process. It
+writes events to a JSON-lines file; the UI and the CLI's tqdm bar are two readers
+of the same stream. Stop is a flag file the job checks between steps, so it can
+save before it ends (this also works on Windows, where signals are awkward).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from easyphoto_app.errors import BusyError
+from easyphoto_app.workspace import Workspace, atomic_write_json
+
+EventListener = Callable[[dict], None]
+
+
+class Reporter:
+    """What core functions report through: progress, metrics, logs, done / failed."""
+
+    def __init__(self, events_path: Path | None = None, listeners: list[EventListener] | None = None):
+        self.events_path = Path(events_path) if events_path else None
+        self.listeners = list(listeners or [])
+        self._stop_requested = False
+        if self.events_path:
+            self.events_path.parent.mkdir(parents=True, exist_ok=True)
+            self.stop_path.unlink(missing_ok=True)
+
+    @property
+    def stop_path(self) -> Path | None:
+        return self.events_path.with_suffix(".stop") if self.events_path else None
+
+    def emit(self, event_type: str, **fields) -> dict:
+        event = {"t": round(time.time(), 3), "type": event_type, **fields}
+        if self.events_path:
+            with open(self.events_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(event) + "\n")
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def progress(self, step: int, total: int, **fields):
+        return self.emit("progress", step=step, total=total, **fields)
+
+    def metric(self, **fields):
+        return self.emit("metric", **fields)
+
+    def log(self, message: str, **fields):
+        return self.emit("log", message=message, **fields)
+
+    def done(self, message: str = "", **fields):
+        return self.emit("done", message=message, **fields)
+
+    def failed(self, message: str, **fields):
+        return self.emit("failed", message=message, **fields)
+
+    def request_stop(self, *_):
+        self._stop_requested = True
+
+    def should_stop(self) -> bool:
+        return self._stop_requested or bool(self.stop_path and self.stop_path.exists())
+
+    def stop_on_signals(self):
+        """Ctrl+C / SIGTERM ask the job to save and stop instead of dying mid-step."""
+        signal.signal(signal.SIGINT, self.request_stop)
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, self.request_stop)
+
+
+class TqdmListener:
+    """Renders progress events as a tqdm bar on the console."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict):
+        with self._lock:
+            self._show(event)
+
+    def _show(self, event: dict):
+        from tqdm import tqdm
+
+        if event["type"] == "progress":
+            if self.bar is None or self.bar.total != event["total"]:
+                self.bar = tqdm(total=event["total"], desc=self.desc, unit="step", dynamic_ncols=True)
+            self.bar.n = event["step"]
+            self.bar.refresh()
+            shown = {k: v for k, v in event.items() if k in ("loss", "reward", "eta_s", "it_s")}
+            self.bar.set_postfix(shown, refresh=True)
+        elif event["type"] == "log":
+            (self.bar.write if self.bar else print)(event["message"])
+        elif event["type"] in ("done", "failed") and self.bar is not None:
+            self.bar.close()
+
+
+def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
+    """Events appended since byte `offset`, and the new offset (partial lines wait)."""
+    path = Path(path)
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    events = []
+    for line in data[:end].splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn line from a killed writer
+    return events, offset + end
+
+
+def pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class JobRecord:
+    pid: int
+    kind: str
+    user: str
+    events: str
+    offset: int
+    started: float
+    log: str = ""
+
+
+class GpuLock:
+    """At most one GPU job (train / rl) at a time, across the UI and terminals."""
+
+    def __init__(self, ws: Workspace, kind: str, user: str):
+        self.path = ws.jobs_dir / "gpu.lock"
+        self.kind, self.user = kind, user
+
+    def holder(self) -> dict | None:
+        try:
+            info = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return info if pid_alive(int(info.get("pid", -1))) and info.get("pid") != os.getpid() else None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                other = self.holder()
+                if other:
+                    raise BusyError(busy_message(other)) from None
+                self.path.unlink(missing_ok=True)  # left by a killed job
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"pid": os.getpid(), "kind": self.kind, "user": self.user, "started": time.time()}, fh)
+            return self
+        raise BusyError("Could not take the GPU job lock; try again in a moment.")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def busy_message(info: dict) -> str:
+    started = time.strftime("%H:%M", time.localtime(info.get("started", time.time())))
+    return (
+        f"A {info.get('kind', 'GPU')} job for '{info.get('user', '?')}' is already running (started {started}). "
+        "Wait for it to finish or press Stop, then try again."
+    )
+
+
+class JobManager:
+    """Starts CLI commands as child processes and follows their events (used by the UI)."""
+
+    def __init__(self, ws: Workspace, global_args: list[str]):
+        self.ws, self.global_args = ws, list(global_args)
+        self.record_path = ws.jobs_dir / "current.json"
+
+    def current(self) -> JobRecord | None:
+        """The job started last, if any (running or finished)."""
+        try:
+            return JobRecord(**json.loads(self.record_path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None
+
+    def running(self) -> JobRecord | None:
+        job = self.current()
+        return job if job and pid_alive(job.pid) else None
+
+    def start(self, kind: str, user: str, events: Path, args: list[str]) -> JobRecord:
+        job = self.running()
+        if job:
+            raise BusyError(busy_message(asdict(job)))
+        other = GpuLock(self.ws, kind, user).holder()
+        if other:
+            raise BusyError(busy_message(other))
+        events = Path(events)
+        events.parent.mkdir(parents=True, exist_ok=True)
+        offset = events.stat().st_size if events.exists() else 0
+        log_path = self.ws.jobs_dir / f"{kind}-{user}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "easyphoto_app", *self.global_args, kind, "--user", user, "--events", str(events), *args]
+        flags = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
+        with open(log_path, "ab") as log_fh:
+            proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **flags)
+        record = JobRecord(proc.pid, kind, user, str(events), offset, time.time(), str(log_path))
+        atomic_write_json(self.record_path, asdict(record))
+        self._proc = proc  # keep a handle so the child is reaped on POSIX
+        return record
+
+    def stop(self) -> bool:
+        """Ask the running job to save and stop. True if there was one."""
+        job = self.running()
+        if not job:
+            return False
+        Path(job.events).with_suffix(".stop").touch()
+        return True
+
+    def events(self, job: JobRecord) -> list[dict]:
+        return read_events(Path(job.events), job.offset)[0]
+
+    def state(self, job: JobRecord | None = None) -> str:
+        """running | done | failed | stopped (killed without a final event) | none."""
+        job = job or self.current()
+        if job is None:
+            return "none"
+        if pid_alive(job.pid):
+            return "running"
+        final = [e for e in self.events(job) if e["type"] in ("done", "failed")]
+        return final[-1]["type"] if final else "stopped"

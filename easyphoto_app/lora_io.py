@@ -1,0 +1,117 @@
+"""LoRA and training-state files, all safetensors (no pickle), all written atomically.
+
+The final LoRA uses WebUI (kohya) keys: `lora_unet_*` / `lora_te_*` with
+`.lora_down.weight`, `.lora_up.weight` and the true `.alpha` (diffusers' converter
+writes alpha = rank, DESIGN.md pitfall 2), so A1111/ComfyUI read it as `<lora:ID:1>`
+and diffusers' `load_lora_weights` reproduces the trained adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from easyphoto_app.errors import UserError
+from easyphoto_app.workspace import atomic_path
+
+
+def peft_state(model, adapter: str, prefix: str) -> dict:
+    """The adapter's LoRA tensors with `prefix.` keys (unet. / text_encoder.), on the CPU in fp32."""
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=adapter)
+    return {f"{prefix}.{k}": v.detach().float().cpu().contiguous() for k, v in state.items()}
+
+
+def to_kohya(state: dict, alpha: float) -> dict:
+    import torch
+    from diffusers.utils import convert_state_dict_to_kohya
+
+    kohya = convert_state_dict_to_kohya(state)
+    out = {}
+    for key, value in kohya.items():
+        key = key.replace("lora_te1_", "lora_te_")  # SD 1.x WebUI name for the (only) text encoder
+        out[key] = torch.tensor(float(alpha)) if key.endswith(".alpha") else value
+    return out
+
+
+def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str | None = None) -> Path:
+    """Write a WebUI-format LoRA atomically. Refuses to replace a file that belongs to someone else."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if owner is not None and path.exists():
+        current = read_metadata(path).get("easyphoto_user")
+        if current and current != owner:
+            raise UserError(f"{path.name} belongs to user '{current}'; refusing to overwrite it with '{owner}'s LoRA.")
+    meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
+    with atomic_path(path) as tmp:
+        save_file(to_kohya(state, alpha), str(tmp), metadata=meta)
+    return path
+
+
+def read_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {})
+
+
+def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+
+
+def load_tensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
+    return tensors, meta
+
+
+def optimizer_tensors(optimizer) -> tuple[dict, dict]:
+    """An optimizer's state as flat tensors + JSON-able param groups (safetensors has no pickle)."""
+    sd = optimizer.state_dict()
+    tensors = {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            tensors[f"opt.{idx}.{name}"] = value if hasattr(value, "shape") else __import__("torch").tensor(value)
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def write_checkpoint_dir(target: Path, files: dict[str, tuple[dict, dict]]) -> Path:
+    """Write several safetensors files into a folder that appears in one rename (all or nothing)."""
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, (tensors, meta) in files.items():
+        save_tensors(staging / name, tensors, meta)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target
+
+
+def complete_checkpoints(folder: Path, prefix: str) -> list[Path]:
+    """Checkpoint folders sorted by their number (half-written staging folders are ignored)."""
+    if not Path(folder).is_dir():
+        return []
+    found = [p for p in Path(folder).iterdir() if p.is_dir() and p.name.startswith(prefix + "-")]
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))

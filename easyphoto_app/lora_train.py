@@ -1,0 +1,355 @@
+"""Face LoRA training: diffusers + peft + accelerate.
+
+Speed and memory come from doing the fixed work once: the VAE latents (of each
+face and its mirror image) and the caption's text embedding are computed before
+the loop, after which the VAE and text encoder leave the GPU. Checkpoints are
+atomic folders of safetensors (adapter, optimizer, RNG), so `--resume` after a
+crash or `kill -9` continues to the same weights an uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
+from easyphoto_app.faces.prepare import MIN_PHOTOS, load_record
+from easyphoto_app.jobs import Reporter
+from easyphoto_app.lora_io import (
+    complete_checkpoints, load_tensors, optimizer_tensors, peft_state, restore_optimizer, save_lora,
+    write_checkpoint_dir,
+)
+from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
+from easyphoto_app.workspace import Workspace, atomic_write_json, ensure_free_space
+
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TE_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+ADAPTER = "face"
+VALIDATION_SEEDS = (1234, 5678, 9012, 3456)
+
+
+@dataclass
+class TrainResult:
+    path: Path | None
+    message: str
+    best_step: int | None = None
+    final_loss: float | None = None
+
+
+def default_steps(photos: int) -> int:
+    return min(200 * photos, 800)
+
+
+def face_images(ws: Workspace, user: str) -> list[Path]:
+    record = load_record(ws, user)
+    if record is None:
+        raise UserError(f"User '{user}' has no prepared faces: add photos first (Photos tab or 'prepare --user {user} PHOTOS').")
+    crops = [ws.root / p["crop"] for p in record["photos"] if p["accepted"]]
+    if len(crops) < MIN_PHOTOS:
+        raise UserError(f"User '{user}' has {len(crops)} usable face(s); training needs at least {MIN_PHOTOS}. Add more photos.")
+    return crops
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = ADAPTER) -> list:
+    """Attach a gaussian-initialised LoRA adapter; return its (fp32) trainable parameters."""
+    import torch
+    from peft import LoraConfig
+
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets), adapter_name=adapter)
+    params = [p for n, p in model.named_parameters() if f".{adapter}." in n and "lora_" in n]
+    for p in params:
+        p.data = p.data.to(torch.float32)
+        p.requires_grad_(True)
+    return params
+
+
+def encode_faces(pipe, images: list[Path], resolution: int, device, dtype):
+    """Latent distribution (mean, std) of each face and of its mirror image: [2N, 4, h, w] each."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    arrays = []
+    for path in images:
+        img = Image.open(path).convert("RGB").resize((resolution, resolution), Image.Resampling.LANCZOS)
+        arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+        arrays += [arr, arr[:, ::-1]]
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    means, stds = [], []
+    with torch.no_grad():
+        for chunk in pixels.split(4):
+            dist = pipe.vae.encode(chunk.to(device, dtype)).latent_dist
+            means.append(dist.mean.float())
+            stds.append(dist.std.float())
+    return torch.cat(means), torch.cat(stds)
+
+
+def encode_caption(pipe, device):
+    import torch
+
+    ids = pipe.tokenizer(TRIGGER, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids.to(device)
+    with torch.no_grad():
+        return ids, pipe.text_encoder(ids)[0]
+
+
+def make_optimizer(params_groups: list[dict], device: str):
+    import torch
+
+    if device == "cuda":
+        try:
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(params_groups, weight_decay=1e-2)
+        except ImportError:
+            pass
+    return torch.optim.AdamW(params_groups, weight_decay=1e-2)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class FaceLoraTrainer:
+    def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter):
+        from easyphoto_app.models import native_resolution, pick_device, resolve_model
+
+        self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
+        self.cfg: TrainConfig = settings.train
+        self.images = face_images(ws, user)
+        self.device = pick_device(settings.app.device)
+        self.model = resolve_model(settings.app.model, settings.data_dir, self.device)
+        self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
+        self.total = self.cfg.steps or default_steps(len(self.images))
+        self.work = ws.lora_work_dir(user)
+
+    # -- setup
+    def setup(self):
+        import torch
+        from accelerate import Accelerator
+
+        from easyphoto_app.models import load_pipeline, train_precision
+
+        cfg = self.cfg
+        precision = train_precision(self.device)
+        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+        self.accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
+                                       cpu=self.device == "cpu")
+        pipe = load_pipeline(self.model, self.device, dtype=weight_dtype)
+        for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+            part.requires_grad_(False)
+        self.pipe = pipe
+        self.latent_mean, self.latent_std = encode_faces(pipe, self.images, self.resolution, self.device, weight_dtype)
+        self.ids, self.text_emb = encode_caption(pipe, self.device)
+        pipe.vae.to("cpu")  # cached latents: the VAE is only needed again for validation images
+        params = [{"params": add_lora(pipe.unet, cfg.rank, cfg.alpha, UNET_TARGETS), "lr": cfg.lr}]
+        if cfg.train_text_encoder:
+            params.append({"params": add_lora(pipe.text_encoder, cfg.rank, cfg.alpha, TE_TARGETS), "lr": cfg.lr / 2})
+        else:
+            pipe.text_encoder.to("cpu")
+        if self.device == "cuda":
+            pipe.unet.enable_gradient_checkpointing()
+        self.trainable = [p for g in params for p in g["params"]]
+        self.optimizer = make_optimizer(params, self.device)
+        self.unet, self.optimizer = self.accelerator.prepare(pipe.unet, self.optimizer)
+        from diffusers import DDPMScheduler
+
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.generator = torch.Generator("cpu").manual_seed(cfg.seed)
+        self.scaling = pipe.vae.config.scaling_factor
+        self.step = 0
+        self.validation: list[dict] = []
+
+    # -- one optimisation step (grad_accum micro-batches)
+    def train_step(self) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        cfg, g = self.cfg, self.generator
+        total_loss = 0.0
+        self.unet.train()
+        for _ in range(cfg.grad_accum):
+            with self.accelerator.accumulate(self.unet):
+                idx = torch.randint(0, self.latent_mean.shape[0], (cfg.batch_size,), generator=g)
+                mean, std = self.latent_mean[idx], self.latent_std[idx]
+                latents = (mean + std * torch.randn(mean.shape, generator=g).to(mean.device)) * self.scaling
+                noise = torch.randn(latents.shape, generator=g).to(latents.device)
+                t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g).to(latents.device)
+                noisy = self.noise_scheduler.add_noise(latents, noise, t)
+                if cfg.train_text_encoder:
+                    text = self.pipe.text_encoder(self.ids)[0].expand(cfg.batch_size, -1, -1)
+                else:
+                    text = self.text_emb.expand(cfg.batch_size, -1, -1)
+                with self.accelerator.autocast():
+                    pred = self.unet(noisy.to(self.unet.dtype), t, text.to(self.unet.dtype)).sample
+                target = noise if self.noise_scheduler.config.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
+                loss = F.mse_loss(pred.float(), target.float())
+                self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients:
+                    self.accelerator.clip_grad_norm_(self.trainable, 1.0)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                total_loss += loss.item() / cfg.grad_accum
+        self.step += 1
+        return total_loss
+
+    # -- state
+    def adapter_state(self) -> dict:
+        unet = self.accelerator.unwrap_model(self.unet)
+        state = peft_state(unet, ADAPTER, "unet")
+        if self.cfg.train_text_encoder:
+            state.update(peft_state(self.pipe.text_encoder, ADAPTER, "text_encoder"))
+        return state
+
+    def save_checkpoint(self) -> Path:
+        import torch
+
+        opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
+        rng = {"rng.data": self.generator.get_state(), "rng.torch": torch.get_rng_state()}
+        meta = {"step": self.step, "total": self.total, "validation": self.validation, "settings": vars(self.cfg)}
+        return write_checkpoint_dir(self.work / f"checkpoint-{self.step}", {
+            "adapter.safetensors": (self.adapter_state(), meta),
+            "optimizer.safetensors": ({**opt_tensors, **rng}, opt_meta),
+        })
+
+    def load_checkpoint(self, folder: Path) -> None:
+        import torch
+        from peft.utils import set_peft_model_state_dict
+
+        adapter, meta = load_tensors(folder / "adapter.safetensors")
+        unet = self.accelerator.unwrap_model(self.unet)
+        unet_sd = {k[len("unet."):]: v for k, v in adapter.items() if k.startswith("unet.")}
+        set_peft_model_state_dict(unet, unet_sd, adapter_name=ADAPTER)
+        te_sd = {k[len("text_encoder."):]: v for k, v in adapter.items() if k.startswith("text_encoder.")}
+        if te_sd:
+            set_peft_model_state_dict(self.pipe.text_encoder, te_sd, adapter_name=ADAPTER)
+        opt, opt_meta = load_tensors(folder / "optimizer.safetensors")
+        restore_optimizer(self.optimizer, opt, opt_meta)
+        self.generator.set_state(opt["rng.data"])
+        torch.set_rng_state(opt["rng.torch"])
+        self.step, self.total, self.validation = meta["step"], meta["total"], meta["validation"]
+
+    # -- validation: generate with fixed seeds and score likeness
+    def validate(self, scorer) -> float:
+        import torch
+
+        pipe = self.pipe
+        pipe.vae.to(self.device)
+        pipe.text_encoder.to(self.device)
+        unet = self.accelerator.unwrap_model(self.unet)
+        unet.eval()
+        images = []
+        with torch.no_grad():
+            for seed in VALIDATION_SEEDS[: self.cfg.validation_images]:
+                images += pipe(TRIGGER, num_inference_steps=20, height=self.resolution, width=self.resolution,
+                               generator=torch.Generator("cpu").manual_seed(seed), guidance_scale=5.0).images
+        pipe.vae.to("cpu")
+        if not self.cfg.train_text_encoder:
+            pipe.text_encoder.to("cpu")
+        rewards, info = scorer(images) if scorer else ([0.0] * len(images), {"no_face_rate": 1.0})
+        score = float(sum(rewards) / len(rewards))
+        self.validation.append({"step": self.step, "score": round(score, 4), **info})
+        atomic_write_json(self.work / "validation.json", self.validation)
+        self.reporter.metric(kind="validation", step=self.step, score=score, **info)
+        return score
+
+
+def _best_checkpoint(work: Path, validation: list[dict]) -> Path:
+    """Highest likeness; ties (e.g. the demo model, where no face is ever found) go to the latest."""
+    ckpts = {int(p.name.rsplit("-", 1)[1]): p for p in complete_checkpoints(work, "checkpoint")}
+    scored = [v for v in validation if v["step"] in ckpts]
+    if not scored:
+        return ckpts[max(ckpts)]
+    best = max(scored, key=lambda v: (v["score"], v["step"]))
+    return ckpts[best["step"]]
+
+
+def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False) -> TrainResult:
+    import torch
+
+    trainer = FaceLoraTrainer(settings, ws, user, reporter)
+    cfg = trainer.cfg
+    ensure_free_space(ws.root, (200 if trainer.model.is_demo else 2048) * 2**20, "training checkpoints")
+    try:
+        from easyphoto_app.faces.likeness import scorer_for
+
+        scorer = scorer_for(ws, user)
+    except UserError:
+        scorer = None
+    reporter.log(f"Training a face LoRA for '{user}' on {trainer.model.label}: {len(trainer.images)} faces, "
+                 f"{trainer.total} steps at {trainer.resolution}px on {trainer.device}.")
+    try:
+        trainer.setup()
+        ckpts = complete_checkpoints(trainer.work, "checkpoint")
+        if resume and ckpts:
+            trainer.load_checkpoint(ckpts[-1])
+            reporter.log(f"Resumed from step {trainer.step} of {trainer.total}.")
+        elif resume:
+            reporter.log("No checkpoint to resume from; starting at step 0.")
+        elif ckpts:
+            import shutil
+
+            for old in ckpts:
+                shutil.rmtree(old)
+        return _loop(trainer, scorer)
+    except torch.OutOfMemoryError:
+        reporter.failed(oom_message("the resolution, the rank, the batch size, or turn off text encoder training"))
+        raise OutOfMemoryError(oom_message("--resolution, --rank, --batch-size, or drop --train-text-encoder")) from None
+    except UserError as exc:
+        reporter.failed(str(exc))
+        raise
+    except Exception as exc:
+        reporter.failed(f"Training failed: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _loop(trainer: FaceLoraTrainer, scorer) -> TrainResult:
+    cfg, reporter = trainer.cfg, trainer.reporter
+    start_step, start = trainer.step, time.perf_counter()
+    loss = math.nan
+    while trainer.step < trainer.total:
+        loss = trainer.train_step()
+        done = trainer.step - start_step
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        reporter.progress(trainer.step, trainer.total, loss=round(loss, 5), it_s=round(rate, 3),
+                          eta_s=round((trainer.total - trainer.step) / max(rate, 1e-9), 1))
+        at_checkpoint = trainer.step % cfg.save_every == 0 or trainer.step == trainer.total
+        if at_checkpoint:
+            trainer.validate(scorer)
+            trainer.save_checkpoint()
+        if reporter.should_stop() and trainer.step < trainer.total:
+            if not at_checkpoint:
+                trainer.save_checkpoint()
+            message = f"Stopped at step {trainer.step} of {trainer.total}; checkpoint saved. Resume with --resume (or the Resume button)."
+            reporter.done(message, stopped=True, step=trainer.step)
+            return TrainResult(None, message, final_loss=loss)
+    return _finish(trainer, loss)
+
+
+def _finish(trainer: FaceLoraTrainer, loss: float) -> TrainResult:
+    best = _best_checkpoint(trainer.work, trainer.validation)
+    state, meta = load_tensors(best / "adapter.safetensors")
+    cfg = trainer.cfg
+    path = save_lora(trainer.ws.face_lora(trainer.user), state, cfg.alpha, {
+        "ss_network_module": "networks.lora", "ss_network_dim": str(cfg.rank), "ss_network_alpha": str(cfg.alpha),
+        "ss_base_model_version": "sd_v1", "ss_resolution": f"({trainer.resolution}, {trainer.resolution})",
+        "ss_steps": str(meta["step"]), "ss_num_train_images": str(len(trainer.images)),
+        "easyphoto_user": trainer.user, "easyphoto_base_model": trainer.model.source,
+        "easyphoto_trigger": TRIGGER, "easyphoto_kind": "face", "easyphoto_validation": trainer.validation,
+    }, owner=trainer.user)
+    _copy_to_webui(trainer.settings, path)
+    message = f"Face LoRA written to {path} (best checkpoint: step {meta['step']}). Use it in a WebUI as <lora:{trainer.user}:1>."
+    trainer.reporter.done(message, path=str(path), best_step=meta["step"], loss=loss)
+    return TrainResult(path, message, best_step=meta["step"], final_loss=loss)
+
+
+def _copy_to_webui(settings: Settings, path: Path) -> None:
+    folder = settings.app.webui_lora_dir
+    if folder and Path(folder).is_dir():
+        import shutil
+
+        shutil.copyfile(path, Path(folder) / path.name)

@@ -1,0 +1,326 @@
+"""Base model manager: hub id | local diffusers folder | single .safetensors file | demo.
+
+Only safetensors weights are ever loaded. Hub downloads go through huggingface_hub
+(resumable, cached, never repeated). With no network and nothing cached, the app
+falls back to the built-in demo model and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from easyphoto_app.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEMO = "demo"
+DEMO_VERSION = 1
+DEMO_RESOLUTION = 128  # what the demo pipeline generates at
+DEMO_TRAIN_RESOLUTION = 64  # train / RL on the demo model at this size to stay quick on a CPU
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+DEMO_LABEL = "Demo model (tiny, random weights, offline): images are noise, for trying the app only."
+
+
+@dataclass
+class ResolvedModel:
+    kind: str  # demo | hub | dir | file
+    source: str  # what the user asked for
+    path: Path
+    note: str = ""  # e.g. why we fell back to the demo model
+
+    @property
+    def is_demo(self) -> bool:
+        return self.kind == DEMO
+
+    @property
+    def label(self) -> str:
+        if self.is_demo:
+            return DEMO_LABEL
+        return f"{self.source} ({self.kind})"
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def pick_device(pref: str = "auto") -> str:
+    import torch
+
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if pref == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if pref == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU (run 'doctor' for details).")
+    if pref == "mps" and not has_mps:
+        raise UserError("--device mps was asked for, but this machine has no Apple GPU available to PyTorch.")
+    if pref not in ("cuda", "mps", "cpu"):
+        raise UserError(f"Unknown device {pref!r}: use auto, cuda, mps or cpu.")
+    return pref
+
+
+def pick_dtype(device: str):
+    """Half precision on GPUs, fp32 on the CPU (CPU half-precision kernels are slow)."""
+    import torch
+
+    return torch.float16 if device in ("cuda", "mps") else torch.float32
+
+
+def train_precision(device: str) -> str:
+    """accelerate's mixed_precision for training on this device."""
+    import torch
+
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+# ----------------------------------------------------------------------------- demo model
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable character table."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = keep[:]
+    n = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(keep, map(chr, chars)))
+
+
+def _write_demo_tokenizer(folder: Path) -> int:
+    """A character-level CLIP BPE vocabulary written locally (no download). Returns its size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    return len(vocab)
+
+
+def build_demo_model(folder: Path) -> Path:
+    """Build the tiny SD1.5-shaped pipeline deterministically and save it as a diffusers folder."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from easyphoto_app.workspace import atomic_write_json
+
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".building")
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
+    vocab_size = _write_demo_tokenizer(staging / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(staging / "tokenizer", model_max_length=77, pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=DEMO_RESOLUTION // 8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(1)
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=16,
+        layers_per_block=1,
+        sample_size=DEMO_RESOLUTION,
+    )
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+        )
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(staging, safe_serialization=True)
+    atomic_write_json(staging / "easyphoto_demo.json", {"version": DEMO_VERSION, "label": DEMO_LABEL})
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder
+
+
+_demo_lock = threading.Lock()
+
+
+def ensure_demo_model(data_dir: Path) -> Path:
+    folder = Path(data_dir) / "models" / "demo"
+    marker = folder / "easyphoto_demo.json"
+    with _demo_lock:
+        if marker.exists() and json.loads(marker.read_text()).get("version") == DEMO_VERSION:
+            return folder
+        log.info("Building the demo model in %s", folder)
+        return build_demo_model(folder)
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~", "\\")) or "\\" in spec or (len(spec) > 1 and spec[1] == ":") or spec.count("/") > 1
+
+
+def _pick_hub_files(files: list[str], want_fp16: bool) -> list[str]:
+    """Config files plus one safetensors file per component (fp16 variant when wanted and present)."""
+    skip = ("safety_checker/", "feature_extractor/")
+    keep = [f for f in files if f.endswith((".json", ".txt")) and "/" in f and not f.startswith(skip)]
+    keep += [f for f in files if f == "model_index.json"]
+    weights = [f for f in files if f.endswith(".safetensors") and "/" in f and not f.startswith(skip)]
+    by_folder: dict[str, list[str]] = {}
+    for f in weights:
+        by_folder.setdefault(f.split("/")[0], []).append(f)
+    for group in by_folder.values():
+        fp16 = [f for f in group if ".fp16." in f]
+        plain = [f for f in group if ".fp16." not in f and ".non_ema." not in f and ".ema." not in f]
+        keep += fp16 if (want_fp16 and fp16) or not plain else plain
+    return sorted(set(keep))
+
+
+def download_hub_model(repo_id: str, want_fp16: bool, progress=None) -> Path:
+    """Download (or resume) only what the pipeline needs; returns the snapshot folder."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    files = HfApi().list_repo_files(repo_id)
+    if "model_index.json" not in files:
+        raise UserError(f"{repo_id} is not a diffusers model repository (no model_index.json).")
+    if not any(f.endswith(".safetensors") for f in files):
+        raise UserError(f"{repo_id} has no .safetensors weights; EasyPhoto never loads pickled weights.")
+    kwargs = {"allow_patterns": _pick_hub_files(files, want_fp16)}
+    if progress is not None:
+        kwargs["tqdm_class"] = progress
+    return Path(snapshot_download(repo_id, **kwargs))
+
+
+def cached_hub_model(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not usable from the cache"
+        return None
+    return path if (path / "model_index.json").exists() else None
+
+
+def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool = True, progress=None) -> ResolvedModel:
+    spec = (spec or "").strip() or DEMO
+    if spec == DEMO:
+        return ResolvedModel(DEMO, spec, ensure_demo_model(data_dir))
+    if spec.lower().endswith(PICKLE_SUFFIXES):
+        raise UserError(
+            f"{spec} is a pickled checkpoint, which can run arbitrary code when loaded. "
+            "Use the .safetensors version of this model instead (most model pages offer one)."
+        )
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_dir() and (path / "model_index.json").exists():
+            return ResolvedModel("dir", spec, path.resolve())
+        if path.is_file() and path.suffix == ".safetensors":
+            return ResolvedModel("file", spec, path.resolve())
+        raise UserError(f"{spec} is neither a diffusers model folder (with model_index.json) nor a .safetensors file.")
+    if _looks_like_path(spec):
+        raise UserError(f"Model path {spec} does not exist.")
+    cached = cached_hub_model(spec)
+    if cached is not None:
+        return ResolvedModel("hub", spec, cached)
+    if not download:
+        return _demo_fallback(spec, data_dir, "it is not downloaded yet")
+    try:
+        return ResolvedModel("hub", spec, download_hub_model(spec, device == "cuda", progress))
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network errors come in many types
+        log.warning("Download of %s failed: %s", spec, exc)
+        return _demo_fallback(spec, data_dir, f"it could not be downloaded ({type(exc).__name__}; offline?)")
+
+
+def _demo_fallback(spec: str, data_dir: Path, why: str) -> ResolvedModel:
+    note = (
+        f"Using the built-in demo model because {spec} is not available: {why}. "
+        "Connect to the internet and choose the model in Settings (or run "
+        f"'python -m easyphoto_app --model {spec} doctor') to download it once."
+    )
+    log.warning(note)
+    return ResolvedModel(DEMO, spec, ensure_demo_model(data_dir), note=note)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_pipeline(model: ResolvedModel, device: str, dtype=None):
+    """A StableDiffusionPipeline on `device` (safetensors only, no safety checker)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    dtype = dtype or pick_dtype(device)
+    common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False, "use_safetensors": True}
+    if model.kind == "file":
+        pipe = StableDiffusionPipeline.from_single_file(str(model.path), **common)
+    else:
+        variant = "fp16" if dtype == torch.float16 and any(model.path.glob("unet/*.fp16.safetensors")) else None
+        if variant is None and not any(model.path.glob("unet/*.safetensors")):
+            variant = "fp16" if any(model.path.glob("unet/*.fp16.safetensors")) else None
+        pipe = StableDiffusionPipeline.from_pretrained(str(model.path), variant=variant, **common)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def native_resolution(model: ResolvedModel, requested: int, training: bool = False) -> int:
+    if model.is_demo:
+        return DEMO_TRAIN_RESOLUTION if training else DEMO_RESOLUTION
+    return requested
+
+
+class PipelineCache:
+    """Keeps one loaded pipeline per process; a different model replaces it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key = None
+        self._pipe = None
+        self.model: ResolvedModel | None = None
+
+    def get(self, spec: str, data_dir: Path, device_pref: str = "auto", progress=None):
+        device = pick_device(device_pref)
+        with self._lock:
+            model = resolve_model(spec, data_dir, device, progress=progress)
+            key = (model.kind, str(model.path), device)
+            if key != self._key:
+                self._pipe = None  # free the old one before loading the new one
+                self._pipe = load_pipeline(model, device)
+                self._key, self.model = key, model
+            return self._pipe, self.model
+
+    def clear(self):
+        with self._lock:
+            self._pipe, self._key, self.model = None, None, None

@@ -1,0 +1,213 @@
+"""Every default lives here, once.
+
+The CLI flags, the UI's Advanced accordions and `settings.toml` all read these
+dataclasses. `settings.toml` has one table per dataclass ([app], [faces], [train],
+[rl], [generate]); a key there overrides the default, and a CLI flag overrides both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from easyphoto_app.errors import UserError
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+TRIGGER = "easyphoto_face, easyphoto, 1person"
+
+
+def opt(default, help: str, **extra):
+    """A dataclass field with help text (shown by --help and in the UI)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class AppConfig:
+    model: str = opt(DEFAULT_MODEL, "Base model: a Hugging Face id, a diffusers folder, a .safetensors file, or 'demo'.")
+    device: str = opt("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu.", choices=["auto", "cuda", "mps", "cpu"])
+    host: str = opt("127.0.0.1", "Address the web UI binds to.")
+    port: int = opt(7860, "Port of the web UI.")
+    open_browser: bool = opt(True, "Open the browser when the UI starts.")
+    webui_lora_dir: str = opt("", "Optional: a WebUI models/Lora folder to copy finished LoRAs into.")
+
+
+@dataclass
+class FaceConfig:
+    backend: str = opt("auto", "Face backend: auto, insightface or offline.", choices=["auto", "insightface", "offline"])
+    keep: int = opt(15, "Keep at most this many accepted faces (the most alike).")
+    min_face_px: int = opt(64, "Reject faces smaller than this (pixels, shorter side).")
+    min_sharpness: float = opt(0.12, "Reject faces blurrier than this (0-1 sharpness score).")
+    min_similarity: float = opt(0.0, "Reject faces less alike than this to the set (0 = backend default).")
+    crop_size: int = opt(512, "Side of the aligned face crops, in pixels.")
+    max_side: int = opt(2048, "Huge photos are downscaled to this longer side on load.")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = opt(0, "Training steps (0 = min(200 x photos, 800)).")
+    rank: int = opt(128, "LoRA rank.")
+    alpha: float = opt(64.0, "LoRA alpha (scale = alpha / rank).")
+    lr: float = opt(1e-4, "Learning rate (the text encoder uses half).")
+    resolution: int = opt(512, "Training resolution (the demo model uses its own small size).")
+    grad_accum: int = opt(4, "Gradient accumulation steps.")
+    batch_size: int = opt(1, "Images per step.")
+    save_every: int = opt(100, "Save and validate a checkpoint every N steps.")
+    train_text_encoder: bool = opt(False, "Also train the text encoder (more memory).")
+    validation_images: int = opt(2, "Images generated per checkpoint to score likeness.")
+    seed: int = opt(42, "Random seed.")
+
+
+@dataclass
+class RLConfig:
+    epochs: int = opt(100, "Maximum RL epochs (the time budget may stop it first).")
+    max_hours: float = opt(1.0, "Time budget in hours; the run stops cleanly between steps.")
+    lr: float = opt(1e-4, "Learning rate of the RL LoRA.")
+    rank: int = opt(4, "Rank of the RL LoRA.")
+    samples_per_epoch: int = opt(8, "Images sampled per epoch.")
+    sample_batch: int = opt(4, "Images sampled at once.")
+    train_batch: int = opt(1, "Images per PPO gradient step.")
+    steps: int = opt(50, "DDIM steps per sample (the demo model uses fewer).")
+    eta: float = opt(1.0, "DDIM eta (noise); DDPO needs > 0.")
+    guidance: float = opt(5.0, "Classifier-free guidance scale.")
+    timestep_fraction: float = opt(1.0, "Fraction of each trajectory's steps trained on.")
+    clip_range: float = opt(1e-4, "PPO clip range.")
+    adv_clip: float = opt(5.0, "Advantage clip.")
+    inner_epochs: int = opt(1, "PPO passes over each epoch's samples.")
+    resolution: int = opt(512, "Sample resolution (the demo model uses its own small size).")
+    keep_checkpoints: int = opt(3, "Best checkpoints kept (the latest is always kept).")
+    seed: int = opt(0, "Random seed.")
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str = opt("", "Prompt; empty = the trigger words and the chosen style.")
+    negative_prompt: str = opt("lowres, bad anatomy, blurry, deformed, watermark, text", "Negative prompt.")
+    style: str = opt("studio", "Style preset from assets/styles.json.")
+    num: int = opt(1, "Number of images.")
+    seed: int = opt(-1, "Seed (-1 = random; the seed used is saved with the image).")
+    steps: int = opt(25, "Sampling steps.")
+    cfg: float = opt(7.0, "Guidance (CFG) scale.")
+    width: int = opt(512, "Width (the demo model uses its own size).")
+    height: int = opt(512, "Height (the demo model uses its own size).")
+    scheduler: str = opt("DPM++ 2M Karras", "Sampler.", choices=["DPM++ 2M Karras", "Euler a", "DDIM"])
+    lora_weight: float = opt(1.0, "Weight of the face LoRA.")
+    rl_weight: float = opt(1.0, "Weight of the RL (DDPO) LoRA.")
+
+
+SECTIONS = {"app": AppConfig, "faces": FaceConfig, "train": TrainConfig, "rl": RLConfig, "generate": GenerateConfig}
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    app: AppConfig = field(default_factory=AppConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    @property
+    def file(self) -> Path:
+        return self.data_dir / "settings.toml"
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("EasyPhoto", appauthor=False))
+
+
+def resolve_data_dir(cli_value: str | None = None) -> Path:
+    """--data-dir, then EASYPHOTO_HOME, then the platform's user data folder."""
+    raw = cli_value or os.environ.get("EASYPHOTO_HOME") or default_data_dir()
+    return Path(raw).expanduser().resolve()
+
+
+def _coerce(cls, key: str, value, source: Path):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in fields:
+        raise UserError(f"{source}: unknown setting '{key}' (known: {', '.join(fields)}).")
+    want = type(fields[key].default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want):
+        raise UserError(f"{source}: setting '{key}' must be {want.__name__}, got {value!r}.")
+    return value
+
+
+def load_settings(data_dir: Path) -> Settings:
+    """Read settings.toml (writing a commented default one on first run)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(data_dir=data_dir)
+    if not settings.file.exists():
+        save_settings(settings)
+        return settings
+    try:
+        raw = tomllib.loads(settings.file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{settings.file} is not valid TOML ({exc}); fix or delete it.") from None
+    for section, cls in SECTIONS.items():
+        values = raw.get(section, {})
+        current = getattr(settings, section)
+        for key, value in values.items():
+            setattr(current, key, _coerce(cls, key, value, settings.file))
+    return settings
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def render_settings(settings: Settings) -> str:
+    lines = ["# EasyPhoto settings. Delete a line to get its default back.", ""]
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        obj = getattr(settings, section)
+        for f in dataclasses.fields(obj):
+            lines.append(f"# {f.metadata.get('help', '')}")
+            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_settings(settings: Settings) -> None:
+    from easyphoto_app.workspace import atomic_write_text
+
+    atomic_write_text(settings.file, render_settings(settings))
+
+
+def add_config_args(parser, cls, only: list[str] | None = None) -> None:
+    """Add one --flag per dataclass field (default None: the settings file decides)."""
+    for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(f.default)
+        kwargs = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": f.metadata.get("help")}
+        if kind is bool:
+            import argparse
+
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, **kwargs)
+
+
+def apply_config_args(settings: Settings, args) -> None:
+    """Copy the flags the user gave onto the settings."""
+    for section, cls in SECTIONS.items():
+        obj = getattr(settings, section)
+        for f in dataclasses.fields(cls):
+            value = getattr(args, f"{cls.__name__}.{f.name}", None)
+            if value is not None:
+                setattr(obj, f.name, value)

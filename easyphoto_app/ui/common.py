@@ -1,0 +1,76 @@
+"""What every tab shares: the app context and the error-to-message wrapper."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from easyphoto_app.errors import UserError
+from easyphoto_app.jobs import JobManager
+from easyphoto_app.models import PipelineCache
+from easyphoto_app.settings import Settings
+from easyphoto_app.workspace import Workspace, validate_user_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    ws: Workspace
+    jobs: JobManager
+    pipelines: PipelineCache = field(default_factory=PipelineCache)
+    generate_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, settings: Settings) -> "Context":
+        ws = Workspace(settings.data_dir)
+        global_args = ["--data-dir", str(settings.data_dir), "--model", settings.app.model, "--device", settings.app.device]
+        return cls(settings, ws, JobManager(ws, global_args))
+
+    def refresh_job_args(self) -> None:
+        self.jobs.global_args = ["--data-dir", str(self.settings.data_dir), "--model", self.settings.app.model,
+                                 "--device", self.settings.app.device]
+
+    @property
+    def log_path(self) -> Path:
+        return self.ws.logs_dir / "easyphoto.log"
+
+
+def friendly(fn):
+    """Turn refusals into one readable message in the page; never a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except UserError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001
+            log.exception("UI action %s failed", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the log file.",
+                           print_exception=False) from None
+
+    return wrapper
+
+
+def user_id_hint(value: str) -> str:
+    """Live validation text for the user id box."""
+    if not value:
+        return "Type a name for this person: letters, digits, `_` or `-`."
+    try:
+        validate_user_id(value)
+    except UserError as exc:
+        return f"⚠️ {exc}"
+    return f"✔ `{value}` is a valid user id."
+
+
+def user_choices(ctx: Context) -> list[str]:
+    return ctx.ws.list_users()

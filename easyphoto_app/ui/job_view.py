@@ -1,0 +1,89 @@
+"""Start / Stop / Resume for a background job, and a live view of its events.
+
+The view is rebuilt from the job's JSON-lines events on a timer, so a browser
+refresh (or a second tab) re-attaches to a running job.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Callable
+
+import gradio as gr
+
+from easyphoto_app.errors import UserError
+from easyphoto_app.ui.common import Context, friendly
+from easyphoto_app.workspace import validate_user_id
+
+
+def progress_html(events: list[dict], state: str) -> str:
+    prog = [e for e in events if e["type"] == "progress"]
+    final = [e for e in events if e["type"] in ("done", "failed")]
+    logs = [e["message"] for e in events if e["type"] == "log"][-3:]
+    step, total = (prog[-1]["step"], prog[-1]["total"]) if prog else (0, 1)
+    parts = [f'<progress value="{step}" max="{total}" style="width:100%"></progress>']
+    line = f"step {step} / {total}" if prog else "waiting to start"
+    if prog and "eta_s" in prog[-1] and state == "running":
+        line += f" · about {prog[-1]['eta_s']:.0f} s left"
+    parts.append(f"<div>{html.escape(state)} · {line}</div>")
+    if final:
+        parts.append(f"<div><b>{html.escape(final[-1].get('message') or final[-1]['type'])}</b></div>")
+    elif state == "stopped":
+        parts.append("<div><b>The job ended without finishing (killed or crashed). Press Resume to continue from the last checkpoint.</b></div>")
+    parts += [f"<div style='opacity:.7'>{html.escape(m)}</div>" for m in logs]
+    return "\n".join(parts)
+
+
+def series(events: list[dict], event_type: str, x: str, ys: list[str], filt: Callable[[dict], bool] = lambda e: True):
+    """A long-form DataFrame (x, value, series) of the chosen fields, for gr.LinePlot."""
+    import pandas as pd
+
+    rows = [{"x": e[x], "value": e[y], "series": y} for e in events
+            if e["type"] == event_type and filt(e) for y in ys if e.get(y) is not None and x in e]
+    return pd.DataFrame(rows, columns=["x", "value", "series"])
+
+
+def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_args, start_label: str,
+                 metric_y: str, plot_title: str, events_of, extra_outputs: list | None = None, extra_view=None) -> dict:
+    with gr.Row():
+        start = gr.Button(start_label, variant="primary", elem_id=f"{kind}-start")
+        resume = gr.Button("Resume", elem_id=f"{kind}-resume")
+        stop = gr.Button("Stop (saves first)", variant="stop", elem_id=f"{kind}-stop")
+    status = gr.HTML(elem_id=f"{kind}-status")
+    plot = gr.LinePlot(x="x", y="value", color="series", title=plot_title, x_title="step", y_title=metric_y,
+                       height=240, elem_id=f"{kind}-plot")
+    timer = gr.Timer(1.0)
+
+    def current_view(user_v):
+        job = ctx.jobs.current()
+        if job is None or job.kind != kind or (user_v and job.user != user_v):
+            return ("<div>No job yet.</div>", series([], "progress", "step", [metric_y]),
+                    *(extra_view([]) if extra_view else []))
+        events = ctx.jobs.events(job)
+        state = ctx.jobs.state(job)
+        head = f"<div><b>{html.escape(kind)}</b> for <b>{html.escape(job.user)}</b></div>"
+        return (head + progress_html(events, state), series(events, "progress", "step", [metric_y]),
+                *(extra_view(events) if extra_view else []))
+
+    @friendly
+    def on_start(user_v, *values, resume_run=False):
+        user_v = validate_user_id(user_v)
+        args = make_args(*values) + (["--resume"] if resume_run else [])
+        ctx.jobs.start(kind, user_v, events_of(user_v), args)
+        gr.Info(f"{kind} started for {user_v}.")
+        return current_view(user_v)
+
+    def on_stop(user_v):
+        if not ctx.jobs.stop():
+            raise gr.Error("No job is running.")
+        gr.Info("Stopping: the job saves a checkpoint first.")
+
+    outputs = [status, plot, *(extra_outputs or [])]
+    start.click(on_start, [user, *inputs], outputs, api_name=f"{kind}_start", concurrency_limit=1)
+    resume.click(lambda *a: on_start(*a, resume_run=True), [user, *inputs], outputs, concurrency_limit=1)
+    stop.click(friendly(on_stop), user, None)
+    timer.tick(current_view, user, outputs, show_progress="hidden", queue=False)
+    return {"status": status, "plot": plot, "start": start, "stop": stop}
+
+
+__all__ = ["job_controls", "progress_html", "series", "UserError"]

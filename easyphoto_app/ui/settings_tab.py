@@ -1,0 +1,41 @@
+"""Settings tab: base model choice and download, doctor output, data folder."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from easyphoto_app import doctor
+from easyphoto_app.settings import save_settings
+from easyphoto_app.ui.common import Context, friendly
+
+
+def build(ctx: Context, banner: gr.Markdown) -> None:
+    from easyphoto_app.ui.app import model_banner
+
+    gr.Markdown(f"**Data folder:** `{ctx.settings.data_dir}` (photos, LoRAs, outputs, logs). "
+                "Change it with `--data-dir` or the `EASYPHOTO_HOME` environment variable.")
+    with gr.Row():
+        model = gr.Textbox(value=ctx.settings.app.model, label="Base model", scale=3, elem_id="settings-model",
+                           info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors checkpoint, or 'demo'.")
+        load = gr.Button("Use and load this model", scale=1, elem_id="settings-load")
+    status = gr.Markdown()
+    check = gr.Button("Run doctor", elem_id="settings-doctor")
+    report = gr.Code(label="doctor", language="json", interactive=False)
+
+    @friendly
+    def on_load(spec, progress=gr.Progress(track_tqdm=True)):
+        ctx.settings.app.model = spec.strip() or "demo"
+        save_settings(ctx.settings)
+        ctx.refresh_job_args()
+        progress(0, desc="Resolving / downloading the model")
+        _, resolved = ctx.pipelines.get(ctx.settings.app.model, ctx.settings.data_dir, ctx.settings.app.device)
+        message = resolved.note or f"Loaded {resolved.label}."
+        return message, model_banner(ctx)
+
+    def on_doctor():
+        return json.dumps(doctor.check(ctx.settings), indent=2)
+
+    load.click(on_load, model, [status, banner], concurrency_limit=1)
+    check.click(on_doctor, None, report)

@@ -1,0 +1,148 @@
+"""Where every file lives under the data dir, user-id checks, and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from easyphoto_app.errors import UserError
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def validate_user_id(user_id: str | None) -> str:
+    user_id = (user_id or "").strip()
+    if not user_id:
+        raise UserError("User id is empty: use letters, digits, '_' or '-' (e.g. anna_2024).")
+    if not USER_ID_RE.match(user_id):
+        raise UserError(
+            f"User id {user_id!r} is not allowed: use only letters, digits, '_' or '-' (1-64 characters)."
+        )
+    return user_id
+
+
+class Workspace:
+    """Paths of the data dir (see DESIGN.md, 'Data layout')."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def users_dir(self) -> Path:
+        return self.root / "users"
+
+    @property
+    def loras_dir(self) -> Path:
+        return self.root / "loras"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    def user_dir(self, user_id: str) -> Path:
+        return self.users_dir / validate_user_id(user_id)
+
+    def photos_dir(self, user_id: str) -> Path:
+        return self.user_dir(user_id) / "photos"
+
+    def faces_dir(self, user_id: str) -> Path:
+        return self.user_dir(user_id) / "faces"
+
+    def lora_work_dir(self, user_id: str) -> Path:
+        return self.user_dir(user_id) / "lora"
+
+    def ddpo_dir(self, user_id: str) -> Path:
+        return self.user_dir(user_id) / "ddpo_weights"
+
+    def face_lora(self, user_id: str) -> Path:
+        return self.loras_dir / f"{validate_user_id(user_id)}.safetensors"
+
+    def ddpo_lora(self, user_id: str) -> Path:
+        return self.loras_dir / f"ddpo_{validate_user_id(user_id)}.safetensors"
+
+    def outputs_dir(self, user_id: str) -> Path:
+        return self.root / "outputs" / validate_user_id(user_id)
+
+    def list_users(self) -> list[str]:
+        if not self.users_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.users_dir.iterdir() if p.is_dir() and USER_ID_RE.match(p.name))
+
+    def delete_user(self, user_id: str) -> None:
+        user_id = validate_user_id(user_id)
+        if not self.user_dir(user_id).is_dir():
+            raise UserError(f"No user {user_id!r} (known: {', '.join(self.list_users()) or 'none'}).")
+        shutil.rmtree(self.user_dir(user_id))
+        shutil.rmtree(self.outputs_dir(user_id), ignore_errors=True)
+        for f in (self.face_lora(user_id), self.ddpo_lora(user_id)):
+            f.unlink(missing_ok=True)
+
+    def contains(self, path: Path) -> bool:
+        """True if path resolves inside the data dir (used before serving a file)."""
+        try:
+            Path(path).resolve().relative_to(self.root.resolve())
+            return True
+        except ValueError:
+            return False
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path, suffix: str | None = None):
+    """Yield a temp path beside target; on success it replaces target in one rename."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix + ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; user files should read like any other
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: Path, obj) -> None:
+    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False))
+
+
+def ensure_free_space(path: Path, need_bytes: int, what: str) -> None:
+    """Refuse before starting when the disk cannot hold what the job will write."""
+    path = Path(path)
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    if free < need_bytes:
+        raise UserError(
+            f"Not enough free disk space for {what}: need about {need_bytes / 2**30:.1f} GB, "
+            f"{free / 2**30:.1f} GB free on the drive holding {path}. Free some space and try again."
+        )

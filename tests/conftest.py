@@ -1,0 +1,77 @@
+"""Shared fixtures: a data dir with the demo model built once, prepared and trained users."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def run_cli(data_dir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory) -> Path:
+    from easyphoto_app.models import ensure_demo_model
+
+    base = tmp_path_factory.mktemp("demo-home")
+    ensure_demo_model(base)
+    return base / "models" / "demo"
+
+
+@pytest.fixture
+def data_dir(tmp_path, demo_model_dir) -> Path:
+    """A fresh data dir whose settings use the (already built) demo model."""
+    d = tmp_path / "data"
+    shutil.copytree(demo_model_dir, d / "models" / "demo")
+    d.mkdir(exist_ok=True)
+    (d / "settings.toml").write_text('[app]\nmodel = "demo"\n')
+    return d
+
+
+@pytest.fixture(scope="session")
+def astro_photos(tmp_path_factory) -> list[Path]:
+    import photos
+
+    return photos.astronaut_set(tmp_path_factory.mktemp("astro"))
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory, demo_model_dir, astro_photos) -> Path:
+    """A data dir with user 'astro' prepared and a face LoRA trained (few steps)."""
+    d = tmp_path_factory.mktemp("trained") / "data"
+    shutil.copytree(demo_model_dir, d / "models" / "demo")
+    (d / "settings.toml").write_text('[app]\nmodel = "demo"\n')
+    r = run_cli(d, "prepare", "--user", "astro", *map(str, astro_photos))
+    assert r.returncode == 0, r.stderr
+    r = run_cli(d, "train", "--user", "astro", "--steps", "4", "--save-every", "2", "--rank", "4", "--alpha", "2")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+@pytest.fixture
+def home_copy(tmp_path, trained_home) -> Path:
+    """A private copy of the trained data dir (tests may change it)."""
+    d = tmp_path / "data"
+    shutil.copytree(trained_home, d)
+    return d

@@ -1,0 +1,79 @@
+"""Real photos that packages ship, and the variants the tests make from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def insightface_image(name: str) -> Path:
+    import insightface
+
+    return Path(insightface.__file__).parent / "data" / "images" / name
+
+
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+def save(arr_or_img, path: Path, **kwargs) -> Path:
+    img = arr_or_img if isinstance(arr_or_img, Image.Image) else Image.fromarray(arr_or_img)
+    img.save(path, **kwargs)
+    return path
+
+
+def astronaut_set(folder: Path) -> list[Path]:
+    """Several different-looking photos of the same face (crops, light, small turns)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    a = astronaut()
+    variants = {
+        "astro_full.jpg": a,
+        "astro_crop.png": a[10:420, 60:440],
+        "astro_bright.webp": np.clip(a.astype(int) * 1.15 + 10, 0, 255).astype(np.uint8),
+        "astro_rot.jpg": cv2.warpAffine(a, cv2.getRotationMatrix2D((225, 110), 6, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT),
+        "astro_big.jpg": cv2.resize(a[0:300, 100:400], (900, 900), interpolation=cv2.INTER_CUBIC),
+    }
+    return [save(img, folder / name, quality=92) if name.endswith(".jpg") else save(img, folder / name) for name, img in variants.items()]
+
+
+def exif_rotated(path: Path, src: np.ndarray) -> Path:
+    """The image stored sideways with an EXIF tag saying 'rotate back' (as phones do)."""
+    img = Image.fromarray(np.rot90(src, k=1))  # stored turned 90 degrees counter-clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    img.save(path, exif=exif, quality=92)
+    return path
+
+
+def bad_files(folder: Path) -> dict[str, Path]:
+    """Photos that must be rejected, each for its own reason."""
+    import cv2
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    a = astronaut()
+    tiny_face = cv2.resize(a, (200, 200), interpolation=cv2.INTER_AREA)  # face about 40 px
+    canvas = np.full((600, 600, 3), 200, np.uint8)
+    canvas[200:400, 200:400] = tiny_face
+    full = folder / "full.jpg"
+    save(a, full, quality=92)
+    truncated = folder / "truncated.jpg"
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is a text file, not a photo\n")
+    full.unlink()
+    return {
+        "cat": save(data.chelsea(), folder / "cat.jpg"),
+        "coffee": save(data.coffee(), folder / "coffee.png"),
+        "blurred": save(cv2.GaussianBlur(a, (0, 0), 9), folder / "blurred.jpg"),
+        "tiny": save(canvas, folder / "tiny_face.jpg"),
+        "empty": folder / "empty.jpg",
+        "text": folder / "notes.jpg",
+        "truncated": truncated,
+    }

@@ -1,0 +1,136 @@
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, free_port, run_cli
+from easyphoto_app.errors import UserError
+from easyphoto_app.settings import load_settings
+from easyphoto_app.workspace import validate_user_id
+
+
+def test_core_import_does_not_pull_gradio_or_torch():
+    code = "import sys, easyphoto_app.cli, easyphoto_app.generate, easyphoto_app.jobs; print('gradio' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_settings_file_created_and_overrides_defaults(tmp_path):
+    s = load_settings(tmp_path)
+    assert (tmp_path / "settings.toml").exists() and s.train.rank == 128
+    (tmp_path / "settings.toml").write_text("[train]\nrank = 8\nlr = 1\n[app]\nmodel = 'demo'\n")
+    s = load_settings(tmp_path)
+    assert (s.train.rank, s.train.lr, s.app.model) == (8, 1.0, "demo")
+    (tmp_path / "settings.toml").write_text("[train]\nrank = 'big'\n")
+    with pytest.raises(UserError, match="rank"):
+        load_settings(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a b", "é", "x" * 65, "..", "a\\b"])
+def test_bad_user_ids_are_refused(bad):
+    with pytest.raises(UserError):
+        validate_user_id(bad)
+
+
+def test_doctor_json_is_valid(data_dir):
+    r = run_cli(data_dir, "doctor", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {"python", "torch", "device", "disk", "base_model", "face_models"} <= set(report["checks"])
+    assert report["checks"]["device"]["value"]["device"] == "cpu"
+
+
+def test_generate_base_model_writes_png_with_parameters(data_dir):
+    from PIL import Image
+
+    r = run_cli(data_dir, "generate", "--num", "1", "--seed", "3", "--steps", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    path = out["paths"][0]
+    assert path.startswith(str(data_dir / "outputs")) and out["seeds"] == [3]
+    params = Image.open(path).text["parameters"]
+    assert "Steps: 4" in params and "Seed: 3" in params and "Size: 128x128" in params
+
+
+def test_pickled_checkpoint_is_refused(data_dir, tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not really")
+    r = run_cli(data_dir, "--model", str(ckpt), "generate", "--num", "1")
+    assert r.returncode == 2
+    assert "safetensors" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_listen_without_auth_is_refused(data_dir):
+    r = run_cli(data_dir, "ui", "--listen", "--no-browser")
+    assert r.returncode == 2 and "--auth" in r.stderr
+
+
+def test_offline_hub_model_falls_back_to_demo(data_dir):
+    from easyphoto_app.models import resolve_model
+
+    m = resolve_model("someone/not-downloaded-model", data_dir)
+    assert m.is_demo and "demo model" in m.note
+
+
+def test_gpu_lock_refuses_a_second_job(data_dir):
+    from easyphoto_app.errors import BusyError
+    from easyphoto_app.jobs import GpuLock
+    from easyphoto_app.workspace import Workspace
+
+    ws = Workspace(data_dir)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (ws.jobs_dir).mkdir(parents=True)
+        (ws.jobs_dir / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "training", "user": "bob", "started": time.time()}))
+        with pytest.raises(BusyError, match="training job for 'bob'"):
+            with GpuLock(ws, "RL", "anna"):
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with GpuLock(ws, "RL", "anna"):  # the holder died: the stale lock is taken over
+        assert json.loads((ws.jobs_dir / "gpu.lock").read_text())["user"] == "anna"
+
+
+def test_read_events_waits_for_whole_lines(tmp_path):
+    from easyphoto_app.jobs import read_events
+
+    f = tmp_path / "e.jsonl"
+    f.write_text('{"type": "log"}\n{"type": "prog')
+    events, offset = read_events(f)
+    assert events == [{"type": "log"}]
+    f.write_text(f.read_text() + 'ress"}\n')
+    events, _ = read_events(f, offset)
+    assert events == [{"type": "progress"}]
+
+
+def test_app_answers_http_and_gradio_client(data_dir):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        start, body = time.monotonic(), None
+        while time.monotonic() - start < 20:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        elapsed = time.monotonic() - start
+        assert body is not None, proc.stdout.read() if proc.poll() is not None else "no answer"
+        assert elapsed < 8, f"first HTTP answer after {elapsed:.1f}s"
+        from gradio_client import Client
+
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        gallery, info = client.predict("(base model only)", "studio", "", "", 1.0, 1.0, True, 1, 5, 3, 7.0, 512, 512,
+                                       "DDIM", api_name="/generate")
+        assert len(gallery) == 1 and "seeds 5" in info and "Demo model" in info
+        # files outside the data dir are not served
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/file={ROOT / 'README.md'}", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
