@@ -135,6 +135,7 @@ class FaceLoraTrainer:
         from easyphoto_app.models import load_pipeline, train_precision
 
         cfg = self.cfg
+        torch.manual_seed(cfg.seed)  # the LoRA's initial weights come from the global generator
         precision = train_precision(self.device)
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
         self.accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
@@ -216,6 +217,17 @@ class FaceLoraTrainer:
             "optimizer.safetensors": ({**opt_tensors, **rng}, opt_meta),
         })
 
+    def adopt_settings(self, folder: Path) -> None:
+        """A resumed run continues with the settings it was started with, whatever the flags say now."""
+        from dataclasses import fields
+
+        _, meta = load_tensors(folder / "adapter.safetensors")
+        known = {f.name for f in fields(TrainConfig)}
+        for key, value in meta["settings"].items():
+            if key in known:
+                setattr(self.cfg, key, value)
+        self.total = meta["total"]
+
     def load_checkpoint(self, folder: Path) -> None:
         import torch
         from peft.utils import set_peft_model_state_dict
@@ -282,19 +294,21 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
         scorer = None
     reporter.log(f"Training a face LoRA for '{user}' on {trainer.model.label}: {len(trainer.images)} faces, "
                  f"{trainer.total} steps at {trainer.resolution}px on {trainer.device}.")
+    ckpts = complete_checkpoints(trainer.work, "checkpoint")
+    if resume and ckpts:
+        trainer.adopt_settings(ckpts[-1])
+    elif resume:
+        reporter.log("No checkpoint to resume from; starting at step 0.")
+    else:
+        import shutil
+
+        for old in ckpts:  # before anything slow, so a crash now cannot resume an older run
+            shutil.rmtree(old)
     try:
         trainer.setup()
-        ckpts = complete_checkpoints(trainer.work, "checkpoint")
         if resume and ckpts:
             trainer.load_checkpoint(ckpts[-1])
             reporter.log(f"Resumed from step {trainer.step} of {trainer.total}.")
-        elif resume:
-            reporter.log("No checkpoint to resume from; starting at step 0.")
-        elif ckpts:
-            import shutil
-
-            for old in ckpts:
-                shutil.rmtree(old)
         return _loop(trainer, scorer)
     except torch.OutOfMemoryError:
         reporter.failed(oom_message("the resolution, the rank, the batch size, or turn off text encoder training"))

@@ -64,7 +64,7 @@ def trained_home(tmp_path_factory, demo_model_dir, astro_photos) -> Path:
     (d / "settings.toml").write_text('[app]\nmodel = "demo"\n')
     r = run_cli(d, "prepare", "--user", "astro", *map(str, astro_photos))
     assert r.returncode == 0, r.stderr
-    r = run_cli(d, "train", "--user", "astro", "--steps", "4", "--save-every", "2", "--rank", "4", "--alpha", "2")
+    r = run_cli(d, "train", "--user", "astro", "--steps", "4", "--save-every", "2", "--rank", "4", "--alpha", "2", "--lr", "5e-3")
     assert r.returncode == 0, r.stderr
     return d
 

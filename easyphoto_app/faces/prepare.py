@@ -27,6 +27,7 @@ from easyphoto_app.workspace import Workspace, atomic_path, atomic_write_json
 
 MIN_PHOTOS = 3
 OUTLIER_MADS = 3.5  # offline backend: this many MADs below the median similarity = someone else
+MIN_MAD = 0.008  # the offline descriptor's own noise between photos of one face
 
 
 @dataclass
@@ -190,7 +191,7 @@ def _identity_threshold(sims: list[float], backend: FaceBackend, cfg: FaceConfig
     if backend.has_landmarks or len(sims) < 3:
         return backend.same_person_threshold if backend.has_landmarks else min(backend.same_person_threshold, min(sims) - 1e-6)
     med = float(np.median(sims))
-    mad = float(np.median(np.abs(np.array(sims) - med))) or 0.005
+    mad = max(float(np.median(np.abs(np.array(sims) - med))), MIN_MAD)
     return max(backend.same_person_threshold, med - OUTLIER_MADS * mad)
 
 
@@ -209,21 +210,22 @@ def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -
             candidates.append(r)
     if not candidates:
         return
-    mean = normalize(np.mean([r._face.embedding for r in candidates], axis=0))
-    sims = [float(r._face.embedding @ mean) for r in candidates]
-    threshold = _identity_threshold(sims, backend, cfg)
-    for r, sim in zip(candidates, sims):
-        r.scores["similarity"] = round(sim, 4)
-        if sim < threshold:
-            r.reject(f"looks like a different person (similarity {sim:.3f} < {threshold:.3f})")
     kept: list[PhotoResult] = []
-    for r in sorted((r for r in candidates if r.accepted), key=lambda r: -r.scores["sharpness"]):
+    for r in sorted(candidates, key=lambda r: -r.scores["sharpness"]):
         twin = next((k for k in kept if quality.hamming(k._hash, r._hash) <= 4
                      or float(k._face.embedding @ r._face.embedding) > backend.duplicate_threshold), None)
         if twin is not None:
             r.reject(f"duplicate of {twin.source}")
         else:
             kept.append(r)
+    mean = normalize(np.mean([r._face.embedding for r in kept], axis=0))
+    for r in candidates:
+        r.scores["similarity"] = round(float(r._face.embedding @ mean), 4)
+    threshold = _identity_threshold([r.scores["similarity"] for r in kept], backend, cfg)
+    for r in list(kept):
+        if r.scores["similarity"] < threshold:
+            r.reject(f"looks like a different person (similarity {r.scores['similarity']:.3f} < {threshold:.3f})")
+            kept.remove(r)
     kept.sort(key=lambda r: -r.scores["similarity"])
     for r in kept[cfg.keep:]:
         r.reject(f"not among the {cfg.keep} most alike faces")

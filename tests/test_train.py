@@ -1,0 +1,134 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+
+
+def _pipe(data):
+    from easyphoto_app.models import load_pipeline, resolve_model
+
+    return load_pipeline(resolve_model("demo", data), "cpu")
+
+
+def _image(pipe, seed=0):
+    return pipe("easyphoto_face, easyphoto, 1person", num_inference_steps=3, generator=torch.Generator().manual_seed(seed),
+                output_type="latent", height=64, width=64).images[0].numpy()
+
+
+def test_face_lora_file_has_webui_keys_true_alpha_and_metadata(trained_home):
+    from safetensors import safe_open
+
+    path = trained_home / "loras" / "astro.safetensors"
+    with safe_open(str(path), "pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+        alphas = {f.get_tensor(k).item() for k in keys if k.endswith(".alpha")}
+    assert keys and all(k.startswith("lora_unet_") for k in keys)
+    assert {k.rsplit(".", 2)[-2] if not k.endswith("alpha") else "alpha" for k in keys} == {"lora_down", "lora_up", "alpha"}
+    assert alphas == {2.0}  # trained with --rank 4 --alpha 2: the true alpha, not the rank
+    assert meta["ss_network_dim"] == "4" and meta["easyphoto_user"] == "astro" and meta["ss_steps"] == "4"
+    assert meta["easyphoto_trigger"].startswith("easyphoto_face")
+
+
+def test_diffusers_load_reproduces_in_memory_adapter_and_changes_output(trained_home):
+    from peft import LoraConfig
+    from peft.utils import set_peft_model_state_dict
+
+    from easyphoto_app.lora_io import load_tensors
+
+    base = _image(_pipe(trained_home))
+    loaded = _pipe(trained_home)
+    loaded.load_lora_weights(str(trained_home / "loras" / "astro.safetensors"), adapter_name="astro")
+    via_file = _image(loaded)
+
+    memory = _pipe(trained_home)
+    state, _ = load_tensors(trained_home / "users" / "astro" / "lora" / "checkpoint-4" / "adapter.safetensors")
+    memory.unet.add_adapter(LoraConfig(r=4, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="face")
+    set_peft_model_state_dict(memory.unet, {k[5:]: v for k, v in state.items()}, adapter_name="face")
+    in_memory = _image(memory)
+    assert np.abs(via_file - in_memory).max() < 1e-4
+    assert np.abs(via_file - base).max() > 1e-2
+
+
+def test_loss_on_a_fixed_batch_goes_down(home_copy):
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.lora_train import FaceLoraTrainer
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    settings = load_settings(home_copy)
+    settings.train.lr, settings.train.rank, settings.train.grad_accum = 3e-3, 8, 1
+    t = FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter())
+    t.setup()
+    g = torch.Generator().manual_seed(0)
+    latents = t.latent_mean[:4] * t.scaling
+    noise = torch.randn(latents.shape, generator=g)
+    steps = torch.tensor([100, 300, 500, 700])
+    noisy = t.noise_scheduler.add_noise(latents, noise, steps)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(t.unet(noisy, steps, t.text_emb.expand(4, -1, -1)).sample, noise).item()
+
+    before = fixed_loss()
+    for _ in range(40):
+        t.train_step()
+    assert fixed_loss() < before * 0.97
+
+
+def _lora_tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_kill_9_then_resume_finishes_with_the_uninterrupted_weights(home_copy, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(home_copy, other)
+    args = ["train", "--user", "astro", "--steps", "30", "--save-every", "5", "--rank", "4", "--alpha", "4", "--validation-images", "1"]
+    assert run_cli(other, *args).returncode == 0
+    reference = _lora_tensors(other / "loras" / "astro.safetensors")
+
+    (home_copy / "loras" / "astro.safetensors").unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "easyphoto_app", "--data-dir", str(home_copy), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    work = home_copy / "users" / "astro" / "lora"
+    deadline = time.monotonic() + 120
+    while not (work / "checkpoint-5").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (work / "checkpoint-5").exists()
+    assert not (home_copy / "loras" / "astro.safetensors").exists()  # never a half-written final file
+    r = run_cli(home_copy, *args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "Resumed from step" in r.stdout + r.stderr
+    resumed = _lora_tensors(home_copy / "loras" / "astro.safetensors")
+    assert resumed.keys() == reference.keys()
+    for k in reference:
+        torch.testing.assert_close(resumed[k], reference[k], rtol=1e-4, atol=1e-5)
+
+
+def test_train_without_prepared_faces_exits_2(data_dir):
+    r = run_cli(data_dir, "train", "--user", "nobody", "--steps", "2")
+    assert r.returncode == 2 and "no prepared faces" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_lora_of_another_user_is_not_overwritten(tmp_path):
+    from easyphoto_app.errors import UserError
+    from easyphoto_app.lora_io import save_lora
+
+    state = {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(2, 8),
+             "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(8, 2)}
+    path = tmp_path / "Anna.safetensors"
+    save_lora(path, state, 1.0, {"easyphoto_user": "Anna"}, owner="Anna")
+    with pytest.raises(UserError, match="belongs to user 'Anna'"):
+        save_lora(path, state, 1.0, {"easyphoto_user": "anna"}, owner="anna")
