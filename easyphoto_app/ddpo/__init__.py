@@ -1,0 +1,1 @@
+"""DDPO (Black et al. 2023): RL fine-tuning of a second LoRA with a face-likeness reward."""

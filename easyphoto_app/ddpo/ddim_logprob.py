@@ -1,0 +1,43 @@
+"""One DDIM step that also returns the log-probability of the step taken.
+
+With eta > 0 a DDIM step is a Gaussian: x_{t-1} ~ N(mean(x_t, eps), std^2 I).
+DDPO needs log p(x_{t-1} | x_t) under the current weights; it is averaged over
+C, H, W (not summed), which is why DDPO's PPO clip range is as small as 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _alpha(scheduler, t: torch.Tensor) -> torch.Tensor:
+    alphas = scheduler.alphas_cumprod.to(t.device)
+    safe = t.clamp(min=0)
+    return torch.where(t >= 0, alphas[safe], scheduler.final_alpha_cumprod.to(t.device))
+
+
+def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x.view(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def ddim_step_with_logprob(scheduler, eps: torch.Tensor, timestep, sample: torch.Tensor, eta: float,
+                           prev_sample: torch.Tensor | None = None, generator: torch.Generator | None = None):
+    """Returns (prev_sample, log_prob[B]). `timestep` is a scalar or a [B] tensor of train timesteps."""
+    t = torch.as_tensor(timestep, device=sample.device).long().reshape(-1).expand(sample.shape[0])
+    prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    a_t, a_prev = _bcast(_alpha(scheduler, t), sample), _bcast(_alpha(scheduler, prev_t), sample)
+    if scheduler.config.prediction_type == "v_prediction":
+        x0 = a_t.sqrt() * sample - (1 - a_t).sqrt() * eps
+        eps = a_t.sqrt() * eps + (1 - a_t).sqrt() * sample
+    else:
+        x0 = (sample - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+    std = eta * variance.clamp(min=1e-20).sqrt()
+    mean = a_prev.sqrt() * x0 + (1 - a_prev - std**2).clamp(min=0).sqrt() * eps
+    if prev_sample is None:
+        noise = torch.randn(sample.shape, generator=generator, device="cpu" if generator is None else generator.device)
+        prev_sample = mean + std * noise.to(sample.device, sample.dtype)
+    log_prob = (-((prev_sample.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - math.log(math.sqrt(2 * math.pi)))
+    return prev_sample.to(sample.dtype), log_prob.mean(dim=tuple(range(1, log_prob.ndim)))

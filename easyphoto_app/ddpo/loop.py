@@ -1,0 +1,293 @@
+"""The RL run: epochs of sample -> reward -> PPO update, under a time budget, always ending with a file.
+
+The best epoch (by mean reward of its samples, i.e. of the weights it started
+with) is tracked from epoch 0, so whatever ends the run - the budget, the epoch
+count, Stop, an error after the first epoch - `loras/ddpo_<id>.safetensors` is
+written from it. The face LoRA is loaded read-only and its hash is checked after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
+from easyphoto_app.jobs import Reporter
+from easyphoto_app.lora_io import (
+    complete_checkpoints, load_tensors, optimizer_tensors, peft_state, restore_optimizer, save_lora,
+    write_checkpoint_dir,
+)
+from easyphoto_app.monitor import Monitor
+from easyphoto_app.settings import TRIGGER, RLConfig, Settings
+from easyphoto_app.workspace import Workspace, atomic_write_json
+
+DDPO_ADAPTER = "ddpo"
+FACE_ADAPTER = "face"
+DEMO_MAX_STEPS = 10
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+@dataclass
+class RLResult:
+    path: Path
+    message: str
+    epochs: int
+    best_epoch: int
+    best_reward: float
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_prompts() -> list[str]:
+    path = ASSETS / "rl_prompts.txt"
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    return [line for line in lines if line and not line.startswith("#")] or [TRIGGER]
+
+
+class RLRun:
+    def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter, reward_fn=None):
+        from easyphoto_app.models import native_resolution, pick_device, resolve_model
+
+        self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
+        self.cfg: RLConfig = settings.rl
+        self.face_lora = ws.face_lora(user)
+        if not self.face_lora.exists():
+            raise UserError(f"User '{user}' has no face LoRA yet: train it first (Photos & Training tab or 'train --user {user}').")
+        if reward_fn is None:
+            from easyphoto_app.faces.likeness import scorer_for
+
+            reward_fn = scorer_for(ws, user)  # raises a clear UserError without a reference face
+        self.reward_fn = reward_fn
+        self.device = pick_device(settings.app.device)
+        self.model = resolve_model(settings.app.model, settings.data_dir, self.device)
+        self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
+        self.steps = min(self.cfg.steps, DEMO_MAX_STEPS) if self.model.is_demo else self.cfg.steps
+        self.work = ws.ddpo_dir(user)
+        self.prompts = load_prompts()
+
+    # ------------------------------------------------------------------ setup
+    def setup(self):
+        import torch
+        from diffusers import DDIMScheduler
+        from peft import LoraConfig
+
+        from easyphoto_app.models import load_pipeline, pick_dtype
+
+        torch.manual_seed(self.cfg.seed)
+        self.dtype = pick_dtype(self.device)
+        pipe = load_pipeline(self.model, self.device, dtype=self.dtype)
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+            part.requires_grad_(False)
+        pipe.load_lora_weights(str(self.face_lora), adapter_name=FACE_ADAPTER)
+        pipe.unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
+                                         target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name=DDPO_ADAPTER)
+        pipe.set_adapters([FACE_ADAPTER, DDPO_ADAPTER], adapter_weights=[1.0, 1.0])
+        # set_adapters makes every active adapter trainable again: freeze the face LoRA (DESIGN.md pitfall 3)
+        self.params = []
+        for name, p in pipe.unet.named_parameters():
+            trainable = f".{DDPO_ADAPTER}." in name
+            p.requires_grad_(trainable)
+            if trainable:
+                p.data = p.data.float()
+                self.params.append(p)
+        if self.device == "cuda":
+            pipe.unet.enable_gradient_checkpointing()
+        self.pipe = pipe
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=1e-4)
+        with torch.no_grad():
+            self.prompt_emb = {p: self._encode(p) for p in set(self.prompts)}
+            self.uncond = self._encode("")
+        self.generator = torch.Generator("cpu").manual_seed(self.cfg.seed)
+        self.rng = random.Random(self.cfg.seed)
+        from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
+
+        self.tracker = PerPromptStatTracker(32, 16)
+        self.epoch, self.best_epoch, self.best_reward, self.history = 0, -1, float("-inf"), []
+        self.best_state = self.adapter_state()  # the untrained adapter: a file exists even if epoch 0 never ends
+
+    def _encode(self, prompt: str):
+        tok = self.pipe.tokenizer(prompt, padding="max_length", max_length=self.pipe.tokenizer.model_max_length,
+                                  truncation=True, return_tensors="pt")
+        return self.pipe.text_encoder(tok.input_ids.to(self.device))[0]
+
+    def adapter_state(self) -> dict:
+        return {k: v.clone() for k, v in peft_state(self.pipe.unet, DDPO_ADAPTER, "unet").items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        opt, opt_meta = optimizer_tensors(self.optimizer)
+        import torch
+
+        meta = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_reward": self.best_reward,
+                "history": self.history, "tracker": self.tracker.state(), "py_rng": list(self.rng.getstate()[1]),
+                "settings": vars(self.cfg)}
+        write_checkpoint_dir(self.work / f"epoch-{self.epoch}", {
+            "adapter.safetensors": (self.adapter_state(), meta),
+            "optimizer.safetensors": ({**opt, "rng.data": self.generator.get_state(), "rng.torch": torch.get_rng_state()}, opt_meta),
+            "best.safetensors": (self.best_state, {"epoch": self.best_epoch, "reward": self.best_reward}),
+        })
+        for old in complete_checkpoints(self.work, "epoch")[:-max(1, self.cfg.keep_checkpoints)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        import torch
+        from peft.utils import set_peft_model_state_dict
+
+        adapter, meta = load_tensors(folder / "adapter.safetensors")
+        set_peft_model_state_dict(self.pipe.unet, {k[5:]: v for k, v in adapter.items()}, adapter_name=DDPO_ADAPTER)
+        opt, opt_meta = load_tensors(folder / "optimizer.safetensors")
+        restore_optimizer(self.optimizer, opt, opt_meta)
+        self.generator.set_state(opt["rng.data"])
+        torch.set_rng_state(opt["rng.torch"])
+        self.best_state, _ = load_tensors(folder / "best.safetensors")
+        self.epoch, self.best_epoch, self.best_reward = meta["epoch"], meta["best_epoch"], meta["best_reward"]
+        self.history = meta["history"]
+        self.tracker.load(meta["tracker"])
+        self.rng.setstate((3, tuple(meta["py_rng"]), None))
+
+    def adopt_settings(self, folder: Path) -> None:
+        _, meta = load_tensors(folder / "adapter.safetensors")
+        keep_now = {"max_hours", "epochs"}  # the budget and epoch count may be changed when resuming
+        for f in fields(RLConfig):
+            if f.name in meta["settings"] and f.name not in keep_now:
+                setattr(self.cfg, f.name, meta["settings"][f.name])
+
+    # ------------------------------------------------------------------ one epoch
+    def run_epoch(self, deadline: float) -> bool:
+        """Sample, reward, update. False if the budget or Stop ended it early (nothing recorded)."""
+        import torch
+
+        from easyphoto_app.ddpo.ppo import decode, ppo_update, sample
+
+        cfg, t0 = self.cfg, time.perf_counter()
+        shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
+        trajs, images, prompts = [], [], []
+        self.pipe.unet.eval()
+        for _ in range(0, cfg.samples_per_epoch, cfg.sample_batch):
+            if self.stop_now(deadline):
+                return False
+            batch = [self.rng.choice(self.prompts) for _ in range(cfg.sample_batch)]
+            cond = torch.cat([self.prompt_emb[p] for p in batch])
+            traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
+                          cfg.eta, shape, self.generator)
+            trajs.append(traj)
+            images += decode(self.pipe.vae, traj.latents[:, -1])
+            prompts += batch
+        t_sample = time.perf_counter() - t0
+        rewards, info = self.reward_fn(images)
+        advantages = torch.tensor(self.tracker.update(prompts, rewards), dtype=torch.float32)
+        reward_t = torch.tensor(rewards, dtype=torch.float32)
+        mean_reward = float(reward_t.mean())
+        if mean_reward > self.best_reward:  # these samples came from the weights this epoch started with
+            self.best_reward, self.best_epoch, self.best_state = mean_reward, self.epoch, self.adapter_state()
+        from easyphoto_app.ddpo.ppo import Trajectories
+
+        joined = Trajectories(torch.cat([t.latents for t in trajs]), torch.cat([t.log_probs for t in trajs]),
+                              trajs[0].timesteps, torch.cat([t.cond for t in trajs]), prompts)
+        self.pipe.unet.train()
+        t1 = time.perf_counter()
+        stats = {}
+        for _ in range(cfg.inner_epochs):
+            stats = ppo_update(self.pipe.unet, self.pipe.scheduler, joined, advantages, self.uncond, self.optimizer,
+                               self.params, cfg, self.generator, should_stop=lambda: self.stop_now(deadline))
+        t_train = time.perf_counter() - t1
+        row = {"epoch": self.epoch, "reward_mean": mean_reward, "reward_std": float(reward_t.std()) if len(rewards) > 1 else 0.0,
+               "reward_min": float(reward_t.min()), "reward_max": float(reward_t.max()), **info, **stats,
+               "epoch_s": round(time.perf_counter() - t0, 3), "sample_per_s": round(len(images) / max(t_sample, 1e-9), 3),
+               "train_per_s": round(len(images) / max(t_train, 1e-9), 3), "time_left_s": round(max(0.0, deadline - time.time()), 1),
+               "best_epoch": self.best_epoch}
+        self.history.append(row)
+        self._save_samples(images, rewards)
+        self.reporter.metric(kind="epoch", **row)
+        self.epoch += 1
+        self.save_checkpoint()
+        return True
+
+    def _save_samples(self, images, rewards) -> None:
+        folder = self.work / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images[:8]):
+            img.save(folder / f"latest-{i}.png")
+        atomic_write_json(folder / "latest.json", [{"file": f"latest-{i}.png", "reward": round(float(r), 4)}
+                                                   for i, r in enumerate(rewards[:8])])
+
+    def stop_now(self, deadline: float) -> bool:
+        return time.time() >= deadline or self.reporter.should_stop()
+
+    # ------------------------------------------------------------------ output
+    def write_output(self, reason: str) -> RLResult:
+        cfg = self.cfg
+        path = save_lora(self.ws.ddpo_lora(self.user), self.best_state, float(cfg.rank), {
+            "ss_network_module": "networks.lora", "ss_network_dim": str(cfg.rank), "ss_network_alpha": str(float(cfg.rank)),
+            "ss_base_model_version": "sd_v1", "easyphoto_user": self.user, "easyphoto_kind": "ddpo",
+            "easyphoto_base_model": self.model.source, "easyphoto_best_epoch": self.best_epoch,
+            "easyphoto_best_reward": self.best_reward if self.best_epoch >= 0 else None,
+            "easyphoto_epochs": self.epoch, "easyphoto_settings": vars(cfg), "easyphoto_end": reason,
+        }, owner=self.user)
+        best = f"best epoch {self.best_epoch} (mean reward {self.best_reward:.4f})" if self.best_epoch >= 0 else "no finished epoch"
+        message = f"RL LoRA written to {path} after {self.epoch} epoch(s), {best}; ended by {reason}."
+        atomic_write_json(self.work / "best.json", {"epoch": self.best_epoch, "reward": self.best_reward if self.best_epoch >= 0 else None,
+                                                    "epochs": self.epoch, "reason": reason, "path": str(path)})
+        return RLResult(path, message, self.epoch, self.best_epoch, self.best_reward)
+
+
+def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False, reward_fn=None) -> RLResult:
+    import torch
+
+    run = RLRun(settings, ws, user, reporter, reward_fn)
+    face_hash = _sha256(run.face_lora)
+    ckpts = complete_checkpoints(run.work, "epoch")
+    if resume and ckpts:
+        run.adopt_settings(ckpts[-1])
+    elif not resume:
+        for old in ckpts:
+            shutil.rmtree(old)
+    deadline = time.time() + run.cfg.max_hours * 3600
+    reporter.log(f"RL for '{user}' on {run.model.label}: up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
+                 f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}.")
+    reason, started = "error", False
+    try:
+        with Monitor(lambda row: reporter.metric(kind="memory", **row), interval=2.0):
+            run.setup()
+            started = True
+            if resume and ckpts:
+                run.load_checkpoint(ckpts[-1])
+                reporter.log(f"Resumed after epoch {run.epoch - 1}.")
+            reason = "the epoch count"
+            while run.epoch < run.cfg.epochs:
+                reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
+                                  time_left_s=round(max(0.0, deadline - time.time()), 1))
+                if not run.run_epoch(deadline) or run.stop_now(deadline):
+                    reason = "Stop" if reporter.should_stop() else "the time budget"
+                    break
+            reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None)
+    except torch.OutOfMemoryError:
+        reason = "out of memory"
+        _finish_after_error(run, started, reporter, oom_message("samples per epoch, sample batch, resolution or steps"))
+        raise OutOfMemoryError(oom_message("--samples-per-epoch, --sample-batch, --resolution or --steps")) from None
+    except BaseException as exc:
+        _finish_after_error(run, started, reporter, f"RL stopped by an error: {type(exc).__name__}: {exc}")
+        raise
+    result = run.write_output(reason)
+    _check_face_lora(run, face_hash, reporter)
+    reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs)
+    return result
+
+
+def _finish_after_error(run: RLRun, started: bool, reporter: Reporter, message: str) -> None:
+    if started and run.epoch > 0:  # an error after the first epoch still leaves the best file
+        result = run.write_output("an error")
+        message += f" The best epoch so far was saved: {result.path}."
+    reporter.failed(message)
+
+
+def _check_face_lora(run: RLRun, expected: str, reporter: Reporter) -> None:
+    if _sha256(run.face_lora) != expected:  # never expected; a loud message if it ever happens
+        reporter.log(f"warning: {run.face_lora.name} changed during RL; retrain it to be safe.")
