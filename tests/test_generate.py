@@ -1,0 +1,85 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from easyphoto_app.generate import parse_lora_tags
+
+
+@pytest.mark.parametrize("prompt, text, tags", [
+    ("a photo <lora:anna:0.8>", "a photo", [("anna", 0.8)]),
+    ("<lora:anna> portrait, <lora: ddpo_anna : 1.2 >", "portrait", [("anna", 1.0), ("ddpo_anna", 1.2)]),
+    ("no tags here", "no tags here", []),
+    ("x <LORA:b-2:.5>", "x", [("b-2", 0.5)]),
+])
+def test_prompt_lora_tags_are_parsed(prompt, text, tags):
+    assert parse_lora_tags(prompt) == (text, tags)
+
+
+@pytest.fixture(scope="module")
+def rl_home(tmp_path_factory, trained_home):
+    import shutil
+
+    d = tmp_path_factory.mktemp("rlhome") / "data"
+    shutil.copytree(trained_home, d)
+    r = run_cli(d, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "3")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_home):
+    from PIL import Image
+
+    r = run_cli(rl_home, "generate", "--user", "astro", "--num", "2", "--seed", "7", "--steps", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["seeds"] == [7, 8] and len(out["paths"]) == 2
+    params = Image.open(out["paths"][0]).text["parameters"]
+    assert "<lora:astro:1>" in params and "<lora:ddpo_astro:1>" in params
+    assert "Steps: 4" in params and "Seed: 7" in params and 'Lora hashes: "astro: ' in params
+
+    r = run_cli(rl_home, "export", "--user", "astro")
+    assert r.returncode == 0, r.stderr
+    with zipfile.ZipFile(r.stdout.strip()) as z:
+        names = z.namelist()
+        manifest = json.loads(z.read("manifest.json"))
+    assert sum(n.endswith(".png") for n in names) == 2 and "manifest.csv" in names
+    assert all(not n.startswith(("/", "..")) for n in names)
+    assert {m["file"] for m in manifest["images"]} <= set(names)
+
+
+def test_unknown_lora_tag_exits_2_and_lists_available(rl_home):
+    r = run_cli(rl_home, "generate", "--prompt", "portrait <lora:nobody:1>", "--num", "1", "--steps", "2")
+    assert r.returncode == 2 and "nobody" in r.stderr and "astro" in r.stderr
+
+
+def test_generate_for_user_without_lora_says_train_first(data_dir):
+    (data_dir / "users" / "newbie").mkdir(parents=True)
+    r = run_cli(data_dir, "generate", "--user", "newbie", "--num", "1", "--steps", "2")
+    assert r.returncode == 2 and "train" in r.stderr
+
+
+def test_stacked_adapters_match_merged_weights(rl_home):
+    """Two adapters with weights (w1, w2) give the image that the fused weights give."""
+    from easyphoto_app.generate import LoraChoice, apply_loras
+    from easyphoto_app.models import load_pipeline, resolve_model
+
+    loras = [LoraChoice("astro", rl_home / "loras" / "astro.safetensors", 0.7),
+             LoraChoice("ddpo_astro", rl_home / "loras" / "ddpo_astro.safetensors", 1.3)]
+
+    def run(pipe):
+        return pipe("easyphoto_face", num_inference_steps=3, output_type="latent",
+                    generator=torch.Generator().manual_seed(1)).images[0].numpy()
+
+    pipe = load_pipeline(resolve_model("demo", rl_home), "cpu")
+    base = run(pipe)
+    apply_loras(pipe, loras)
+    stacked = run(pipe)
+    pipe.fuse_lora(adapter_names=["ep_astro", "ep_ddpo_astro"])
+    pipe.unload_lora_weights()
+    fused = run(pipe)
+    assert np.abs(stacked - fused).max() < 1e-4
+    assert np.abs(stacked - base).max() > 1e-3
