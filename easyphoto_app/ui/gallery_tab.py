@@ -1,7 +1,55 @@
-"""Built in its own issue; for now it points to the CLI."""
+"""Gallery tab: browse a user's images by date, see parameters, delete, export as zip."""
+
+from __future__ import annotations
 
 import gradio as gr
 
+from easyphoto_app import gallery
+from easyphoto_app.ui.common import Context, friendly
+from easyphoto_app.workspace import validate_user_id
 
-def build(ctx):
-    gr.Markdown("Not built yet.")
+
+def build(ctx: Context) -> None:
+    with gr.Row():
+        user = gr.Dropdown(ctx.ws.list_users(), label="User", allow_custom_value=True, elem_id="gallery-user")
+        day = gr.Dropdown([], label="Date", info="Empty: all dates.", allow_custom_value=True)
+        refresh = gr.Button("Refresh", size="sm")
+    images = gr.Gallery(label="Images", columns=5, height=420, elem_id="gallery-images")
+    selected = gr.State(None)
+    params = gr.Textbox(label="Parameters of the selected image (WebUI PNG Info format)", lines=3, interactive=False)
+    with gr.Row():
+        delete = gr.Button("Delete selected", variant="stop", size="sm")
+        export = gr.Button("Export all as zip", variant="primary", elem_id="gallery-export")
+    download = gr.File(label="Export", elem_id="gallery-download")
+
+    @friendly
+    def load(user_v, day_v):
+        if not user_v:
+            return [], gr.update(choices=[]), gr.update(choices=ctx.ws.list_users())
+        user_v = validate_user_id(user_v)
+        items = gallery.list_images(ctx.ws, user_v, day_v or None)
+        return ([(str(i.path), f"{i.date}") for i in items], gr.update(choices=[""] + gallery.dates(ctx.ws, user_v)),
+                gr.update(choices=ctx.ws.list_users()))
+
+    def on_select(user_v, evt: gr.SelectData):
+        items = gallery.list_images(ctx.ws, validate_user_id(user_v))
+        item = items[evt.index] if evt.index < len(items) else None
+        return (str(item.path), item.parameters) if item else (None, "")
+
+    @friendly
+    def on_delete(user_v, path, day_v):
+        if not path:
+            raise gr.Error("Click an image first.")
+        gallery.delete_image(ctx.ws, validate_user_id(user_v), path)
+        return load(user_v, day_v)[0], None, ""
+
+    @friendly
+    def on_export(user_v):
+        return str(gallery.export_zip(ctx.ws, validate_user_id(user_v)))
+
+    refresh.click(load, [user, day], [images, day, user])
+    user.change(load, [user, day], [images, day, user])
+    day.change(load, [user, day], [images, day, user])
+    images.select(on_select, user, [selected, params])
+    delete.click(on_delete, [user, selected, day], [images, selected, params])
+    export.click(on_export, user, download, api_name="export")

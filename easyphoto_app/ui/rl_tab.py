@@ -1,7 +1,58 @@
-"""Built in its own issue; for now it points to the CLI."""
+"""RL tab: start / stop DDPO under a time budget; live reward and memory plots; latest samples."""
+
+from __future__ import annotations
+
+import json
 
 import gradio as gr
 
+from easyphoto_app.ui.common import Context
+from easyphoto_app.ui.job_view import job_controls, series
 
-def build(ctx):
-    gr.Markdown("Not built yet.")
+
+def build(ctx: Context) -> None:
+    cfg = ctx.settings.rl
+    gr.Markdown("Improve the face LoRA's likeness with reinforcement learning (DDPO). The result is a second LoRA, "
+                "`ddpo_<id>`, always written when the run ends (budget, epochs, Stop). The face LoRA is never changed.")
+    with gr.Row():
+        user = gr.Textbox(label="User id", placeholder="a user with a trained face LoRA", elem_id="rl-user")
+        hours = gr.Slider(0.01, 12, value=cfg.max_hours, step=0.01, label="Max time (hours)",
+                          info="The run stops cleanly between steps when the time is up.")
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            epochs = gr.Number(value=cfg.epochs, precision=0, label="Max epochs")
+            samples = gr.Number(value=cfg.samples_per_epoch, precision=0, label="Samples per epoch")
+            steps = gr.Number(value=cfg.steps, precision=0, label="DDIM steps", info="The demo model uses at most 10.")
+        with gr.Row():
+            lr = gr.Number(value=cfg.lr, label="Learning rate")
+            guidance = gr.Number(value=cfg.guidance, label="Guidance")
+            clip = gr.Number(value=cfg.clip_range, label="PPO clip range")
+    with gr.Row():
+        reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward per epoch", x_title="epoch",
+                                  height=240, elem_id="rl-reward-plot")
+        memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
+                                  height=240, elem_id="rl-memory-plot")
+    samples_view = gr.Gallery(label="Latest samples (reward)", columns=8, height=160, elem_id="rl-samples")
+
+    def args(h, e, s, st, lr_v, g, c):
+        return ["--max-hours", str(float(h)), "--epochs", str(int(e)), "--samples-per-epoch", str(int(s)),
+                "--steps", str(int(st)), "--lr", str(float(lr_v)), "--guidance", str(float(g)), "--clip-range", str(float(c))]
+
+    def extra(events):
+        epochs_rows = series(events, "metric", "epoch", ["reward_mean", "reward_max", "reward_min"], lambda e: e.get("kind") == "epoch")
+        mem = [e for e in events if e.get("kind") == "memory"]
+        t0 = mem[0]["t"] if mem else 0
+        mem = [{**e, "secs": round(e["t"] - t0, 1)} for e in mem]
+        mem_rows = series(mem, "metric", "secs", ["rss_mb", "ram_used_mb", "vram_alloc_mb", "vram_reserved_mb"])
+        items = []
+        user_events = [e for e in events if e.get("kind") == "epoch"]
+        if user_events:
+            job = ctx.jobs.current()
+            folder = ctx.ws.ddpo_dir(job.user) / "samples" if job else None
+            if folder and (folder / "latest.json").exists():
+                items = [(str(folder / r["file"]), f"reward {r['reward']:.3f}") for r in json.loads((folder / "latest.json").read_text())]
+        return [epochs_rows, mem_rows, items]
+
+    job_controls(ctx, "rl", user, [hours, epochs, samples, steps, lr, guidance, clip], args, start_label="Start RL",
+                 metric_y="epoch", plot_title="Epochs done", events_of=lambda u: ctx.ws.ddpo_dir(u) / "events.jsonl",
+                 extra_outputs=[reward_plot, memory_plot, samples_view], extra_view=extra)
