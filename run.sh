@@ -47,7 +47,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
       "$VPY" -m pip install "$TORCH" --index-url "${EASYPHOTO_TORCH_INDEX:-https://download.pytorch.org/whl/cu128}"
     elif [ "$(uname -s)" = Linux ]; then
       echo "No NVIDIA GPU: installing the CPU build of PyTorch (small download)."
-      "$VPY" -m pip install "$TORCH" --index-url "${EASYPHOTO_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" \
+      "$VPY" -m pip install --retries 0 --timeout 10 "$TORCH" --index-url "${EASYPHOTO_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" \
         || "$VPY" -m pip install "$TORCH"
     else
       "$VPY" -m pip install "$TORCH"
