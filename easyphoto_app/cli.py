@@ -232,32 +232,31 @@ def cmd_prepare(settings: Settings, args) -> int:
     return 0
 
 
-@command("train", "Train the face LoRA from the prepared faces.")
-def cmd_train(settings: Settings, args) -> int:
+def _gpu_job(settings: Settings, args, lock_name: str, desc: str, events_dir, run) -> int:
+    """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout."""
     from easyphoto_app.jobs import GpuLock
-    from easyphoto_app.lora_train import train
 
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
-    reporter = reporter_for(args, "train", ws.lora_work_dir(user) / "events.jsonl")
-    with GpuLock(ws, "training", user):
-        result = train(settings, ws, user, reporter, resume=args.resume)
+    reporter = reporter_for(args, desc, events_dir(ws, user) / "events.jsonl")
+    with GpuLock(ws, lock_name, user):
+        result = run(settings, ws, user, reporter, resume=args.resume)
     print(result.message)
     return 0
+
+
+@command("train", "Train the face LoRA from the prepared faces.")
+def cmd_train(settings: Settings, args) -> int:
+    from easyphoto_app.lora_train import train
+
+    return _gpu_job(settings, args, "training", "train", Workspace.lora_work_dir, train)
 
 
 @command("rl", "Improve likeness with reinforcement learning (DDPO), within a time budget.")
 def cmd_rl(settings: Settings, args) -> int:
     from easyphoto_app.ddpo.loop import run_rl
-    from easyphoto_app.jobs import GpuLock
 
-    ws = Workspace(settings.data_dir)
-    user = validate_user_id(args.user)
-    reporter = reporter_for(args, "rl", ws.ddpo_dir(user) / "events.jsonl")
-    with GpuLock(ws, "RL", user):
-        result = run_rl(settings, ws, user, reporter, resume=args.resume)
-    print(result.message)
-    return 0
+    return _gpu_job(settings, args, "RL", "rl", Workspace.ddpo_dir, run_rl)
 
 
 @command("export", "Zip a user's images with a manifest of their parameters.")
