@@ -232,13 +232,13 @@ def cmd_prepare(settings: Settings, args) -> int:
     return 0
 
 
-def _gpu_job(settings: Settings, args, lock_name: str, desc: str, events_dir, run) -> int:
+def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run) -> int:
     """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout."""
     from easyphoto_app.jobs import GpuLock
 
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
-    reporter = reporter_for(args, desc, events_dir(ws, user) / "events.jsonl")
+    reporter = reporter_for(args, kind, ws.job_events(kind, user))
     with GpuLock(ws, lock_name, user):
         result = run(settings, ws, user, reporter, resume=args.resume)
     print(result.message)
@@ -249,14 +249,14 @@ def _gpu_job(settings: Settings, args, lock_name: str, desc: str, events_dir, ru
 def cmd_train(settings: Settings, args) -> int:
     from easyphoto_app.lora_train import train
 
-    return _gpu_job(settings, args, "training", "train", Workspace.lora_work_dir, train)
+    return _gpu_job(settings, args, "training", "train", train)
 
 
 @command("rl", "Improve likeness with reinforcement learning (DDPO), within a time budget.")
 def cmd_rl(settings: Settings, args) -> int:
     from easyphoto_app.ddpo.loop import run_rl
 
-    return _gpu_job(settings, args, "RL", "rl", Workspace.ddpo_dir, run_rl)
+    return _gpu_job(settings, args, "RL", "rl", run_rl)
 
 
 @command("export", "Zip a user's images with a manifest of their parameters.")

@@ -284,7 +284,6 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
     import torch
 
     trainer = FaceLoraTrainer(settings, ws, user, reporter)
-    cfg = trainer.cfg
     ensure_free_space(ws.root, (200 if trainer.model.is_demo else 2048) * 2**20, "training checkpoints")
     try:
         from easyphoto_app.faces.likeness import scorer_for

@@ -71,6 +71,11 @@ class Workspace:
     def ddpo_dir(self, user_id: str) -> Path:
         return self.user_dir(user_id) / "ddpo_weights"
 
+    def job_events(self, kind: str, user_id: str) -> Path:
+        """The events stream of a user's train or rl job (beside its checkpoints)."""
+        folders = {"train": self.lora_work_dir, "rl": self.ddpo_dir}
+        return folders[kind](user_id) / "events.jsonl"
+
     def face_lora(self, user_id: str) -> Path:
         return self.loras_dir / f"{validate_user_id(user_id)}.safetensors"
 

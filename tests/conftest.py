@@ -24,6 +24,20 @@ def run_cli(data_dir: Path, *args: str, timeout: int = 600, env: dict | None = N
                           env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
+def kill_9_when(data_dir: Path, args: list[str], marker: Path, timeout: float = 120) -> None:
+    """Run the CLI in a child process and SIGKILL it as soon as `marker` exists (or it ends)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+    proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,15 +1,9 @@
-import math
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
-import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import kill_9_when, run_cli
 
 RL = ["rl", "--user", "astro", "--samples-per-epoch", "4", "--sample-batch", "2", "--steps", "4"]
 
@@ -83,13 +77,7 @@ def test_tiny_budget_ends_cleanly_with_the_file(home_copy):
 def test_kill_9_then_resume_finishes(home_copy):
     args = [*RL, "--epochs", "4"]
     work = home_copy / "users" / "astro" / "ddpo_weights"
-    proc = subprocess.Popen([sys.executable, "-m", "easyphoto_app", "--data-dir", str(home_copy), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (work / "epoch-1").exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_when(home_copy, args, work / "epoch-1")
     assert (work / "epoch-1").exists()
     r = run_cli(home_copy, *args, "--resume")
     assert r.returncode == 0, r.stderr

@@ -1,14 +1,8 @@
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import kill_9_when, run_cli
 
 
 def _pipe(data):
@@ -98,14 +92,8 @@ def test_kill_9_then_resume_finishes_with_the_uninterrupted_weights(home_copy, t
     reference = _lora_tensors(other / "loras" / "astro.safetensors")
 
     (home_copy / "loras" / "astro.safetensors").unlink()
-    proc = subprocess.Popen([sys.executable, "-m", "easyphoto_app", "--data-dir", str(home_copy), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = home_copy / "users" / "astro" / "lora"
-    deadline = time.monotonic() + 120
-    while not (work / "checkpoint-5").exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_when(home_copy, args, work / "checkpoint-5")
     assert (work / "checkpoint-5").exists()
     assert not (home_copy / "loras" / "astro.safetensors").exists()  # never a half-written final file
     r = run_cli(home_copy, *args, "--resume")

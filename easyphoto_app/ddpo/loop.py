@@ -122,9 +122,9 @@ class RLRun:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
-        opt, opt_meta = optimizer_tensors(self.optimizer)
         import torch
 
+        opt, opt_meta = optimizer_tensors(self.optimizer)
         meta = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_reward": self.best_reward,
                 "history": self.history, "tracker": self.tracker.state(), "py_rng": list(self.rng.getstate()[1]),
                 "settings": vars(self.cfg)}
@@ -164,7 +164,7 @@ class RLRun:
         """Sample, reward, update. False if the budget or Stop ended it early (nothing recorded)."""
         import torch
 
-        from easyphoto_app.ddpo.ppo import decode, ppo_update, sample
+        from easyphoto_app.ddpo.ppo import Trajectories, decode, ppo_update, sample
 
         cfg, t0 = self.cfg, time.perf_counter()
         shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
@@ -187,8 +187,6 @@ class RLRun:
         mean_reward = float(reward_t.mean())
         if mean_reward > self.best_reward:  # these samples came from the weights this epoch started with
             self.best_reward, self.best_epoch, self.best_state = mean_reward, self.epoch, self.adapter_state()
-        from easyphoto_app.ddpo.ppo import Trajectories
-
         joined = Trajectories(torch.cat([t.latents for t in trajs]), torch.cat([t.log_probs for t in trajs]),
                               trajs[0].timesteps, torch.cat([t.cond for t in trajs]), prompts)
         self.pipe.unet.train()

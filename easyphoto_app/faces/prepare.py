@@ -41,6 +41,8 @@ class PhotoResult:
     _face: DetectedFace | None = field(default=None, repr=False)
     _all: list = field(default_factory=list, repr=False)
     _rgb: np.ndarray | None = field(default=None, repr=False)
+    _crop: np.ndarray | None = field(default=None, repr=False)
+    _hash: int = field(default=0, repr=False)
 
     def reject(self, reason: str) -> None:
         self.accepted, self.reason = False, reason
@@ -188,8 +190,10 @@ def _score(r: PhotoResult, cfg: FaceConfig, backend: FaceBackend) -> None:
 def _identity_threshold(sims: list[float], backend: FaceBackend, cfg: FaceConfig) -> float:
     if cfg.min_similarity > 0:
         return cfg.min_similarity
-    if backend.has_landmarks or len(sims) < 3:
-        return backend.same_person_threshold if backend.has_landmarks else min(backend.same_person_threshold, min(sims) - 1e-6)
+    if backend.has_landmarks:
+        return backend.same_person_threshold
+    if len(sims) < 3:  # too few photos to tell who is the odd one out
+        return min(sims) - 1e-6
     med = float(np.median(sims))
     mad = max(float(np.median(np.abs(np.array(sims) - med))), MIN_MAD)
     return max(backend.same_person_threshold, med - OUTLIER_MADS * mad)

@@ -9,25 +9,10 @@ import gradio as gr
 
 from easyphoto_app.settings import Settings
 from easyphoto_app.ui import gallery_tab, generate_tab, photos_tab, rl_tab, settings_tab
-from easyphoto_app.ui.common import Context
+from easyphoto_app.ui.common import Context, model_banner
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-
-
-def model_banner(ctx: Context) -> str:
-    """One line about the base model, without loading it (start-up stays fast)."""
-    from easyphoto_app.models import DEMO, DEMO_LABEL
-
-    spec = ctx.settings.app.model
-    loaded = ctx.pipelines.model
-    if loaded is not None and loaded.is_demo:
-        return f"⚠️ **{loaded.note or DEMO_LABEL}**"
-    if spec == DEMO:
-        return f"⚠️ **{DEMO_LABEL}** Choose a real model in Settings for real portraits."
-    if loaded is not None:
-        return f"Base model: **{loaded.label}**"
-    return f"Base model: **{spec}** (loads on first use; downloaded once if needed, else the offline demo model is used)."
 
 
 def build_app(ctx: Context) -> gr.Blocks:
@@ -36,17 +21,16 @@ def build_app(ctx: Context) -> gr.Blocks:
         banner = gr.Markdown(model_banner(ctx), elem_id="model-banner")
         with gr.Tabs():
             with gr.Tab("Photos & Training", id="photos"):
-                photos = photos_tab.build(ctx)
+                photos_tab.build(ctx)
             with gr.Tab("RL", id="rl"):
                 rl_tab.build(ctx)
             with gr.Tab("Generate", id="generate"):
-                gen = generate_tab.build(ctx)
+                generate_tab.build(ctx)
             with gr.Tab("Gallery", id="gallery"):
                 gallery_tab.build(ctx)
             with gr.Tab("Settings", id="settings"):
                 settings_tab.build(ctx, banner)
         demo.load(lambda: model_banner(ctx), None, banner)
-        del photos, gen
     return demo
 
 

@@ -74,3 +74,18 @@ def user_id_hint(value: str) -> str:
 
 def user_choices(ctx: Context) -> list[str]:
     return ctx.ws.list_users()
+
+
+def model_banner(ctx: Context) -> str:
+    """One line about the base model, without loading it (start-up stays fast)."""
+    from easyphoto_app.models import DEMO, DEMO_LABEL
+
+    spec = ctx.settings.app.model
+    loaded = ctx.pipelines.model
+    if loaded is not None and loaded.is_demo:
+        return f"⚠️ **{loaded.note or DEMO_LABEL}**"
+    if spec == DEMO:
+        return f"⚠️ **{DEMO_LABEL}** Choose a real model in Settings for real portraits."
+    if loaded is not None:
+        return f"Base model: **{loaded.label}**"
+    return f"Base model: **{spec}** (loads on first use; downloaded once if needed, else the offline demo model is used)."

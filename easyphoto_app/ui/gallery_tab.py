@@ -31,8 +31,8 @@ def build(ctx: Context) -> None:
         return ([(str(i.path), f"{i.date}") for i in items], gr.update(choices=[""] + gallery.dates(ctx.ws, user_v)),
                 gr.update(choices=ctx.ws.list_users()))
 
-    def on_select(user_v, evt: gr.SelectData):
-        items = gallery.list_images(ctx.ws, validate_user_id(user_v))
+    def on_select(user_v, day_v, evt: gr.SelectData):
+        items = gallery.list_images(ctx.ws, validate_user_id(user_v), day_v or None)
         item = items[evt.index] if evt.index < len(items) else None
         return (str(item.path), item.parameters) if item else (None, "")
 
@@ -50,6 +50,6 @@ def build(ctx: Context) -> None:
     refresh.click(load, [user, day], [images, day, user])
     user.change(load, [user, day], [images, day, user])
     day.change(load, [user, day], [images, day, user])
-    images.select(on_select, user, [selected, params])
+    images.select(on_select, [user, day], [selected, params])
     delete.click(on_delete, [user, selected, day], [images, selected, params])
     export.click(on_export, user, download, api_name="export")

@@ -11,7 +11,6 @@ from typing import Callable
 
 import gradio as gr
 
-from easyphoto_app.errors import UserError
 from easyphoto_app.ui.common import Context, friendly
 from easyphoto_app.workspace import validate_user_id
 
@@ -44,7 +43,7 @@ def series(events: list[dict], event_type: str, x: str, ys: list[str], filt: Cal
 
 
 def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_args, start_label: str,
-                 metric_y: str, plot_title: str, events_of, extra_outputs: list | None = None, extra_view=None) -> dict:
+                 metric_y: str, plot_title: str, extra_outputs: list | None = None, extra_view=None) -> dict:
     with gr.Row():
         start = gr.Button(start_label, variant="primary", elem_id=f"{kind}-start")
         resume = gr.Button("Resume", elem_id=f"{kind}-resume")
@@ -69,7 +68,7 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_a
     def on_start(user_v, *values, resume_run=False):
         user_v = validate_user_id(user_v)
         args = make_args(*values) + (["--resume"] if resume_run else [])
-        ctx.jobs.start(kind, user_v, events_of(user_v), args)
+        ctx.jobs.start(kind, user_v, ctx.ws.job_events(kind, user_v), args)
         gr.Info(f"{kind} started for {user_v}.")
         return current_view(user_v)
 
@@ -85,5 +84,3 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_a
     timer.tick(current_view, user, outputs, show_progress="hidden", queue=False)
     return {"status": status, "plot": plot, "start": start, "stop": stop}
 
-
-__all__ = ["job_controls", "progress_html", "series", "UserError"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from easyphoto_app.errors import UserError
 from easyphoto_app.faces.prepare import MIN_PHOTOS, load_record, prepare
 from easyphoto_app.ui import train_panel
 from easyphoto_app.ui.common import Context, friendly, user_id_hint
@@ -65,7 +66,7 @@ def build(ctx: Context) -> dict:
         new = [Path(p) for p in (paths or [])]
         try:
             prepare(ctx.ws, user_v, new, ctx.settings.faces, progress=lambda d, t: progress((d, t), desc="Checking faces"))
-        except Exception:
+        except UserError:
             record = load_record(ctx.ws, user_v)
             if record is None:
                 raise
@@ -79,7 +80,7 @@ def build(ctx: Context) -> dict:
             raise gr.Error("Pick the photos to remove first.")
         try:
             prepare(ctx.ws, user_v, [], ctx.settings.faces, remove=names)
-        except Exception:
+        except UserError:
             if load_record(ctx.ws, user_v) is None:
                 raise
         return view(user_v, load_record(ctx.ws, user_v))
@@ -87,7 +88,7 @@ def build(ctx: Context) -> dict:
     def on_user(user_v):
         try:
             record = load_record(ctx.ws, validate_user_id(user_v))
-        except Exception:  # noqa: BLE001 - an invalid id just shows the hint
+        except UserError:  # an invalid id just shows the hint
             record = None
         return (user_id_hint(user_v), *view(user_v, record))
 

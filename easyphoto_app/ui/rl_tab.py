@@ -6,6 +6,7 @@ import json
 
 import gradio as gr
 
+from easyphoto_app.monitor import format_vram
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
 
@@ -32,6 +33,7 @@ def build(ctx: Context) -> None:
                                   height=240, elem_id="rl-reward-plot")
         memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
                                   height=240, elem_id="rl-memory-plot")
+    live = gr.Markdown(elem_id="rl-live")
     samples_view = gr.Gallery(label="Latest samples (reward)", columns=8, height=160, elem_id="rl-samples")
 
     def args(h, e, s, st, lr_v, g, c):
@@ -45,14 +47,28 @@ def build(ctx: Context) -> None:
         mem = [{**e, "secs": round(e["t"] - t0, 1)} for e in mem]
         mem_rows = series(mem, "metric", "secs", ["rss_mb", "ram_used_mb", "vram_alloc_mb", "vram_reserved_mb"])
         items = []
-        user_events = [e for e in events if e.get("kind") == "epoch"]
-        if user_events:
+        epoch_rows = [e for e in events if e.get("kind") == "epoch"]
+        if epoch_rows:
             job = ctx.jobs.current()
             folder = ctx.ws.ddpo_dir(job.user) / "samples" if job else None
             if folder and (folder / "latest.json").exists():
                 items = [(str(folder / r["file"]), f"reward {r['reward']:.3f}") for r in json.loads((folder / "latest.json").read_text())]
-        return [epochs_rows, mem_rows, items]
+        return [epochs_rows, mem_rows, live_text(mem[-1:], epoch_rows[-1:]), items]
 
     job_controls(ctx, "rl", user, [hours, epochs, samples, steps, lr, guidance, clip], args, start_label="Start RL",
-                 metric_y="epoch", plot_title="Epochs done", events_of=lambda u: ctx.ws.ddpo_dir(u) / "events.jsonl",
-                 extra_outputs=[reward_plot, memory_plot, samples_view], extra_view=extra)
+                 metric_y="epoch", plot_title="Epochs done", 
+                 extra_outputs=[reward_plot, memory_plot, live, samples_view], extra_view=extra)
+
+
+def live_text(memory: list[dict], epochs: list[dict]) -> str:
+    """The latest memory sample and epoch figures in one line."""
+    parts = []
+    if memory:
+        m = memory[0]
+        parts.append(f"RSS {m['rss_mb']:.0f} MB · RAM {m['ram_used_mb']:.0f}/{m['ram_total_mb']:.0f} MB · {format_vram(m)}")
+    if epochs:
+        e = epochs[0]
+        parts.append(f"epoch {e['epoch']}: reward {e['reward_mean']:.3f} ± {e['reward_std']:.3f}, no face {e['no_face_rate']:.0%}, "
+                     f"KL {e.get('approx_kl', 0):.2e}, clip {e.get('clipfrac', 0):.2f}, {e['epoch_s']:.1f} s, "
+                     f"{e['time_left_s'] / 60:.0f} min left")
+    return "\n\n".join(parts)

@@ -8,12 +8,10 @@ import gradio as gr
 
 from easyphoto_app import doctor
 from easyphoto_app.settings import save_settings
-from easyphoto_app.ui.common import Context, friendly
+from easyphoto_app.ui.common import Context, friendly, model_banner
 
 
 def build(ctx: Context, banner: gr.Markdown) -> None:
-    from easyphoto_app.ui.app import model_banner
-
     gr.Markdown(f"**Data folder:** `{ctx.settings.data_dir}` (photos, LoRAs, outputs, logs). "
                 "Change it with `--data-dir` or the `EASYPHOTO_HOME` environment variable.")
     with gr.Row():

@@ -29,6 +29,5 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
         return out + (["--train-text-encoder"] if te_v else [])
 
     view = job_controls(ctx, "train", user, [steps, rank, alpha, lr, resolution, save_every, te], args,
-                        start_label="Start training", metric_y="loss", plot_title="Training loss",
-                        events_of=lambda u: ctx.ws.lora_work_dir(u) / "events.jsonl")
+                        start_label="Start training", metric_y="loss", plot_title="Training loss")
     return view
