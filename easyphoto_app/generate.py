@@ -167,7 +167,9 @@ def save_png(image, folder: Path, stem: str, parameters: str) -> Path:
     info = PngInfo()
     info.add_text("parameters", parameters)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{stem}.png"
+    target, n = folder / f"{stem}.png", 1
+    while target.exists():  # same second and seed (e.g. Compare): never overwrite an image
+        target, n = folder / f"{stem}-{n}.png", n + 1
     with atomic_path(target) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
     return target
@@ -231,3 +233,43 @@ def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None =
 
 def with_overrides(base: GenerateConfig, /, **changes) -> GenerateConfig:
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class Comparison:
+    face_only: Generated
+    stacked: Generated
+    face_scores: list[float | None]
+    stacked_scores: list[float | None]
+
+
+def compare(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str, progress=None, should_stop=None) -> Comparison:
+    """The same seeds with the face LoRA alone and with face + RL LoRA, each scored for likeness."""
+    if not ws.ddpo_lora(user).exists():
+        raise UserError(f"User '{user}' has no RL LoRA yet: run RL first (RL tab or 'rl --user {user}').")
+    text, _ = parse_lora_tags(cfg.prompt or default_prompt(cfg.style))
+    cfg = dataclasses.replace(cfg, prompt=text, seed=cfg.seed if cfg.seed >= 0 else random.randrange(2**31))
+    total = 2 * cfg.num * cfg.steps
+
+    def half(offset):
+        return (lambda s, t: progress(offset + s, total)) if progress else None
+
+    face = generate(pipe, model, ws, cfg, user, use_rl=False, progress=half(0), should_stop=should_stop)
+    stacked = generate(pipe, model, ws, cfg, user, use_rl=True, progress=half(cfg.num * cfg.steps), should_stop=should_stop)
+    try:
+        from easyphoto_app.faces.likeness import scorer_for
+
+        scorer = scorer_for(ws, user)
+    except UserError:
+        scorer = None
+
+    def scores(result: Generated) -> list[float | None]:
+        from PIL import Image
+
+        return [scorer.score_one(Image.open(p)) if scorer else None for p in result.paths]
+
+    return Comparison(face, stacked, scores(face), scores(stacked))
+
+
+def likeness_caption(score: float | None) -> str:
+    return "likeness: no face found" if score is None else f"likeness {score:.3f}"

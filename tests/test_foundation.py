@@ -125,7 +125,7 @@ def test_app_answers_http_and_gradio_client(data_dir):
         from gradio_client import Client
 
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        gallery, info = client.predict("(base model only)", "studio", "", "", 1.0, 1.0, True, 1, 5, 3, 7.0, 512, 512,
+        gallery, info = client.predict("(base model only)", True, "studio", "", "", 1.0, 1.0, 1, 5, 3, 7.0, 512, 512,
                                        "DDIM", api_name="/generate")
         assert len(gallery) == 1 and "seeds 5" in info and "Demo model" in info
         # files outside the data dir are not served

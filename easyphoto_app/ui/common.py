@@ -26,6 +26,7 @@ class Context:
     jobs: JobManager
     pipelines: PipelineCache = field(default_factory=PipelineCache)
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
+    cancel_generate: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def create(cls, settings: Settings) -> "Context":

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import gradio as gr
 
-from easyphoto_app.generate import SCHEDULERS, generate, load_styles, with_overrides
+from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, with_overrides
 from easyphoto_app.ui.common import Context, friendly, user_choices
+
+BASE_ONLY = "(base model only)"
 
 
 def build(ctx: Context) -> dict:
     cfg = ctx.settings.generate
     with gr.Row():
         with gr.Column(scale=2):
-            user = gr.Dropdown(["(base model only)"] + user_choices(ctx), value="(base model only)", label="User",
+            user = gr.Dropdown([BASE_ONLY] + user_choices(ctx), value=BASE_ONLY, label="User",
                                info="Whose face LoRA to use. 'base model only' generates without any LoRA.",
                                allow_custom_value=False, elem_id="gen-user")
             style = gr.Dropdown(list(load_styles()), value=cfg.style, label="Style", info="Added to the trigger words when the prompt is empty.")
@@ -37,32 +39,66 @@ def build(ctx: Context) -> dict:
                 scheduler = gr.Dropdown(list(SCHEDULERS), value=cfg.scheduler, label="Sampler")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                compare_btn = gr.Button("Compare: face LoRA vs face + RL", elem_id="gen-compare")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="gen-cancel")
         with gr.Column(scale=3):
             gallery = gr.Gallery(label="Results", columns=2, height=520, elem_id="gen-gallery")
             info = gr.Markdown(elem_id="gen-info")
 
-    @friendly
-    def on_generate(user_v, style_v, prompt_v, neg_v, lw, rw, use_rl_v, num_v, seed_v, steps_v, cfg_v, w_v, h_v, sched_v,
-                    progress=gr.Progress()):
-        request = with_overrides(cfg, style=style_v, prompt=prompt_v, negative_prompt=neg_v, lora_weight=lw, rl_weight=rw,
-                                 num=int(num_v), seed=int(seed_v), steps=int(steps_v), cfg=float(cfg_v), width=int(w_v),
-                                 height=int(h_v), scheduler=sched_v)
-        who = None if user_v in (None, "", "(base model only)") else user_v
+    def request_of(style_v, prompt_v, neg_v, lw, rw, num_v, seed_v, steps_v, cfg_v, w_v, h_v, sched_v):
+        return with_overrides(cfg, style=style_v, prompt=prompt_v, negative_prompt=neg_v, lora_weight=lw, rl_weight=rw,
+                              num=int(num_v), seed=int(seed_v), steps=int(steps_v), cfg=float(cfg_v), width=int(w_v),
+                              height=int(h_v), scheduler=sched_v)
+
+    def with_pipeline(progress, work):
+        """Run work(pipe, model) alone on the cached pipeline; Cancel stops it between steps."""
         if not ctx.generate_lock.acquire(blocking=False):
-            raise gr.Error("Another generation is running; wait for it to finish.")
+            raise gr.Error("Another generation is running; wait for it to finish or press Cancel.")
+        ctx.cancel_generate.clear()
         try:
             progress(0, desc="Loading the model (first time only)")
             pipe, model = ctx.pipelines.get(ctx.settings.app.model, ctx.settings.data_dir, ctx.settings.app.device)
-            result = generate(pipe, model, ctx.ws, request, user=who, use_rl=use_rl_v,
-                              progress=lambda s, t: progress((s, t), desc="Generating"))
+            return work(pipe, model), model
         finally:
             ctx.generate_lock.release()
+
+    def footer(model, text: str) -> str:
+        if ctx.cancel_generate.is_set():
+            text += " Cancelled."
+        return text + (f"\n\n_{model.note or model.label}_" if model.is_demo else "")
+
+    @friendly
+    def on_generate(user_v, use_rl_v, *values, progress=gr.Progress()):
+        request = request_of(*values)
+        who = None if user_v in (None, "", BASE_ONLY) else user_v
+        result, model = with_pipeline(progress, lambda pipe, model: generate(
+            pipe, model, ctx.ws, request, user=who, use_rl=use_rl_v, should_stop=ctx.cancel_generate.is_set,
+            progress=lambda s, t: progress((s, t), desc="Generating")))
         items = [(str(p), f"seed {s}") for p, s in zip(result.paths, result.seeds)]
         text = f"{len(items)} image(s) in {result.seconds:.1f} s, seeds {', '.join(map(str, result.seeds))}. Saved under `outputs/`."
-        if model.is_demo:
-            text += f"\n\n_{model.note or model.label}_"
-        return items, text
+        return items, footer(model, text)
 
-    run.click(on_generate, [user, style, prompt, negative, lora_w, rl_w, use_rl, num, seed, steps, guidance, width, height, scheduler],
-              [gallery, info], api_name="generate", concurrency_limit=1)
+    @friendly
+    def on_compare(user_v, *values, progress=gr.Progress()):
+        if user_v in (None, "", BASE_ONLY):
+            raise gr.Error("Pick a user to compare their face LoRA with and without the RL LoRA.")
+        request = request_of(*values)
+        c, model = with_pipeline(progress, lambda pipe, model: compare(
+            pipe, model, ctx.ws, request, user_v, should_stop=ctx.cancel_generate.is_set,
+            progress=lambda s, t: progress((s, t), desc="Comparing")))
+        items = []
+        for pa, sa, pb, sb, seed in zip(c.face_only.paths, c.face_scores, c.stacked.paths, c.stacked_scores, c.face_only.seeds):
+            items += [(str(pa), f"face LoRA · seed {seed} · {likeness_caption(sa)}"),
+                      (str(pb), f"face + RL · seed {seed} · {likeness_caption(sb)}")]
+        text = "Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness = similarity to the user's faces."
+        return items, footer(model, text)
+
+    def on_cancel():
+        ctx.cancel_generate.set()
+
+    values = [style, prompt, negative, lora_w, rl_w, num, seed, steps, guidance, width, height, scheduler]
+    run.click(on_generate, [user, use_rl, *values], [gallery, info], api_name="generate", concurrency_limit=1)
+    compare_btn.click(on_compare, [user, *values], [gallery, info], api_name="compare", concurrency_limit=1)
+    cancel.click(on_cancel, None, None, queue=False)
+    user.focus(lambda: gr.update(choices=[BASE_ONLY] + user_choices(ctx)), None, user, queue=False)
     return {"user": user}
