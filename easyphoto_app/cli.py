@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from easyphoto_app.errors import UserError
+from easyphoto_app.errors import BusyError, UserError
 from easyphoto_app.settings import (
     FaceConfig, GenerateConfig, RLConfig, Settings, TrainConfig, add_config_args, apply_config_args,
     load_settings, resolve_data_dir,
@@ -239,8 +239,12 @@ def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run) -> int:
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
     reporter = reporter_for(args, kind, ws.job_events(kind, user))
-    with GpuLock(ws, lock_name, user):
-        result = run(settings, ws, user, reporter, resume=args.resume)
+    try:
+        with GpuLock(ws, lock_name, user):
+            result = run(settings, ws, user, reporter, resume=args.resume)
+    except BusyError as exc:
+        reporter.failed(str(exc))  # the UI reads the reason from the events
+        raise
     print(result.message)
     return 0
 

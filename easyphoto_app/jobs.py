@@ -34,7 +34,17 @@ class Reporter:
         self._stop_requested = False
         if self.events_path:
             self.events_path.parent.mkdir(parents=True, exist_ok=True)
-            self.stop_path.unlink(missing_ok=True)
+            self._clear_stale_stop()
+
+    def _clear_stale_stop(self) -> None:
+        """Forget a Stop meant for an earlier run, but keep one asked for while this process was starting."""
+        import psutil
+
+        try:
+            if self.stop_path.stat().st_mtime < psutil.Process().create_time():
+                self.stop_path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
 
     @property
     def stop_path(self) -> Path | None:
@@ -93,7 +103,8 @@ class TqdmListener:
 
         if event["type"] == "progress":
             if self.bar is None or self.bar.total != event["total"]:
-                self.bar = tqdm(total=event["total"], desc=self.desc, unit="step", dynamic_ncols=True)
+                # disable=None: no bar when output is not a terminal (a job's log file); events carry progress
+                self.bar = tqdm(total=event["total"], desc=self.desc, unit="step", dynamic_ncols=True, disable=None)
             self.bar.n = event["step"]
             self.bar.refresh()
             shown = {k: v for k, v in event.items() if k in ("loss", "reward", "eta_s", "it_s")}
@@ -202,8 +213,19 @@ class JobManager:
         job = self.current()
         return job if job and pid_alive(job.pid) else None
 
+    def _wait_if_finishing(self, job: JobRecord, seconds: float = 15.0) -> None:
+        """A job that has reported done/failed is only saving and exiting: wait for it rather than refuse."""
+        if not any(e["type"] in ("done", "failed") for e in self.events(job)):
+            return
+        deadline = time.monotonic() + seconds
+        while pid_alive(job.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def start(self, kind: str, user: str, events: Path, args: list[str]) -> JobRecord:
         job = self.running()
+        if job:
+            self._wait_if_finishing(job)
+            job = self.running()
         if job:
             raise BusyError(busy_message(asdict(job)))
         other = GpuLock(self.ws, kind, user).holder()

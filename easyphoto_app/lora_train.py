@@ -291,8 +291,8 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
         scorer = scorer_for(ws, user)
     except UserError:
         scorer = None
-    reporter.log(f"Training a face LoRA for '{user}' on {trainer.model.label}: {len(trainer.images)} faces, "
-                 f"{trainer.total} steps at {trainer.resolution}px on {trainer.device}.")
+    reporter.log(f"Training a face LoRA for '{user}': {len(trainer.images)} faces, {trainer.total} steps at "
+                 f"{trainer.resolution}px on {trainer.device}. Base model: {trainer.model.label}")
     ckpts = complete_checkpoints(trainer.work, "checkpoint")
     if resume and ckpts:
         trainer.adopt_settings(ckpts[-1])

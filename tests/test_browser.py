@@ -1,11 +1,13 @@
-"""The real UI in a real browser (Debian's chromium driven by Playwright)."""
+"""The real UI in a real browser (Debian's chromium driven by Playwright), on the demo model."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,11 @@ from conftest import ROOT, free_port
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
 ARTIFACTS = Path(os.environ.get("EASYPHOTO_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+TIMEOUT = 90_000
 
 
 @pytest.fixture
-def app_url(data_dir):
+def app(data_dir):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -30,35 +33,156 @@ def app_url(data_dir):
             break
         except OSError:
             time.sleep(0.3)
-    yield url
+    yield url, data_dir
     proc.terminate()
     proc.wait(timeout=10)
 
 
-def test_page_shows_tabs_and_rejects_a_text_file(app_url, astro_photos, tmp_path):
+@pytest.fixture
+def page(app):
     from playwright.sync_api import expect, sync_playwright
 
-    notes = tmp_path / "notes.jpg"
-    notes.write_text("not a photo")
+    expect.set_options(timeout=TIMEOUT)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(app_url)
-        for tab in ("Photos & Training", "RL", "Generate", "Gallery", "Settings"):
-            expect(page.get_by_role("tab", name=tab)).to_be_visible(timeout=20000)
-        expect(page.locator("#model-banner")).to_contain_text("Demo model")
-        page.locator("#user-id textarea, #user-id input").first.fill("astro")
-        expect(page.locator("#user-hint")).to_contain_text("valid user id")
-        page.locator("#photo-upload input[type=file]").set_input_files([str(p) for p in astro_photos] + [str(notes)])
-        page.wait_for_timeout(1500)
-        page.locator("#prepare-run").click()
-        expect(page.locator("#rejected")).to_contain_text("not an image", timeout=60000)
-        expect(page.locator("#faces-summary")).to_contain_text("accepted", timeout=10000)
-        page.screenshot(path=str(ARTIFACTS / "tab-photos.png"), full_page=True)
-        for tab in ("RL", "Generate", "Gallery", "Settings"):
-            page.get_by_role("tab", name=tab).click()
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(ARTIFACTS / f"tab-{tab.lower()}.png"), full_page=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(TIMEOUT)
+        page.goto(app[0])
+        yield page
         browser.close()
+
+
+def points(page, plot_id: str) -> int:
+    """How many data points a gr.LinePlot draws (vega labels each point for screen readers)."""
+    return page.locator(f"#{plot_id} [aria-roledescription=point]").count()
+
+
+def wait_points(page, plot_id: str, more_than: int) -> None:
+    page.wait_for_function(f"n => document.querySelectorAll('#{plot_id} [aria-roledescription=point]').length > n", arg=more_than)
+
+
+def fill_number(page, elem_id: str, value) -> None:
+    from playwright.sync_api import expect
+
+    box = page.locator(f"#{elem_id} input").first
+    expect(box).to_be_editable()
+    box.click()
+    box.press("Control+a")
+    box.press_sequentially(str(value))
+    box.press("Tab")
+    expect(box).to_have_value(str(value))
+    page.wait_for_timeout(300)  # let the component hand the value to its state before a click reads it
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
+    from playwright.sync_api import expect
+
+    url, data = app
+    for tab in ("Photos & Training", "RL", "Generate", "Gallery", "Settings"):
+        expect(page.get_by_role("tab", name=tab)).to_be_visible()
+    expect(page.locator("#model-banner")).to_contain_text("Demo model")
+
+    # photos -> faces, with a text file that must be rejected on screen
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a photo")
+    page.locator("#user-id textarea, #user-id input").first.fill("../x")
+    expect(page.locator("#user-hint")).to_contain_text("not allowed")
+    page.locator("#user-id textarea, #user-id input").first.fill("astro")
+    expect(page.locator("#user-hint")).to_contain_text("valid user id")
+    page.locator("#photo-upload input[type=file]").set_input_files([str(p) for p in astro_photos] + [str(notes)])
+    page.wait_for_timeout(1500)
+    page.locator("#prepare-run").click()
+    expect(page.locator("#rejected")).to_contain_text("not an image")
+    expect(page.locator("#faces-summary")).to_contain_text("face(s) accepted")
+    expect(page.locator("#accepted img").first).to_be_visible()
+
+    # training: a long run to watch, reload and refuse a second start, then stop; then a short run to the end
+    page.locator("#train-advanced").click()
+    fill_number(page, "train-steps", 400)
+    fill_number(page, "train-save-every", 5)
+    page.locator("#train-start").click()
+    expect(page.locator("#train-status")).to_contain_text("running")
+    expect(page.locator("#train-status")).to_contain_text(re.compile(r"step [1-9]\d* / 400"))
+    wait_points(page, "train-plot", 0)
+    wait_points(page, "train-plot", points(page, "train-plot"))  # the loss plot gains points while it runs
+    page.reload()
+    expect(page.locator("#train-status")).to_contain_text("running")  # re-attached after a refresh
+    page.locator("#user-id textarea, #user-id input").first.fill("astro")
+    page.locator("#train-start").click()
+    expect(page.get_by_text("already running").first).to_be_visible()
+    page.locator("#train-stop").click()
+    expect(page.locator("#train-status")).to_contain_text("Stopped at step")
+    expect(page.locator("#train-status")).to_contain_text("done · step")  # the process has ended
+    page.locator("#train-advanced").click()
+    fill_number(page, "train-steps", 6)
+    fill_number(page, "train-save-every", 3)
+    page.locator("#train-start").click()
+    expect(page.locator("#train-status")).to_contain_text("Face LoRA written")
+    assert (data / "loras" / "astro.safetensors").exists()
+    shot(page, "tab-photos")
+
+    # RL: two epochs with live plots, then a second run stopped by the button
+    page.get_by_role("tab", name="RL").click()
+    page.locator("#rl-user textarea, #rl-user input").first.fill("astro")
+    page.locator("#rl-advanced").click()
+    fill_number(page, "rl-epochs", 2)
+    fill_number(page, "rl-samples-per-epoch", 2)
+    fill_number(page, "rl-steps", 3)
+    page.locator("#rl-start").click()
+    expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
+    assert points(page, "rl-reward-plot") >= 2 and points(page, "rl-memory-plot") >= 1
+    expect(page.locator("#rl-live")).to_contain_text("VRAM: n/a (CPU)")
+    expect(page.locator("#rl-status")).to_contain_text("done · step")
+    fill_number(page, "rl-epochs", 500)
+    page.locator("#rl-start").click()
+    expect(page.locator("#rl-status")).to_contain_text("running")
+    wait_points(page, "rl-reward-plot", 0)
+    wait_points(page, "rl-reward-plot", points(page, "rl-reward-plot"))
+    page.locator("#rl-stop").click()
+    expect(page.locator("#rl-status")).to_contain_text("ended by Stop")
+    assert (data / "loras" / "ddpo_astro.safetensors").exists()
+    shot(page, "tab-rl")
+
+    # generate with both LoRAs, then Compare
+    page.get_by_role("tab", name="Generate").click()
+    pick(page, "gen-user", "astro")
+    page.locator("#gen-advanced").click()
+    fill_number(page, "gen-steps", 4)
+    page.locator("#gen-run").click()
+    expect(page.locator("#gen-info")).to_contain_text("1 image(s)")
+    page.locator("#gen-compare").click()
+    expect(page.locator("#gen-info")).to_contain_text("Same seeds")
+    expect(page.locator("#gen-gallery")).to_contain_text("face + RL")
+    shot(page, "tab-generate")
+
+    # gallery: the three images, export, download the zip
+    page.get_by_role("tab", name="Gallery").click()
+    pick(page, "gallery-user", "astro")
+    expect(page.locator("#gallery-images img")).to_have_count(3)
+    page.locator("#gallery-export").click()
+    link = page.locator("#gallery-download a").first
+    expect(link).to_be_visible()
+    with page.expect_download() as info:
+        link.click()
+    path = tmp_path / "export.zip"
+    info.value.save_as(path)
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    assert sum(n.endswith(".png") for n in names) == 3 and "manifest.json" in names
+    shot(page, "tab-gallery")
+
+    page.get_by_role("tab", name="Settings").click()
+    page.locator("#settings-doctor").click()
+    expect(page.get_by_text('"checks"').first).to_be_visible()
+    shot(page, "tab-settings")

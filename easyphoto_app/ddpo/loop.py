@@ -170,10 +170,10 @@ class RLRun:
         shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
         trajs, images, prompts = [], [], []
         self.pipe.unet.eval()
-        for _ in range(0, cfg.samples_per_epoch, cfg.sample_batch):
+        for start in range(0, cfg.samples_per_epoch, cfg.sample_batch):
             if self.stop_now(deadline):
                 return False
-            batch = [self.rng.choice(self.prompts) for _ in range(cfg.sample_batch)]
+            batch = [self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch, cfg.samples_per_epoch - start))]
             cond = torch.cat([self.prompt_emb[p] for p in batch])
             traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
                           cfg.eta, shape, self.generator)
@@ -248,8 +248,9 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
         for old in ckpts:
             shutil.rmtree(old)
     deadline = time.time() + run.cfg.max_hours * 3600
-    reporter.log(f"RL for '{user}' on {run.model.label}: up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
-                 f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}.")
+    reporter.log(f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
+                 f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
+                 f"Base model: {run.model.label}")
     reason, started = "error", False
     try:
         with Monitor(lambda row: reporter.metric(kind="memory", **row), interval=2.0):

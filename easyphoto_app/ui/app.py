@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +19,12 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
+def refresh_on_show(tab: gr.Tab, built: dict) -> None:
+    """Lists that change while the app runs (users, dates) are refreshed when their tab is shown."""
+    fn, output = built["on_show"]
+    tab.select(fn, None, output, queue=False, show_progress="hidden")
+
+
 def build_app(ctx: Context) -> gr.Blocks:
     with gr.Blocks(title="EasyPhoto", analytics_enabled=False) as demo:
         gr.Markdown("# EasyPhoto\nUpload 5-20 photos of one person, train a face LoRA, improve it with RL, generate portraits.")
@@ -24,18 +34,35 @@ def build_app(ctx: Context) -> gr.Blocks:
                 photos_tab.build(ctx)
             with gr.Tab("RL", id="rl"):
                 rl_tab.build(ctx)
-            with gr.Tab("Generate", id="generate"):
-                generate_tab.build(ctx)
-            with gr.Tab("Gallery", id="gallery"):
-                gallery_tab.build(ctx)
+            with gr.Tab("Generate", id="generate") as gen_tab:
+                refresh_on_show(gen_tab, generate_tab.build(ctx))
+            with gr.Tab("Gallery", id="gallery") as gallery:
+                refresh_on_show(gallery, gallery_tab.build(ctx))
             with gr.Tab("Settings", id="settings"):
                 settings_tab.build(ctx, banner)
         demo.load(lambda: model_banner(ctx), None, banner)
     return demo
 
 
+def stop_jobs_on_exit(ctx: Context) -> None:
+    """Closing the app (Ctrl+C, closing the window, SIGTERM) asks a running job to save and stop,
+    so no training is left burning the GPU unseen; Resume continues it next time."""
+    def stop_job():
+        if ctx.jobs.stop():
+            log.info("The app is closing: asked the running job to save and stop.")
+
+    atexit.register(stop_job)
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        def on_term(*_):
+            stop_job()
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+
 def launch(settings: Settings, host: str, port: int, auth=None, open_browser: bool = True, block: bool = True):
     ctx = Context.create(settings)
+    stop_jobs_on_exit(ctx)
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=2)
     css_file = ASSETS / "style.css"

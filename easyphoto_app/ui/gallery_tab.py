@@ -9,7 +9,7 @@ from easyphoto_app.ui.common import Context, friendly
 from easyphoto_app.workspace import validate_user_id
 
 
-def build(ctx: Context) -> None:
+def build(ctx: Context) -> dict:
     with gr.Row():
         user = gr.Dropdown(ctx.ws.list_users(), label="User", allow_custom_value=True, elem_id="gallery-user")
         day = gr.Dropdown([], label="Date", info="Empty: all dates.", allow_custom_value=True)
@@ -53,3 +53,4 @@ def build(ctx: Context) -> None:
     images.select(on_select, [user, day], [selected, params])
     delete.click(on_delete, [user, selected, day], [images, selected, params])
     export.click(on_export, user, download, api_name="export")
+    return {"on_show": (lambda: gr.update(choices=ctx.ws.list_users()), user)}

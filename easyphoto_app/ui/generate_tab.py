@@ -26,15 +26,15 @@ def build(ctx: Context) -> dict:
                 rl_w = gr.Slider(0, 1.5, value=cfg.rl_weight, step=0.05, label="RL LoRA weight",
                                  info="Used when this user has an RL (DDPO) LoRA.")
             use_rl = gr.Checkbox(value=True, label="Use the RL LoRA when there is one")
-            with gr.Accordion("Advanced", open=False):
+            with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
                 with gr.Row():
                     num = gr.Slider(1, 8, value=cfg.num, step=1, label="Images")
                     seed = gr.Number(value=cfg.seed, precision=0, label="Seed", info="-1 = random; the seed used is shown below.")
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps")
+                    steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps", elem_id="gen-steps")
                     guidance = gr.Slider(1, 15, value=cfg.cfg, step=0.5, label="CFG scale")
                 with gr.Row():
-                    width = gr.Slider(256, 1024, value=cfg.width, step=64, label="Width")
+                    width = gr.Slider(256, 1024, value=cfg.width, step=64, label="Width", info="The demo model always makes 128 px.")
                     height = gr.Slider(256, 1024, value=cfg.height, step=64, label="Height")
                 scheduler = gr.Dropdown(list(SCHEDULERS), value=cfg.scheduler, label="Sampler")
             with gr.Row():
@@ -100,5 +100,4 @@ def build(ctx: Context) -> dict:
     run.click(on_generate, [user, use_rl, *values], [gallery, info], api_name="generate", concurrency_limit=1)
     compare_btn.click(on_compare, [user, *values], [gallery, info], api_name="compare", concurrency_limit=1)
     cancel.click(on_cancel, None, None, queue=False)
-    user.focus(lambda: gr.update(choices=[BASE_ONLY] + user_choices(ctx)), None, user, queue=False)
-    return {"user": user}
+    return {"on_show": (lambda: gr.update(choices=[BASE_ONLY] + user_choices(ctx)), user)}

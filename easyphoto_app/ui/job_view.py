@@ -34,35 +34,36 @@ def progress_html(events: list[dict], state: str) -> str:
 
 
 def series(events: list[dict], event_type: str, x: str, ys: list[str], filt: Callable[[dict], bool] = lambda e: True):
-    """A long-form DataFrame (x, value, series) of the chosen fields, for gr.LinePlot."""
+    """A long-form DataFrame (x, value, series) of the chosen fields for gr.LinePlot; None while there is no point
+    (an empty frame would fix the plot's colour scale to nothing and no line would ever be drawn)."""
     import pandas as pd
 
     rows = [{"x": e[x], "value": e[y], "series": y} for e in events
             if e["type"] == event_type and filt(e) for y in ys if e.get(y) is not None and x in e]
-    return pd.DataFrame(rows, columns=["x", "value", "series"])
+    if not rows:
+        return None
+    return pd.DataFrame(rows, columns=["x", "value", "series"]).astype({"x": float, "value": float, "series": str})
 
 
 def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_args, start_label: str,
-                 metric_y: str, plot_title: str, extra_outputs: list | None = None, extra_view=None) -> dict:
+                 layout_views: Callable[[], list[tuple]]) -> dict:
+    """Start / Resume / Stop, a status line, and the live views that `layout_views` lays out below it:
+    it returns (component, events -> value) pairs, refreshed every second from the job's events."""
     with gr.Row():
         start = gr.Button(start_label, variant="primary", elem_id=f"{kind}-start")
         resume = gr.Button("Resume", elem_id=f"{kind}-resume")
         stop = gr.Button("Stop (saves first)", variant="stop", elem_id=f"{kind}-stop")
     status = gr.HTML(elem_id=f"{kind}-status")
-    plot = gr.LinePlot(x="x", y="value", color="series", title=plot_title, x_title="step", y_title=metric_y,
-                       height=240, elem_id=f"{kind}-plot")
+    views = layout_views()
     timer = gr.Timer(1.0)
 
     def current_view(user_v):
         job = ctx.jobs.current()
         if job is None or job.kind != kind or (user_v and job.user != user_v):
-            return ("<div>No job yet.</div>", series([], "progress", "step", [metric_y]),
-                    *(extra_view([]) if extra_view else []))
+            return ("<div>No job yet.</div>", *(fn([]) for _, fn in views))
         events = ctx.jobs.events(job)
-        state = ctx.jobs.state(job)
         head = f"<div><b>{html.escape(kind)}</b> for <b>{html.escape(job.user)}</b></div>"
-        return (head + progress_html(events, state), series(events, "progress", "step", [metric_y]),
-                *(extra_view(events) if extra_view else []))
+        return (head + progress_html(events, ctx.jobs.state(job)), *(fn(events) for _, fn in views))
 
     @friendly
     def on_start(user_v, *values, resume_run=False):
@@ -77,10 +78,9 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_a
             raise gr.Error("No job is running.")
         gr.Info("Stopping: the job saves a checkpoint first.")
 
-    outputs = [status, plot, *(extra_outputs or [])]
+    outputs = [status, *(component for component, _ in views)]
     start.click(on_start, [user, *inputs], outputs, api_name=f"{kind}_start", concurrency_limit=1)
     resume.click(lambda *a: on_start(*a, resume_run=True), [user, *inputs], outputs, concurrency_limit=1)
     stop.click(friendly(on_stop), user, None)
     timer.tick(current_view, user, outputs, show_progress="hidden", queue=False)
-    return {"status": status, "plot": plot, "start": start, "stop": stop}
-
+    return {"status": status, "start": start, "stop": stop}

@@ -19,50 +19,65 @@ def build(ctx: Context) -> None:
         user = gr.Textbox(label="User id", placeholder="a user with a trained face LoRA", elem_id="rl-user")
         hours = gr.Slider(0.01, 12, value=cfg.max_hours, step=0.01, label="Max time (hours)",
                           info="The run stops cleanly between steps when the time is up.")
-    with gr.Accordion("Advanced", open=False):
+    with gr.Accordion("Advanced", open=False, elem_id="rl-advanced"):
         with gr.Row():
-            epochs = gr.Number(value=cfg.epochs, precision=0, label="Max epochs")
-            samples = gr.Number(value=cfg.samples_per_epoch, precision=0, label="Samples per epoch")
-            steps = gr.Number(value=cfg.steps, precision=0, label="DDIM steps", info="The demo model uses at most 10.")
+            epochs = gr.Number(value=cfg.epochs, precision=0, label="Max epochs", elem_id="rl-epochs")
+            samples = gr.Number(value=cfg.samples_per_epoch, precision=0, label="Samples per epoch", elem_id="rl-samples-per-epoch")
+            steps = gr.Number(value=cfg.steps, precision=0, label="DDIM steps", info="The demo model uses at most 10.", elem_id="rl-steps")
         with gr.Row():
             lr = gr.Number(value=cfg.lr, label="Learning rate")
             guidance = gr.Number(value=cfg.guidance, label="Guidance")
             clip = gr.Number(value=cfg.clip_range, label="PPO clip range")
-    with gr.Row():
-        reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward per epoch", x_title="epoch",
-                                  height=240, elem_id="rl-reward-plot")
-        memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
-                                  height=240, elem_id="rl-memory-plot")
-    live = gr.Markdown(elem_id="rl-live")
-    samples_view = gr.Gallery(label="Latest samples (reward)", columns=8, height=160, elem_id="rl-samples")
 
     def args(h, e, s, st, lr_v, g, c):
         return ["--max-hours", str(float(h)), "--epochs", str(int(e)), "--samples-per-epoch", str(int(s)),
                 "--steps", str(int(st)), "--lr", str(float(lr_v)), "--guidance", str(float(g)), "--clip-range", str(float(c))]
 
-    def extra(events):
-        epochs_rows = series(events, "metric", "epoch", ["reward_mean", "reward_max", "reward_min"], lambda e: e.get("kind") == "epoch")
-        mem = [e for e in events if e.get("kind") == "memory"]
-        t0 = mem[0]["t"] if mem else 0
-        mem = [{**e, "secs": round(e["t"] - t0, 1)} for e in mem]
-        mem_rows = series(mem, "metric", "secs", ["rss_mb", "ram_used_mb", "vram_alloc_mb", "vram_reserved_mb"])
-        items = []
-        epoch_rows = [e for e in events if e.get("kind") == "epoch"]
-        if epoch_rows:
-            job = ctx.jobs.current()
-            folder = ctx.ws.ddpo_dir(job.user) / "samples" if job else None
-            if folder and (folder / "latest.json").exists():
-                items = [(str(folder / r["file"]), f"reward {r['reward']:.3f}") for r in json.loads((folder / "latest.json").read_text())]
-        return [epochs_rows, mem_rows, live_text(mem[-1:], epoch_rows[-1:]), items]
+    def views():
+        with gr.Row():
+            reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward per epoch", x_title="epoch",
+                                      height=240, elem_id="rl-reward-plot")
+            memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
+                                      height=240, elem_id="rl-memory-plot")
+        live = gr.Markdown(elem_id="rl-live")
+        samples_view = gr.Gallery(label="Latest samples (reward)", columns=8, height=160, elem_id="rl-samples")
+        return [(reward_plot, reward_series), (memory_plot, memory_series), (live, live_text),
+                (samples_view, lambda events: latest_samples(ctx, events))]
 
     job_controls(ctx, "rl", user, [hours, epochs, samples, steps, lr, guidance, clip], args, start_label="Start RL",
-                 metric_y="epoch", plot_title="Epochs done", 
-                 extra_outputs=[reward_plot, memory_plot, live, samples_view], extra_view=extra)
+                 layout_views=views)
 
 
-def live_text(memory: list[dict], epochs: list[dict]) -> str:
-    """The latest memory sample and epoch figures in one line."""
+def epoch_rows(events: list[dict]) -> list[dict]:
+    return [e for e in events if e.get("kind") == "epoch"]
+
+
+def memory_rows(events: list[dict]) -> list[dict]:
+    """Memory samples with their seconds since the first one."""
+    mem = [e for e in events if e.get("kind") == "memory"]
+    return [{**e, "secs": round(e["t"] - mem[0]["t"], 1)} for e in mem]
+
+
+def reward_series(events: list[dict]):
+    return series(epoch_rows(events), "metric", "epoch", ["reward_mean", "reward_max", "reward_min"])
+
+
+def memory_series(events: list[dict]):
+    return series(memory_rows(events), "metric", "secs", ["rss_mb", "ram_used_mb", "vram_alloc_mb", "vram_reserved_mb"])
+
+
+def latest_samples(ctx: Context, events: list[dict]) -> list:
+    job = ctx.jobs.current()
+    folder = ctx.ws.ddpo_dir(job.user) / "samples" if job and epoch_rows(events) else None
+    if folder is None or not (folder / "latest.json").exists():
+        return []
+    return [(str(folder / r["file"]), f"reward {r['reward']:.3f}") for r in json.loads((folder / "latest.json").read_text())]
+
+
+def live_text(events: list[dict]) -> str:
+    """The latest memory sample and epoch figures, in words."""
     parts = []
+    memory, epochs = memory_rows(events)[-1:], epoch_rows(events)[-1:]
     if memory:
         m = memory[0]
         parts.append(f"RSS {m['rss_mb']:.0f} MB · RAM {m['ram_used_mb']:.0f}/{m['ram_total_mb']:.0f} MB · {format_vram(m)}")

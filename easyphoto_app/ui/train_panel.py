@@ -5,22 +5,22 @@ from __future__ import annotations
 import gradio as gr
 
 from easyphoto_app.ui.common import Context
-from easyphoto_app.ui.job_view import job_controls
+from easyphoto_app.ui.job_view import job_controls, series
 
 
 def build(ctx: Context, user: gr.Textbox) -> dict:
     cfg = ctx.settings.train
     gr.Markdown("### Train the face LoRA\nUses the accepted faces above. On a GPU this takes 10-30 minutes; "
                 "on the demo model a few seconds.")
-    with gr.Accordion("Advanced", open=False):
+    with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
         with gr.Row():
-            steps = gr.Number(value=cfg.steps, precision=0, label="Steps", info="0 = min(200 x photos, 800).")
-            rank = gr.Number(value=cfg.rank, precision=0, label="Rank", info="LoRA size; lower uses less memory.")
+            steps = gr.Number(value=cfg.steps, precision=0, label="Steps", info="0 = min(200 x photos, 800).", elem_id="train-steps")
+            rank = gr.Number(value=cfg.rank, precision=0, label="Rank", info="LoRA size; lower uses less memory.", elem_id="train-rank")
             alpha = gr.Number(value=cfg.alpha, label="Alpha", info="Strength scale = alpha / rank.")
         with gr.Row():
             lr = gr.Number(value=cfg.lr, label="Learning rate")
             resolution = gr.Number(value=cfg.resolution, precision=0, label="Resolution", info="The demo model uses 64.")
-            save_every = gr.Number(value=cfg.save_every, precision=0, label="Checkpoint every N steps")
+            save_every = gr.Number(value=cfg.save_every, precision=0, label="Checkpoint every N steps", elem_id="train-save-every")
         te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)")
 
     def args(steps_v, rank_v, alpha_v, lr_v, res_v, every_v, te_v):
@@ -28,6 +28,10 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
                "--lr", str(float(lr_v)), "--resolution", str(int(res_v)), "--save-every", str(int(every_v))]
         return out + (["--train-text-encoder"] if te_v else [])
 
-    view = job_controls(ctx, "train", user, [steps, rank, alpha, lr, resolution, save_every, te], args,
-                        start_label="Start training", metric_y="loss", plot_title="Training loss")
-    return view
+    def views():
+        plot = gr.LinePlot(x="x", y="value", color="series", title="Training loss", x_title="step", y_title="loss",
+                           height=240, elem_id="train-plot")
+        return [(plot, lambda events: series(events, "progress", "step", ["loss"]))]
+
+    return job_controls(ctx, "train", user, [steps, rank, alpha, lr, resolution, save_every, te], args,
+                        start_label="Start training", layout_views=views)
