@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import shutil
 import sys
@@ -83,7 +82,7 @@ def _model_check(settings: Settings) -> dict:
     path = Path(spec).expanduser()
     if path.exists():
         return {"ok": True, "value": f"{spec} (local)", "fix": None}
-    if os.environ.get("EASYPHOTO_DOCTOR_OFFLINE") != "1" and cached_hub_model(spec):
+    if cached_hub_model(spec):
         return {"ok": True, "value": f"{spec} (downloaded)", "fix": None}
     return {"ok": False, "value": f"{spec} (not downloaded)", "fix": "It downloads (about 2-4 GB) on first use when online; until then the demo model is used."}
 

@@ -207,32 +207,45 @@ def _pick_hub_files(files: list[str], want_fp16: bool) -> list[str]:
     return sorted(set(keep))
 
 
-def download_hub_model(repo_id: str, want_fp16: bool, progress=None) -> Path:
-    """Download (or resume) only what the pipeline needs; returns the snapshot folder."""
+def download_hub_model(repo_id: str, want_fp16: bool) -> tuple[Path, int]:
+    """Download (or resume) only what the pipeline needs; returns the snapshot folder and its size.
+    huggingface_hub's progress bars show on the console and, through track_tqdm, in the UI."""
     from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.hf_api import RepoFile
 
-    files = HfApi().list_repo_files(repo_id)
-    if "model_index.json" not in files:
+    sizes = {f.path: f.size for f in HfApi().list_repo_tree(repo_id, recursive=True) if isinstance(f, RepoFile)}
+    if "model_index.json" not in sizes:
         raise UserError(f"{repo_id} is not a diffusers model repository (no model_index.json).")
-    if not any(f.endswith(".safetensors") for f in files):
+    if not any(f.endswith(".safetensors") for f in sizes):
         raise UserError(f"{repo_id} has no .safetensors weights; EasyPhoto never loads pickled weights.")
-    kwargs = {"allow_patterns": _pick_hub_files(files, want_fp16)}
-    if progress is not None:
-        kwargs["tqdm_class"] = progress
-    return Path(snapshot_download(repo_id, **kwargs))
+    chosen = _pick_hub_files(list(sizes), want_fp16)
+    total = sum(sizes[f] for f in chosen)
+    log.warning("Downloading %s: %s in %d files (once; it stays in the Hugging Face cache).", repo_id, human_size(total), len(chosen))
+    return Path(snapshot_download(repo_id, allow_patterns=chosen)), total
+
+
+def human_size(n: int) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
 
 
 def cached_hub_model(repo_id: str) -> Path | None:
-    from huggingface_hub import snapshot_download
+    """The cached snapshot, if the files the pipeline needs are there. (snapshot_download with
+    local_files_only would call a snapshot incomplete because we skip the repo's other weights.)"""
+    from huggingface_hub import try_to_load_from_cache
 
     try:
-        path = Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure means "not usable from the cache"
+        index = try_to_load_from_cache(repo_id, "model_index.json")
+    except Exception:  # noqa: BLE001 - an invalid id is simply "not cached"
         return None
-    return path if (path / "model_index.json").exists() else None
+    if not isinstance(index, str):
+        return None
+    folder = Path(index).parent
+    needed = [name for name, spec in json.loads(Path(index).read_text()).items()
+              if isinstance(spec, list) and name in ("unet", "vae", "text_encoder")]
+    return folder if all(any((folder / name).glob("*.safetensors")) for name in needed) else None
 
 
-def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool = True, progress=None) -> ResolvedModel:
+def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool = True) -> ResolvedModel:
     spec = (spec or "").strip() or DEMO
     if spec == DEMO:
         return ResolvedModel(DEMO, spec, ensure_demo_model(data_dir))
@@ -256,7 +269,8 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
     if not download:
         return _demo_fallback(spec, data_dir, "it is not downloaded yet")
     try:
-        return ResolvedModel("hub", spec, download_hub_model(spec, device == "cuda", progress))
+        path, size = download_hub_model(spec, device == "cuda")
+        return ResolvedModel("hub", spec, path, note=f"Downloaded {spec} ({human_size(size)}).")
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - network errors come in many types
@@ -310,10 +324,10 @@ class PipelineCache:
         self._pipe = None
         self.model: ResolvedModel | None = None
 
-    def get(self, spec: str, data_dir: Path, device_pref: str = "auto", progress=None):
+    def get(self, spec: str, data_dir: Path, device_pref: str = "auto"):
         device = pick_device(device_pref)
         with self._lock:
-            model = resolve_model(spec, data_dir, device, progress=progress)
+            model = resolve_model(spec, data_dir, device)
             key = (model.kind, str(model.path), device)
             if key != self._key:
                 self._pipe = None  # free the old one before loading the new one

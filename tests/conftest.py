@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -36,6 +37,30 @@ def kill_9_when(data_dir: Path, args: list[str], marker: Path, timeout: float = 
         time.sleep(0.02)
     os.kill(proc.pid, getattr(signal, "SIGKILL", signal.SIGTERM))
     proc.wait()
+
+
+@contextlib.contextmanager
+def running_app(data_dir: Path, env: dict | None = None):
+    """`python app.py` on a free port; yields its URL once it answers, stops it afterwards."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def free_port() -> int:

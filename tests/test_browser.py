@@ -3,16 +3,12 @@
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, running_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
@@ -22,20 +18,8 @@ TIMEOUT = 90_000
 
 @pytest.fixture
 def app(data_dir):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.3)
-    yield url, data_dir
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_app(data_dir) as url:
+        yield url, data_dir
 
 
 @pytest.fixture
@@ -186,3 +170,30 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     page.locator("#settings-doctor").click()
     expect(page.get_by_text('"checks"').first).to_be_visible()
     shot(page, "tab-settings")
+
+
+def test_settings_downloads_a_hub_model_and_the_banner_follows(data_dir, demo_model_dir, tmp_path):
+    """First run with a reachable hub: Settings downloads the model (size shown), the demo banner goes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from hub_server import HubServer
+
+    repo = tmp_path / "repo"
+    shutil.copytree(demo_model_dir, repo)
+    (repo / "easyphoto_demo.json").unlink()
+    with HubServer("tiny/sd", repo) as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
+        with running_app(data_dir, env) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            expect(page.locator("#model-banner")).to_contain_text("Demo model", timeout=TIMEOUT)
+            page.get_by_role("tab", name="Settings").click()
+            page.locator("#settings-model textarea, #settings-model input").first.fill("tiny/sd")
+            page.locator("#settings-load").click()
+            expect(page.locator("#settings-status")).to_contain_text(re.compile(r"Downloaded tiny/sd \(\d+\.\d MB\)"), timeout=TIMEOUT)
+            expect(page.locator("#model-banner")).to_contain_text("tiny/sd (hub)")
+            page.screenshot(path=str(ARTIFACTS / "settings-download.png"), full_page=True)
+            browser.close()
+        assert "unet/diffusion_pytorch_model.safetensors" in hub.downloads
+    assert 'model = "tiny/sd"' in (data_dir / "settings.toml").read_text()

@@ -94,28 +94,13 @@ def test_stacked_adapters_match_merged_weights(rl_home):
 
 def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
     """Through the running app (gradio_client): both LoRAs in the PNG info, and Compare's pairs."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     from gradio_client import Client
     from PIL import Image
 
-    from conftest import ROOT, free_port
+    from conftest import running_app
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(rl_home)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    with running_app(rl_home) as url:
+        client = Client(url, verbose=False)
         common = ("studio", "", "", 0.8, 1.2, 1, 11, 3, 7.0, 512, 512, "DDIM")
         gallery, info = client.predict("astro", True, *common, api_name="/generate")
         params = Image.open(gallery[0]["image"]).text["parameters"]
@@ -126,6 +111,3 @@ def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
         assert all("likeness" in c for c in captions)
         assert "<lora:ddpo_astro" not in Image.open(pairs[0]["image"]).text["parameters"]
         assert "<lora:ddpo_astro:1.2>" in Image.open(pairs[1]["image"]).text["parameters"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

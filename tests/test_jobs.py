@@ -1,23 +1,6 @@
-import subprocess
-import sys
 import time
-import urllib.request
 
-from conftest import ROOT, free_port
-
-
-def _start_app(data_dir):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    return proc, f"http://127.0.0.1:{port}/"
+from conftest import running_app
 
 
 def test_closing_the_app_stops_its_job_with_a_checkpoint(home_copy):
@@ -26,8 +9,7 @@ def test_closing_the_app_stops_its_job_with_a_checkpoint(home_copy):
     from easyphoto_app.jobs import JobManager, pid_alive
     from easyphoto_app.workspace import Workspace
 
-    proc, url = _start_app(home_copy)
-    try:
+    with running_app(home_copy) as url:
         Client(url, verbose=False).predict("astro", 5000, 4, 4.0, 1e-4, 512, 1000, False, api_name="/train_start")
         manager = JobManager(Workspace(home_copy), [])
         job = manager.current()
@@ -35,9 +17,6 @@ def test_closing_the_app_stops_its_job_with_a_checkpoint(home_copy):
         while time.monotonic() < deadline and not any(e["type"] == "progress" for e in manager.events(job)):
             time.sleep(0.2)
         assert pid_alive(job.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     deadline = time.monotonic() + 60
     while pid_alive(job.pid) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -68,7 +68,7 @@ def build(ctx: Context) -> dict:
         return text + (f"\n\n_{model.note or model.label}_" if model.is_demo else "")
 
     @friendly
-    def on_generate(user_v, use_rl_v, *values, progress=gr.Progress()):
+    def on_generate(user_v, use_rl_v, *values, progress=gr.Progress(track_tqdm=True)):
         request = request_of(*values)
         who = None if user_v in (None, "", BASE_ONLY) else user_v
         result, model = with_pipeline(progress, lambda pipe, model: generate(
@@ -79,7 +79,7 @@ def build(ctx: Context) -> dict:
         return items, footer(model, text)
 
     @friendly
-    def on_compare(user_v, *values, progress=gr.Progress()):
+    def on_compare(user_v, *values, progress=gr.Progress(track_tqdm=True)):
         if user_v in (None, "", BASE_ONLY):
             raise gr.Error("Pick a user to compare their face LoRA with and without the RL LoRA.")
         request = request_of(*values)

@@ -18,7 +18,7 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
         model = gr.Textbox(value=ctx.settings.app.model, label="Base model", scale=3, elem_id="settings-model",
                            info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors checkpoint, or 'demo'.")
         load = gr.Button("Use and load this model", scale=1, elem_id="settings-load")
-    status = gr.Markdown()
+    status = gr.Markdown(elem_id="settings-status")
     check = gr.Button("Run doctor", elem_id="settings-doctor")
     report = gr.Code(label="doctor", language="json", interactive=False)
 
@@ -29,7 +29,7 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
         ctx.refresh_job_args()
         progress(0, desc="Resolving / downloading the model")
         _, resolved = ctx.pipelines.get(ctx.settings.app.model, ctx.settings.data_dir, ctx.settings.app.device)
-        message = resolved.note or f"Loaded {resolved.label}."
+        message = resolved.note if resolved.is_demo else f"{resolved.note} Loaded {resolved.label}.".strip()
         return message, model_banner(ctx)
 
     def on_doctor():
