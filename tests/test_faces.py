@@ -121,32 +121,27 @@ def test_odd_modes_become_rgb(tmp_path):
         assert arr.dtype == np.uint8 and arr.shape[2] == 3, mode
 
 
-def test_insightface_recogniser_runs_through_insightface_loading(tmp_path):
-    """A tiny ONNX model with ArcFace's signature (1x3x112x112 -> 512) loads through insightface's model zoo."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+def test_insightface_backend_runs_through_insightface_loading(tmp_path, astro_photos):
+    """Tiny ONNX models with buffalo_l's signatures: the real insightface code path (model zoo routing,
+    SCRFD decoding, ArcFace alignment) runs, and auto picks it over the offline backend."""
+    import tiny_insightface
 
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((588, 512)).astype(np.float32), "w")
-    shape = numpy_helper.from_array(np.array([1, 588], dtype=np.int64), "shape")
-    graph = helper.make_graph(
-        [helper.make_node("AveragePool", ["input.1"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
-         helper.make_node("Reshape", ["p", "shape"], ["f"]),
-         helper.make_node("MatMul", ["f", "w"], ["683"])],
-        "tiny_arcface", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 112, 112])],
-        [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])], [w, shape])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "w600k_tiny.onnx"
-    onnx.save(model, path)
-    from insightface.app.common import Face
-    from insightface.model_zoo import get_model
+    data = tmp_path / "data"
+    tiny_insightface.install_buffalo_stand_in(data)
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a photo")
+    r = run_cli(data, "prepare", "--user", "astro", *map(str, astro_photos), str(notes))
+    assert r.returncode == 0, r.stderr
+    record = json.loads((data / "users" / "astro" / "faces" / "faces.json").read_text())
+    assert record["backend"] == "insightface"
+    faces = [p for p in record["photos"] if p["source"] != "notes.jpg"]
+    assert all(p["faces_found"] == 1 and p["scores"]["frontal"] == 1.0 for p in faces)  # from the 5 landmarks
+    assert any(p["accepted"] for p in faces)
+    ref = json.loads((data / "users" / "astro" / "reference.json").read_text())
+    assert ref["backend"] == "insightface" and len(ref["embedding"]) == 512
 
-    rec = get_model(str(path), providers=["CPUExecutionProvider"])
-    assert rec.taskname == "recognition"
-    rec.prepare(-1)
-    kps = np.array([[38, 52], [74, 52], [56, 72], [42, 92], [70, 92]], np.float32) * 2
-    bgr = np.ascontiguousarray(photos.astronaut()[:, :, ::-1])
-    e1 = rec.get(bgr, Face(bbox=np.array([0, 0, 200, 200]), kps=kps + [170, 30], det_score=0.9))
-    e2 = rec.get(bgr, Face(bbox=np.array([0, 0, 200, 200]), kps=kps + [170, 30], det_score=0.9))
-    assert e1.shape == (512,) and np.allclose(e1, e2)
+
+def test_insightface_backend_asked_for_but_missing_says_where_to_put_it(tmp_path, astro_photos):
+    r = run_cli(tmp_path / "data", "prepare", "--user", "a", "--backend", "insightface", str(astro_photos[0]),
+                env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and "det_10g.onnx" in r.stderr and str(tmp_path / "data") in r.stderr
