@@ -228,6 +228,26 @@ def human_size(n: int) -> str:
     return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
 
 
+def hub_unreachable(repo_id: str, timeout: float = 5.0) -> str | None:
+    """Why the Hub cannot be reached, or None. One quick request, so an offline start falls back
+    to the demo model at once instead of after huggingface_hub's retries (about 25 s)."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        urllib.request.urlopen(f"{constants.ENDPOINT}/api/models/{repo_id}", timeout=timeout).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403, 404):
+            raise UserError(f"{repo_id} was not found on the Hugging Face Hub (or it needs a login): check the name.") from None
+    except (urllib.error.URLError, OSError) as exc:
+        return getattr(exc, "reason", None) and str(exc.reason) or type(exc).__name__
+    return None
+
+
 def cached_hub_model(repo_id: str) -> Path | None:
     """The cached snapshot, if the files the pipeline needs are there. (snapshot_download with
     local_files_only would call a snapshot incomplete because we skip the repo's other weights.)"""
@@ -268,6 +288,9 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
         return ResolvedModel("hub", spec, cached)
     if not download:
         return _demo_fallback(spec, data_dir, "it is not downloaded yet")
+    offline = hub_unreachable(spec)
+    if offline:
+        return _demo_fallback(spec, data_dir, f"it is not downloaded and the Hub cannot be reached ({offline})")
     try:
         path, size = download_hub_model(spec, device == "cuda")
         return ResolvedModel("hub", spec, path, note=f"Downloaded {spec} ({human_size(size)}).")

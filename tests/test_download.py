@@ -40,3 +40,10 @@ def test_unreachable_hub_falls_back_to_the_demo_model_and_says_so(data_dir, tmp_
     r = run_cli(data_dir, "--model", "tiny/absent", "generate", "--num", "1", "--steps", "2", env=env)
     assert r.returncode == 0, r.stderr
     assert "Using the built-in demo model because tiny/absent is not available" in r.stderr
+
+
+def test_unknown_hub_model_is_one_clear_line(data_dir, demo_model_dir, tmp_path):
+    with HubServer("tiny/sd", demo_model_dir) as hub:
+        env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url}
+        r = run_cli(data_dir, "--model", "tiny/typo", "generate", "--num", "1", "--steps", "2", env=env)
+    assert r.returncode == 2 and "tiny/typo was not found on the Hugging Face Hub" in r.stderr and "Traceback" not in r.stderr
