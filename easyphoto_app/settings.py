@@ -114,6 +114,11 @@ class Settings:
         return self.data_dir / "settings.toml"
 
 
+def help_of(config, name: str) -> str:
+    """The help text of a setting (the UI shows it under the control)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config)}[name]
+
+
 def default_data_dir() -> Path:
     import platformdirs
 

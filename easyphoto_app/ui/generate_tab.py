@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, with_overrides
+from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context, friendly, user_choices
 
 BASE_ONLY = "(base model only)"
@@ -22,20 +23,21 @@ def build(ctx: Context) -> dict:
                                 info="Extra LoRAs: <lora:name:weight>.", elem_id="gen-prompt")
             negative = gr.Textbox(label="Negative prompt", value=cfg.negative_prompt, lines=1)
             with gr.Row():
-                lora_w = gr.Slider(0, 1.5, value=cfg.lora_weight, step=0.05, label="Face LoRA weight")
+                lora_w = gr.Slider(0, 1.5, value=cfg.lora_weight, step=0.05, label="Face LoRA weight", info=help_of(cfg, "lora_weight"))
                 rl_w = gr.Slider(0, 1.5, value=cfg.rl_weight, step=0.05, label="RL LoRA weight",
                                  info="Used when this user has an RL (DDPO) LoRA.")
-            use_rl = gr.Checkbox(value=True, label="Use the RL LoRA when there is one")
+            use_rl = gr.Checkbox(value=True, label="Use the RL LoRA when there is one",
+                                 info="Off: the face LoRA alone (like --no-rl).")
             with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
                 with gr.Row():
-                    num = gr.Slider(1, 8, value=cfg.num, step=1, label="Images")
+                    num = gr.Slider(1, 8, value=cfg.num, step=1, label="Images", info=help_of(cfg, "num"))
                     seed = gr.Number(value=cfg.seed, precision=0, label="Seed", info="-1 = random; the seed used is shown below.")
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps", elem_id="gen-steps")
-                    guidance = gr.Slider(1, 15, value=cfg.cfg, step=0.5, label="CFG scale")
+                    steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps", elem_id="gen-steps", info=help_of(cfg, "steps"))
+                    guidance = gr.Slider(1, 15, value=cfg.cfg, step=0.5, label="CFG scale", info=help_of(cfg, "cfg"))
                 with gr.Row():
                     width = gr.Slider(256, 1024, value=cfg.width, step=64, label="Width", info="The demo model always makes 128 px.")
-                    height = gr.Slider(256, 1024, value=cfg.height, step=64, label="Height")
+                    height = gr.Slider(256, 1024, value=cfg.height, step=64, label="Height", info=help_of(cfg, "height"))
                 scheduler = gr.Dropdown(list(SCHEDULERS), value=cfg.scheduler, label="Sampler")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")

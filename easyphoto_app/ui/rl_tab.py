@@ -7,6 +7,7 @@ import json
 import gradio as gr
 
 from easyphoto_app.monitor import format_vram
+from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
 
@@ -21,13 +22,14 @@ def build(ctx: Context) -> None:
                           info="The run stops cleanly between steps when the time is up.")
     with gr.Accordion("Advanced", open=False, elem_id="rl-advanced"):
         with gr.Row():
-            epochs = gr.Number(value=cfg.epochs, precision=0, label="Max epochs", elem_id="rl-epochs")
-            samples = gr.Number(value=cfg.samples_per_epoch, precision=0, label="Samples per epoch", elem_id="rl-samples-per-epoch")
+            epochs = gr.Number(value=cfg.epochs, precision=0, label="Max epochs", elem_id="rl-epochs", info=help_of(cfg, "epochs"))
+            samples = gr.Number(value=cfg.samples_per_epoch, precision=0, label="Samples per epoch", elem_id="rl-samples-per-epoch",
+                                info=help_of(cfg, "samples_per_epoch"))
             steps = gr.Number(value=cfg.steps, precision=0, label="DDIM steps", info="The demo model uses at most 10.", elem_id="rl-steps")
         with gr.Row():
-            lr = gr.Number(value=cfg.lr, label="Learning rate")
-            guidance = gr.Number(value=cfg.guidance, label="Guidance")
-            clip = gr.Number(value=cfg.clip_range, label="PPO clip range")
+            lr = gr.Number(value=cfg.lr, label="Learning rate", info=help_of(cfg, "lr"))
+            guidance = gr.Number(value=cfg.guidance, label="Guidance", info=help_of(cfg, "guidance"))
+            clip = gr.Number(value=cfg.clip_range, label="PPO clip range", info=help_of(cfg, "clip_range"))
 
     def args(h, e, s, st, lr_v, g, c):
         return ["--max-hours", str(float(h)), "--epochs", str(int(e)), "--samples-per-epoch", str(int(s)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
 
@@ -18,10 +19,12 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
             rank = gr.Number(value=cfg.rank, precision=0, label="Rank", info="LoRA size; lower uses less memory.", elem_id="train-rank")
             alpha = gr.Number(value=cfg.alpha, label="Alpha", info="Strength scale = alpha / rank.")
         with gr.Row():
-            lr = gr.Number(value=cfg.lr, label="Learning rate")
+            lr = gr.Number(value=cfg.lr, label="Learning rate", info=help_of(cfg, "lr"))
             resolution = gr.Number(value=cfg.resolution, precision=0, label="Resolution", info="The demo model uses 64.")
-            save_every = gr.Number(value=cfg.save_every, precision=0, label="Checkpoint every N steps", elem_id="train-save-every")
-        te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)")
+            save_every = gr.Number(value=cfg.save_every, precision=0, label="Checkpoint every N steps", elem_id="train-save-every",
+                                   info=help_of(cfg, "save_every"))
+        te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)",
+                         info=help_of(cfg, "train_text_encoder"))
 
     def args(steps_v, rank_v, alpha_v, lr_v, res_v, every_v, te_v):
         out = ["--steps", str(int(steps_v)), "--rank", str(int(rank_v)), "--alpha", str(float(alpha_v)),
