@@ -82,3 +82,37 @@ def test_kill_9_then_resume_finishes(home_copy):
     r = run_cli(home_copy, *args, "--resume")
     assert r.returncode == 0, r.stderr
     assert "Resumed after epoch" in r.stdout + r.stderr and "after 4 epoch(s)" in r.stdout
+
+
+def test_batched_timesteps_give_the_same_update_as_one_at_a_time(home_copy):
+    """timestep_batch only changes how the work is grouped: the weights after one PPO pass match."""
+    import dataclasses
+
+    from easyphoto_app.ddpo import ppo
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    s = load_settings(home_copy)
+    s.rl.steps, s.rl.lr, s.rl.clip_range, s.rl.train_batch = 4, 1e-2, 0.5, 2
+    run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
+    run.setup()
+    cond = torch.cat([run.prompt_emb[run.prompts[0]]] * 4)
+    traj = ppo.sample(run.pipe.unet, run.pipe.scheduler, cond, run.uncond, [run.prompts[0]] * 4, 4, 5.0, 1.0,
+                      (4, 8, 8), torch.Generator().manual_seed(0))
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    start = {k: v.clone() for k, v in run.adapter_state().items()}
+    results = []
+    for chunk in (1, 4):
+        from peft.utils import set_peft_model_state_dict
+
+        set_peft_model_state_dict(run.pipe.unet, {k[5:]: v for k, v in start.items()}, adapter_name="ddpo")
+        opt = torch.optim.SGD(run.params, lr=1.0)
+        ppo.ppo_update(run.pipe.unet, run.pipe.scheduler, traj, adv, run.uncond, opt, run.params,
+                       dataclasses.replace(s.rl, timestep_batch=chunk), torch.Generator().manual_seed(1))
+        results.append(run.adapter_state())
+    moved = max((results[0][k] - start[k]).abs().max().item() for k in start)
+    assert moved > 0
+    for k in start:
+        torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-4, atol=1e-6 + 1e-3 * moved)

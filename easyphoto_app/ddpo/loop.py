@@ -85,18 +85,18 @@ class RLRun:
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         for part in (pipe.unet, pipe.vae, pipe.text_encoder):
             part.requires_grad_(False)
+        # The face LoRA is frozen, so it is fused into the in-memory weights (its file is only read): the
+        # UNet then carries one live adapter, as fast as a bare one, and it can never enter the optimizer
+        # (set_adapters would make a stacked face adapter trainable again, DESIGN.md pitfall 3).
         pipe.load_lora_weights(str(self.face_lora), adapter_name=FACE_ADAPTER)
+        pipe.fuse_lora(adapter_names=[FACE_ADAPTER])
+        pipe.unload_lora_weights()
         pipe.unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
                                          target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name=DDPO_ADAPTER)
-        pipe.set_adapters([FACE_ADAPTER, DDPO_ADAPTER], adapter_weights=[1.0, 1.0])
-        # set_adapters makes every active adapter trainable again: freeze the face LoRA (DESIGN.md pitfall 3)
-        self.params = []
-        for name, p in pipe.unet.named_parameters():
-            trainable = f".{DDPO_ADAPTER}." in name
-            p.requires_grad_(trainable)
-            if trainable:
-                p.data = p.data.float()
-                self.params.append(p)
+        self.params = [p for name, p in pipe.unet.named_parameters() if f".{DDPO_ADAPTER}." in name]
+        for p in self.params:
+            p.data = p.data.float()
+            p.requires_grad_(True)
         if self.device == "cuda":
             pipe.unet.enable_gradient_checkpointing()
         self.pipe = pipe

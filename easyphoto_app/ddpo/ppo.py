@@ -20,6 +20,7 @@ class Trajectories:
 
 def guided_eps(unet, latents, t, cond, uncond, guidance: float):
     """Classifier-free guidance, the same in sampling and in training."""
+    t = t if t.ndim == 0 else torch.cat([t, t])  # one timestep per latent when training several at once
     out = unet(torch.cat([latents, latents]), t, torch.cat([uncond.expand_as(cond), cond])).sample
     eps_uncond, eps_cond = out.chunk(2)
     return eps_uncond + guidance * (eps_cond - eps_uncond)
@@ -50,7 +51,10 @@ def decode(vae, latents) -> list:
 
 def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, uncond, optimizer, params, cfg,
                generator: torch.Generator, should_stop=lambda: False) -> dict:
-    """One pass over the samples: for each train batch, a random subset of its timesteps, one optimizer step."""
+    """One pass over the samples: for each train batch, a random subset of its timesteps, one optimizer step.
+
+    `cfg.timestep_batch` timesteps go through the UNet in one batch (each latent with its own timestep);
+    the gradient is the same as one timestep at a time, with fewer, larger passes."""
     n, steps = traj.latents.shape[0], traj.timesteps.shape[0]
     n_train_t = max(1, int(round(steps * cfg.timestep_fraction)))
     adv = advantages.clamp(-cfg.adv_clip, cfg.adv_clip)
@@ -62,19 +66,23 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
         idx = order[start:start + cfg.train_batch]
         t_idx = torch.randperm(steps, generator=generator)[:n_train_t]
         optimizer.zero_grad(set_to_none=True)
-        for j in t_idx.tolist():
-            x_t, x_prev = traj.latents[idx, j], traj.latents[idx, j + 1]
-            t = traj.timesteps[j]
-            eps = guided_eps(unet, x_t, t, traj.cond[idx], uncond, cfg.guidance)
+        b = len(idx)
+        for chunk in t_idx.split(max(1, cfg.timestep_batch)):
+            k = len(chunk)
+            x_t = traj.latents[idx][:, chunk].flatten(0, 1)  # (b*k, C, H, W), sample-major
+            x_prev = traj.latents[idx][:, chunk + 1].flatten(0, 1)
+            t = traj.timesteps[chunk].unsqueeze(0).expand(b, k).reshape(-1)
+            old = traj.log_probs[idx][:, chunk].reshape(-1).float()
+            eps = guided_eps(unet, x_t, t, traj.cond[idx].repeat_interleave(k, dim=0), uncond, cfg.guidance)
             _, logp = ddim_step_with_logprob(scheduler, eps, t, x_t, cfg.eta, prev_sample=x_prev)
-            ratio = torch.exp(logp.float() - traj.log_probs[idx, j].float())
+            ratio = torch.exp(logp.float() - old)
             if stats["ratio_first"] is None:
                 stats["ratio_first"] = ratio.detach().mean().item()
-            a = adv[idx].to(ratio.device)
+            a = adv[idx].repeat_interleave(k).to(ratio.device)
             loss = torch.maximum(-a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)).mean()
-            (loss / len(t_idx)).backward()
+            (loss * k / len(t_idx)).backward()  # = the mean over timesteps of the per-timestep losses
             stats["loss"].append(loss.item())
-            stats["approx_kl"].append(0.5 * ((logp.float() - traj.log_probs[idx, j].float()) ** 2).mean().item())
+            stats["approx_kl"].append(0.5 * ((logp.float() - old) ** 2).mean().item())
             stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

@@ -1,0 +1,172 @@
+"""DDPO speed and memory: our RL loop vs trl 0.23.1's DDPOTrainer at equal settings. Prints JSON.
+
+usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR]
+trl is not a dependency of EasyPhoto: install it apart, e.g.
+    pip install --no-deps trl==0.23.1 -t /tmp/trl      and pass --trl-path /tmp/trl
+Both run on the demo model (64 px, 10 DDIM steps, CFG 5), 8 samples/epoch in batches of 4, train
+batch 1, timestep fraction 1, the same brightness reward. Each side runs in its own process so that
+its peak RSS is its own; the first epoch is a warm-up and is not timed.
+Difference in work: ours stacks the new LoRA on the user's face LoRA (two adapters); trl trains
+one LoRA on the bare UNet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SAMPLES, BATCH, STEPS, RES = 8, 4, 10, 64
+
+
+def brightness(images) -> list[float]:
+    import numpy as np
+
+    return [float(np.asarray(im, dtype=np.float32).mean() / 255.0) for im in images]
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ours(home: Path, epochs: int) -> dict:
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    s = load_settings(home)
+    s.app.model, s.app.device = "demo", "cpu"
+    s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.train_batch = SAMPLES, BATCH, STEPS, 1
+    run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=lambda ims: (brightness(ims), {"no_face_rate": 0.0}))
+    run.setup()
+    for _ in range(epochs):
+        run.run_epoch(time.time() + 3600)
+    timed = run.history[1:]
+    return {"s_per_epoch": _mean([h["epoch_s"] for h in timed]),
+            "sample_per_s": _mean([h["sample_per_s"] for h in timed]),
+            "train_per_s": _mean([h["train_per_s"] for h in timed]), "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
+    from accelerate import PartialState
+    from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
+
+    PartialState(cpu=True)  # trl's pipeline logs through accelerate before its trainer makes one
+
+    config = DDPOConfig(num_epochs=epochs, mixed_precision="no", sample_num_steps=STEPS, sample_batch_size=BATCH,
+                        sample_num_batches_per_epoch=SAMPLES // BATCH, train_batch_size=1,
+                        train_gradient_accumulation_steps=1, save_freq=10**6, logdir=str(workdir / "logs"),
+                        per_prompt_stat_tracking=False, accelerator_kwargs={"cpu": True})
+    pipe = DefaultDDPOStableDiffusionPipeline(str(model_dir), use_lora=True)
+    stamps: list[dict] = []
+    original_sample, original_train = DDPOTrainer._generate_samples, DDPOTrainer._train_batched_samples
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            stamps.append({"phase": name, "s": time.perf_counter() - t})
+            return out
+        return wrapper
+
+    DDPOTrainer._generate_samples = timed("sample", original_sample)
+    DDPOTrainer._train_batched_samples = timed("train", original_train)
+    trainer = DDPOTrainer(config, lambda ims, prompts, meta: (__import__("torch").tensor(brightness(_pil(ims))), {}),
+                          lambda: ("easyphoto_face, easyphoto, 1person", {}), pipe)
+    starts = []
+    original_step = trainer.step
+
+    def step(epoch, global_step):
+        starts.append(time.perf_counter())
+        return original_step(epoch, global_step)
+
+    trainer.step = step
+    trainer.train()
+    starts.append(time.perf_counter())
+    sample_s = [x["s"] for x in stamps if x["phase"] == "sample"][1:]
+    train_s = [x["s"] for x in stamps if x["phase"] == "train"][1:]
+    epoch_s = [b - a for a, b in zip(starts, starts[1:])][1:]
+    return {"s_per_epoch": _mean(epoch_s), "sample_per_s": round(SAMPLES / _mean(sample_s), 3),
+            "train_per_s": round(SAMPLES / _mean(train_s), 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def _pil(images):
+    from PIL import Image
+
+    arr = (images.detach().float().clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def _mean(xs) -> float:
+    return round(sum(xs) / len(xs), 4) if xs else float("nan")
+
+
+def prepare_home(tmp: Path) -> tuple[Path, Path]:
+    """A data dir with a prepared user and a small face LoRA, and a copy of the demo model at 64 px for trl."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import photos
+
+    home = tmp / "data"
+    (home).mkdir(parents=True)
+    (home / "settings.toml").write_text('[app]\nmodel = "demo"\ndevice = "cpu"\n')
+    cli = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(home)]
+    subprocess.run([*cli, "prepare", "--user", "bench", *map(str, photos.astronaut_set(tmp / "photos"))], check=True,
+                   cwd=ROOT, capture_output=True)
+    subprocess.run([*cli, "train", "--user", "bench", "--steps", "2", "--rank", "4", "--alpha", "4"], check=True,
+                   cwd=ROOT, capture_output=True)
+    model = tmp / "demo64"
+    shutil.copytree(home / "models" / "demo", model)
+    cfg = json.loads((model / "unet" / "config.json").read_text())
+    cfg["sample_size"] = RES // 8  # trl samples at the UNet's native size; ours trains the demo at 64 px
+    (model / "unet" / "config.json").write_text(json.dumps(cfg))
+    return home, model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--trl-path", default=None)
+    ap.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.side == "ours":
+        print(json.dumps(run_ours(Path(a.home), a.epochs)))
+        return
+    if a.side == "trl":
+        sys.path.insert(0, a.trl_path)
+        print(json.dumps(run_trl(Path(a.model), a.epochs, Path(a.home))))
+        return
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        home, model = prepare_home(tmp)
+        result = {"benchmark": "ddpo", "model": "demo (64 px)", "device": "cpu", "samples_per_epoch": SAMPLES,
+                  "sample_batch": BATCH, "steps": STEPS, "timed_epochs": a.epochs - 1}
+        base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--model", str(model)]
+        out = subprocess.run([*base, "--side", "ours"], capture_output=True, text=True, cwd=ROOT)
+        result["ours"] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-500:]}
+        if a.trl_path:
+            out = subprocess.run([*base, "--side", "trl", "--trl-path", a.trl_path], capture_output=True, text=True, cwd=ROOT)
+            result["trl_ddpo"] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-800:]}
+            if "error" not in result["trl_ddpo"] and "error" not in result["ours"]:
+                result["sample_speedup"] = round(result["ours"]["sample_per_s"] / result["trl_ddpo"]["sample_per_s"], 3)
+                result["train_speedup"] = round(result["ours"]["train_per_s"] / result["trl_ddpo"]["train_per_s"], 3)
+        else:
+            result["trl_ddpo"] = "not run: pass --trl-path (trl 0.23.1 installed apart)"
+        print(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
