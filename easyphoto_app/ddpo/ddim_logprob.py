@@ -22,12 +22,24 @@ def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.view(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
+def _alphas(scheduler, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    return _alpha(scheduler, t), _alpha(scheduler, prev_t)
+
+
+def step_std(scheduler, timesteps: torch.Tensor, eta: float) -> torch.Tensor:
+    """The std of each step's Gaussian. It is 0 where the step is deterministic: eta 0, or a last step that lands
+    on its own alpha ("leading" spacing with steps_offset 0). Such a step has no usable log-prob: 1/std^2 would
+    swamp the gradient."""
+    a_t, a_prev = _alphas(scheduler, timesteps.long())
+    return eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
+
+
 def ddim_step_with_logprob(scheduler, eps: torch.Tensor, timestep, sample: torch.Tensor, eta: float,
                            prev_sample: torch.Tensor | None = None, generator: torch.Generator | None = None):
     """Returns (prev_sample, log_prob[B]). `timestep` is a scalar or a [B] tensor of train timesteps."""
     t = torch.as_tensor(timestep, device=sample.device).long().reshape(-1).expand(sample.shape[0])
-    prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    a_t, a_prev = _bcast(_alpha(scheduler, t), sample), _bcast(_alpha(scheduler, prev_t), sample)
+    a_t, a_prev = (_bcast(a, sample) for a in _alphas(scheduler, t))
     if scheduler.config.prediction_type == "v_prediction":
         x0 = a_t.sqrt() * sample - (1 - a_t).sqrt() * eps
         eps = a_t.sqrt() * eps + (1 - a_t).sqrt() * sample

@@ -56,6 +56,8 @@ class RLRun:
 
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
         self.cfg: RLConfig = settings.rl
+        if self.cfg.eta <= 0:
+            raise UserError("RL needs eta > 0: with eta 0 the sampler is deterministic and DDPO has nothing to learn from.")
         self.face_lora = ws.face_lora(user)
         if not self.face_lora.exists():
             raise UserError(f"User '{user}' has no face LoRA yet: train it first (Photos & Training tab or 'train --user {user}').")

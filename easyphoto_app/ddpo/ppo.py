@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from easyphoto_app.ddpo.ddim_logprob import ddim_step_with_logprob
+from easyphoto_app.ddpo.ddim_logprob import ddim_step_with_logprob, step_std
 
 
 @dataclass
@@ -55,8 +55,11 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
 
     `cfg.timestep_batch` timesteps go through the UNet in one batch (each latent with its own timestep);
     the gradient is the same as one timestep at a time, with fewer, larger passes."""
-    n, steps = traj.latents.shape[0], traj.timesteps.shape[0]
-    n_train_t = max(1, int(round(steps * cfg.timestep_fraction)))
+    n = traj.latents.shape[0]
+    stochastic = torch.nonzero(step_std(scheduler, traj.timesteps.cpu(), cfg.eta) > 1e-6).flatten()
+    if len(stochastic) == 0:
+        raise ValueError("Every sampling step is deterministic (eta is 0?): DDPO needs eta > 0.")
+    n_train_t = max(1, int(round(len(stochastic) * cfg.timestep_fraction)))
     adv = advantages.clamp(-cfg.adv_clip, cfg.adv_clip)
     stats = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio_first": None}
     order = torch.randperm(n, generator=generator)
@@ -64,7 +67,7 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
         if should_stop():
             break
         idx = order[start:start + cfg.train_batch]
-        t_idx = torch.randperm(steps, generator=generator)[:n_train_t]
+        t_idx = stochastic[torch.randperm(len(stochastic), generator=generator)[:n_train_t]]
         optimizer.zero_grad(set_to_none=True)
         b = len(idx)
         for chunk in t_idx.split(max(1, cfg.timestep_batch)):
