@@ -1,6 +1,7 @@
 """DDPO speed and memory: our RL loop vs trl 0.23.1's DDPOTrainer at equal settings. Prints JSON.
 
 usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR]
+Also prints the meta-device GPU memory estimate for an SD1.5-sized run (512 px, 50 steps, sample batch 4).
 trl is not a dependency of EasyPhoto: install it apart, e.g.
     pip install --no-deps trl==0.23.1 -t /tmp/trl      and pass --trl-path /tmp/trl
 Both run on the demo model (64 px, 10 DDIM steps, CFG 5), 8 samples/epoch in batches of 4, train
@@ -111,6 +112,31 @@ def _mean(xs) -> float:
     return round(sum(xs) / len(xs), 4) if xs else float("nan")
 
 
+def sd15_estimate() -> dict:
+    """The meta-device memory estimate (easyphoto_app.ddpo.memory) for an SD1.5-shaped model at the issue's
+    GPU settings: 512 px, 50 steps, sample batch 4, train batch 1, fp16, with the CUDA savings. An estimate,
+    not a measurement: no GPU was used."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from easyphoto_app.ddpo.memory import estimate_rl_memory
+    from easyphoto_app.settings import RLConfig
+
+    sd15_vae = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
+                "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "latent_channels": 4, "sample_size": 512}
+    with torch.device("meta"):  # CLIP ViT-L/14's text tower, for its weight bytes only
+        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                            num_hidden_layers=12, projection_dim=768))
+    text_bytes = sum(p.numel() for p in text.parameters()) * 2
+    out = {}
+    for tb in (4, 1):
+        cfg = RLConfig(steps=50, sample_batch=4, train_batch=1, samples_per_epoch=8, timestep_batch=tb)
+        e = estimate_rl_memory({}, sd15_vae, cfg, 512, torch.float16, text_encoder_bytes=text_bytes)  # {} = SD1.5's UNet
+        out[f"timestep_batch_{tb}"] = {"weights_gb": round(e.weights_gb, 2), "work_gb": round(e.work_gb, 2),
+                                       "total_gb_before_cuda_context": round(e.total_gb, 2)}
+    return out
+
+
 def prepare_home(tmp: Path) -> tuple[Path, Path]:
     """A data dir with a prepared user and a small face LoRA, and a copy of the demo model at 64 px for trl."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -163,6 +189,7 @@ def main() -> None:
                 result["train_speedup"] = round(result["ours"]["train_per_s"] / result["trl_ddpo"]["train_per_s"], 3)
         else:
             result["trl_ddpo"] = "not run: pass --trl-path (trl 0.23.1 installed apart)"
+        result["sd15_512px_vram_estimate"] = sd15_estimate()
         print(json.dumps(result, indent=2))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

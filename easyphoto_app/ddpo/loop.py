@@ -99,8 +99,9 @@ class RLRun:
         for p in self.params:
             p.data = p.data.float()
             p.requires_grad_(True)
-        if self.device == "cuda":
+        if self.device == "cuda":  # the same savings that ddpo.memory's estimate counts
             pipe.unet.enable_gradient_checkpointing()
+            pipe.vae.enable_slicing()
         self.pipe = pipe
         self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=1e-4)
         with torch.no_grad():
@@ -258,6 +259,7 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
         with Monitor(lambda row: reporter.metric(kind="memory", **row), interval=2.0):
             run.setup()
             started = True
+            _warn_if_too_big(run, reporter)
             if resume and ckpts:
                 run.load_checkpoint(ckpts[-1])
                 reporter.log(f"Resumed after epoch {run.epoch - 1}.")
@@ -280,6 +282,19 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     _check_face_lora(run, face_hash, reporter)
     reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs)
     return result
+
+
+def _warn_if_too_big(run: RLRun, reporter: Reporter) -> None:
+    import torch
+
+    if run.device != "cuda":
+        return
+    from easyphoto_app.ddpo.memory import preflight
+
+    free, _ = torch.cuda.mem_get_info()
+    warning = preflight(dict(run.pipe.unet.config), dict(run.pipe.vae.config), run.cfg, run.resolution, free, run.dtype)
+    if warning:
+        reporter.log(warning)
 
 
 def _finish_after_error(run: RLRun, started: bool, reporter: Reporter, message: str) -> None:
