@@ -212,3 +212,34 @@ def test_memory_estimate_and_preflight_warning(demo_model_dir):
     warning = preflight(unet, vae, cfg, 512, free_bytes=between)
     assert warning and "--timestep-batch 1" in warning and f"{big.work_gb:.1f} GB" in warning, warning
     assert "larger GPU" in preflight(unet, vae, cfg, 512, free_bytes=1024)
+
+
+def test_rewards_scored_beside_sampling_match_inline(home_copy):
+    """On a GPU each batch is scored on a worker thread while the next is sampled: same rewards, same order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    threads, rows = set(), []
+
+    def reward(images):
+        threads.add(threading.current_thread().name)
+        values = [float(np.asarray(im, dtype=np.float32).mean()) for im in images]
+        return values, {"no_face_rate": float(len(images) == 2)}  # weighted by batch size: 2 of 6
+
+    for pool in (None, ThreadPoolExecutor(1, thread_name_prefix="reward")):
+        s = load_settings(home_copy)
+        s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps = 6, 4, 3  # batches of 4 and 2
+        run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=reward)
+        run.reward_pool = pool
+        run.setup()
+        assert run.run_epoch(time.time() + 600)
+        rows.append(run.history[-1])
+    assert any(name.startswith("reward") for name in threads) and threading.main_thread().name in threads
+    for key in ("reward_mean", "reward_min", "reward_max", "no_face_rate"):
+        assert rows[0][key] == rows[1][key]
+    assert abs(rows[0]["no_face_rate"] - 2 / 6) < 1e-9

@@ -12,6 +12,7 @@ import hashlib
 import random
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -72,6 +73,9 @@ class RLRun:
         self.steps = min(self.cfg.steps, DEMO_MAX_STEPS) if self.model.is_demo else self.cfg.steps
         self.work = ws.ddpo_dir(user)
         self.prompts = load_prompts()
+        # On a GPU the next batch is sampled while the face backend (on the CPU) scores the last one;
+        # on a CPU both would fight for the same cores.
+        self.reward_pool = ThreadPoolExecutor(1, thread_name_prefix="reward") if self.device != "cpu" else None
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -171,7 +175,7 @@ class RLRun:
 
         cfg, t0 = self.cfg, time.perf_counter()
         shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
-        trajs, images, prompts = [], [], []
+        trajs, images, prompts, scored = [], [], [], []
         self.pipe.unet.eval()
         for start in range(0, cfg.samples_per_epoch, cfg.sample_batch):
             if self.stop_now(deadline):
@@ -181,10 +185,13 @@ class RLRun:
             traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
                           cfg.eta, shape, self.generator)
             trajs.append(traj)
-            images += decode(self.pipe.vae, traj.latents[:, -1])
+            batch_images = decode(self.pipe.vae, traj.latents[:, -1])
+            scored.append(self.reward_pool.submit(self.reward_fn, batch_images) if self.reward_pool
+                          else self.reward_fn(batch_images))
+            images += batch_images
             prompts += batch
         t_sample = time.perf_counter() - t0
-        rewards, info = self.reward_fn(images)
+        rewards, info = _merge_rewards([r.result() if self.reward_pool else r for r in scored])
         advantages = torch.tensor(self.tracker.update(prompts, rewards), dtype=torch.float32)
         reward_t = torch.tensor(rewards, dtype=torch.float32)
         mean_reward = float(reward_t.mean())
@@ -278,10 +285,21 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     except BaseException as exc:
         _finish_after_error(run, started, reporter, f"RL stopped by an error: {type(exc).__name__}: {exc}")
         raise
+    finally:
+        if run.reward_pool:
+            run.reward_pool.shutdown(wait=False, cancel_futures=True)
     result = run.write_output(reason)
     _check_face_lora(run, face_hash, reporter)
     reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs)
     return result
+
+
+def _merge_rewards(parts: list[tuple[list[float], dict]]) -> tuple[list[float], dict]:
+    """Per-batch (rewards, info) -> one; info values (rates) are averaged over the samples."""
+    rewards = [r for part, _ in parts for r in part]
+    keys = {k for _, info in parts for k in info}
+    info = {k: sum(info.get(k, 0.0) * len(part) for part, info in parts) / max(len(rewards), 1) for k in keys}
+    return rewards, info
 
 
 def _warn_if_too_big(run: RLRun, reporter: Reporter) -> None:
