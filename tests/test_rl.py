@@ -210,7 +210,7 @@ def test_memory_estimate_and_preflight_warning(demo_model_dir):
     assert preflight(unet, vae, cfg, 512, free_bytes=100 * GB) is None
     between = int((small.work_gb + big.work_gb) / 2 * GB)
     warning = preflight(unet, vae, cfg, 512, free_bytes=between)
-    assert warning and "--timestep-batch 1" in warning and f"{big.work_gb:.1f} GB" in warning, warning
+    assert warning and "Try --timestep-batch 1" in warning and f"{big.work_gb * 1024:.0f} MB" in warning, warning
     assert "larger GPU" in preflight(unet, vae, cfg, 512, free_bytes=1024)
 
 
@@ -243,3 +243,24 @@ def test_rewards_scored_beside_sampling_match_inline(home_copy):
     for key in ("reward_mean", "reward_min", "reward_max", "no_face_rate"):
         assert rows[0][key] == rows[1][key]
     assert abs(rows[0]["no_face_rate"] - 2 / 6) < 1e-9
+
+
+def test_run_on_a_small_gpu_is_warned_before_it_starts(home_copy, monkeypatch):
+    """The pre-flight as the run calls it on CUDA (here the free memory is faked: no GPU on this machine)."""
+    from easyphoto_app.ddpo import loop
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    s = load_settings(home_copy)
+    run = loop.RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
+    run.setup()
+    lines = []
+    reporter = type("R", (), {"log": lambda self, text: lines.append(text)})()
+    run.device = "cuda"
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1024**2, 80 * 1024**3))
+    loop._warn_if_too_big(run, reporter)
+    assert len(lines) == 1 and "of GPU memory and 1 MB is free" in lines[0], lines
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 1024**3, 80 * 1024**3))
+    loop._warn_if_too_big(run, reporter)
+    assert len(lines) == 1

@@ -127,6 +127,10 @@ def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int
     return Estimate(weights / GB, live.peak / GB)
 
 
+def _size(gb: float) -> str:
+    return f"{gb:.1f} GB" if gb >= 1 else f"{gb * 1024:.0f} MB"
+
+
 def lower_settings(cfg) -> list[tuple[str, object]]:
     """Settings to try, in order, when the estimate does not fit (each keeps the earlier ones)."""
     out = []
@@ -152,7 +156,7 @@ def preflight(unet_config: dict, vae_config: dict, cfg, resolution: int, free_by
         if gb <= free:
             changes = ", ".join(f"--{k.replace('_', '-')} {getattr(tried, k)}" for k, _ in lower_settings(cfg)
                                 if getattr(tried, k) != getattr(cfg, k))
-            return (f"warning: these RL settings need about {need:.1f} GB of GPU memory and {free:.1f} GB is free. "
-                    f"Try {changes} (about {gb:.1f} GB), or a lower resolution.")
-    return (f"warning: these RL settings need about {need:.1f} GB of GPU memory and {free:.1f} GB is free, "
-            f"even the smallest batch settings need about {gb:.1f} GB: lower the resolution or use a larger GPU.")
+            return (f"warning: these RL settings need about {_size(need)} of GPU memory and {_size(free)} is free. "
+                    f"Try {changes} (about {_size(gb)}), or a lower resolution.")
+    return (f"warning: these RL settings need about {_size(need)} of GPU memory and {_size(free)} is free; "
+            f"even the smallest batch settings need about {_size(gb)}: lower the resolution or use a larger GPU.")
