@@ -234,10 +234,18 @@ def cmd_prepare(settings: Settings, args) -> int:
 
 def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run) -> int:
     """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout."""
-    from easyphoto_app.jobs import GpuLock
+    from easyphoto_app import parallel
+    from easyphoto_app.jobs import GpuLock, Reporter
 
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
+    if parallel.world() > 1:
+        if kind != "rl":
+            raise UserError(f"'{kind}' runs on one GPU: start it without accelerate launch / torchrun (only 'rl' is data-parallel).")
+        parallel.bind_local_gpu()
+        if not parallel.is_main():  # rank 0 holds the lock, writes the events and prints the result
+            run(settings, ws, user, Reporter(), resume=args.resume)
+            return 0
     reporter = reporter_for(args, kind, ws.job_events(kind, user))
     try:
         with GpuLock(ws, lock_name, user):

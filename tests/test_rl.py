@@ -264,3 +264,35 @@ def test_run_on_a_small_gpu_is_warned_before_it_starts(home_copy, monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 1024**3, 80 * 1024**3))
     loop._warn_if_too_big(run, reporter)
     assert len(lines) == 1
+
+
+def test_data_parallel_rl_with_two_processes(home_copy):
+    """As `accelerate launch` starts it on GPUs, here with torchrun on the CPU: each process samples its share,
+    rewards are gathered, gradients averaged; the LoRAs stay identical (checked every epoch; without the
+    gradient averaging the check fails) and rank 0 alone writes the file and the events."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def launch(home, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "tests" / "rl_dp_worker.py"), str(home), *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+    unsynced = home_copy.parent / "unsynced"
+    shutil.copytree(home_copy, unsynced)
+    r = launch(home_copy)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("RL LoRA written to") == 1
+    events = [json.loads(line) for line in (home_copy / "users" / "astro" / "ddpo_weights" / "events.jsonl").open()]
+    epochs = [e for e in events if e.get("kind") == "epoch"]
+    assert [(e["epoch"], e["samples"], e["processes"]) for e in epochs] == [(0, 4, 2), (1, 4, 2)]
+    assert epochs[0]["reward_std"] > 0 and epochs[0]["loss"] != 0  # the LoRA really moved
+    assert (home_copy / "loras" / "ddpo_astro.safetensors").exists()
+    r = launch(unsynced, "--no-grad-sync")
+    assert r.returncode != 0 and "differs between processes" in r.stderr
+    r = run_cli(home_copy, "train", "--user", "astro", env={"WORLD_SIZE": "2", "RANK": "0"})
+    assert r.returncode == 2 and "runs on one GPU" in r.stderr

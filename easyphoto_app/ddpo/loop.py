@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from easyphoto_app import parallel
 from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_io import (
@@ -80,6 +81,7 @@ class RLRun:
     # ------------------------------------------------------------------ setup
     def setup(self):
         import torch
+        from accelerate import Accelerator
         from diffusers import DDIMScheduler
         from peft import LoraConfig
 
@@ -108,11 +110,15 @@ class RLRun:
             pipe.vae.enable_slicing()
         self.pipe = pipe
         self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=1e-4)
+        # Data-parallel under `accelerate launch`: every process samples its share of the epoch, the rewards
+        # are gathered for the advantages and the LoRA gradients averaged, so the weights stay the same everywhere.
+        self.accelerator = Accelerator(cpu=self.device == "cpu")
+        self.local_samples = -(-self.cfg.samples_per_epoch // self.accelerator.num_processes)
         with torch.no_grad():
             self.prompt_emb = {p: self._encode(p) for p in set(self.prompts)}
             self.uncond = self._encode("")
-        self.generator = torch.Generator("cpu").manual_seed(self.cfg.seed)
-        self.rng = random.Random(self.cfg.seed)
+        self.generator = torch.Generator("cpu")
+        self.rng = random.Random()
         from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
 
         self.tracker = PerPromptStatTracker(32, 16)
@@ -129,35 +135,28 @@ class RLRun:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
-        import torch
-
         opt, opt_meta = optimizer_tensors(self.optimizer)
         meta = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_reward": self.best_reward,
-                "history": self.history, "tracker": self.tracker.state(), "py_rng": list(self.rng.getstate()[1]),
-                "settings": vars(self.cfg)}
+                "history": self.history, "tracker": self.tracker.state(), "settings": vars(self.cfg)}
         write_checkpoint_dir(self.work / f"epoch-{self.epoch}", {
             "adapter.safetensors": (self.adapter_state(), meta),
-            "optimizer.safetensors": ({**opt, "rng.data": self.generator.get_state(), "rng.torch": torch.get_rng_state()}, opt_meta),
+            "optimizer.safetensors": (opt, opt_meta),
             "best.safetensors": (self.best_state, {"epoch": self.best_epoch, "reward": self.best_reward}),
         })
         for old in complete_checkpoints(self.work, "epoch")[:-max(1, self.cfg.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, folder: Path) -> None:
-        import torch
         from peft.utils import set_peft_model_state_dict
 
         adapter, meta = load_tensors(folder / "adapter.safetensors")
         set_peft_model_state_dict(self.pipe.unet, {k[5:]: v for k, v in adapter.items()}, adapter_name=DDPO_ADAPTER)
         opt, opt_meta = load_tensors(folder / "optimizer.safetensors")
         restore_optimizer(self.optimizer, opt, opt_meta)
-        self.generator.set_state(opt["rng.data"])
-        torch.set_rng_state(opt["rng.torch"])
         self.best_state, _ = load_tensors(folder / "best.safetensors")
         self.epoch, self.best_epoch, self.best_reward = meta["epoch"], meta["best_epoch"], meta["best_reward"]
         self.history = meta["history"]
         self.tracker.load(meta["tracker"])
-        self.rng.setstate((3, tuple(meta["py_rng"]), None))
 
     def adopt_settings(self, folder: Path) -> None:
         _, meta = load_tensors(folder / "adapter.safetensors")
@@ -176,11 +175,14 @@ class RLRun:
         cfg, t0 = self.cfg, time.perf_counter()
         shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
         trajs, images, prompts, scored = [], [], [], []
+        seed = (cfg.seed * 1_000_003 + self.epoch) * 1009 + self.accelerator.process_index  # resume needs no RNG state
+        self.generator.manual_seed(seed)
+        self.rng.seed(seed)
         self.pipe.unet.eval()
-        for start in range(0, cfg.samples_per_epoch, cfg.sample_batch):
+        for start in range(0, self.local_samples, cfg.sample_batch):
             if self.stop_now(deadline):
                 return False
-            batch = [self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch, cfg.samples_per_epoch - start))]
+            batch = [self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch, self.local_samples - start))]
             cond = torch.cat([self.prompt_emb[p] for p in batch])
             traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
                           cfg.eta, shape, self.generator)
@@ -192,8 +194,10 @@ class RLRun:
             prompts += batch
         t_sample = time.perf_counter() - t0
         rewards, info = _merge_rewards([r.result() if self.reward_pool else r for r in scored])
-        advantages = torch.tensor(self.tracker.update(prompts, rewards), dtype=torch.float32)
-        reward_t = torch.tensor(rewards, dtype=torch.float32)
+        reward_t, all_prompts, info = self._gather(rewards, prompts, info)
+        advantages = torch.tensor(self.tracker.update(all_prompts, reward_t.tolist()), dtype=torch.float32)
+        rank = self.accelerator.process_index
+        advantages = advantages[rank * self.local_samples:(rank + 1) * self.local_samples]
         mean_reward = float(reward_t.mean())
         if mean_reward > self.best_reward:  # these samples came from the weights this epoch started with
             self.best_reward, self.best_epoch, self.best_state = mean_reward, self.epoch, self.adapter_state()
@@ -204,19 +208,56 @@ class RLRun:
         stats = {}
         for _ in range(cfg.inner_epochs):
             stats = ppo_update(self.pipe.unet, self.pipe.scheduler, joined, advantages, self.uncond, self.optimizer,
-                               self.params, cfg, self.generator, should_stop=lambda: self.stop_now(deadline))
+                               self.params, cfg, self.generator, should_stop=lambda: self.stop_now(deadline),
+                               sync_grads=self._average_grads)
         t_train = time.perf_counter() - t1
-        row = {"epoch": self.epoch, "reward_mean": mean_reward, "reward_std": float(reward_t.std()) if len(rewards) > 1 else 0.0,
+        n = len(reward_t)
+        row = {"epoch": self.epoch, "samples": n, "reward_mean": mean_reward, "reward_std": float(reward_t.std()) if n > 1 else 0.0,
                "reward_min": float(reward_t.min()), "reward_max": float(reward_t.max()), **info, **stats,
-               "epoch_s": round(time.perf_counter() - t0, 3), "sample_per_s": round(len(images) / max(t_sample, 1e-9), 3),
-               "train_per_s": round(len(images) / max(t_train, 1e-9), 3), "time_left_s": round(max(0.0, deadline - time.time()), 1),
+               "epoch_s": round(time.perf_counter() - t0, 3), "sample_per_s": round(n / max(t_sample, 1e-9), 3),
+               "train_per_s": round(n / max(t_train, 1e-9), 3), "time_left_s": round(max(0.0, deadline - time.time()), 1),
                "best_epoch": self.best_epoch}
+        if self.accelerator.num_processes > 1:
+            row["processes"] = self.accelerator.num_processes
+            self._check_replicas()
         self.history.append(row)
-        self._save_samples(images, rewards)
         self.reporter.metric(kind="epoch", **row)
         self.epoch += 1
-        self.save_checkpoint()
+        if self.accelerator.is_main_process:
+            self._save_samples(images, rewards)
+            self.save_checkpoint()
         return True
+
+    def _gather(self, rewards: list[float], prompts: list[str], info: dict):
+        """Every process's rewards, prompts and (averaged) info, in process order; as is with one process."""
+        import torch
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        reward_t = acc.gather(torch.tensor(rewards, dtype=torch.float32, device=acc.device)).cpu()
+        if acc.num_processes == 1:
+            return reward_t, prompts, info
+        keys = sorted(info)
+        means = acc.reduce(torch.tensor([float(info[k]) for k in keys], device=acc.device), "mean").tolist()
+        return reward_t, gather_object(prompts), dict(zip(keys, means))
+
+    def _check_replicas(self) -> None:
+        """The same data and averaged gradients keep every process's LoRA identical; a drift would be a bug."""
+        import torch
+
+        local = torch.stack([sum(p.double().sum() for p in self.params), sum(p.double().abs().sum() for p in self.params)])
+        every = self.accelerator.gather(local.to(self.accelerator.device).unsqueeze(0)).cpu()
+        if not torch.equal(every, every[:1].expand_as(every)):
+            raise RuntimeError(f"The RL LoRA differs between processes after epoch {self.epoch}: {every.tolist()}")
+
+    def _average_grads(self, params) -> None:
+        import torch
+
+        if self.accelerator.num_processes == 1:
+            return
+        flat = self.accelerator.reduce(torch.cat([p.grad.flatten() for p in params]), "mean")
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p))
 
     def _save_samples(self, images, rewards) -> None:
         folder = self.work / "samples"
@@ -227,11 +268,19 @@ class RLRun:
                                                    for i, r in enumerate(rewards[:8])])
 
     def stop_now(self, deadline: float) -> bool:
-        return time.time() >= deadline or self.reporter.should_stop()
+        """The budget or Stop; with several processes, all of them stop at the same point (or they would hang)."""
+        stop = time.time() >= deadline or self.reporter.should_stop()
+        if self.accelerator.num_processes == 1:
+            return stop
+        import torch
+
+        return bool(self.accelerator.reduce(torch.tensor([float(stop)], device=self.accelerator.device), "sum").item() > 0)
 
     # ------------------------------------------------------------------ output
     def write_output(self, reason: str) -> RLResult:
         cfg = self.cfg
+        if not self.accelerator.is_main_process:
+            return RLResult(self.ws.ddpo_lora(self.user), "", self.epoch, self.best_epoch, self.best_reward)
         path = save_lora(self.ws.ddpo_lora(self.user), self.best_state, float(cfg.rank), {
             "ss_network_module": "networks.lora", "ss_network_dim": str(cfg.rank), "ss_network_alpha": str(float(cfg.rank)),
             "ss_base_model_version": "sd_v1", "easyphoto_user": self.user, "easyphoto_kind": "ddpo",
@@ -254,7 +303,7 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     ckpts = complete_checkpoints(run.work, "epoch")
     if resume and ckpts:
         run.adopt_settings(ckpts[-1])
-    elif not resume:
+    elif not resume and parallel.is_main():
         for old in ckpts:
             shutil.rmtree(old)
     deadline = time.time() + run.cfg.max_hours * 3600

@@ -50,7 +50,7 @@ def decode(vae, latents) -> list:
 
 
 def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, uncond, optimizer, params, cfg,
-               generator: torch.Generator, should_stop=lambda: False) -> dict:
+               generator: torch.Generator, should_stop=lambda: False, sync_grads=lambda params: None) -> dict:
     """One pass over the samples: for each train batch, a random subset of its timesteps, one optimizer step.
 
     `cfg.timestep_batch` timesteps go through the UNet in one batch (each latent with its own timestep);
@@ -87,6 +87,7 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
             stats["loss"].append(loss.item())
             stats["approx_kl"].append(0.5 * ((logp.float() - old) ** 2).mean().item())
             stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
+        sync_grads(params)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731

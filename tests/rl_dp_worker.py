@@ -1,0 +1,31 @@
+"""One process of a data-parallel RL run with a reward that moves the LoRA (the demo images hold no face,
+so the likeness reward would be 0 everywhere). usage: torchrun ... rl_dp_worker.py DATA_DIR [--no-grad-sync]"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from easyphoto_app import parallel  # noqa: E402
+from easyphoto_app.ddpo import loop  # noqa: E402
+from easyphoto_app.jobs import Reporter  # noqa: E402
+from easyphoto_app.settings import load_settings  # noqa: E402
+from easyphoto_app.workspace import Workspace  # noqa: E402
+
+
+def brightness(images):
+    return [float(np.asarray(im, dtype=np.float32).mean() / 255) for im in images], {}
+
+
+if __name__ == "__main__":
+    home = Path(sys.argv[1])
+    if "--no-grad-sync" in sys.argv:
+        loop.RLRun._average_grads = lambda self, params: None
+    s = load_settings(home)
+    s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.epochs, s.rl.lr = 4, 2, 4, 2, 1e-2
+    ws = Workspace(home)
+    reporter = Reporter(ws.job_events("rl", "astro")) if parallel.is_main() else Reporter()
+    result = loop.run_rl(s, ws, "astro", reporter, reward_fn=brightness)
+    print(result.message)
