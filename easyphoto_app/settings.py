@@ -67,7 +67,7 @@ class RLConfig:
     lr: float = opt(1e-4, "Learning rate of the RL LoRA.")
     rank: int = opt(4, "Rank of the RL LoRA.")
     samples_per_epoch: int = opt(8, "Images sampled per epoch.")
-    sample_batch: int = opt(4, "Images sampled at once.")
+    sample_batch: int = opt(4, "Images sampled at once (lower it if GPU memory runs out).")
     train_batch: int = opt(1, "Images per PPO gradient step.")
     steps: int = opt(50, "DDIM steps per sample (the demo model uses fewer).")
     eta: float = opt(1.0, "DDIM eta (noise); DDPO needs > 0.")

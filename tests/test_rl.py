@@ -210,7 +210,7 @@ def test_memory_estimate_and_preflight_warning(demo_model_dir):
     assert preflight(unet, vae, cfg, 512, free_bytes=100 * GB) is None
     between = int((small.work_gb + big.work_gb) / 2 * GB)
     warning = preflight(unet, vae, cfg, 512, free_bytes=between)
-    assert warning and "Try --timestep-batch 1" in warning and f"{big.work_gb * 1024:.0f} MB" in warning, warning
+    assert warning and "Try timestep batch 1 (--timestep-batch 1)" in warning and f"{big.work_gb * 1024:.0f} MB" in warning, warning
     assert "larger GPU" in preflight(unet, vae, cfg, 512, free_bytes=1024)
 
 

@@ -154,9 +154,9 @@ def preflight(unet_config: dict, vae_config: dict, cfg, resolution: int, free_by
         tried = dataclasses.replace(tried, **{name: value})
         gb = estimate_rl_memory(unet_config, vae_config, tried, resolution, dtype).work_gb
         if gb <= free:
-            changes = ", ".join(f"--{k.replace('_', '-')} {getattr(tried, k)}" for k, _ in lower_settings(cfg)
-                                if getattr(tried, k) != getattr(cfg, k))
+            changes = ", ".join(f"{k.replace('_', ' ')} {getattr(tried, k)} (--{k.replace('_', '-')} {getattr(tried, k)})"
+                                for k, _ in lower_settings(cfg) if getattr(tried, k) != getattr(cfg, k))
             return (f"warning: these RL settings need about {_size(need)} of GPU memory and {_size(free)} is free. "
-                    f"Try {changes} (about {_size(gb)}), or a lower resolution.")
+                    f"Try {changes}: about {_size(gb)}. Or lower the resolution.")
     return (f"warning: these RL settings need about {_size(need)} of GPU memory and {_size(free)} is free; "
             f"even the smallest batch settings need about {_size(gb)}: lower the resolution or use a larger GPU.")

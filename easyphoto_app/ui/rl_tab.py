@@ -30,10 +30,15 @@ def build(ctx: Context) -> None:
             lr = gr.Number(value=cfg.lr, label="Learning rate", info=help_of(cfg, "lr"))
             guidance = gr.Number(value=cfg.guidance, label="Guidance", info=help_of(cfg, "guidance"))
             clip = gr.Number(value=cfg.clip_range, label="PPO clip range", info=help_of(cfg, "clip_range"))
+        with gr.Row():
+            sample_batch = gr.Number(value=cfg.sample_batch, precision=0, label="Sample batch", info=help_of(cfg, "sample_batch"))
+            timestep_batch = gr.Number(value=cfg.timestep_batch, precision=0, label="Timestep batch",
+                                       info=help_of(cfg, "timestep_batch"))
 
-    def args(h, e, s, st, lr_v, g, c):
+    def args(h, e, s, st, lr_v, g, c, sb, tb):
         return ["--max-hours", str(float(h)), "--epochs", str(int(e)), "--samples-per-epoch", str(int(s)),
-                "--steps", str(int(st)), "--lr", str(float(lr_v)), "--guidance", str(float(g)), "--clip-range", str(float(c))]
+                "--steps", str(int(st)), "--lr", str(float(lr_v)), "--guidance", str(float(g)), "--clip-range", str(float(c)),
+                "--sample-batch", str(int(sb)), "--timestep-batch", str(int(tb))]
 
     def views():
         with gr.Row():
@@ -46,7 +51,7 @@ def build(ctx: Context) -> None:
         return [(reward_plot, reward_series), (memory_plot, memory_series), (live, live_text),
                 (samples_view, lambda events: latest_samples(ctx, events))]
 
-    job_controls(ctx, "rl", user, [hours, epochs, samples, steps, lr, guidance, clip], args, start_label="Start RL",
+    job_controls(ctx, "rl", user, [hours, epochs, samples, steps, lr, guidance, clip, sample_batch, timestep_batch], args, start_label="Start RL",
                  layout_views=views)
 
 
