@@ -26,7 +26,7 @@ def test_hub_model_downloads_once_then_works_offline(tmp_path, demo_model_dir, d
         assert r.returncode == 0, r.stderr
         assert hub.downloads == first  # cached: nothing downloaded again
     r = run_cli(data_dir, *args, env=env)  # the hub is gone: the cache still serves
-    assert r.returncode == 0, r.stderr and "demo model" not in r.stderr.lower()
+    assert r.returncode == 0 and "demo model" not in r.stderr.lower(), r.stderr
     from PIL import Image
 
     params = Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0]).text["parameters"]
