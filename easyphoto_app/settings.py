@@ -190,12 +190,17 @@ def save_settings(settings: Settings) -> None:
     atomic_write_text(settings.file, render_settings(settings))
 
 
+def flag_of(name: str) -> str:
+    """The CLI flag of a setting: samples_per_epoch -> --samples-per-epoch."""
+    return "--" + name.replace("_", "-")
+
+
 def add_config_args(parser, cls, only: list[str] | None = None) -> None:
     """Add one --flag per dataclass field (default None: the settings file decides)."""
     for f in dataclasses.fields(cls):
         if only is not None and f.name not in only:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name)
         kind = type(f.default)
         kwargs = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": f.metadata.get("help")}
         if kind is bool:

@@ -199,6 +199,7 @@ def test_memory_estimate_and_preflight_warning(demo_model_dir):
     import json
 
     from easyphoto_app.ddpo.memory import GB, estimate_rl_memory, preflight
+    from easyphoto_app.models import human_size
     from easyphoto_app.settings import RLConfig
 
     model = next(p.parent.parent for p in demo_model_dir.rglob("unet/config.json"))
@@ -210,7 +211,7 @@ def test_memory_estimate_and_preflight_warning(demo_model_dir):
     assert preflight(unet, vae, cfg, 512, free_bytes=100 * GB) is None
     between = int((small.work_gb + big.work_gb) / 2 * GB)
     warning = preflight(unet, vae, cfg, 512, free_bytes=between)
-    assert warning and "Try timestep batch 1 (--timestep-batch 1)" in warning and f"{big.work_gb * 1024:.0f} MB" in warning, warning
+    assert warning and "Try timestep batch 1 (--timestep-batch 1)" in warning and human_size(int(big.work_gb * GB)) in warning, warning
     assert "larger GPU" in preflight(unet, vae, cfg, 512, free_bytes=1024)
 
 
@@ -260,7 +261,7 @@ def test_run_on_a_small_gpu_is_warned_before_it_starts(home_copy, monkeypatch):
     run.device = "cuda"
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1024**2, 80 * 1024**3))
     loop._warn_if_too_big(run, reporter)
-    assert len(lines) == 1 and "of GPU memory and 1 MB is free" in lines[0], lines
+    assert len(lines) == 1 and "of GPU memory and 1.0 MB is free" in lines[0], lines
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 1024**3, 80 * 1024**3))
     loop._warn_if_too_big(run, reporter)
     assert len(lines) == 1

@@ -83,8 +83,8 @@ class RLRun:
         import torch
         from accelerate import Accelerator
         from diffusers import DDIMScheduler
-        from peft import LoraConfig
 
+        from easyphoto_app.ddpo.ppo import add_rl_lora
         from easyphoto_app.models import load_pipeline, pick_dtype
 
         torch.manual_seed(self.cfg.seed)
@@ -99,12 +99,7 @@ class RLRun:
         pipe.load_lora_weights(str(self.face_lora), adapter_name=FACE_ADAPTER)
         pipe.fuse_lora(adapter_names=[FACE_ADAPTER])
         pipe.unload_lora_weights()
-        pipe.unet.add_adapter(LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.rank, init_lora_weights="gaussian",
-                                         target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name=DDPO_ADAPTER)
-        self.params = [p for name, p in pipe.unet.named_parameters() if f".{DDPO_ADAPTER}." in name]
-        for p in self.params:
-            p.data = p.data.float()
-            p.requires_grad_(True)
+        self.params = add_rl_lora(pipe.unet, self.cfg.rank, DDPO_ADAPTER)
         if self.device == "cuda":  # the same savings that ddpo.memory's estimate counts
             pipe.unet.enable_gradient_checkpointing()
             pipe.vae.enable_slicing()

@@ -78,7 +78,8 @@ class Estimate:
 
 def _meta_models(unet_config: dict, vae_config: dict, rank: int, dtype):
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from peft import LoraConfig
+
+    from easyphoto_app.ddpo.ppo import add_rl_lora
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_config)
@@ -86,12 +87,7 @@ def _meta_models(unet_config: dict, vae_config: dict, rank: int, dtype):
     for p in [*unet.parameters(), *vae.parameters()]:
         p.data = p.data.to(dtype)
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="ddpo")
-    lora = [p for name, p in unet.named_parameters() if ".ddpo." in name]
-    for p in lora:
-        p.data = p.data.float()
-        p.requires_grad_(True)
-    return unet, vae, lora
+    return unet, vae, add_rl_lora(unet, rank, init=True)  # (meta tensors cannot be initialised "gaussian")
 
 
 def _bytes(params) -> int:
@@ -127,10 +123,6 @@ def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int
     return Estimate(weights / GB, live.peak / GB)
 
 
-def _size(gb: float) -> str:
-    return f"{gb:.1f} GB" if gb >= 1 else f"{gb * 1024:.0f} MB"
-
-
 def lower_settings(cfg) -> list[tuple[str, object]]:
     """Settings to try, in order, when the estimate does not fit (each keeps the earlier ones)."""
     out = []
@@ -145,18 +137,21 @@ def lower_settings(cfg) -> list[tuple[str, object]]:
 
 def preflight(unet_config: dict, vae_config: dict, cfg, resolution: int, free_bytes: int, dtype=torch.float16) -> str | None:
     """None if the run's work fits in `free_bytes`; else one warning with the lower settings to try."""
-    need = estimate_rl_memory(unet_config, vae_config, cfg, resolution, dtype).work_gb
-    free = free_bytes / GB
-    if need <= free:
+    from easyphoto_app.models import human_size
+    from easyphoto_app.settings import flag_of
+
+    def work_bytes(c) -> int:
+        return int(estimate_rl_memory(unet_config, vae_config, c, resolution, dtype).work_gb * GB)
+
+    need = work_bytes(cfg)
+    if need <= free_bytes:
         return None
-    tried, gb = cfg, need
+    head = f"warning: these RL settings need about {human_size(need)} of GPU memory and {human_size(free_bytes)} is free"
+    tried, applied, fits = cfg, [], need
     for name, value in lower_settings(cfg):
-        tried = dataclasses.replace(tried, **{name: value})
-        gb = estimate_rl_memory(unet_config, vae_config, tried, resolution, dtype).work_gb
-        if gb <= free:
-            changes = ", ".join(f"{k.replace('_', ' ')} {getattr(tried, k)} (--{k.replace('_', '-')} {getattr(tried, k)})"
-                                for k, _ in lower_settings(cfg) if getattr(tried, k) != getattr(cfg, k))
-            return (f"warning: these RL settings need about {_size(need)} of GPU memory and {_size(free)} is free. "
-                    f"Try {changes}: about {_size(gb)}. Or lower the resolution.")
-    return (f"warning: these RL settings need about {_size(need)} of GPU memory and {_size(free)} is free; "
-            f"even the smallest batch settings need about {_size(gb)}: lower the resolution or use a larger GPU.")
+        tried, applied = dataclasses.replace(tried, **{name: value}), applied + [(name, value)]
+        fits = work_bytes(tried)
+        if fits <= free_bytes:
+            changes = ", ".join(f"{n.replace('_', ' ')} {v} ({flag_of(n)} {v})" for n, v in applied)
+            return f"{head}. Try {changes}: about {human_size(fits)}. Or lower the resolution."
+    return f"{head}; even the smallest batch settings need about {human_size(fits)}: lower the resolution or use a larger GPU."

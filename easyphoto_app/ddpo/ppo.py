@@ -9,6 +9,19 @@ import torch
 from easyphoto_app.ddpo.ddim_logprob import ddim_step_with_logprob, step_std
 
 
+def add_rl_lora(unet, rank: int, adapter: str = "ddpo", init: str | bool = "gaussian") -> list:
+    """The RL LoRA on the UNet's attention projections; its parameters (float32, trainable) for the optimizer."""
+    from peft import LoraConfig
+
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=init,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name=adapter)
+    params = [p for name, p in unet.named_parameters() if f".{adapter}." in name]
+    for p in params:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    return params
+
+
 @dataclass
 class Trajectories:
     latents: torch.Tensor  # [B, T+1, C, H, W]: x_T ... x_0
