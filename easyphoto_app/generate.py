@@ -256,12 +256,9 @@ def compare(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str, progress
 
     face = generate(pipe, model, ws, cfg, user, use_rl=False, progress=half(0), should_stop=should_stop)
     stacked = generate(pipe, model, ws, cfg, user, use_rl=True, progress=half(cfg.num * cfg.steps), should_stop=should_stop)
-    try:
-        from easyphoto_app.faces.likeness import scorer_for
+    from easyphoto_app.faces.likeness import scorer_or_none
 
-        scorer = scorer_for(ws, user)
-    except UserError:
-        scorer = None
+    scorer = scorer_or_none(ws, user)
 
     def scores(result: Generated) -> list[float | None]:
         from PIL import Image

@@ -285,12 +285,9 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
 
     trainer = FaceLoraTrainer(settings, ws, user, reporter)
     ensure_free_space(ws.root, (200 if trainer.model.is_demo else 2048) * 2**20, "training checkpoints")
-    try:
-        from easyphoto_app.faces.likeness import scorer_for
+    from easyphoto_app.faces.likeness import scorer_or_none
 
-        scorer = scorer_for(ws, user)
-    except UserError:
-        scorer = None
+    scorer = scorer_or_none(ws, user)
     reporter.log(f"Training a face LoRA for '{user}': {len(trainer.images)} faces, {trainer.total} steps at "
                  f"{trainer.resolution}px on {trainer.device}. Base model: {trainer.model.label}")
     ckpts = complete_checkpoints(trainer.work, "checkpoint")

@@ -110,8 +110,8 @@ class RLRun:
         self.accelerator = Accelerator(cpu=self.device == "cpu")
         self.local_samples = -(-self.cfg.samples_per_epoch // self.accelerator.num_processes)
         with torch.no_grad():
-            self.prompt_emb = {p: self._encode(p) for p in set(self.prompts)}
-            self.uncond = self._encode("")
+            self.prompt_emb = {p: pipe.encode_prompt(p, self.device, 1, False)[0] for p in set(self.prompts)}
+            self.uncond = pipe.encode_prompt("", self.device, 1, False)[0]
         self.generator = torch.Generator("cpu")
         self.rng = random.Random()
         from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
@@ -119,11 +119,6 @@ class RLRun:
         self.tracker = PerPromptStatTracker(32, 16)
         self.epoch, self.best_epoch, self.best_reward, self.history = 0, -1, float("-inf"), []
         self.best_state = self.adapter_state()  # the untrained adapter: a file exists even if epoch 0 never ends
-
-    def _encode(self, prompt: str):
-        tok = self.pipe.tokenizer(prompt, padding="max_length", max_length=self.pipe.tokenizer.model_max_length,
-                                  truncation=True, return_tensors="pt")
-        return self.pipe.text_encoder(tok.input_ids.to(self.device))[0]
 
     def adapter_state(self) -> dict:
         return {k: v.clone() for k, v in peft_state(self.pipe.unet, DDPO_ADAPTER, "unet").items()}

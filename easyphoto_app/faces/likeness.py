@@ -34,3 +34,13 @@ def scorer_for(ws: Workspace, user: str) -> LikenessScorer:
 
     ref = load_reference(ws, user)
     return LikenessScorer(get_backend(ref["backend"], ws.root), ref["mean_embedding"])
+
+
+def scorer_or_none(ws: Workspace, user: str) -> LikenessScorer | None:
+    """For optional scores (checkpoint validation, Compare captions): None without a reference face."""
+    from easyphoto_app.errors import UserError
+
+    try:
+        return scorer_for(ws, user)
+    except UserError:
+        return None
