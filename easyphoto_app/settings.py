@@ -195,6 +195,18 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def config_flags(cls, names: list[str], values) -> list[str]:
+    """Values from the UI as the CLI flags of a job, each converted to its setting's type."""
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+    out: list[str] = []
+    for name, value in zip(names, values, strict=True):
+        if kinds[name] is bool:
+            out.append(flag_of(name) if value else flag_of("no_" + name))
+        else:
+            out += [flag_of(name), str(kinds[name](value))]
+    return out
+
+
 def add_config_args(parser, cls, only: list[str] | None = None) -> None:
     """Add one --flag per dataclass field (default None: the settings file decides)."""
     for f in dataclasses.fields(cls):

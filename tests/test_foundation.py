@@ -134,3 +134,16 @@ def test_app_answers_http_and_gradio_client(data_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_ui_values_become_cli_flags_that_parse_back():
+    import argparse
+
+    from easyphoto_app.settings import RLConfig, TrainConfig, add_config_args, config_flags
+
+    for cls, values in ((TrainConfig, {"steps": 5.0, "alpha": 2, "lr": 3e-4, "train_text_encoder": False}),
+                        (RLConfig, {"max_hours": 0.5, "samples_per_epoch": 8.0, "clip_range": 1e-4})):
+        parser = argparse.ArgumentParser()
+        add_config_args(parser, cls)
+        parsed = vars(parser.parse_args(config_flags(cls, list(values), list(values.values()))))
+        assert {k: parsed[f"{cls.__name__}.{k}"] for k in values} == {k: type(getattr(cls(), k))(v) for k, v in values.items()}

@@ -7,7 +7,7 @@ import json
 import gradio as gr
 
 from easyphoto_app.monitor import format_vram
-from easyphoto_app.settings import help_of
+from easyphoto_app.settings import RLConfig, config_flags, help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
 
@@ -35,10 +35,8 @@ def build(ctx: Context) -> None:
             timestep_batch = gr.Number(value=cfg.timestep_batch, precision=0, label="Timestep batch",
                                        info=help_of(cfg, "timestep_batch"))
 
-    def args(h, e, s, st, lr_v, g, c, sb, tb):
-        return ["--max-hours", str(float(h)), "--epochs", str(int(e)), "--samples-per-epoch", str(int(s)),
-                "--steps", str(int(st)), "--lr", str(float(lr_v)), "--guidance", str(float(g)), "--clip-range", str(float(c)),
-                "--sample-batch", str(int(sb)), "--timestep-batch", str(int(tb))]
+    fields = ["max_hours", "epochs", "samples_per_epoch", "steps", "lr", "guidance", "clip_range", "sample_batch", "timestep_batch"]
+    inputs = [hours, epochs, samples, steps, lr, guidance, clip, sample_batch, timestep_batch]
 
     def views():
         with gr.Row():
@@ -51,7 +49,7 @@ def build(ctx: Context) -> None:
         return [(reward_plot, reward_series), (memory_plot, memory_series), (live, live_text),
                 (samples_view, lambda events: latest_samples(ctx, events))]
 
-    job_controls(ctx, "rl", user, [hours, epochs, samples, steps, lr, guidance, clip, sample_batch, timestep_batch], args, start_label="Start RL",
+    job_controls(ctx, "rl", user, inputs, lambda *values: config_flags(RLConfig, fields, values), start_label="Start RL",
                  layout_views=views)
 
 

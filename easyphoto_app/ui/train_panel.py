@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from easyphoto_app.settings import help_of
+from easyphoto_app.settings import TrainConfig, config_flags, help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
 
@@ -26,15 +26,13 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
         te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)",
                          info=help_of(cfg, "train_text_encoder"))
 
-    def args(steps_v, rank_v, alpha_v, lr_v, res_v, every_v, te_v):
-        out = ["--steps", str(int(steps_v)), "--rank", str(int(rank_v)), "--alpha", str(float(alpha_v)),
-               "--lr", str(float(lr_v)), "--resolution", str(int(res_v)), "--save-every", str(int(every_v))]
-        return out + (["--train-text-encoder"] if te_v else [])
+    fields = ["steps", "rank", "alpha", "lr", "resolution", "save_every", "train_text_encoder"]
 
     def views():
         plot = gr.LinePlot(x="x", y="value", color="series", title="Training loss", x_title="step", y_title="loss",
                            height=240, elem_id="train-plot")
         return [(plot, lambda events: series(events, "progress", "step", ["loss"]))]
 
-    return job_controls(ctx, "train", user, [steps, rank, alpha, lr, resolution, save_every, te], args,
+    return job_controls(ctx, "train", user, [steps, rank, alpha, lr, resolution, save_every, te],
+                        lambda *values: config_flags(TrainConfig, fields, values),
                         start_label="Start training", layout_views=views)
