@@ -165,6 +165,11 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
         names = z.namelist()
     assert sum(n.endswith(".png") for n in names) == 3 and "manifest.json" in names
     shot(page, "tab-gallery")
+    page.locator("#gallery-images img").first.click()  # its parameters show; Delete removes that file
+    expect(page.locator("#gallery-params textarea")).to_have_value(re.compile("Seed: "))
+    page.locator("#gallery-delete").click()
+    expect(page.locator("#gallery-params textarea")).to_have_value("")
+    assert len(list((data / "outputs" / "astro").rglob("*.png"))) == 2
 
     page.get_by_role("tab", name="Settings").click()
     page.locator("#settings-doctor").click()

@@ -16,41 +16,42 @@ def build(ctx: Context) -> dict:
         refresh = gr.Button("Refresh", size="sm")
     images = gr.Gallery(label="Images", columns=5, height=420, elem_id="gallery-images")
     selected = gr.State(None)
-    params = gr.Textbox(label="Parameters of the selected image (WebUI PNG Info format)", lines=3, interactive=False)
+    shown = gr.State([])  # (path, parameters) of the images in the grid, read once per listing
+    params = gr.Textbox(label="Parameters of the selected image (WebUI PNG Info format)", lines=3, interactive=False,
+                        elem_id="gallery-params")
     with gr.Row():
-        delete = gr.Button("Delete selected", variant="stop", size="sm")
+        delete = gr.Button("Delete selected", variant="stop", size="sm", elem_id="gallery-delete")
         export = gr.Button("Export all as zip", variant="primary", elem_id="gallery-export")
     download = gr.File(label="Export", elem_id="gallery-download")
 
     @friendly
     def load(user_v, day_v):
         if not user_v:
-            return [], gr.update(choices=[]), gr.update(choices=ctx.ws.list_users())
+            return [], [], gr.update(choices=[]), gr.update(choices=ctx.ws.list_users())
         user_v = validate_user_id(user_v)
         items = gallery.list_images(ctx.ws, user_v, day_v or None)
-        return ([(str(i.path), f"{i.date}") for i in items], gr.update(choices=[""] + gallery.dates(ctx.ws, user_v)),
-                gr.update(choices=ctx.ws.list_users()))
+        return ([(str(i.path), f"{i.date}") for i in items], [(str(i.path), i.parameters) for i in items],
+                gr.update(choices=[""] + gallery.dates(ctx.ws, user_v)), gr.update(choices=ctx.ws.list_users()))
 
-    def on_select(user_v, day_v, evt: gr.SelectData):
-        items = gallery.list_images(ctx.ws, validate_user_id(user_v), day_v or None)
-        item = items[evt.index] if evt.index < len(items) else None
-        return (str(item.path), item.parameters) if item else (None, "")
+    def on_select(items, evt: gr.SelectData):
+        return tuple(items[evt.index]) if evt.index < len(items) else (None, "")
 
     @friendly
     def on_delete(user_v, path, day_v):
         if not path:
             raise gr.Error("Click an image first.")
         gallery.delete_image(ctx.ws, validate_user_id(user_v), path)
-        return load(user_v, day_v)[0], None, ""
+        return *load(user_v, day_v)[:2], None, ""
 
     @friendly
     def on_export(user_v):
         return str(gallery.export_zip(ctx.ws, validate_user_id(user_v)))
 
-    refresh.click(load, [user, day], [images, day, user])
-    user.change(load, [user, day], [images, day, user])
-    day.change(load, [user, day], [images, day, user])
-    images.select(on_select, [user, day], [selected, params])
-    delete.click(on_delete, [user, selected, day], [images, selected, params])
+    listing = [images, shown, day, user]
+    refresh.click(load, [user, day], listing)
+    user.change(load, [user, day], listing)
+    day.change(load, [user, day], listing)
+    images.select(on_select, shown, [selected, params])
+    delete.click(on_delete, [user, selected, day], [images, shown, selected, params])
     export.click(on_export, user, download, api_name="export")
     return {"on_show": (lambda: gr.update(choices=ctx.ws.list_users()), user)}
