@@ -7,8 +7,8 @@ trl is not a dependency of EasyPhoto: install it apart, e.g.
 Both run on the demo model (64 px, 10 DDIM steps, CFG 5), 8 samples/epoch in batches of 4, train
 batch 1, timestep fraction 1, the same brightness reward. Each side runs in its own process so that
 its peak RSS is its own; the first epoch is a warm-up and is not timed.
-Difference in work: ours stacks the new LoRA on the user's face LoRA (two adapters); trl trains
-one LoRA on the bare UNet.
+Difference in work: ours first fuses the user's face LoRA into the UNet (once, at setup), then both
+train one rank-4 LoRA.
 """
 
 from __future__ import annotations

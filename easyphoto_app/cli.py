@@ -232,7 +232,7 @@ def cmd_prepare(settings: Settings, args) -> int:
     return 0
 
 
-def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run) -> int:
+def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run, data_parallel: bool = False) -> int:
     """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout."""
     from easyphoto_app import parallel
     from easyphoto_app.jobs import GpuLock, Reporter
@@ -240,7 +240,7 @@ def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run) -> int:
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
     if parallel.world() > 1:
-        if kind != "rl":
+        if not data_parallel:
             raise UserError(f"'{kind}' runs on one GPU: start it without accelerate launch / torchrun (only 'rl' is data-parallel).")
         parallel.bind_local_gpu()
         if not parallel.is_main():  # rank 0 holds the lock, writes the events and prints the result
@@ -268,7 +268,7 @@ def cmd_train(settings: Settings, args) -> int:
 def cmd_rl(settings: Settings, args) -> int:
     from easyphoto_app.ddpo.loop import run_rl
 
-    return _gpu_job(settings, args, "RL", "rl", run_rl)
+    return _gpu_job(settings, args, "RL", "rl", run_rl, data_parallel=True)
 
 
 @command("export", "Zip a user's images with a manifest of their parameters.")
