@@ -40,6 +40,7 @@ class InsightFaceBackend(FaceBackend):
     name = "insightface"
     label = "insightface buffalo_l (SCRFD + ArcFace)"
     has_landmarks = True
+    identifies_people = True
     same_person_threshold = 0.30
     duplicate_threshold = 0.98
 

@@ -161,12 +161,12 @@ def _set_identity(results: list[PhotoResult]) -> np.ndarray | None:
     return normalize(np.mean(pool, axis=0)) if pool else None
 
 
-def _choose_faces(results: list[PhotoResult]) -> np.ndarray | None:
+def _choose_faces(results: list[PhotoResult], backend: FaceBackend) -> np.ndarray | None:
     for r in results:
         if r._all:
             r._face = _main_face(r._all, r._rgb.shape)
     mean = _set_identity(results)
-    if mean is not None:  # group photos: the face that looks like the rest of the set
+    if mean is not None and backend.identifies_people:  # group photos: the face that looks like the rest of the set
         for r in results:
             if len(r._all) > 1:
                 r._face = max(r._all, key=lambda f: float(f.embedding @ mean))
@@ -264,7 +264,7 @@ def prepare(ws: Workspace, user: str, new_files: list[Path], cfg: FaceConfig, re
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(run, photos))
-    _choose_faces(results)
+    _choose_faces(results, backend)
     _decide(results, cfg, backend)
     record = _write(ws, user, results, backend)
     if record.accepted_count == 0:
