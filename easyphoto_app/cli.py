@@ -41,6 +41,8 @@ def _global_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=argparse.SUPPRESS, help="Data folder (default: EASYPHOTO_HOME or the user data folder).")
     g.add_argument("--model", default=argparse.SUPPRESS, help="Base model: hub id, diffusers folder, .safetensors file, or 'demo'.")
     g.add_argument("--device", default=argparse.SUPPRESS, choices=["auto", "cuda", "mps", "cpu"], help="Compute device.")
+    g.add_argument("--precision", default=argparse.SUPPRESS, choices=["auto", "fp32", "fp16", "bf16"],
+                   help="Number format (auto: bf16 or fp16 on a GPU, fp32 on the CPU).")
     g.add_argument("--events", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # JSON-lines stream for the UI
     return p
 
@@ -121,7 +123,7 @@ def quiet_libraries() -> None:
 
 def make_settings(args) -> Settings:
     settings = load_settings(resolve_data_dir(getattr(args, "data_dir", None)))
-    for key in ("model", "device"):
+    for key in ("model", "device", "precision"):
         if getattr(args, key, None):
             setattr(settings.app, key, getattr(args, key))
     apply_config_args(settings, args)
@@ -203,7 +205,7 @@ def cmd_generate(settings: Settings, args) -> int:
     user = validate_user_id(args.user) if args.user else None
     if user and not ws.user_dir(user).is_dir():
         raise UserError(f"No user {user!r}; known users: {', '.join(ws.list_users()) or 'none yet'}.")
-    pipe, model = PipelineCache().get(settings.app.model, settings.data_dir, settings.app.device)
+    pipe, model = PipelineCache().get(settings)
     if model.is_demo:
         print(f"note: {model.note or model.label}", file=sys.stderr)
     reporter = reporter_for(args, "generate")

@@ -29,6 +29,7 @@ def check(settings: Settings) -> dict:
         v = _version(pkg)
         checks[pkg] = {"ok": v is not None, "value": v, "fix": None if v else "Run ./run.sh --install-only (or run.bat) to install it."}
     checks["device"] = _device_check(settings.app.device)
+    checks["precision"] = _precision_check(settings.app, checks["device"])
     checks["disk"] = _disk_check(settings.data_dir)
     checks["data_dir"] = _writable_check(settings.data_dir)
     checks["base_model"] = _model_check(settings)
@@ -53,6 +54,22 @@ def _device_check(pref: str) -> dict:
         value.update(name=props.name, vram_gb=round(props.total_memory / 2**30, 1))
     fix = None if device != "cpu" else "No GPU found: everything works on the CPU, but training real models is very slow."
     return {"ok": True, "value": value, "fix": fix}
+
+
+def _precision_check(app, device_check: dict) -> dict:
+    """What --precision resolves to on this device, and why."""
+    from easyphoto_app.precision import pick_precision
+
+    value = device_check.get("value")
+    device = value["device"] if isinstance(value, dict) else "cpu"
+    try:
+        p = pick_precision(app.precision, device)
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "value": app.precision, "fix": str(exc)}
+    fix = None
+    if p.is_half and device == "cpu":
+        fix = f"{p.name} on the CPU runs the GPU's code path but is much slower than fp32: use --precision auto."
+    return {"ok": True, "value": f"{p.name} ({p.reason})", "fix": fix}
 
 
 def _disk_check(data_dir: Path) -> dict:

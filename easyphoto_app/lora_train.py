@@ -132,14 +132,17 @@ class FaceLoraTrainer:
         import torch
         from accelerate import Accelerator
 
-        from easyphoto_app.models import load_pipeline, train_precision
+        from easyphoto_app.models import load_pipeline
+        from easyphoto_app.precision import pick_precision
 
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the LoRA's initial weights come from the global generator
-        precision = train_precision(self.device)
-        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-        self.accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision,
-                                       cpu=self.device == "cpu")
+        # Autocast and the fp16 gradient scaler are ours, not accelerate's: accelerate makes no scaler for fp16 on
+        # the CPU, and the tests must run the GPU's code path there.
+        self.precision = pick_precision(self.settings.app.precision, self.device)
+        self.scaler = self.precision.scaler()
+        weight_dtype = self.precision.dtype
+        self.accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=self.device == "cpu")
         pipe = load_pipeline(self.model, self.device, dtype=weight_dtype)
         for part in (pipe.unet, pipe.vae, pipe.text_encoder):
             part.requires_grad_(False)
@@ -185,15 +188,17 @@ class FaceLoraTrainer:
                     text = self.pipe.text_encoder(self.ids)[0].expand(cfg.batch_size, -1, -1)
                 else:
                     text = self.text_emb.expand(cfg.batch_size, -1, -1)
-                with self.accelerator.autocast():
+                with self.precision.autocast():
                     pred = self.unet(noisy.to(self.unet.dtype), t, text.to(self.unet.dtype)).sample
                 target = noise if self.noise_scheduler.config.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
                 loss = F.mse_loss(pred.float(), target.float())
-                self.accelerator.backward(loss)
+                self.accelerator.backward(self.scaler.scale(loss))
                 if self.accelerator.sync_gradients:
+                    self.scaler.unscale_(self.optimizer)
                     self.accelerator.clip_grad_norm_(self.trainable, 1.0)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                    self.scaler.step(self.optimizer)  # skipped, and the scale lowered, if an fp16 gradient overflowed
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
                 total_loss += loss.item() / cfg.grad_accum
         self.step += 1
         return total_loss
@@ -211,7 +216,8 @@ class FaceLoraTrainer:
 
         opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
         rng = {"rng.data": self.generator.get_state(), "rng.torch": torch.get_rng_state()}
-        meta = {"step": self.step, "total": self.total, "validation": self.validation, "settings": vars(self.cfg)}
+        meta = {"step": self.step, "total": self.total, "validation": self.validation, "settings": vars(self.cfg),
+                "scaler": self.scaler.state_dict()}
         return write_checkpoint_dir(self.work / f"checkpoint-{self.step}", {
             "adapter.safetensors": (self.adapter_state(), meta),
             "optimizer.safetensors": ({**opt_tensors, **rng}, opt_meta),
@@ -244,6 +250,8 @@ class FaceLoraTrainer:
         self.generator.set_state(opt["rng.data"])
         torch.set_rng_state(opt["rng.torch"])
         self.step, self.total, self.validation = meta["step"], meta["total"], meta["validation"]
+        if meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
 
     # -- validation: generate with fixed seeds and score likeness
     def validate(self, scorer) -> float:
@@ -302,6 +310,7 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
             shutil.rmtree(old)
     try:
         trainer.setup()
+        reporter.log(f"Precision: {trainer.precision.name} ({trainer.precision.reason}).")
         if resume and ckpts:
             trainer.load_checkpoint(ckpts[-1])
             reporter.log(f"Resumed from step {trainer.step} of {trainer.total}.")

@@ -61,22 +61,6 @@ def pick_device(pref: str = "auto") -> str:
     return pref
 
 
-def pick_dtype(device: str):
-    """Half precision on GPUs, fp32 on the CPU (CPU half-precision kernels are slow)."""
-    import torch
-
-    return torch.float16 if device in ("cuda", "mps") else torch.float32
-
-
-def train_precision(device: str) -> str:
-    """accelerate's mixed_precision for training on this device."""
-    import torch
-
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
 # ----------------------------------------------------------------------------- demo model
 
 
@@ -315,11 +299,13 @@ def _demo_fallback(spec: str, data_dir: Path, why: str) -> ResolvedModel:
 
 
 def load_pipeline(model: ResolvedModel, device: str, dtype=None):
-    """A StableDiffusionPipeline on `device` (safetensors only, no safety checker)."""
+    """A StableDiffusionPipeline on `device` (safetensors only, no safety checker); `dtype` defaults to auto's."""
     import torch
     from diffusers import StableDiffusionPipeline
 
-    dtype = dtype or pick_dtype(device)
+    from easyphoto_app.precision import pick_precision
+
+    dtype = dtype or pick_precision("auto", device).dtype
     common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False, "use_safetensors": True}
     if model.kind == "file":
         pipe = StableDiffusionPipeline.from_single_file(str(model.path), **common)
@@ -347,14 +333,19 @@ class PipelineCache:
         self._pipe = None
         self.model: ResolvedModel | None = None
 
-    def get(self, spec: str, data_dir: Path, device_pref: str = "auto"):
-        device = pick_device(device_pref)
+    def get(self, settings):
+        """The pipeline of settings.app's model, device and precision."""
+        from easyphoto_app.precision import pick_precision
+
+        app = settings.app
+        device = pick_device(app.device)
+        precision = pick_precision(app.precision, device)
         with self._lock:
-            model = resolve_model(spec, data_dir, device)
-            key = (model.kind, str(model.path), device)
+            model = resolve_model(app.model, settings.data_dir, device)
+            key = (model.kind, str(model.path), device, precision.name)
             if key != self._key:
                 self._pipe = None  # free the old one before loading the new one
-                self._pipe = load_pipeline(model, device)
+                self._pipe = load_pipeline(model, device, precision.dtype)
                 self._key, self.model = key, model
             return self._pipe, self.model
 

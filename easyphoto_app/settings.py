@@ -28,6 +28,8 @@ def opt(default, help: str, **extra):
 class AppConfig:
     model: str = opt(DEFAULT_MODEL, "Base model: a Hugging Face id, a diffusers folder, a .safetensors file, or 'demo'.")
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu.", choices=["auto", "cuda", "mps", "cpu"])
+    precision: str = opt("auto", "Number format: auto (bf16 on GPUs that have it, else fp16; fp32 on the CPU), fp32, fp16 or bf16.",
+                         choices=["auto", "fp32", "fp16", "bf16"])
     host: str = opt("127.0.0.1", "Address the web UI binds to.")
     port: int = opt(7860, "Port of the web UI.")
     open_browser: bool = opt(True, "Open the browser when the UI starts.")
@@ -79,6 +81,9 @@ class RLConfig:
     inner_epochs: int = opt(1, "PPO passes over each epoch's samples.")
     resolution: int = opt(512, "Sample resolution (the demo model uses its own small size).")
     keep_checkpoints: int = opt(3, "Best checkpoints kept (the latest is always kept).")
+    eval_every: int = opt(5, "Evaluate every N epochs (and before the first and after the last) on fixed prompts "
+                             "and noise; the final LoRA is the best evaluated one.")
+    eval_samples: int = opt(8, "Images per evaluation (about 7% of the run's time with the defaults).")
     seed: int = opt(0, "Random seed.")
 
 

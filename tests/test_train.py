@@ -50,16 +50,21 @@ def test_diffusers_load_reproduces_in_memory_adapter_and_changes_output(trained_
     assert np.abs(via_file - base).max() > 1e-2
 
 
-def test_loss_on_a_fixed_batch_goes_down(home_copy):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_loss_on_a_fixed_batch_goes_down(home_copy, precision):
+    """In each --precision: the UNet's weights in that dtype, the LoRA float32, fp16 with a gradient scaler."""
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.lora_train import FaceLoraTrainer
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace
 
     settings = load_settings(home_copy)
+    settings.app.precision = precision
     settings.train.lr, settings.train.rank, settings.train.grad_accum = 3e-3, 8, 1
     t = FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter())
     t.setup()
+    assert t.unet.dtype == t.precision.dtype and t.scaler.is_enabled() == (precision == "fp16")
+    assert all(p.dtype == torch.float32 for p in t.trainable)
     g = torch.Generator().manual_seed(0)
     latents = t.latent_mean[:4] * t.scaling
     noise = torch.randn(latents.shape, generator=g)
@@ -67,8 +72,9 @@ def test_loss_on_a_fixed_batch_goes_down(home_copy):
     noisy = t.noise_scheduler.add_noise(latents, noise, steps)
 
     def fixed_loss():
-        with torch.no_grad():
-            return torch.nn.functional.mse_loss(t.unet(noisy, steps, t.text_emb.expand(4, -1, -1)).sample, noise).item()
+        with torch.no_grad(), t.precision.autocast():
+            pred = t.unet(noisy.to(t.unet.dtype), steps, t.text_emb.expand(4, -1, -1)).sample
+            return torch.nn.functional.mse_loss(pred.float(), noise).item()
 
     before = fixed_loss()
     for _ in range(40):

@@ -31,16 +31,20 @@ class Context:
     @classmethod
     def create(cls, settings: Settings) -> "Context":
         ws = Workspace(settings.data_dir)
-        global_args = ["--data-dir", str(settings.data_dir), "--model", settings.app.model, "--device", settings.app.device]
-        return cls(settings, ws, JobManager(ws, global_args))
+        return cls(settings, ws, JobManager(ws, job_global_args(settings)))
 
     def refresh_job_args(self) -> None:
-        self.jobs.global_args = ["--data-dir", str(self.settings.data_dir), "--model", self.settings.app.model,
-                                 "--device", self.settings.app.device]
+        self.jobs.global_args = job_global_args(self.settings)
 
     @property
     def log_path(self) -> Path:
         return self.ws.logs_dir / "easyphoto.log"
+
+
+def job_global_args(settings: Settings) -> list[str]:
+    """The CLI's global options that a job started from the UI runs with."""
+    app = settings.app
+    return ["--data-dir", str(settings.data_dir), "--model", app.model, "--device", app.device, "--precision", app.precision]
 
 
 def friendly(fn):

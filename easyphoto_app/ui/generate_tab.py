@@ -59,7 +59,7 @@ def build(ctx: Context) -> dict:
         ctx.cancel_generate.clear()
         try:
             progress(0, desc="Loading the model (first time only)")
-            pipe, model = ctx.pipelines.get(ctx.settings.app.model, ctx.settings.data_dir, ctx.settings.app.device)
+            pipe, model = ctx.pipelines.get(ctx.settings)
             return work(pipe, model), model
         finally:
             ctx.generate_lock.release()

@@ -7,7 +7,8 @@ import json
 import gradio as gr
 
 from easyphoto_app import doctor
-from easyphoto_app.settings import save_settings
+from easyphoto_app.precision import CHOICES, pick_precision
+from easyphoto_app.settings import help_of, save_settings
 from easyphoto_app.ui.common import Context, friendly, model_banner
 
 
@@ -18,6 +19,8 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
         model = gr.Textbox(value=ctx.settings.app.model, label="Base model", scale=3, elem_id="settings-model",
                            info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors checkpoint, or 'demo'.")
         load = gr.Button("Use and load this model", scale=1, elem_id="settings-load")
+    precision = gr.Dropdown(list(CHOICES), value=ctx.settings.app.precision, label="Precision", elem_id="settings-precision",
+                            info=help_of(ctx.settings.app, "precision") + " Applies to the next job and image.")
     status = gr.Markdown(elem_id="settings-status")
     check = gr.Button("Run doctor", elem_id="settings-doctor")
     report = gr.Code(label="doctor", language="json", interactive=False)
@@ -28,12 +31,23 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
         save_settings(ctx.settings)
         ctx.refresh_job_args()
         progress(0, desc="Resolving / downloading the model")
-        _, resolved = ctx.pipelines.get(ctx.settings.app.model, ctx.settings.data_dir, ctx.settings.app.device)
+        _, resolved = ctx.pipelines.get(ctx.settings)
         message = resolved.note if resolved.is_demo else f"{resolved.note} Loaded {resolved.label}.".strip()
         return message, model_banner(ctx)
 
     def on_doctor():
         return json.dumps(doctor.check(ctx.settings), indent=2)
 
+    @friendly
+    def on_precision(choice):
+        from easyphoto_app.models import pick_device
+
+        chosen = pick_precision(choice, pick_device(ctx.settings.app.device))  # refuses bf16 on a GPU without it
+        ctx.settings.app.precision = choice
+        save_settings(ctx.settings)
+        ctx.refresh_job_args()
+        return f"Precision: {choice} -> {chosen.name} ({chosen.reason})."
+
     load.click(on_load, model, [status, banner], concurrency_limit=1)
+    precision.change(on_precision, precision, status)
     check.click(on_doctor, None, report)
