@@ -135,7 +135,7 @@ class _ChannelBiasEps(torch.nn.Module):
 
 
 def _ddpo_reward_trend(sign: float, epochs: int = 20, seed: int = 0, samples: int = 64, steps: int = 4, lr: float = 1e-2,
-                       steps_offset: int = 1) -> list[float]:
+                       steps_offset: int = 1, precision: str = "fp32") -> list[float]:
     """DDPO (our sample, stat tracker and PPO update) on the reward `sign * mean of latent channel 0`."""
     import dataclasses
 
@@ -149,31 +149,41 @@ def _ddpo_reward_trend(sign: float, epochs: int = 20, seed: int = 0, samples: in
     torch.manual_seed(seed)
     model = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["proj"], init_lora_weights="gaussian"),
                                     _ChannelBiasEps(), adapter_name="ddpo")
+    from easyphoto_app.precision import pick_precision
+
+    prec = pick_precision(precision, "cpu")
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
+        if "lora_" not in n:
+            p.data = p.data.to(prec.dtype)  # as a GPU holds the UNet; the LoRA stays float32
+    scaler = prec.scaler()
     cfg = dataclasses.replace(RLConfig(), lr=lr, clip_range=0.2, train_batch=16, timestep_batch=4)
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                               set_alpha_to_one=False, steps_offset=steps_offset)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     tracker, gen = PerPromptStatTracker(32, 16), torch.Generator().manual_seed(seed)
     prompts = {"a": torch.randn(1, 3, 8, generator=gen), "b": torch.randn(1, 3, 8, generator=gen)}
-    uncond, names, means = torch.zeros(1, 3, 8), ["a", "b"] * (samples // 2), []
+    prompts = {k: v.to(prec.dtype) for k, v in prompts.items()}  # text embeddings come in the weights' dtype
+    uncond, names, means = torch.zeros(1, 3, 8, dtype=prec.dtype), ["a", "b"] * (samples // 2), []
     for _ in range(epochs):
         cond = torch.cat([prompts[n] for n in names])
-        traj = ppo.sample(model, scheduler, cond, uncond, names, steps, cfg.guidance, cfg.eta, (4, 2, 2), gen)
+        traj = ppo.sample(model, scheduler, cond, uncond, names, steps, cfg.guidance, cfg.eta, (4, 2, 2), gen, prec)
+        assert traj.latents.dtype == traj.log_probs.dtype == torch.float32
         rewards = sign * traj.latents[:, -1, 0].mean(dim=(1, 2))
         means.append(rewards.mean().item())
         adv = torch.tensor(tracker.update(names, rewards.tolist()), dtype=torch.float32)
-        ppo.ppo_update(model, scheduler, traj, adv, uncond, optimizer, params, cfg, gen)
+        ppo.ppo_update(model, scheduler, traj, adv, uncond, optimizer, params, cfg, gen, precision=prec, scaler=scaler)
     return means
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_ddpo_raises_a_fixed_reward(sign):
-    """Either sign of the reward is learned: a flipped sign anywhere in the algorithm fails one of the two.
+def test_ddpo_raises_a_fixed_reward(sign, precision):
+    """Either sign of the reward is learned, with the model's weights in fp32, bf16 or fp16 (as --precision runs
+    them): a flipped sign anywhere in the algorithm fails one of the two.
     (Seeds 0-5, both signs: the last 3 epochs beat the first 3 by 1.37 to 3.43; epoch means vary by about 0.2.)"""
-    means = _ddpo_reward_trend(sign)
+    means = _ddpo_reward_trend(sign, precision=precision)
     first, last = np.mean(means[:3]), np.mean(means[-3:])
     assert last > first + 1.0, means
 
@@ -297,3 +307,171 @@ def test_data_parallel_rl_with_two_processes(home_copy):
     assert r.returncode != 0 and "differs between processes" in r.stderr
     r = run_cli(home_copy, "train", "--user", "astro", env={"WORLD_SIZE": "2", "RANK": "0"})
     assert r.returncode == 2 and "runs on one GPU" in r.stderr
+
+
+def _sd15_ddim(steps: int = 50):
+    from diffusers import DDIMScheduler
+
+    s = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                      set_alpha_to_one=False, steps_offset=1)
+    s.set_timesteps(steps)
+    return s
+
+
+def _ddim_logprob_float64(s, eps, t, x, prev):
+    """DDIM's Gaussian step written out in float64, independently of the code under test."""
+    a = s.alphas_cumprod.double()
+    a_t = a[t]
+    prev_t = t - s.config.num_train_timesteps // s.num_inference_steps
+    a_p = a[prev_t] if prev_t >= 0 else s.final_alpha_cumprod.double()
+    eps, x = eps.double(), x.double()
+    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    std = ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).sqrt()
+    mean = a_p.sqrt() * x0 + (1 - a_p - std**2).sqrt() * eps
+    return mean, std, torch.distributions.Normal(mean, std).log_prob(prev.double()).mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_step_gives_a_float32_logprob_within_2e4_of_float64(half):
+    """As a GPU feeds it: eps and sample in fp16/bf16. Every step of SD1.5's 50-step schedule keeps the trajectory
+    and log-prob in float32, within 2e-4 of the same step in float64 (fp16 maths was off by up to 0.126)."""
+    from easyphoto_app.ddpo.ddim_logprob import ddim_step_with_logprob
+
+    s = _sd15_ddim()
+    g = torch.Generator().manual_seed(0)
+    worst_logp, worst_step = 0.0, 0.0
+    for t in s.timesteps:
+        x, eps = torch.randn(2, 4, 16, 16, generator=g).to(half), torch.randn(2, 4, 16, 16, generator=g).to(half)
+        seed = int(torch.randint(0, 2**31, (1,), generator=g))
+        prev, logp = ddim_step_with_logprob(s, eps, t, x, 1.0, generator=torch.Generator().manual_seed(seed))
+        _, logp_given = ddim_step_with_logprob(s, eps, t, x, 1.0, prev_sample=prev)  # as the PPO update recomputes it
+        mean, std, ref = _ddim_logprob_float64(s, eps, int(t), x, prev)
+        assert prev.dtype == logp.dtype == logp_given.dtype == torch.float32
+        worst_logp = max(worst_logp, (logp.double() - ref).abs().max().item(), (logp_given.double() - ref).abs().max().item())
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).double()
+        worst_step = max(worst_step, (prev.double() - (mean + std * noise)).abs().max().item())
+    assert worst_logp < 2e-4, worst_logp
+    assert worst_step < 1e-4, worst_step  # the sampler itself follows DDIM (fp16 alphas were off by 3.6e-2)
+
+
+def test_clipped_objective_equals_its_closed_form_and_is_flat_where_clipped():
+    from easyphoto_app.ddpo.ppo import clipped_loss
+
+    c = 0.1
+    adv = torch.tensor([1.0, 1.0, 1.0, -1.0, -1.0, -1.0])
+    ratio = torch.tensor([1.5, 0.5, 1.05, 1.5, 0.5, 0.95])
+    old = torch.zeros(6)
+    logp = ratio.log().requires_grad_(True)
+    loss, r = clipped_loss(adv, logp, old, c)
+    # per sample: max(-A r, -A clip(r)): A>0 is clipped above 1+c, A<0 below 1-c
+    expected = torch.tensor([-1.1, -0.5, -1.05, 1.5, 0.9, 0.95]).mean()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(r, ratio)
+    loss.backward()
+    # d/dlogp of -A r is -A r; zero exactly where the clipped term won
+    torch.testing.assert_close(logp.grad, torch.tensor([0.0, -0.5, -1.05, 1.5, 0.0, 0.95]) / 6)
+
+
+@pytest.mark.parametrize("adv_sign", [1.0, -1.0])
+def test_ppo_update_takes_the_ratio_against_the_sampled_logprob(adv_sign):
+    """Stored log-probs one nat above the current ones make every ratio e^-1, far below 1 - clip. With negative
+    advantages that is clipped (no gradient, the LoRA stays put); with positive ones it is not (the LoRA moves).
+    A ratio taken against the new log-prob itself (always 1), or min/max swapped, fails one of the two."""
+    import dataclasses
+
+    from diffusers import DDIMScheduler
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from easyphoto_app.ddpo import ppo
+    from easyphoto_app.settings import RLConfig
+
+    torch.manual_seed(0)
+    model = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["proj"], init_lora_weights="gaussian"),
+                                    _ChannelBiasEps(), adapter_name="ddpo")
+    for n, p in model.named_parameters():
+        p.requires_grad_("lora_" in n)
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    gen = torch.Generator().manual_seed(0)
+    cond, uncond = torch.randn(4, 3, 8, generator=gen), torch.zeros(1, 3, 8)
+    traj = ppo.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), gen)
+    traj.log_probs += 1.0
+    before = [p.detach().clone() for p in params]
+    cfg = dataclasses.replace(RLConfig(), clip_range=0.2, train_batch=4, timestep_batch=4)
+    stats = ppo.ppo_update(model, scheduler, traj, torch.full((4,), adv_sign), uncond,
+                           torch.optim.SGD(params, lr=1.0), params, cfg, gen)
+    moved = max((p.detach() - b).abs().max().item() for p, b in zip(params, before))
+    assert stats["clipfrac"] == 1.0 and stats["ratio_first"] == pytest.approx(np.exp(-1), rel=1e-3)
+    if adv_sign > 0:
+        assert moved > 1e-4
+    else:
+        assert moved == 0.0
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_evaluation_has_fixed_noise_and_the_best_evaluated_weights_win(home_copy, sign):
+    """An evaluation of unchanged weights repeats its reward exactly (fixed prompts and noise); after the weights
+    change, the better of the two evaluations holds the best state. The two signs make each side win once."""
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    def reward(images):
+        return [sign * float(np.asarray(im, dtype=np.float32).mean()) for im in images], {}
+
+    s = load_settings(home_copy)
+    s.rl.eval_samples, s.rl.sample_batch, s.rl.steps = 3, 2, 3
+    run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=reward)
+    run.setup()
+    start = run.adapter_state()
+    first = run.evaluate()["reward_mean"]
+    assert run.evaluate()["reward_mean"] == first and run.evaluations_epochs() == [0, 0]
+    g = torch.Generator().manual_seed(3)
+    for name, p in run.pipe.unet.named_parameters():
+        if "lora_B" in name:
+            p.data = torch.randn(p.shape, generator=g) * 0.5
+    run.epoch = 1
+    second = run.evaluate()["reward_mean"]
+    assert second != first
+    winner = 1 if second > first else 0
+    assert run.best_epoch == winner and run.best_reward == max(first, second)
+    expected = run.adapter_state() if winner else start
+    assert all(torch.equal(run.best_state[k], expected[k]) for k in expected)
+
+
+def test_rl_evaluates_on_schedule_and_writes_the_best_evaluated_weights(home_copy):
+    import json
+
+    from safetensors import safe_open
+
+    r = run_cli(home_copy, *RL, "--epochs", "3", "--eval-every", "2", "--eval-samples", "2")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in (home_copy / "users" / "astro" / "ddpo_weights" / "events.jsonl").open()]
+    evals = [e for e in events if e.get("kind") == "eval"]
+    assert [e["epoch"] for e in evals] == [0, 2, 3]  # before training, every 2 epochs, after the last
+    assert all(e["samples"] == 2 and e["eval_s"] > 0 for e in evals)
+    plan = next(e["message"] for e in events if e["type"] == "log" and "Evaluation:" in e["message"])
+    assert "2 fixed samples every 2 epoch(s)" in plan and "% of the time" in plan
+    best = json.loads((home_copy / "users" / "astro" / "ddpo_weights" / "best.json").read_text())
+    assert best["epoch"] in (0, 2, 3)
+    with safe_open(str(home_copy / "loras" / "ddpo_astro.safetensors"), "pt") as f:
+        assert int(f.metadata()["easyphoto_best_epoch"]) == best["epoch"]
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_rl_in_half_precision_ends_with_its_file(home_copy, precision):
+    """--precision runs the GPU's half-precision path on the CPU: UNet in fp16/bf16, step maths in float32."""
+    import json
+    import math
+
+    r = run_cli(home_copy, "--precision", precision, *RL, "--epochs", "2", "--eval-samples", "2")
+    assert r.returncode == 0, r.stderr
+    assert (home_copy / "loras" / "ddpo_astro.safetensors").exists()
+    events = [json.loads(line) for line in (home_copy / "users" / "astro" / "ddpo_weights" / "events.jsonl").open()]
+    epochs = [e for e in events if e.get("kind") == "epoch"]
+    assert [e["precision"] for e in epochs] == [precision] * 2
+    assert all(math.isfinite(e["approx_kl"]) for e in epochs)
+    assert ("grad_scale" in epochs[0]) == (precision == "fp16")
+    assert any(f"Precision: {precision} (asked for)" in e.get("message", "") for e in events)

@@ -1,9 +1,13 @@
 """The RL run: epochs of sample -> reward -> PPO update, under a time budget, always ending with a file.
 
-The best epoch (by mean reward of its samples, i.e. of the weights it started
-with) is tracked from epoch 0, so whatever ends the run - the budget, the epoch
-count, Stop, an error after the first epoch - `loras/ddpo_<id>.safetensors` is
-written from it. The face LoRA is loaded read-only and its hash is checked after.
+The best weights are chosen by evaluation: every `eval_every` epochs (before the
+first, and after the last unless Stop ended the run) the current LoRA samples
+`eval_samples` images from fixed prompts and fixed noise, so evaluations differ only
+by the weights. (The training samples' mean reward is a poor judge: 8 random prompts
+and noise, and a max over epochs is biased upward.) Whatever ends the run - the budget,
+the epoch count, Stop, an error after the first evaluation - `loras/ddpo_<id>.safetensors`
+is written from the best evaluated weights. The face LoRA is loaded read-only and its
+hash is checked after.
 """
 
 from __future__ import annotations
@@ -85,10 +89,13 @@ class RLRun:
         from diffusers import DDIMScheduler
 
         from easyphoto_app.ddpo.ppo import add_rl_lora
-        from easyphoto_app.models import load_pipeline, pick_dtype
+        from easyphoto_app.models import load_pipeline
+        from easyphoto_app.precision import pick_precision
 
         torch.manual_seed(self.cfg.seed)
-        self.dtype = pick_dtype(self.device)
+        self.precision = pick_precision(self.settings.app.precision, self.device)
+        self.dtype = self.precision.dtype
+        self.scaler = self.precision.scaler()
         pipe = load_pipeline(self.model, self.device, dtype=self.dtype)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         for part in (pipe.unet, pipe.vae, pipe.text_encoder):
@@ -117,8 +124,9 @@ class RLRun:
         from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
 
         self.tracker = PerPromptStatTracker(32, 16)
-        self.epoch, self.best_epoch, self.best_reward, self.history = 0, -1, float("-inf"), []
+        self.epoch, self.best_epoch, self.best_reward, self.history, self.evals = 0, -1, float("-inf"), [], []
         self.best_state = self.adapter_state()  # the untrained adapter: a file exists even if epoch 0 never ends
+        self.eval_s = 0.0  # the last evaluation's duration, reserved from the budget for the final one
 
     def adapter_state(self) -> dict:
         return {k: v.clone() for k, v in peft_state(self.pipe.unet, DDPO_ADAPTER, "unet").items()}
@@ -127,7 +135,8 @@ class RLRun:
     def save_checkpoint(self) -> None:
         opt, opt_meta = optimizer_tensors(self.optimizer)
         meta = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_reward": self.best_reward,
-                "history": self.history, "tracker": self.tracker.state(), "settings": vars(self.cfg)}
+                "history": self.history, "evals": self.evals, "tracker": self.tracker.state(), "settings": vars(self.cfg),
+                "scaler": self.scaler.state_dict()}
         write_checkpoint_dir(self.work / f"epoch-{self.epoch}", {
             "adapter.safetensors": (self.adapter_state(), meta),
             "optimizer.safetensors": (opt, opt_meta),
@@ -145,7 +154,10 @@ class RLRun:
         restore_optimizer(self.optimizer, opt, opt_meta)
         self.best_state, _ = load_tensors(folder / "best.safetensors")
         self.epoch, self.best_epoch, self.best_reward = meta["epoch"], meta["best_epoch"], meta["best_reward"]
-        self.history = meta["history"]
+        self.history, self.evals = meta["history"], meta.get("evals", [])
+        self.eval_s = self.evals[-1]["eval_s"] if self.evals else 0.0
+        if meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
         self.tracker.load(meta["tracker"])
 
     def adopt_settings(self, folder: Path) -> None:
@@ -175,7 +187,7 @@ class RLRun:
             batch = [self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch, self.local_samples - start))]
             cond = torch.cat([self.prompt_emb[p] for p in batch])
             traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
-                          cfg.eta, shape, self.generator)
+                          cfg.eta, shape, self.generator, self.precision)
             trajs.append(traj)
             batch_images = decode(self.pipe.vae, traj.latents[:, -1])
             scored.append(self.reward_pool.submit(self.reward_fn, batch_images) if self.reward_pool
@@ -189,8 +201,6 @@ class RLRun:
         rank = self.accelerator.process_index
         advantages = advantages[rank * self.local_samples:(rank + 1) * self.local_samples]
         mean_reward = float(reward_t.mean())
-        if mean_reward > self.best_reward:  # these samples came from the weights this epoch started with
-            self.best_reward, self.best_epoch, self.best_state = mean_reward, self.epoch, self.adapter_state()
         joined = Trajectories(torch.cat([t.latents for t in trajs]), torch.cat([t.log_probs for t in trajs]),
                               trajs[0].timesteps, torch.cat([t.cond for t in trajs]), prompts)
         self.pipe.unet.train()
@@ -199,14 +209,16 @@ class RLRun:
         for _ in range(cfg.inner_epochs):
             stats = ppo_update(self.pipe.unet, self.pipe.scheduler, joined, advantages, self.uncond, self.optimizer,
                                self.params, cfg, self.generator, should_stop=lambda: self.stop_now(deadline),
-                               sync_grads=self._average_grads)
+                               sync_grads=self._average_grads, precision=self.precision, scaler=self.scaler)
         t_train = time.perf_counter() - t1
         n = len(reward_t)
         row = {"epoch": self.epoch, "samples": n, "reward_mean": mean_reward, "reward_std": float(reward_t.std()) if n > 1 else 0.0,
                "reward_min": float(reward_t.min()), "reward_max": float(reward_t.max()), **info, **stats,
                "epoch_s": round(time.perf_counter() - t0, 3), "sample_per_s": round(n / max(t_sample, 1e-9), 3),
                "train_per_s": round(n / max(t_train, 1e-9), 3), "time_left_s": round(max(0.0, deadline - time.time()), 1),
-               "best_epoch": self.best_epoch}
+               "best_epoch": self.best_epoch, "precision": self.precision.name}
+        if self.precision.name == "fp16":
+            row["grad_scale"] = float(self.scaler.get_scale())
         if self.accelerator.num_processes > 1:
             row["processes"] = self.accelerator.num_processes
             self._check_replicas()
@@ -217,6 +229,59 @@ class RLRun:
             self._save_samples(images, rewards)
             self.save_checkpoint()
         return True
+
+    def eval_prompts(self) -> list[str]:
+        """Fixed prompts: the list's first ones, in order (cycled if the list is short), as many as asked rounded
+        up to a multiple of the process count, so that every process scores an equal share."""
+        n_proc = self.accelerator.num_processes
+        count = -(-max(1, self.cfg.eval_samples) // n_proc) * n_proc
+        return [self.prompts[i % len(self.prompts)] for i in range(count)]
+
+    def evaluate(self) -> dict:
+        """The mean reward of the current weights on fixed prompts and fixed noise; the best so far is kept.
+        Its row is also an event (kind "eval") and part of the checkpoint."""
+        import torch
+
+        from easyphoto_app.ddpo.ppo import decode, sample
+
+        t0, cfg = time.perf_counter(), self.cfg
+        prompts = self.eval_prompts()
+        n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
+        share = len(prompts) // n_proc
+        mine = prompts[rank * share:(rank + 1) * share]
+        shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
+        self.pipe.unet.eval()
+        parts = []
+        for start in range(0, len(mine), cfg.sample_batch):
+            batch = mine[start:start + cfg.sample_batch]
+            generator = torch.Generator("cpu").manual_seed(cfg.seed + 7919 * (rank * share + start + 1))  # the same noise each time
+            traj = sample(self.pipe.unet, self.pipe.scheduler, torch.cat([self.prompt_emb[p] for p in batch]), self.uncond,
+                          batch, self.steps, cfg.guidance, cfg.eta, shape, generator, self.precision)
+            parts.append(self.reward_fn(decode(self.pipe.vae, traj.latents[:, -1])))
+        rewards, info = _merge_rewards(parts)
+        reward_t, _, info = self._gather(rewards, mine, info)
+        reward = float(reward_t.mean())
+        if reward > self.best_reward:
+            self.best_reward, self.best_epoch, self.best_state = reward, self.epoch, self.adapter_state()
+        self.eval_s = time.perf_counter() - t0
+        row = {"epoch": self.epoch, "samples": len(reward_t), "reward_mean": reward, **info,
+               "best_epoch": self.best_epoch, "best_reward": self.best_reward, "eval_s": round(self.eval_s, 3)}
+        self.evals.append(row)
+        self.reporter.metric(kind="eval", **row)
+        return row
+
+    def evaluations_epochs(self) -> list[int]:
+        return [row["epoch"] for row in self.evals]
+
+    def evaluated_now(self) -> bool:
+        return bool(self.evals) and self.evals[-1]["epoch"] == self.epoch
+
+    def eval_share(self) -> float:
+        """The planned share of the run's time spent evaluating: an evaluation samples without training, and a
+        trained sample costs about 3 sampling passes (a backward is about 2 forwards) per inner epoch."""
+        cfg = self.cfg
+        per_epoch = cfg.samples_per_epoch * (1 + 2 * cfg.timestep_fraction * cfg.inner_epochs)
+        return cfg.eval_samples / (cfg.eval_samples + max(1, cfg.eval_every) * per_epoch)
 
     def _gather(self, rewards: list[float], prompts: list[str], info: dict):
         """Every process's rewards, prompts and (averaged) info, in process order; as is with one process."""
@@ -278,7 +343,8 @@ class RLRun:
             "easyphoto_best_reward": self.best_reward if self.best_epoch >= 0 else None,
             "easyphoto_epochs": self.epoch, "easyphoto_settings": vars(cfg), "easyphoto_end": reason,
         }, owner=self.user)
-        best = f"best epoch {self.best_epoch} (mean reward {self.best_reward:.4f})" if self.best_epoch >= 0 else "no finished epoch"
+        best = (f"best evaluated after {self.best_epoch} epoch(s) (mean reward {self.best_reward:.4f})"
+                if self.best_epoch >= 0 else "no evaluation finished")
         message = f"RL LoRA written to {path} after {self.epoch} epoch(s), {best}; ended by {reason}."
         atomic_write_json(self.work / "best.json", {"epoch": self.best_epoch, "reward": self.best_reward if self.best_epoch >= 0 else None,
                                                     "epochs": self.epoch, "reason": reason, "path": str(path)})
@@ -299,23 +365,21 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     deadline = time.time() + run.cfg.max_hours * 3600
     reporter.log(f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
                  f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
-                 f"Base model: {run.model.label}")
+                 f"Evaluation: {run.cfg.eval_samples} fixed samples every {run.cfg.eval_every} epoch(s) and at the end, "
+                 f"about {run.eval_share():.0%} of the time. Base model: {run.model.label}")
     reason, started = "error", False
     try:
         with Monitor(lambda row: reporter.metric(kind="memory", **row), interval=2.0):
             run.setup()
             started = True
+            reporter.log(f"Precision: {run.precision.name} ({run.precision.reason}).")
             _warn_if_too_big(run, reporter)
             if resume and ckpts:
                 run.load_checkpoint(ckpts[-1])
                 reporter.log(f"Resumed after epoch {run.epoch - 1}.")
-            reason = "the epoch count"
-            while run.epoch < run.cfg.epochs:
-                reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
-                                  time_left_s=round(max(0.0, deadline - time.time()), 1))
-                if not run.run_epoch(deadline) or run.stop_now(deadline):
-                    reason = "Stop" if reporter.should_stop() else "the time budget"
-                    break
+            reason = _train_epochs(run, reporter, deadline)
+            if reason != "Stop" and not run.evaluated_now():
+                run.evaluate()  # the last weights get their chance too (its time was kept out of the budget)
             reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None)
     except torch.OutOfMemoryError:
         reason = "out of memory"
@@ -331,6 +395,19 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     _check_face_lora(run, face_hash, reporter)
     reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs)
     return result
+
+
+def _train_epochs(run: RLRun, reporter: Reporter, deadline: float) -> str:
+    """Epochs (with their evaluations) until the epoch count, the budget or Stop; returns which ended them."""
+    while run.epoch < run.cfg.epochs:
+        reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
+                          time_left_s=round(max(0.0, deadline - time.time()), 1))
+        if run.epoch % max(1, run.cfg.eval_every) == 0 and not run.evaluated_now():
+            run.evaluate()
+        # the final evaluation's time is kept out of the training budget
+        if not run.run_epoch(deadline - run.eval_s) or run.stop_now(deadline - run.eval_s):
+            return "Stop" if run.reporter.should_stop() else "the time budget"
+    return "the epoch count"
 
 
 def _merge_rewards(parts: list[tuple[list[float], dict]]) -> tuple[list[float], dict]:

@@ -106,7 +106,8 @@ def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int
     ctx_len, ctx_dim = 77, unet.config.cross_attention_dim
     meta = {"device": "meta", "dtype": dtype}
     with _LiveBytes() as live, mock.patch("torch.nn.functional.scaled_dot_product_attention", _fused_sdpa):
-        trajectory = torch.empty(cfg.samples_per_epoch, cfg.steps + 1, c, h, h, **meta)  # kept for the whole epoch
+        # kept for the whole epoch, in float32 whatever the weights (DDPO's step maths needs it)
+        trajectory = torch.empty(cfg.samples_per_epoch, cfg.steps + 1, c, h, h, device="meta", dtype=torch.float32)
         cond = torch.empty(cfg.samples_per_epoch, ctx_len, ctx_dim, **meta)
         state = [torch.empty_like(p) for p in lora for _ in range(3)]  # grad + AdamW's two moments
         with torch.no_grad():

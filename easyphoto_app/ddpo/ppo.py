@@ -1,7 +1,12 @@
-"""DDPO's two halves: sample trajectories with log-probs, then a PPO-clipped update."""
+"""DDPO's two halves: sample trajectories with log-probs, then a PPO-clipped update.
+
+The UNet runs in the dtype of the prompt embeddings it is given (fp16, bf16 or fp32) under
+`precision.autocast()`; the latent trajectory, the DDIM step and the log-probs stay float32.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -32,21 +37,28 @@ class Trajectories:
 
 
 def guided_eps(unet, latents, t, cond, uncond, guidance: float):
-    """Classifier-free guidance, the same in sampling and in training."""
+    """Classifier-free guidance, the same in sampling and in training. The UNet sees the latents in the
+    embeddings' dtype; the guided eps comes back float32."""
     t = t if t.ndim == 0 else torch.cat([t, t])  # one timestep per latent when training several at once
-    out = unet(torch.cat([latents, latents]), t, torch.cat([uncond.expand_as(cond), cond])).sample
+    x = torch.cat([latents, latents]).to(cond.dtype)
+    out = unet(x, t, torch.cat([uncond.expand_as(cond), cond])).sample.float()
     eps_uncond, eps_cond = out.chunk(2)
     return eps_uncond + guidance * (eps_cond - eps_uncond)
 
 
+def _autocast(precision):
+    return precision.autocast() if precision is not None else contextlib.nullcontext()
+
+
 @torch.no_grad()
 def sample(unet, scheduler, cond, uncond, prompts, steps: int, guidance: float, eta: float, shape,
-           generator: torch.Generator) -> Trajectories:
+           generator: torch.Generator, precision=None) -> Trajectories:
     scheduler.set_timesteps(steps, device=cond.device)
-    latents = torch.randn((cond.shape[0], *shape), generator=generator).to(cond.device, cond.dtype)
+    latents = torch.randn((cond.shape[0], *shape), generator=generator).to(cond.device, torch.float32)
     all_latents, log_probs = [latents], []
     for t in scheduler.timesteps:
-        eps = guided_eps(unet, latents, t, cond, uncond, guidance)
+        with _autocast(precision):
+            eps = guided_eps(unet, latents, t, cond, uncond, guidance)
         latents, lp = ddim_step_with_logprob(scheduler, eps, t, latents, eta, generator=generator)
         all_latents.append(latents)
         log_probs.append(lp)
@@ -57,24 +69,36 @@ def sample(unet, scheduler, cond, uncond, prompts, steps: int, guidance: float, 
 def decode(vae, latents) -> list:
     from PIL import Image
 
-    images = vae.decode(latents / vae.config.scaling_factor).sample
+    images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample
     arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arr]
 
 
+def clipped_loss(advantages: torch.Tensor, log_prob: torch.Tensor, old_log_prob: torch.Tensor, clip_range: float):
+    """PPO's clipped surrogate (to minimise) and the ratio. Where the ratio has left [1 - c, 1 + c] in the
+    direction the advantage favours, the clipped term is the larger loss, so that sample's gradient is 0."""
+    ratio = torch.exp(log_prob - old_log_prob)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
+    return torch.maximum(unclipped, clipped).mean(), ratio
+
+
 def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, uncond, optimizer, params, cfg,
-               generator: torch.Generator, should_stop=lambda: False, sync_grads=lambda params: None) -> dict:
+               generator: torch.Generator, should_stop=lambda: False, sync_grads=lambda params: None,
+               precision=None, scaler=None) -> dict:
     """One pass over the samples: for each train batch, a random subset of its timesteps, one optimizer step.
 
     `cfg.timestep_batch` timesteps go through the UNet in one batch (each latent with its own timestep);
-    the gradient is the same as one timestep at a time, with fewer, larger passes."""
+    the gradient is the same as one timestep at a time, with fewer, larger passes. With fp16 weights,
+    `scaler` (a GradScaler) keeps the gradients through the UNet above fp16's underflow."""
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
     n = traj.latents.shape[0]
     stochastic = torch.nonzero(step_std(scheduler, traj.timesteps.cpu(), cfg.eta) > 1e-6).flatten()
     if len(stochastic) == 0:
         raise ValueError("Every sampling step is deterministic (eta is 0?): DDPO needs eta > 0.")
     n_train_t = max(1, int(round(len(stochastic) * cfg.timestep_fraction)))
     adv = advantages.clamp(-cfg.adv_clip, cfg.adv_clip)
-    stats = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio_first": None}
+    stats = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio_one": [], "grad_zero": [], "ratio_first": None}
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, cfg.train_batch):
         if should_stop():
@@ -89,20 +113,33 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
             x_prev = traj.latents[idx][:, chunk + 1].flatten(0, 1)
             t = traj.timesteps[chunk].unsqueeze(0).expand(b, k).reshape(-1)
             old = traj.log_probs[idx][:, chunk].reshape(-1).float()
-            eps = guided_eps(unet, x_t, t, traj.cond[idx].repeat_interleave(k, dim=0), uncond, cfg.guidance)
+            with _autocast(precision):
+                eps = guided_eps(unet, x_t, t, traj.cond[idx].repeat_interleave(k, dim=0), uncond, cfg.guidance)
             _, logp = ddim_step_with_logprob(scheduler, eps, t, x_t, cfg.eta, prev_sample=x_prev)
-            ratio = torch.exp(logp.float() - old)
+            a = adv[idx].repeat_interleave(k).to(logp.device)
+            loss, ratio = clipped_loss(a, logp, old, cfg.clip_range)
             if stats["ratio_first"] is None:
                 stats["ratio_first"] = ratio.detach().mean().item()
-            a = adv[idx].repeat_interleave(k).to(ratio.device)
-            loss = torch.maximum(-a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)).mean()
-            (loss * k / len(t_idx)).backward()  # = the mean over timesteps of the per-timestep losses
+            scaler.scale(loss * k / len(t_idx)).backward()  # = the mean over timesteps of the per-timestep losses
             stats["loss"].append(loss.item())
-            stats["approx_kl"].append(0.5 * ((logp.float() - old) ** 2).mean().item())
+            stats["approx_kl"].append(0.5 * ((logp - old) ** 2).mean().item())
             stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
+            stats["ratio_one"].append((ratio.detach() == 1).float().mean().item())
         sync_grads(params)
+        scaler.unscale_(optimizer)
+        stats["grad_zero"].append(zero_grad_fraction(unet))
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped (and the scale lowered) if an fp16 gradient overflowed
+        scaler.update()
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
     return {"loss": mean(stats["loss"]), "approx_kl": mean(stats["approx_kl"]), "clipfrac": mean(stats["clipfrac"]),
+            "ratio_one_frac": mean(stats["ratio_one"]), "grad_zero_frac": mean(stats["grad_zero"]),
             "ratio_first": stats["ratio_first"]}
+
+
+def zero_grad_fraction(model) -> float:
+    """The fraction of exactly-zero gradient entries in the LoRA B matrices, where fp16 underflow shows. (A's
+    gradient is 0 by construction while B still is, so counting A would only blur the figure.)"""
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n and p.grad is not None]
+    total = sum(g.numel() for g in grads)
+    return float(sum((g == 0).sum().item() for g in grads) / total) if total else 0.0

@@ -40,7 +40,7 @@ def build(ctx: Context) -> None:
 
     def views():
         with gr.Row():
-            reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward per epoch", x_title="epoch",
+            reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward: training and evaluation", x_title="epoch",
                                       height=240, elem_id="rl-reward-plot")
             memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
                                       height=240, elem_id="rl-memory-plot")
@@ -64,7 +64,14 @@ def memory_rows(events: list[dict]) -> list[dict]:
 
 
 def reward_series(events: list[dict]):
-    return series(epoch_rows(events), "metric", "epoch", ["reward_mean", "reward_max", "reward_min"])
+    """Two lines: the training samples' mean reward (random prompts and noise, noisy) and the evaluation's
+    (fixed prompts and noise), which chooses the weights that are written."""
+    import pandas as pd
+
+    parts = [series([{**e, label: e["reward_mean"]} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
+             for kind, label in (("epoch", "training"), ("eval", "evaluation"))]
+    parts = [p for p in parts if p is not None]
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def memory_series(events: list[dict]):
@@ -90,5 +97,9 @@ def live_text(events: list[dict]) -> str:
         e = epochs[0]
         parts.append(f"epoch {e['epoch']}: reward {e['reward_mean']:.3f} ± {e['reward_std']:.3f}, no face {e['no_face_rate']:.0%}, "
                      f"KL {e.get('approx_kl', 0):.2e}, clip {e.get('clipfrac', 0):.2f}, {e['epoch_s']:.1f} s, "
-                     f"{e['time_left_s'] / 60:.0f} min left")
+                     f"{e['time_left_s'] / 60:.0f} min left, {e.get('precision', 'fp32')}")
+    evals = [e for e in events if e.get("kind") == "eval"]
+    if evals:
+        parts.append(f"best evaluation: {evals[-1]['best_reward']:.3f} after {evals[-1]['best_epoch']} epoch(s) "
+                     f"(last: {evals[-1]['reward_mean']:.3f} after {evals[-1]['epoch']}); that LoRA is the one written")
     return "\n\n".join(parts)
