@@ -1,6 +1,9 @@
 """DDPO speed and memory: our RL loop vs trl 0.23.1's DDPOTrainer at equal settings. Prints JSON.
 
-usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR]
+usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR] [--precisions fp32,fp16,bf16] [--device cpu|cuda]
+Ours runs once per precision (UNet in that dtype, step maths float32, fp16 with a gradient scaler) and reports
+the PPO update's numerics too: the fraction of exactly-zero LoRA-B gradients, of ratios exactly 1, approx KL and
+clip fraction per epoch.
 Also prints the meta-device GPU memory estimate for an SD1.5-sized run (512 px, 50 steps, sample batch 4).
 trl is not a dependency of EasyPhoto: install it apart, e.g.
     pip install --no-deps trl==0.23.1 -t /tmp/trl      and pass --trl-path /tmp/trl
@@ -39,23 +42,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(home: Path, epochs: int) -> dict:
+def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cpu") -> dict:
     from easyphoto_app.ddpo.loop import RLRun
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace
 
     s = load_settings(home)
-    s.app.model, s.app.device = "demo", "cpu"
+    s.app.model, s.app.device, s.app.precision = "demo", device, precision
     s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.train_batch = SAMPLES, BATCH, STEPS, 1
     run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=lambda ims: (brightness(ims), {"no_face_rate": 0.0}))
     run.setup()
     for _ in range(epochs):
         run.run_epoch(time.time() + 3600)
     timed = run.history[1:]
-    return {"s_per_epoch": _mean([h["epoch_s"] for h in timed]),
-            "sample_per_s": _mean([h["sample_per_s"] for h in timed]),
-            "train_per_s": _mean([h["train_per_s"] for h in timed]), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    out = {"precision": run.precision.name, "device": run.device, "s_per_epoch": _mean([h["epoch_s"] for h in timed]),
+           "sample_per_s": _mean([h["sample_per_s"] for h in timed]),
+           "train_per_s": _mean([h["train_per_s"] for h in timed]), "peak_rss_mb": round(peak_rss_mb(), 1),
+           # numerics of the PPO update, over every epoch
+           "grad_zero_frac": _mean([h["grad_zero_frac"] for h in run.history], 6),
+           "ratio_one_frac": _mean([h["ratio_one_frac"] for h in run.history]),
+           "approx_kl": [float(f"{h['approx_kl']:.3g}") for h in run.history],
+           "clipfrac": [round(h["clipfrac"], 3) for h in run.history]}
+    if run.device == "cuda":
+        import torch
+
+        out["peak_vram_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
 
 
 def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
@@ -108,8 +121,8 @@ def _pil(images):
     return [Image.fromarray(a) for a in arr]
 
 
-def _mean(xs) -> float:
-    return round(sum(xs) / len(xs), 4) if xs else float("nan")
+def _mean(xs, digits: int = 4) -> float:
+    return round(sum(xs) / len(xs), digits) if xs else float("nan")
 
 
 def sd15_estimate() -> dict:
@@ -162,12 +175,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--trl-path", default=None)
+    ap.add_argument("--precisions", default="fp32,fp16,bf16", help="ours, one process each (trl runs in fp32)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (ours)")
+    ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side == "ours":
-        print(json.dumps(run_ours(Path(a.home), a.epochs)))
+        print(json.dumps(run_ours(Path(a.home), a.epochs, a.precision, a.device)))
         return
     if a.side == "trl":
         sys.path.insert(0, a.trl_path)
@@ -176,11 +192,15 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     try:
         home, model = prepare_home(tmp)
-        result = {"benchmark": "ddpo", "model": "demo (64 px)", "device": "cpu", "samples_per_epoch": SAMPLES,
+        result = {"benchmark": "ddpo", "model": "demo (64 px)", "device": a.device, "samples_per_epoch": SAMPLES,
                   "sample_batch": BATCH, "steps": STEPS, "timed_epochs": a.epochs - 1}
         base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--model", str(model)]
-        out = subprocess.run([*base, "--side", "ours"], capture_output=True, text=True, cwd=ROOT)
-        result["ours"] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-500:]}
+        for precision in a.precisions.split(","):
+            out = subprocess.run([*base, "--side", "ours", "--precision", precision, "--device", a.device],
+                                 capture_output=True, text=True, cwd=ROOT)
+            result[f"ours_{precision}"] = (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0
+                                           else {"error": out.stderr[-500:]})
+        result["ours"] = result.get("ours_fp32", {"error": "fp32 not run"})
         if a.trl_path:
             out = subprocess.run([*base, "--side", "trl", "--trl-path", a.trl_path], capture_output=True, text=True, cwd=ROOT)
             result["trl_ddpo"] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-800:]}
