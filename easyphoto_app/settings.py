@@ -38,7 +38,8 @@ class AppConfig:
 
 @dataclass
 class FaceConfig:
-    backend: str = opt("auto", "Face backend: auto, insightface or offline.", choices=["auto", "insightface", "offline"])
+    backend: str = opt("auto", "Face backend: auto (insightface if its models are here, else dlib), insightface, dlib, "
+                               "or offline (finds faces only).", choices=["auto", "insightface", "dlib", "offline"])
     keep: int = opt(15, "Keep at most this many accepted faces (the most alike).")
     min_face_px: int = opt(64, "Reject faces smaller than this (pixels, shorter side).")
     min_sharpness: float = opt(0.12, "Reject faces blurrier than this (0-1 sharpness score).")

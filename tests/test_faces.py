@@ -37,7 +37,7 @@ def test_every_photo_has_a_verdict_and_no_traceback(prepared):
     data, by_name, record, r = prepared
     assert "Traceback" not in r.stderr + r.stdout
     assert all(p["accepted"] or p["reason"] for p in by_name.values())
-    assert record["backend"] == "offline"
+    assert record["backend"] == "dlib"  # auto without insightface's models: the recognizer that installs with the app
 
 
 @pytest.mark.parametrize("name", ["astro_full.jpg", "astro_copy.png", "astro_bright.webp", "astro_exif.jpg"])
@@ -145,3 +145,66 @@ def test_insightface_backend_asked_for_but_missing_says_where_to_put_it(tmp_path
     r = run_cli(tmp_path / "data", "prepare", "--user", "a", "--backend", "insightface", str(astro_photos[0]),
                 env={"HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2 and "det_10g.onnx" in r.stderr and str(tmp_path / "data") in r.stderr
+
+
+def _strangers(folder):
+    """Photos of two other people: Tom Hanks, and a woman from the t1.jpg group photo."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    hanks = Image.open(photos.insightface_image("Tom_Hanks_54745.png")).convert("RGB").resize((400, 400))
+    group = np.asarray(Image.open(photos.insightface_image("t1.jpg")).convert("RGB"))
+    return [photos.save(hanks, folder / "hanks.jpg"), photos.save(group[200:520, 350:700], folder / "woman.jpg")]
+
+
+@pytest.fixture(scope="module")
+def set_with_strangers(tmp_path_factory, astro_photos):
+    """4 distinct photos of the astronaut and 2 of other people, prepared."""
+    base = tmp_path_factory.mktemp("strangers")
+    mine = [p for p in astro_photos if p.name in ("astro_full.jpg", "astro_mirror.jpg", "astro_turn.jpg", "astro_turn_mirror.jpg")]
+    others = _strangers(base / "others")
+    data = base / "data"
+    r = run_cli(data, "prepare", "--user", "astro", *map(str, mine + others), "--json")
+    assert r.returncode == 0, r.stderr
+    return data, {p["source"]: p for p in json.loads(r.stdout[r.stdout.index("{"):])["photos"]}, base
+
+
+def test_strangers_in_a_set_of_six_are_both_rejected(set_with_strangers):
+    _, by_name, _ = set_with_strangers
+    for name in ("hanks.jpg", "woman.jpg"):
+        assert not by_name[name]["accepted"] and "different person" in by_name[name]["reason"], by_name[name]
+        assert by_name[name]["scores"]["likeness"] < 0.3
+    mine = [p for n, p in by_name.items() if n.startswith("astro")]
+    assert len(mine) == 4 and all(p["accepted"] and p["scores"]["likeness"] > 0.8 for p in mine), mine
+
+
+def test_likeness_separates_an_unseen_photo_of_the_person_from_strangers(set_with_strangers):
+    import cv2
+
+    data, _, base = set_with_strangers
+    turned_other_way = photos._turned(photos.astronaut()[:, ::-1])[:, ::-1]
+    unseen = photos.save((turned_other_way * 0.8).astype(np.uint8), base / "unseen.jpg")  # a look prepare never saw
+    group = photos.insightface_image("t1.jpg")
+    blank = photos.save(cv2.GaussianBlur(photos.astronaut(), (0, 0), 40), base / "blank.jpg")
+    strangers = [str(p) for p in _strangers(base / "more")] + [str(group)]
+    r = run_cli(data, "likeness", "--user", "astro", str(unseen), *strangers, str(blank), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["images"]
+    person, others, no_face = rows[0], rows[1:4], rows[4]
+    assert person["likeness"] > 0.8 and person["faces"] >= 1
+    assert max(o["likeness"] for o in others) < 0.5 and person["likeness"] - max(o["likeness"] for o in others) > 0.3
+    assert others[2]["faces"] == 6 and "6 faces" in others[2]["reason"]
+    assert no_face["likeness"] is None and no_face["reason"] == "no face found"
+    assert json.loads(r.stdout)["backend"] == "dlib"
+
+
+def test_without_a_recognizer_faces_are_checked_but_nobody_is_judged(tmp_path, astro_photos):
+    """--backend offline stands for a platform where dlib cannot be imported: faces are found and cropped,
+    strangers are not rejected on a guess, and likeness-based steps say what is missing."""
+    data = tmp_path / "data"
+    others = _strangers(tmp_path / "others")
+    r = run_cli(data, "prepare", "--user", "a", "--backend", "offline", *map(str, astro_photos), *map(str, others))
+    assert r.returncode == 0, r.stderr
+    assert "identity checks are off" in r.stdout and "different person" not in r.stdout
+    r = run_cli(data, "likeness", "--user", "a", str(astro_photos[0]))
+    assert r.returncode == 2 and "without a face recognizer" in r.stderr and "Traceback" not in r.stderr

@@ -41,7 +41,8 @@ class InsightFaceBackend(FaceBackend):
     label = "insightface buffalo_l (SCRFD + ArcFace)"
     has_landmarks = True
     identifies_people = True
-    same_person_threshold = 0.30
+    same_person_threshold = 0.30  # ArcFace (w600k_r50): the usual verification threshold for its cosine
+    stranger_similarity = 0.05  # unrelated people score about 0 on ArcFace
     duplicate_threshold = 0.98
 
     def __init__(self, folder: Path, det_size: int = 640):

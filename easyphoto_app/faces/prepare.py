@@ -2,8 +2,9 @@
 
 Every run re-checks all of a user's photos, so faces.json always matches the
 files on disk. Two passes: first each photo's faces are found; then the set's
-identity (mean embedding of the clear single-face photos) decides which face of
-a group photo is the person, and who is someone else.
+identity (`base.identity_of` over the clear single-face photos) decides which face
+of a group photo is the person, and who is someone else. A backend that cannot
+tell people apart (the offline fallback) skips both and says so.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import numpy as np
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces import get_backend
-from easyphoto_app.faces.base import DetectedFace, FaceBackend, normalize
+from easyphoto_app.faces.base import DetectedFace, FaceBackend, identity_of
 from easyphoto_app.faces.images import BadImage, collect_files, load_rgb, sanitize_name
 from easyphoto_app.faces import quality
 from easyphoto_app.settings import FaceConfig
 from easyphoto_app.workspace import Workspace, atomic_path, atomic_write_json
 
 MIN_PHOTOS = 3
-OUTLIER_MADS = 3.5  # offline backend: this many MADs below the median similarity = someone else
-MIN_MAD = 0.008  # the offline descriptor's own noise between photos of one face
+NO_IDENTITY = ("identity checks are off: no face recognizer could be loaded ({why}), so photos of other people "
+               "are not caught and there is no likeness score. Run ./run.sh --install-only (or run.bat) to install dlib.")
 
 
 @dataclass
@@ -154,23 +155,24 @@ def _main_face(faces: list[DetectedFace], shape) -> DetectedFace:
     return max(faces, key=weight)
 
 
-def _set_identity(results: list[PhotoResult]) -> np.ndarray | None:
-    """Mean embedding of the main faces of single-face photos (else of every photo's main face)."""
+def _set_identity(results: list[PhotoResult], backend: FaceBackend) -> np.ndarray | None:
+    """The identity of the main faces of single-face photos (else of every photo's main face)."""
     single = [r._face.embedding for r in results if r._face is not None and r.faces_found == 1]
     pool = single or [r._face.embedding for r in results if r._face is not None]
-    return normalize(np.mean(pool, axis=0)) if pool else None
+    return identity_of(pool, backend.same_person_threshold) if pool else None
 
 
-def _choose_faces(results: list[PhotoResult], backend: FaceBackend) -> np.ndarray | None:
+def _choose_faces(results: list[PhotoResult], backend: FaceBackend) -> None:
     for r in results:
         if r._all:
             r._face = _main_face(r._all, r._rgb.shape)
-    mean = _set_identity(results)
-    if mean is not None and backend.identifies_people:  # group photos: the face that looks like the rest of the set
+    if not backend.identifies_people:
+        return
+    identity = _set_identity(results, backend)
+    if identity is not None:  # group photos: the face that looks like the rest of the set, wherever it stands
         for r in results:
             if len(r._all) > 1:
-                r._face = max(r._all, key=lambda f: float(f.embedding @ mean))
-    return mean
+                r._face = max(r._all, key=lambda f: float(f.embedding @ identity))
 
 
 def _score(r: PhotoResult, cfg: FaceConfig, backend: FaceBackend) -> None:
@@ -185,18 +187,6 @@ def _score(r: PhotoResult, cfg: FaceConfig, backend: FaceBackend) -> None:
     }
     r._crop = crop
     r._hash = quality.dhash(core)
-
-
-def _identity_threshold(sims: list[float], backend: FaceBackend, cfg: FaceConfig) -> float:
-    if cfg.min_similarity > 0:
-        return cfg.min_similarity
-    if backend.has_landmarks:
-        return backend.same_person_threshold
-    if len(sims) < 3:  # too few photos to tell who is the odd one out
-        return min(sims) - 1e-6
-    med = float(np.median(sims))
-    mad = max(float(np.median(np.abs(np.array(sims) - med))), MIN_MAD)
-    return max(backend.same_person_threshold, med - OUTLIER_MADS * mad)
 
 
 def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -> None:
@@ -222,13 +212,19 @@ def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -
             r.reject(f"duplicate of {twin.source}")
         else:
             kept.append(r)
-    mean = normalize(np.mean([r._face.embedding for r in kept], axis=0))
+    if not backend.identifies_people:
+        for r in kept[cfg.keep:]:
+            r.reject(f"more than {cfg.keep} photos: the sharpest are kept")
+        return
+    threshold = cfg.min_similarity or backend.same_person_threshold
+    identity = identity_of([r._face.embedding for r in candidates], threshold)  # duplicates still vote
     for r in candidates:
-        r.scores["similarity"] = round(float(r._face.embedding @ mean), 4)
-    threshold = _identity_threshold([r.scores["similarity"] for r in kept], backend, cfg)
+        r.scores["similarity"] = round(float(r._face.embedding @ identity), 4)
+        r.scores["likeness"] = round(backend.likeness(r.scores["similarity"]), 3)
     for r in list(kept):
         if r.scores["similarity"] < threshold:
-            r.reject(f"looks like a different person (similarity {r.scores['similarity']:.3f} < {threshold:.3f})")
+            r.reject(f"looks like a different person (likeness {r.scores['likeness']:.2f}; "
+                     f"similarity {r.scores['similarity']:.3f} < {threshold:.3f})")
             kept.remove(r)
     kept.sort(key=lambda r: -r.scores["similarity"])
     for r in kept[cfg.keep:]:
@@ -236,8 +232,10 @@ def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -
 
 
 def _reference(results: list[PhotoResult]) -> PhotoResult | None:
+    """The most alike and frontal accepted face (the sharpest frontal one without identity)."""
     accepted = [r for r in results if r.accepted]
-    return max(accepted, key=lambda r: r.scores["similarity"] * max(r.scores["frontal"], 0.05)) if accepted else None
+    key = lambda r: r.scores.get("similarity", r.scores["sharpness"]) * max(r.scores["frontal"], 0.05)  # noqa: E731
+    return max(accepted, key=key) if accepted else None
 
 
 # ----------------------------------------------------------------------------- entry
@@ -287,11 +285,17 @@ def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBa
                 Image.fromarray(r._crop).save(tmp, format="JPEG", quality=95)
             r.crop = str(target.relative_to(ws.root))
     record = FacesRecord(backend=backend.name, photos=results)
+    warnings = []
     if record.accepted_count < MIN_PHOTOS:
-        record.warning = f"need at least {MIN_PHOTOS} usable photos to train, got {record.accepted_count}."
+        warnings.append(f"need at least {MIN_PHOTOS} usable photos to train, got {record.accepted_count}.")
+    if not backend.identifies_people:
+        from easyphoto_app.faces import recognizer_missing
+
+        warnings.append(NO_IDENTITY.format(why=recognizer_missing()))
+    record.warning = " ".join(warnings) or None
     ref = _reference(results)
     if ref is not None:
-        mean = normalize(np.mean([r._face.embedding for r in record.accepted], axis=0))
+        mean = identity_of([r._face.embedding for r in record.accepted], backend.same_person_threshold)
         ref_path = ws.user_dir(user) / "reference.jpg"
         with atomic_path(ref_path) as tmp:
             Image.fromarray(ref._crop).save(tmp, format="JPEG", quality=95)
