@@ -1,4 +1,4 @@
-"""One CLI: ui, doctor, prepare, train, rl, generate, export, users.
+"""One CLI: ui, doctor, prepare, train, rl, generate, likeness, export, users.
 
 Exit codes: 0 success; 2 bad input (one line on stderr, no traceback); 1 internal
 failure (one line naming the log file, which holds the traceback).
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rl", action="store_true", help="Face LoRA only, without the RL LoRA.")
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     add_config_args(p, GenerateConfig)
+
+    p = subs["likeness"]
+    p.add_argument("--user", required=True)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="Images made anywhere (EasyPhoto, A1111, ComfyUI, photos).")
+    p.add_argument("--json", action="store_true", help="Print JSON.")
 
     p = subs["export"]
     p.add_argument("--user", required=True)
@@ -271,6 +276,31 @@ def cmd_rl(settings: Settings, args) -> int:
     from easyphoto_app.ddpo.loop import run_rl
 
     return _gpu_job(settings, args, "RL", "rl", run_rl, data_parallel=True)
+
+
+@command("likeness", "Score images: how much each face looks like the user (0 stranger, 0.5 threshold, 1 identical).")
+def cmd_likeness(settings: Settings, args) -> int:
+    from easyphoto_app.faces.images import BadImage, load_rgb
+    from easyphoto_app.faces.likeness import scorer_for
+
+    ws = Workspace(settings.data_dir)
+    user = validate_user_id(args.user)
+    if not ws.user_dir(user).is_dir():
+        raise UserError(f"No user {user!r}; known users: {', '.join(ws.list_users()) or 'none yet'}.")
+    scorer = scorer_for(ws, user)  # the same scorer as the RL reward and Compare
+    rows = []
+    for path in args.images:
+        try:
+            rows.append({"image": path, **scorer.score(load_rgb(Path(path), settings.faces.max_side)).to_json()})
+        except BadImage as exc:
+            rows.append({"image": path, "likeness": None, "cosine": None, "faces": 0, "face_index": None, "reason": str(exc)})
+    if args.json:
+        print(json.dumps({"user": user, "backend": scorer.backend.name, "images": rows}, indent=2))
+    else:
+        for r in rows:
+            value = "  -  " if r["likeness"] is None else f"{r['likeness']:.3f}"
+            print(f"{value}  {r['image']}  ({r['reason']})")
+    return 0
 
 
 @command("export", "Zip a user's images with a manifest of their parameters.")

@@ -263,10 +263,10 @@ def compare(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str, progress
     def scores(result: Generated) -> list[float | None]:
         from PIL import Image
 
-        return [scorer.score_one(Image.open(p)) if scorer else None for p in result.paths]
+        return [scorer.score(Image.open(p)).likeness if scorer else None for p in result.paths]
 
     return Comparison(face, stacked, scores(face), scores(stacked))
 
 
 def likeness_caption(score: float | None) -> str:
-    return "likeness: no face found" if score is None else f"likeness {score:.3f}"
+    return "likeness: no face found" if score is None else f"likeness {score:.2f}"

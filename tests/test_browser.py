@@ -167,6 +167,7 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     shot(page, "tab-gallery")
     page.locator("#gallery-images img").first.click()  # its parameters show; Delete removes that file
     expect(page.locator("#gallery-params textarea")).to_have_value(re.compile("Seed: "))
+    expect(page.locator("#gallery-likeness")).to_contain_text("Likeness to astro: none (no face found)")  # demo images
     page.locator("#gallery-delete").click()
     expect(page.locator("#gallery-params textarea")).to_have_value("")
     assert len(list((data / "outputs" / "astro").rglob("*.png"))) == 2

@@ -19,6 +19,7 @@ def build(ctx: Context) -> dict:
     shown = gr.State([])  # (path, parameters) of the images in the grid, read once per listing
     params = gr.Textbox(label="Parameters of the selected image (WebUI PNG Info format)", lines=3, interactive=False,
                         elem_id="gallery-params")
+    likeness = gr.Markdown(elem_id="gallery-likeness")
     with gr.Row():
         delete = gr.Button("Delete selected", variant="stop", size="sm", elem_id="gallery-delete")
         export = gr.Button("Export all as zip", variant="primary", elem_id="gallery-export")
@@ -33,15 +34,21 @@ def build(ctx: Context) -> dict:
         return ([(str(i.path), f"{i.date}") for i in items], [(str(i.path), i.parameters) for i in items],
                 gr.update(choices=[""] + gallery.dates(ctx.ws, user_v)), gr.update(choices=ctx.ws.list_users()))
 
-    def on_select(items, evt: gr.SelectData):
-        return tuple(items[evt.index]) if evt.index < len(items) else (None, "")
+    @friendly
+    def on_select(items, user_v, evt: gr.SelectData):
+        from easyphoto_app.faces.likeness import likeness_line
+
+        if evt.index >= len(items):
+            return None, "", ""
+        path, parameters = items[evt.index]
+        return path, parameters, likeness_line(ctx.ws, validate_user_id(user_v), path)
 
     @friendly
     def on_delete(user_v, path, day_v):
         if not path:
             raise gr.Error("Click an image first.")
         gallery.delete_image(ctx.ws, validate_user_id(user_v), path)
-        return *load(user_v, day_v)[:2], None, ""
+        return *load(user_v, day_v)[:2], None, "", ""
 
     @friendly
     def on_export(user_v):
@@ -51,7 +58,7 @@ def build(ctx: Context) -> dict:
     refresh.click(load, [user, day], listing)
     user.change(load, [user, day], listing)
     day.change(load, [user, day], listing)
-    images.select(on_select, shown, [selected, params])
-    delete.click(on_delete, [user, selected, day], [images, shown, selected, params])
+    images.select(on_select, [shown, user], [selected, params, likeness])
+    delete.click(on_delete, [user, selected, day], [images, shown, selected, params, likeness])
     export.click(on_export, user, download, api_name="export")
     return {"on_show": (lambda: gr.update(choices=ctx.ws.list_users()), user)}

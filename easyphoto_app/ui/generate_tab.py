@@ -92,7 +92,7 @@ def build(ctx: Context) -> dict:
         for pa, sa, pb, sb, seed in zip(c.face_only.paths, c.face_scores, c.stacked.paths, c.stacked_scores, c.face_only.seeds):
             items += [(str(pa), f"face LoRA · seed {seed} · {likeness_caption(sa)}"),
                       (str(pb), f"face + RL · seed {seed} · {likeness_caption(sb)}")]
-        text = "Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness = similarity to the user's faces."
+        text = "Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical (as `likeness` prints it)."
         return items, footer(model, text)
 
     def on_cancel():

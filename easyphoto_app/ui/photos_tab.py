@@ -7,10 +7,14 @@ from pathlib import Path
 import gradio as gr
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.faces.prepare import MIN_PHOTOS, load_record, prepare
+from easyphoto_app.faces.prepare import load_record, prepare
 from easyphoto_app.ui import train_panel
 from easyphoto_app.ui.common import Context, friendly, user_id_hint
 from easyphoto_app.workspace import validate_user_id
+
+
+def _likeness(scores: dict) -> str:
+    return f"likeness {scores['likeness']:.2f}" if "likeness" in scores else "likeness n/a"
 
 
 def faces_view(ctx: Context, user: str, record: dict | None):
@@ -22,14 +26,14 @@ def faces_view(ctx: Context, user: str, record: dict | None):
         if p["accepted"]:
             s = p["scores"]
             star = "★ reference · " if record.get("reference") and record["reference"]["source"] == p["source"] else ""
-            caption = f"{star}{p['source']} · likeness {s.get('similarity', 0):.2f} · sharp {s['sharpness']:.2f} · {s['face_px']:.0f}px"
+            caption = f"{star}{p['source']} · {_likeness(s)} · sharp {s['sharpness']:.2f} · {s['face_px']:.0f}px"
             accepted.append((str(ctx.ws.root / p["crop"]), caption))
     rejected = [[p["source"], p["reason"]] for p in record["photos"] if not p["accepted"]]
     ref = str(ctx.ws.root / record["reference"]["crop"]) if record.get("reference") else None
     n = len(accepted)
     summary = f"**{n} face(s) accepted**, {len(rejected)} photo(s) rejected · backend: {record['backend']}."
-    if n < MIN_PHOTOS:
-        summary += f"\n\n⚠️ Need at least {MIN_PHOTOS} usable photos to train, got {n}. See the reasons below."
+    if record.get("warning"):
+        summary += f"\n\n⚠️ {record['warning'][0].upper()}{record['warning'][1:]}"
     return accepted, rejected, ref, summary
 
 

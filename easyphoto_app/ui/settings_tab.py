@@ -7,6 +7,8 @@ import json
 import gradio as gr
 
 from easyphoto_app import doctor
+from easyphoto_app.faces import CHOICES as FACE_CHOICES
+from easyphoto_app.faces.insight import INSIGHTFACE_LICENCE
 from easyphoto_app.precision import CHOICES, pick_precision
 from easyphoto_app.settings import help_of, save_settings
 from easyphoto_app.ui.common import Context, friendly, model_banner
@@ -21,6 +23,9 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
         load = gr.Button("Use and load this model", scale=1, elem_id="settings-load")
     precision = gr.Dropdown(list(CHOICES), value=ctx.settings.app.precision, label="Precision", elem_id="settings-precision",
                             info=help_of(ctx.settings.app, "precision") + " Applies to the next job and image.")
+    faces = gr.Dropdown(list(FACE_CHOICES), value=ctx.settings.faces.backend, label="Face recognizer", elem_id="settings-faces",
+                        info="auto: insightface when its models are here, else dlib (installed with the app, free to use). "
+                             f"Choosing insightface downloads its buffalo_l models (about 280 MB) on the next photo check: {INSIGHTFACE_LICENCE}")
     status = gr.Markdown(elem_id="settings-status")
     check = gr.Button("Run doctor", elem_id="settings-doctor")
     report = gr.Code(label="doctor", language="json", interactive=False)
@@ -48,6 +53,13 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
         ctx.refresh_job_args()
         return f"Precision: {choice} -> {chosen.name} ({chosen.reason})."
 
+    @friendly
+    def on_faces(choice):
+        ctx.settings.faces.backend = choice
+        save_settings(ctx.settings)
+        return f"Face recognizer: {choice}. It applies from the next photo check (Photos tab: add or re-check photos)."
+
     load.click(on_load, model, [status, banner], concurrency_limit=1)
+    faces.change(on_faces, faces, status)
     precision.change(on_precision, precision, status)
     check.click(on_doctor, None, report)
