@@ -18,7 +18,7 @@ from easyphoto_app.errors import UserError
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: SD1.5's CLIP tokenizer (49,408 tokens)
 DEMO_RESOLUTION = 128  # what the demo pipeline generates at
 DEMO_TRAIN_RESOLUTION = 64  # train / RL on the demo model at this size to stay quick on a CPU
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
@@ -65,7 +65,7 @@ def pick_device(pref: str = "auto") -> str:
 
 
 def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table."""
+    """GPT-2/CLIP's reversible byte -> printable character table (scripts/build_sd15_assets.py uses it)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars = keep[:]
     n = 0
@@ -75,19 +75,6 @@ def _bytes_to_unicode() -> dict[int, str]:
             chars.append(256 + n)
             n += 1
     return dict(zip(keep, map(chr, chars)))
-
-
-def _write_demo_tokenizer(folder: Path) -> int:
-    """A character-level CLIP BPE vocabulary written locally (no download). Returns its size."""
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return len(vocab)
 
 
 def build_demo_model(folder: Path) -> Path:
@@ -102,9 +89,11 @@ def build_demo_model(folder: Path) -> Path:
     staging = folder.with_name(folder.name + ".building")
     import shutil
 
+    from easyphoto_app.checkpoints import SD15_CONFIG
+
     shutil.rmtree(staging, ignore_errors=True)
-    vocab_size = _write_demo_tokenizer(staging / "tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(staging / "tokenizer", model_max_length=77, pad_token="<|endoftext|>")
+    tokenizer = CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer")  # SD1.5's own: prompts tokenize the same
+    vocab_size = len(tokenizer)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=DEMO_RESOLUTION // 8,
@@ -135,9 +124,9 @@ def build_demo_model(folder: Path) -> Path:
             num_attention_heads=4,
             num_hidden_layers=2,
             max_position_embeddings=77,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
     )
     scheduler = PNDMScheduler(
@@ -264,6 +253,8 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
             return ResolvedModel("dir", spec, path.resolve())
         if path.is_file() and path.suffix == ".safetensors":
             return ResolvedModel("file", spec, path.resolve())
+        if path.is_dir():
+            return _one_checkpoint_of(path, spec)
         raise UserError(f"{spec} is neither a diffusers model folder (with model_index.json) nor a .safetensors file.")
     if _looks_like_path(spec):
         raise UserError(f"Model path {spec} does not exist.")
@@ -283,6 +274,19 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
     except Exception as exc:  # noqa: BLE001 - network errors come in many types
         log.warning("Download of %s failed: %s", spec, exc)
         return _demo_fallback(spec, data_dir, f"it could not be downloaded ({type(exc).__name__}; offline?)")
+
+
+def _one_checkpoint_of(folder: Path, spec: str) -> ResolvedModel:
+    """A folder of single-file checkpoints (a WebUI's models/Stable-diffusion): its only one, or the list to pick from."""
+    from easyphoto_app.checkpoints import list_checkpoints
+
+    found = list_checkpoints(folder)
+    if len(found) == 1:
+        return ResolvedModel("file", str(found[0]), found[0].resolve())
+    if not found:
+        raise UserError(f"{spec} holds no .safetensors checkpoint (nor model_index.json of a diffusers model).")
+    names = ", ".join(p.name for p in found)
+    raise UserError(f"{spec} holds {len(found)} checkpoints; choose one: {names} (e.g. --model {found[0]}).")
 
 
 def _demo_fallback(spec: str, data_dir: Path, why: str) -> ResolvedModel:
@@ -305,10 +309,13 @@ def load_pipeline(model: ResolvedModel, device: str, dtype=None):
 
     from easyphoto_app.precision import pick_precision
 
+    _quiet_local_loading()
     dtype = dtype or pick_precision("auto", device).dtype
     common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False, "use_safetensors": True}
     if model.kind == "file":
-        pipe = StableDiffusionPipeline.from_single_file(str(model.path), **common)
+        from easyphoto_app.checkpoints import load_single_file
+
+        pipe = load_single_file(model.path, **common)
     else:
         variant = "fp16" if dtype == torch.float16 and any(model.path.glob("unet/*.fp16.safetensors")) else None
         if variant is None and not any(model.path.glob("unet/*.safetensors")):
@@ -316,6 +323,16 @@ def load_pipeline(model: ResolvedModel, device: str, dtype=None):
         pipe = StableDiffusionPipeline.from_pretrained(str(model.path), variant=variant, **common)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def _quiet_local_loading() -> None:
+    """Reading weights from disk takes a second or two: its progress bars are noise. (Downloads keep theirs:
+    they are huggingface_hub's, switched separately.)"""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def native_resolution(model: ResolvedModel, requested: int, training: bool = False) -> int:

@@ -1,0 +1,105 @@
+"""WebUI single-file checkpoints: what a file is, how it loads offline, and its A1111 hash.
+
+A `.safetensors` checkpoint in the original (LDM) layout is loaded with diffusers' `from_single_file`
+and the SD1.5 configs and tokenizer shipped in assets/sd15, so nothing is fetched from the Hub.
+Anything that is not an SD1.5 base model (SDXL, SD2.x, an inpainting UNet, a LoRA) is named and refused
+before loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+
+from easyphoto_app.errors import UserError
+
+SD15_CONFIG = Path(__file__).resolve().parents[1] / "assets" / "sd15"
+WHAT_IT_IS = {
+    "v2": "a Stable Diffusion 2.x checkpoint", "inpainting": "an SD1.5 inpainting checkpoint (its UNet takes 9 channels)",
+    "inpainting_v2": "an SD2 inpainting checkpoint", "xl_base": "an SDXL checkpoint", "xl_refiner": "an SDXL refiner",
+    "xl_inpaint": "an SDXL inpainting checkpoint", "playground-v2-5": "a Playground v2.5 (SDXL-type) checkpoint",
+    "controlnet": "a ControlNet", "upscale": "an upscaler model",
+}
+
+
+class _Shapes(dict):
+    """key -> an object with .shape: what diffusers' model-type sniffing reads, without loading any tensor."""
+
+
+def checkpoint_kind(path: Path) -> str:
+    """diffusers' name for the model type ('v1' = SD1.x), 'lora' for a LoRA, or 'unknown'."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            shapes = _Shapes({k: SimpleNamespace(shape=tuple(fh.get_slice(k).get_shape())) for k in fh.keys()})
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        raise UserError(f"{Path(path).name} is not a readable safetensors file ({type(exc).__name__}: {exc}).") from None
+    if shapes and all(k.startswith(("lora_", "lycoris_")) or ".lora_" in k or ".alpha" in k for k in shapes):
+        return "lora"
+    try:
+        return infer_diffusers_model_type(shapes)
+    except Exception:  # noqa: BLE001 - keys none of diffusers' types has
+        return "unknown"
+
+
+def check_sd15(path: Path) -> None:
+    """One clear line for any file that is not an SD1.5 base checkpoint."""
+    name = Path(path).name
+    kind = checkpoint_kind(path)
+    if kind == "v1":
+        return
+    if kind == "lora":
+        raise UserError(f"{name} is a LoRA, not a base model: put it in the data folder's loras/ and use it in a prompt as "
+                        f"<lora:{Path(path).stem}:1>.")
+    what = WHAT_IT_IS.get(kind, f"not a Stable Diffusion 1.5 checkpoint (diffusers reads it as '{kind}')")
+    raise UserError(f"{name} is {what}; EasyPhoto needs a Stable Diffusion 1.5 checkpoint.")
+
+
+def load_single_file(path: Path, **kwargs):
+    """An SD1.5 pipeline from a single file, offline: configs and tokenizer from assets/sd15."""
+    from diffusers import StableDiffusionPipeline
+
+    check_sd15(path)
+    return StableDiffusionPipeline.from_single_file(str(path), config=str(SD15_CONFIG), local_files_only=True, **kwargs)
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """The .safetensors files of a folder such as a WebUI's models/Stable-diffusion."""
+    return sorted(p for p in Path(folder).glob("*.safetensors") if p.is_file())
+
+
+_hash_cache: dict[str, str] = {}
+
+
+def sha256_file(path: Path, offset: int = 0) -> str:
+    """sha256 of a file from `offset` on; cached by path, size and mtime (a checkpoint is GBs)."""
+    path = Path(path)
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{offset}"
+    if key not in _hash_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _hash_cache[key] = h.hexdigest()
+    return _hash_cache[key]
+
+
+def model_hash(path: Path) -> str:
+    """A1111's "Model hash": sha256 of the whole file, first 10 hex digits."""
+    return sha256_file(path)[:10]
+
+
+def safetensors_data_offset(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return 8 + int.from_bytes(fh.read(8), "little")
+
+
+def lora_hash(path: Path) -> str:
+    """A1111's "Lora hashes" entry (its addnet hash): sha256 of the bytes after the safetensors header, so that
+    metadata edits do not change it; first 12 hex digits."""
+    return sha256_file(path, safetensors_data_offset(path))[:12]
