@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 import re
@@ -19,6 +18,8 @@ from easyphoto_app.workspace import Workspace, atomic_path
 
 LORA_TAG = re.compile(r"<lora:\s*([^:<>]+?)\s*(?::\s*([-+]?[0-9]*\.?[0-9]+)\s*)?>", re.IGNORECASE)
 SCHEDULERS = ("DPM++ 2M Karras", "Euler a", "DDIM")
+# How A1111 1.9+ writes each in PNG info: the sampler, and the schedule type apart (absent = automatic)
+A1111_SAMPLER = {"DPM++ 2M Karras": ("DPM++ 2M", "Karras"), "Euler a": ("Euler a", None), "DDIM": ("DDIM", None)}
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
@@ -48,27 +49,19 @@ def available_loras(ws: Workspace) -> dict[str, Path]:
     return {p.stem: p for p in sorted(ws.loras_dir.glob("*.safetensors"))}
 
 
-def file_hash(path: Path, length: int = 10) -> str:
-    """sha256 prefix as WebUI shows it; cached by size and mtime beside the data."""
-    path = Path(path)
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache = _hash_cache.get(key)
-    if cache is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        cache = _hash_cache[key] = h.hexdigest()
-    return cache[:length]
-
-
-_hash_cache: dict[str, str] = {}
-
-
 def model_hash(model) -> str:
+    """A1111's Model hash of a single file; for a folder model, of its UNet weights (the nearest thing)."""
+    from easyphoto_app.checkpoints import model_hash as file_model_hash
+
     weights = model.path if model.kind == "file" else next(iter(sorted(model.path.glob("unet/*.safetensors"))), None)
-    return file_hash(weights) if weights else "unknown"
+    return file_model_hash(weights) if weights else "unknown"
+
+
+def model_name(model) -> str:
+    """The Model field: the checkpoint's name as A1111 shows it (its file stem), or what was asked for."""
+    if model.is_demo:
+        return "EasyPhoto demo model"
+    return Path(model.source).stem if model.kind == "file" else Path(model.source).name or model.source
 
 
 def set_scheduler(pipe, name: str) -> None:
@@ -151,12 +144,15 @@ def adapter_name(lora_name: str) -> str:
 def png_parameters(prompt: str, loras: list[LoraChoice], cfg: GenerateConfig, seed: int, w: int, h: int, model) -> str:
     tags = " ".join(f"<lora:{lora.name}:{lora.weight:g}>" for lora in loras)
     full_prompt = f"{prompt} {tags}".strip()
-    parts = [
-        f"Steps: {cfg.steps}", f"Sampler: {cfg.scheduler}", f"CFG scale: {cfg.cfg:g}", f"Seed: {seed}",
-        f"Size: {w}x{h}", f"Model hash: {model_hash(model)}", f"Model: {Path(model.source).name or model.source}",
+    from easyphoto_app.checkpoints import lora_hash
+
+    sampler, schedule = A1111_SAMPLER[cfg.scheduler]
+    parts = [f"Steps: {cfg.steps}", f"Sampler: {sampler}"] + ([f"Schedule type: {schedule}"] if schedule else []) + [
+        f"CFG scale: {cfg.cfg:g}", f"Seed: {seed}", f"Size: {w}x{h}", f"Model hash: {model_hash(model)}",
+        f"Model: {model_name(model)}", "RNG: CPU",  # the noise comes from a CPU generator whatever the device
     ]
     if loras:
-        parts.append('Lora hashes: "' + ", ".join(f"{lora.name}: {file_hash(lora.path, 12)}" for lora in loras) + '"')
+        parts.append('Lora hashes: "' + ", ".join(f"{lora.name}: {lora_hash(lora.path)}" for lora in loras) + '"')
     parts.append(f"Version: EasyPhoto {__version__}")
     return f"{full_prompt}\nNegative prompt: {cfg.negative_prompt}\n" + ", ".join(parts)
 

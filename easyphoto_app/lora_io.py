@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
+
+TE_PREFIX = "lora_te_text_model_"
 from easyphoto_app.workspace import atomic_path
 
 
@@ -33,13 +35,18 @@ def to_kohya(state: dict, alpha: float) -> dict:
     out = {}
     for key, value in kohya.items():
         key = key.replace("lora_te1_", "lora_te_")  # SD 1.x WebUI name for the (only) text encoder
+        if key.startswith("lora_te_") and not key.startswith(TE_PREFIX):
+            # transformers 5 names CLIP's modules without `text_model.`; WebUIs expect the SD1.5 checkpoint's names
+            key = TE_PREFIX + key[len("lora_te_"):]
         out[key] = torch.tensor(float(alpha)) if key.endswith(".alpha") else value
     return out
 
 
 def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str | None = None) -> Path:
     """Write a WebUI-format LoRA atomically. Refuses to replace a file that belongs to someone else."""
-    from safetensors.torch import save_file
+    import hashlib
+
+    from safetensors.torch import save as safetensors_save
 
     path = Path(path)
     if owner is not None and path.exists():
@@ -47,8 +54,12 @@ def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str 
         if current and current != owner:
             raise UserError(f"{path.name} belongs to user '{current}'; refusing to overwrite it with '{owner}'s LoRA.")
     meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
+    tensors = to_kohya(state, alpha)
+    data = safetensors_save(tensors, metadata=meta)
+    # A1111's hash of a LoRA covers the tensor bytes after the header, so it can go into the header itself
+    meta["sshs_model_hash"] = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
     with atomic_path(path) as tmp:
-        save_file(to_kohya(state, alpha), str(tmp), metadata=meta)
+        Path(tmp).write_bytes(safetensors_save(tensors, metadata=meta))
     return path
 
 

@@ -56,11 +56,19 @@ def face_images(ws: Workspace, user: str) -> list[Path]:
 
 
 def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = ADAPTER) -> list:
-    """Attach a gaussian-initialised LoRA adapter; return its (fp32) trainable parameters."""
-    import torch
-    from peft import LoraConfig
+    """Attach a gaussian-initialised LoRA adapter; return its (fp32) trainable parameters.
 
-    model.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets), adapter_name=adapter)
+    peft's own injection, not the model's `add_adapter`: transformers 5.24's wants peft >= 0.22 (DESIGN.md
+    pitfall 8) and the text encoder would not train with the pinned peft."""
+    import torch
+    from diffusers.models.modeling_utils import ModelMixin
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
+    if isinstance(model, ModelMixin):  # diffusers' UNet: its own add_adapter keeps the bookkeeping diffusers reads
+        model.add_adapter(config, adapter_name=adapter)
+    else:
+        inject_adapter_in_model(config, model, adapter_name=adapter)
     params = [p for n, p in model.named_parameters() if f".{adapter}." in n and "lora_" in n]
     for p in params:
         p.data = p.data.to(torch.float32)

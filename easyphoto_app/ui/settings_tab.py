@@ -19,7 +19,8 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
                 "Change it with `--data-dir` or the `EASYPHOTO_HOME` environment variable.")
     with gr.Row():
         model = gr.Textbox(value=ctx.settings.app.model, label="Base model", scale=3, elem_id="settings-model",
-                           info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors checkpoint, or 'demo'.")
+                           info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors SD1.5 checkpoint or a folder "
+                                "of them (a WebUI's models/Stable-diffusion: its checkpoints are listed), or 'demo'.")
         load = gr.Button("Use and load this model", scale=1, elem_id="settings-load")
     precision = gr.Dropdown(list(CHOICES), value=ctx.settings.app.precision, label="Precision", elem_id="settings-precision",
                             info=help_of(ctx.settings.app, "precision") + " Applies to the next job and image.")
