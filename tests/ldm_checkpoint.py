@@ -1,0 +1,110 @@
+"""An SD1.5-shaped single-file checkpoint in the original (LDM / WebUI) key layout, with random weights.
+
+diffusers converts that layout to its own (`from_single_file`) but not back, so the names are mapped here from
+the layout itself: the UNet's input/middle/output blocks, the VAE's down/mid/up, and CLIP under
+`cond_stage_model.transformer.text_model.`. The models are built from assets/sd15 (the configs the app loads
+single files with), so a successful load also checks those configs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
+          "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def _unet_name(name: str, up_has_attention: list[bool]) -> str:
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    for k, v in fixed.items():
+        if name.startswith(k + "."):
+            return v + name[len(k):]
+    rules = [
+        (r"down_blocks\.(\d)\.resnets\.(\d)\.", lambda i, j: f"input_blocks.{3 * i + j + 1}.0."),
+        (r"down_blocks\.(\d)\.attentions\.(\d)\.", lambda i, j: f"input_blocks.{3 * i + j + 1}.1."),
+        (r"down_blocks\.(\d)\.downsamplers\.(0)\.conv\.", lambda i, j: f"input_blocks.{3 * (i + 1)}.0.op."),
+        (r"mid_block\.resnets\.(\d)()\.", lambda j, _: f"middle_block.{2 * j}."),
+        (r"mid_block\.attentions\.(0)()\.", lambda j, _: "middle_block.1."),
+        (r"up_blocks\.(\d)\.resnets\.(\d)\.", lambda i, j: f"output_blocks.{3 * i + j}.0."),
+        (r"up_blocks\.(\d)\.attentions\.(\d)\.", lambda i, j: f"output_blocks.{3 * i + j}.1."),
+        (r"up_blocks\.(\d)\.upsamplers\.(0)\.", lambda i, j: f"output_blocks.{3 * i + 2}.{2 if up_has_attention[i] else 1}."),
+    ]
+    for pattern, make in rules:
+        m = re.match(pattern, name)
+        if m:
+            rest = name[m.end():]
+            if ".resnets." in pattern:
+                part, _, tail = rest.partition(".")
+                rest = f"{RESNET.get(part, part)}.{tail}"
+            return make(*(int(g) if g else 0 for g in m.groups())) + rest
+    raise KeyError(name)
+
+
+def _vae_name(name: str, blocks: int) -> str:
+    name = name.replace("conv_norm_out", "norm_out")
+    m = re.match(r"(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d)\.(.*)", name)
+    if m:
+        side, kind, j, rest = m.groups()
+        if kind == "resnets":
+            return f"{side}.mid.block_{int(j) + 1}.{rest.replace('conv_shortcut', 'nin_shortcut')}"
+        part = next(k for k in VAE_ATTN if rest.startswith(k + "."))
+        return f"{side}.mid.attn_1.{VAE_ATTN[part]}{rest[len(part):]}"
+    m = re.match(r"encoder\.down_blocks\.(\d)\.(resnets\.(\d)|downsamplers\.0)\.(.*)", name)
+    if m:
+        i, what, j, rest = m.groups()
+        return f"encoder.down.{i}.{f'block.{j}' if j else 'downsample'}.{rest.replace('conv_shortcut', 'nin_shortcut')}"
+    m = re.match(r"decoder\.up_blocks\.(\d)\.(resnets\.(\d)|upsamplers\.0)\.(.*)", name)
+    if m:
+        i, what, j, rest = m.groups()
+        level = blocks - 1 - int(i)  # LDM counts the decoder's levels from the bottom
+        return f"decoder.up.{level}.{f'block.{j}' if j else 'upsample'}.{rest.replace('conv_shortcut', 'nin_shortcut')}"
+    return name
+
+
+def sd15_models(config: Path, dtype=torch.float16, seed: int = 0):
+    """UNet, VAE and CLIP text encoder from the configs, with random weights in `dtype`."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config / "vae"))
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(config / "text_encoder"))
+    models = []
+    for model in (unet, vae, text):
+        model = model.to_empty(device="cpu").to(dtype)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.02)
+        models.append(model.eval())
+    return models
+
+
+def ldm_state_dict(unet, vae, text) -> dict:
+    up_attn = ["CrossAttn" in t for t in unet.config.up_block_types]
+    out = {f"model.diffusion_model.{_unet_name(k, up_attn)}": v for k, v in unet.state_dict().items()}
+    blocks = len(vae.config.block_out_channels)
+    for k, v in vae.state_dict().items():
+        ldm = _vae_name(k, blocks)
+        if ".mid.attn_1." in ldm and ldm.endswith("weight") and v.ndim == 2:
+            v = v[:, :, None, None]  # LDM's VAE attention projections are 1x1 convolutions
+        out[f"first_stage_model.{ldm}"] = v
+    out.update({f"cond_stage_model.transformer.text_model.{k}": v for k, v in text.state_dict().items()})
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def write_sd15_checkpoint(path: Path, config: Path, dtype=torch.float16) -> tuple[Path, dict]:
+    """Writes the file; returns it and the diffusers-named UNet weights it holds (to compare after a load)."""
+    from safetensors.torch import save_file
+
+    unet, vae, text = sd15_models(config, dtype)
+    save_file(ldm_state_dict(unet, vae, text), str(path))
+    probe = {k: v.clone() for k, v in unet.state_dict().items() if k in ("conv_in.weight", "up_blocks.1.upsamplers.0.conv.weight",
+                                                                         "down_blocks.2.attentions.1.proj_out.weight")}
+    return path, probe
