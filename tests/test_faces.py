@@ -208,3 +208,21 @@ def test_without_a_recognizer_faces_are_checked_but_nobody_is_judged(tmp_path, a
     assert "identity checks are off" in r.stdout and "different person" not in r.stdout
     r = run_cli(data, "likeness", "--user", "a", str(astro_photos[0]))
     assert r.returncode == 2 and "without a face recognizer" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_platform_without_dlib_is_told_in_the_banner_and_doctor(data_dir, monkeypatch):
+    """As on a platform where dlib-bin has no wheel: the app still starts and says what is missing."""
+    from types import SimpleNamespace
+
+    from easyphoto_app import doctor, faces
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.ui.common import model_banner
+
+    settings = load_settings(data_dir)
+    ctx = SimpleNamespace(settings=settings, pipelines=SimpleNamespace(model=None))
+    assert "Face recognizer missing" not in model_banner(ctx) and doctor.check(settings)["checks"]["face_models"]["ok"]
+    monkeypatch.setattr(faces, "unavailable_reason", lambda: "the 'dlib-bin' package is not installed")
+    assert "Face recognizer missing:** No face recognizer: the 'dlib-bin' package is not installed" in model_banner(ctx)
+    line = doctor.check(settings)["checks"]["face_models"]
+    assert not line["ok"] and "RL, which needs a likeness score, cannot run" in line["fix"]
+    assert faces.get_backend("auto", data_dir / "elsewhere").name == "offline"

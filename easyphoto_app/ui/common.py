@@ -82,7 +82,16 @@ def user_choices(ctx: Context) -> list[str]:
 
 
 def model_banner(ctx: Context) -> str:
-    """One line about the base model, without loading it (start-up stays fast)."""
+    """The base model in one line, without loading it (start-up stays fast); and a second line when no face
+    recognizer can run here, since then nobody is caught as someone else and RL cannot score likeness."""
+    from easyphoto_app.faces import backend_status
+
+    faces = backend_status(ctx.settings)
+    line = _base_model_line(ctx)
+    return line if faces["ok"] else f"{line}\n\n⚠️ **Face recognizer missing:** {faces['fix']}"
+
+
+def _base_model_line(ctx: Context) -> str:
     from easyphoto_app.models import DEMO, DEMO_LABEL
 
     spec = ctx.settings.app.model
