@@ -9,6 +9,14 @@ cd /d "%~dp0"
 set MODE=run
 if /I "%~1"=="--install-only" (set MODE=install& shift)
 if /I "%~1"=="test" (set MODE=test& shift)
+rem cmd's shift does not change %*, so the arguments after the mode are collected one by one
+set ARGS=
+:collect
+if "%~1"=="" goto collected
+set ARGS=!ARGS! %1
+shift
+goto collect
+:collected
 
 set PY=
 for %%P in (py python) do (
@@ -54,9 +62,9 @@ if not "%HAVE%"=="%WANT%" (
 )
 
 if "%MODE%"=="install" (echo EasyPhoto is installed. Double-click run.bat to start. & goto :end)
-if "%MODE%"=="test" (%VPY% -m pytest %* || goto :error
+if "%MODE%"=="test" (%VPY% -m pytest !ARGS! || goto :error
   goto :end)
-%VPY% app.py %*
+%VPY% app.py !ARGS!
 if errorlevel 1 goto :error
 goto :end
 
