@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     subs["doctor"].add_argument("--json", action="store_true", help="Machine-readable output.")
 
     p = subs["prepare"]
-    p.add_argument("--user", required=True, help="User id (letters, digits, _ and -).")
+    p.add_argument("--user", required=True, help="User id (ASCII letters, digits, _ and -).")
     p.add_argument("paths", nargs="*", help="Photo files or folders (none: re-check the photos already added).")
     p.add_argument("--remove", nargs="+", default=None, metavar="NAME", help="Remove these photos (by file name) and re-check.")
     p.add_argument("--json", action="store_true", help="Print faces.json instead of a table.")
@@ -216,6 +216,8 @@ def cmd_generate(settings: Settings, args) -> int:
     reporter = reporter_for(args, "generate")
     result = generate(pipe, model, ws, settings.generate, user=user, use_rl=not args.no_rl,
                       progress=reporter.progress, should_stop=reporter.should_stop)
+    if result.note:
+        print(f"note: {result.note}", file=sys.stderr)
     reporter.done(f"{len(result.paths)} image(s)", paths=[str(p) for p in result.paths])
     if args.json:
         print(json.dumps({"paths": [str(p) for p in result.paths], "seeds": result.seeds, "seconds": round(result.seconds, 3)}))
@@ -242,7 +244,7 @@ def cmd_prepare(settings: Settings, args) -> int:
 def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run, data_parallel: bool = False) -> int:
     """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout."""
     from easyphoto_app import parallel
-    from easyphoto_app.jobs import GpuLock, Reporter
+    from easyphoto_app.jobs import GpuLock, Reporter, check_can_start
 
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
@@ -253,12 +255,14 @@ def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run, data_para
         if not parallel.is_main():  # rank 0 holds the lock, writes the events and prints the result
             run(settings, ws, user, Reporter(), resume=args.resume)
             return 0
+    check_can_start(ws, kind, user)  # before anything is written: an unknown user leaves no folder behind
     reporter = reporter_for(args, kind, ws.job_events(kind, user))
     try:
         with GpuLock(ws, lock_name, user):
             result = run(settings, ws, user, reporter, resume=args.resume)
-    except BusyError as exc:
-        reporter.failed(str(exc))  # the UI reads the reason from the events
+    except UserError as exc:  # BusyError too: the UI shows the reason from the events, as a refusal
+        if not reporter.ended:
+            reporter.failed(str(exc), refused=True)
         raise
     print(result.message)
     return 0

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from easyphoto_app.errors import BusyError
+from easyphoto_app.errors import BusyError, UserError
 from easyphoto_app.workspace import Workspace, atomic_write_json
 
 EventListener = Callable[[dict], None]
@@ -32,6 +32,7 @@ class Reporter:
         self.events_path = Path(events_path) if events_path else None
         self.listeners = list(listeners or [])
         self._stop_requested = False
+        self._ended = False
         if self.events_path:
             self.events_path.parent.mkdir(parents=True, exist_ok=True)
             self._clear_stale_stop()
@@ -52,6 +53,7 @@ class Reporter:
 
     def emit(self, event_type: str, **fields) -> dict:
         event = {"t": round(time.time(), 3), "type": event_type, **fields}
+        self._ended = self._ended or event_type in ("done", "failed")
         if self.events_path:
             with open(self.events_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(event) + "\n")
@@ -73,6 +75,10 @@ class Reporter:
 
     def failed(self, message: str, **fields):
         return self.emit("failed", message=message, **fields)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def request_stop(self, *_):
         self._stop_requested = True
@@ -148,9 +154,10 @@ class JobRecord:
     kind: str
     user: str
     events: str
-    offset: int
+    offset: int  # where this run's events start
     started: float
     log: str = ""
+    history_offset: int = -1  # where the plotted history starts: a resumed run keeps the run it resumes (-1: offset)
 
 
 class GpuLock:
@@ -187,6 +194,19 @@ class GpuLock:
         self.path.unlink(missing_ok=True)
 
 
+def check_can_start(ws: Workspace, kind: str, user: str) -> None:
+    """What a job needs before it starts, as one refusal: the UI asks before starting the child (nothing is
+    created for an unknown user), the CLI before it writes anything."""
+    if not ws.user_dir(user).is_dir():
+        known = ", ".join(ws.list_users()) or "none yet"
+        raise UserError(f"No user '{user}' yet: add photos first (Photos & Training tab, or 'prepare --user {user} PHOTOS'). "
+                        f"Known users: {known}.")
+    if kind == "train" and not (ws.faces_dir(user) / "faces.json").exists():
+        raise UserError(f"'{user}' has no checked photos yet: add photos first (Photos & Training tab).")
+    if kind == "rl" and not ws.face_lora(user).exists():
+        raise UserError(f"'{user}' has no face LoRA yet: train it first (Photos & Training tab, or 'train --user {user}').")
+
+
 def busy_message(info: dict) -> str:
     started = time.strftime("%H:%M", time.localtime(info.get("started", time.time())))
     return (
@@ -221,7 +241,9 @@ class JobManager:
         while pid_alive(job.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
 
-    def start(self, kind: str, user: str, events: Path, args: list[str]) -> JobRecord:
+    def start(self, kind: str, user: str, events: Path, args: list[str], keep_history: bool = False) -> JobRecord:
+        """Start `kind` for `user` as a child process. keep_history (a Resume): its plots continue the curves of
+        the run it resumes instead of starting empty."""
         job = self.running()
         if job:
             self._wait_if_finishing(job)
@@ -240,7 +262,11 @@ class JobManager:
         flags = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
         with open(log_path, "ab") as log_fh:
             proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **flags)
-        record = JobRecord(proc.pid, kind, user, str(events), offset, time.time(), str(log_path))
+        before = self.current()
+        history = offset
+        if keep_history and before and (before.kind, before.user, before.events) == (kind, user, str(events)):
+            history = before.history_offset if before.history_offset >= 0 else before.offset
+        record = JobRecord(proc.pid, kind, user, str(events), offset, time.time(), str(log_path), history)
         atomic_write_json(self.record_path, asdict(record))
         self._proc = proc  # keep a handle so the child is reaped on POSIX
         return record
@@ -255,6 +281,10 @@ class JobManager:
 
     def events(self, job: JobRecord) -> list[dict]:
         return read_events(Path(job.events), job.offset)[0]
+
+    def history(self, job: JobRecord) -> list[dict]:
+        """The events to plot: this run's, preceded by those of the runs it resumed."""
+        return read_events(Path(job.events), job.history_offset if job.history_offset >= 0 else job.offset)[0]
 
     def state(self, job: JobRecord | None = None) -> str:
         """running | done | failed | stopped (killed without a final event) | none."""

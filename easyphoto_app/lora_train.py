@@ -327,7 +327,7 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
         reporter.failed(oom_message("the resolution, the rank, the batch size, or turn off text encoder training"))
         raise OutOfMemoryError(oom_message("--resolution, --rank, --batch-size, or drop --train-text-encoder")) from None
     except UserError as exc:
-        reporter.failed(str(exc))
+        reporter.failed(str(exc), refused=True)
         raise
     except Exception as exc:
         reporter.failed(f"Training failed: {type(exc).__name__}: {exc}")
@@ -351,7 +351,7 @@ def _loop(trainer: FaceLoraTrainer, scorer) -> TrainResult:
         if reporter.should_stop() and trainer.step < trainer.total:
             if not at_checkpoint:
                 trainer.save_checkpoint()
-            message = f"Stopped at step {trainer.step} of {trainer.total}; checkpoint saved. Resume with --resume (or the Resume button)."
+            message = f"Stopped at step {trainer.step} of {trainer.total}; checkpoint saved. Press Resume (or run train --resume) to continue."
             reporter.done(message, stopped=True, step=trainer.step)
             return TrainResult(None, message, final_loss=loss)
     return _finish(trainer, loss)

@@ -11,6 +11,8 @@ from typing import Callable
 
 import gradio as gr
 
+from easyphoto_app.errors import UserError
+from easyphoto_app.jobs import check_can_start
 from easyphoto_app.ui.common import Context, friendly
 from easyphoto_app.workspace import validate_user_id
 
@@ -21,11 +23,13 @@ def progress_html(events: list[dict], state: str) -> str:
     logs = [e["message"] for e in events if e["type"] == "log"][-3:]
     step, total = (prog[-1]["step"], prog[-1]["total"]) if prog else (0, 1)
     parts = [f'<progress value="{step}" max="{total}" style="width:100%"></progress>']
-    line = f"step {step} / {total}" if prog else "waiting to start"
+    line = f"step {step} / {total}" if prog else ("did not start" if final else "waiting to start")
     if prog and "eta_s" in prog[-1] and state == "running":
         line += f" · about {prog[-1]['eta_s']:.0f} s left"
     parts.append(f"<div>{html.escape(state)} · {line}</div>")
-    if final:
+    if final and final[-1].get("refused"):
+        parts.append(f"<div><b>Refused: {html.escape(final[-1]['message'])}</b></div>")
+    elif final:
         parts.append(f"<div><b>{html.escape(final[-1].get('message') or final[-1]['type'])}</b></div>")
     elif state == "stopped":
         parts.append("<div><b>The job ended without finishing (killed or crashed). Press Resume to continue from the last checkpoint.</b></div>")
@@ -53,34 +57,54 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_a
         start = gr.Button(start_label, variant="primary", elem_id=f"{kind}-start")
         resume = gr.Button("Resume", elem_id=f"{kind}-resume")
         stop = gr.Button("Stop (saves first)", variant="stop", elem_id=f"{kind}-stop")
+    hint = gr.Markdown(elem_id=f"{kind}-hint")
     status = gr.HTML(elem_id=f"{kind}-status")
     views = layout_views()
     timer = gr.Timer(1.0)
 
     def current_view(user_v):
+        """The job of this tab, whoever it is for (a reload or another typed id still shows it); an empty user
+        box is filled with its user, so Resume works after a reload."""
         job = ctx.jobs.current()
-        if job is None or job.kind != kind or (user_v and job.user != user_v):
-            return ("<div>No job yet.</div>", *(fn([]) for _, fn in views))
-        events = ctx.jobs.events(job)
-        head = f"<div><b>{html.escape(kind)}</b> for <b>{html.escape(job.user)}</b></div>"
-        return (head + progress_html(events, ctx.jobs.state(job)), *(fn(events) for _, fn in views))
+        if job is None or job.kind != kind:
+            return (gr.skip(), "<div>No job yet.</div>", *(fn([]) for _, fn in views))
+        state = ctx.jobs.state(job)
+        head = f"<div><b>{html.escape(kind)}</b> for <b>{html.escape(job.user)}</b>"
+        if user_v and user_v != job.user:
+            head += f" (not <b>{html.escape(user_v)}</b>, the id typed above)"
+        head += "</div>"
+        fill = job.user if not user_v else gr.skip()
+        history = ctx.jobs.history(job)
+        return (fill, head + progress_html(ctx.jobs.events(job), state), *(fn(history) for _, fn in views))
+
+    def hint_for(user_v):
+        """What is missing before Start can work, said before anything starts."""
+        if not user_v:
+            return ""
+        try:
+            check_can_start(ctx.ws, kind, validate_user_id(user_v))
+        except UserError as exc:
+            return f"⚠️ {exc}"
+        return ""
 
     @friendly
     def on_start(user_v, *values, resume_run=False):
         user_v = validate_user_id(user_v)
+        check_can_start(ctx.ws, kind, user_v)
         args = make_args(*values) + (["--resume"] if resume_run else [])
-        ctx.jobs.start(kind, user_v, ctx.ws.job_events(kind, user_v), args)
+        ctx.jobs.start(kind, user_v, ctx.ws.job_events(kind, user_v), args, keep_history=resume_run)
         gr.Info(f"{kind} started for {user_v}.")
         return current_view(user_v)
 
     def on_stop(user_v):
         if not ctx.jobs.stop():
-            raise gr.Error("No job is running.")
+            raise UserError("No job is running.")
         gr.Info("Stopping: the job saves a checkpoint first.")
 
-    outputs = [status, *(component for component, _ in views)]
+    outputs = [user, status, *(component for component, _ in views)]
     start.click(on_start, [user, *inputs], outputs, api_name=f"{kind}_start", concurrency_limit=1)
     resume.click(lambda *a: on_start(*a, resume_run=True), [user, *inputs], outputs, concurrency_limit=1)
     stop.click(friendly(on_stop), user, None)
     timer.tick(current_view, user, outputs, show_progress="hidden", queue=False)
+    user.change(hint_for, user, hint, show_progress="hidden", queue=False)
     return {"status": status, "start": start, "stop": stop}
