@@ -110,11 +110,29 @@ def _face_check(settings: Settings) -> dict:
     return backend_status(settings)
 
 
+def value_text(value) -> str:
+    """A check's value in words (a dict becomes "key: value, ...")."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in value.items() if v is not None)
+    return "" if value is None else str(value)
+
+
+def render_markdown(report: dict) -> str:
+    """The same sentences as `render`, as a table for the web page."""
+    def cell(text) -> str:
+        return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"Data folder: `{report['data_dir']}`", "", "| check | state | value | what to do |", "|---|---|---|---|"]
+    for name, c in report["checks"].items():
+        lines.append(f"| {name} | {'✔ ok' if c['ok'] else '⚠️ fix'} | {cell(value_text(c['value']))} | {cell(c.get('fix'))} |")
+    return "\n".join(lines)
+
+
 def render(report: dict) -> str:
     lines = [f"EasyPhoto doctor - data dir: {report['data_dir']}"]
     for name, c in report["checks"].items():
         mark = "ok " if c["ok"] else "FIX"
-        lines.append(f"  [{mark}] {name:12s} {c['value']}")
+        lines.append(f"  [{mark}] {name:12s} {value_text(c['value'])}")
         if c.get("fix"):
             lines.append(f"         -> {c['fix']}")
     return "\n".join(lines)

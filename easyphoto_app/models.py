@@ -363,7 +363,8 @@ class PipelineCache:
             if key != self._key:
                 self._pipe = None  # free the old one before loading the new one
                 self._pipe = load_pipeline(model, device, precision.dtype)
-                self._key, self.model = key, model
+                self._key = key
+            self.model = model  # the demo chosen on purpose has no fallback note, even with the same pipeline
             return self._pipe, self.model
 
     def clear(self):

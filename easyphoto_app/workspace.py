@@ -18,10 +18,11 @@ USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 def validate_user_id(user_id: str | None) -> str:
     user_id = (user_id or "").strip()
     if not user_id:
-        raise UserError("User id is empty: use letters, digits, '_' or '-' (e.g. anna_2024).")
+        raise UserError("User id is empty: use ASCII letters (a-z, A-Z), digits, '_' or '-' (e.g. anna_2024).")
     if not USER_ID_RE.match(user_id):
         raise UserError(
-            f"User id {user_id!r} is not allowed: use only letters, digits, '_' or '-' (1-64 characters)."
+            f"User id {user_id!r} is not allowed: use only ASCII letters (a-z, A-Z; no accents), digits, '_' or '-' "
+            "(1-64 characters); it names folders and files on every system."
         )
     return user_id
 

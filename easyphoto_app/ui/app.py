@@ -20,7 +20,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
 def refresh_on_show(tab: gr.Tab, built: dict) -> None:
-    """Lists that change while the app runs (users, dates) are refreshed when their tab is shown."""
+    """What changes while the app runs (users, dates, the model in use) is refreshed when its tab is shown."""
     fn, output = built["on_show"]
     tab.select(fn, None, output, queue=False, show_progress="hidden")
 
@@ -38,9 +38,11 @@ def build_app(ctx: Context) -> gr.Blocks:
                 refresh_on_show(gen_tab, generate_tab.build(ctx))
             with gr.Tab("Gallery", id="gallery") as gallery:
                 refresh_on_show(gallery, gallery_tab.build(ctx))
-            with gr.Tab("Settings", id="settings"):
-                settings_tab.build(ctx, banner)
+            with gr.Tab("Settings", id="settings") as settings:
+                refresh_on_show(settings, settings_tab.build(ctx, banner))
         demo.load(lambda: model_banner(ctx), None, banner)
+        # every open tab follows a model change made in another one
+        gr.Timer(5.0).tick(lambda: model_banner(ctx), None, banner, show_progress="hidden", queue=False)
     return demo
 
 

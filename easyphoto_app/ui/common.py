@@ -48,7 +48,8 @@ def job_global_args(settings: Settings) -> list[str]:
 
 
 def friendly(fn):
-    """Turn refusals into one readable message in the page; never a stack trace."""
+    """A refusal becomes one warning toast and leaves every output as it was (gr.Error would mark each output
+    "Error"); anything unexpected is an error message naming the log. Never a stack trace."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -57,7 +58,9 @@ def friendly(fn):
         except gr.Error:
             raise
         except UserError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            log.info("refused in the UI (%s): %s", fn.__name__, exc)
+            gr.Warning(str(exc))
+            return gr.skip()
         except Exception as exc:  # noqa: BLE001
             log.exception("UI action %s failed", fn.__name__)
             raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the log file.",
@@ -69,7 +72,7 @@ def friendly(fn):
 def user_id_hint(value: str) -> str:
     """Live validation text for the user id box."""
     if not value:
-        return "Type a name for this person: letters, digits, `_` or `-`."
+        return "Type a name for this person: ASCII letters (a-z, A-Z), digits, `_` or `-`."
     try:
         validate_user_id(value)
     except UserError as exc:
@@ -102,4 +105,9 @@ def _base_model_line(ctx: Context) -> str:
         return f"⚠️ **{DEMO_LABEL}** Choose a real model in Settings for real portraits."
     if loaded is not None:
         return f"Base model: **{loaded.label}**"
-    return f"Base model: **{spec}** (loads on first use; downloaded once if needed, else the offline demo model is used)."
+    from easyphoto_app.models import cached_hub_model
+
+    if Path(spec).expanduser().exists() or cached_hub_model(spec):
+        return f"Base model: **{spec}** (loads on first use)."
+    return (f"Base model: **{spec}**, not downloaded yet: it downloads once (2-4 GB) on first use. Offline, the built-in "
+            "demo model is used instead and its images are noise: connect, or choose a local model in Settings.")

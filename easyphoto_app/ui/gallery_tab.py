@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from easyphoto_app import gallery
+from easyphoto_app.errors import UserError
 from easyphoto_app.ui.common import Context, friendly
 from easyphoto_app.workspace import validate_user_id
 
@@ -46,9 +47,11 @@ def build(ctx: Context) -> dict:
     @friendly
     def on_delete(user_v, path, day_v):
         if not path:
-            raise gr.Error("Click an image first.")
+            raise UserError("Click an image first.")
         gallery.delete_image(ctx.ws, validate_user_id(user_v), path)
-        return *load(user_v, day_v)[:2], None, "", ""
+        items, shown_items = load(user_v, day_v)[:2]
+        # back to the grid: no image zoomed or highlighted, since nothing is selected any more
+        return gr.update(value=items, selected_index=None), shown_items, None, "", ""
 
     @friendly
     def on_export(user_v):

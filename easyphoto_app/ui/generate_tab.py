@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from easyphoto_app.errors import BusyError, UserError
 from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, with_overrides
 from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context, friendly, user_choices
@@ -55,7 +56,7 @@ def build(ctx: Context) -> dict:
     def with_pipeline(progress, work):
         """Run work(pipe, model) alone on the cached pipeline; Cancel stops it between steps."""
         if not ctx.generate_lock.acquire(blocking=False):
-            raise gr.Error("Another generation is running; wait for it to finish or press Cancel.")
+            raise BusyError("Another generation is running; wait for it to finish or press Cancel.")
         ctx.cancel_generate.clear()
         try:
             progress(0, desc="Loading the model (first time only)")
@@ -78,12 +79,14 @@ def build(ctx: Context) -> dict:
             progress=lambda s, t: progress((s, t), desc="Generating")))
         items = [(str(p), f"seed {s}") for p, s in zip(result.paths, result.seeds)]
         text = f"{len(items)} image(s) in {result.seconds:.1f} s, seeds {', '.join(map(str, result.seeds))}. Saved under `outputs/`."
+        if result.note:
+            text += f"\n\n⚠️ {result.note}"
         return items, footer(model, text)
 
     @friendly
     def on_compare(user_v, *values, progress=gr.Progress(track_tqdm=True)):
         if user_v in (None, "", BASE_ONLY):
-            raise gr.Error("Pick a user to compare their face LoRA with and without the RL LoRA.")
+            raise UserError("Pick a user to compare their face LoRA with and without the RL LoRA.")
         request = request_of(*values)
         c, model = with_pipeline(progress, lambda pipe, model: compare(
             pipe, model, ctx.ws, request, user_v, should_stop=ctx.cancel_generate.is_set,

@@ -28,7 +28,7 @@ def faces_view(ctx: Context, user: str, record: dict | None):
             star = "★ reference · " if record.get("reference") and record["reference"]["source"] == p["source"] else ""
             caption = f"{star}{p['source']} · {_likeness(s)} · sharp {s['sharpness']:.2f} · {s['face_px']:.0f}px"
             accepted.append((str(ctx.ws.root / p["crop"]), caption))
-    rejected = [[p["source"], p["reason"]] for p in record["photos"] if not p["accepted"]]
+    rejected = [[p["source"], p["reason"]] for p in record["photos"] + record.get("skipped", []) if not p["accepted"]]
     ref = str(ctx.ws.root / record["reference"]["crop"]) if record.get("reference") else None
     n = len(accepted)
     summary = f"**{n} face(s) accepted**, {len(rejected)} photo(s) rejected · backend: {record['backend']}."
@@ -40,7 +40,7 @@ def faces_view(ctx: Context, user: str, record: dict | None):
 def build(ctx: Context) -> dict:
     with gr.Row():
         user = gr.Textbox(label="User id", placeholder="e.g. anna", elem_id="user-id",
-                          info="A name for this person: letters, digits, _ and -.")
+                          info="A name for this person: ASCII letters, digits, _ and -.")
         hint = gr.Markdown(user_id_hint(""), elem_id="user-hint")
     with gr.Row():
         with gr.Column(scale=2):
@@ -81,7 +81,7 @@ def build(ctx: Context) -> dict:
     def on_remove(user_v, names):
         user_v = validate_user_id(user_v)
         if not names:
-            raise gr.Error("Pick the photos to remove first.")
+            raise UserError("Pick the photos to remove first.")
         try:
             prepare(ctx.ws, user_v, [], ctx.settings.faces, remove=names)
         except UserError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
 import gradio as gr
 
@@ -14,7 +14,7 @@ from easyphoto_app.settings import help_of, save_settings
 from easyphoto_app.ui.common import Context, friendly, model_banner
 
 
-def build(ctx: Context, banner: gr.Markdown) -> None:
+def build(ctx: Context, banner: gr.Markdown) -> dict:
     gr.Markdown(f"**Data folder:** `{ctx.settings.data_dir}` (photos, LoRAs, outputs, logs). "
                 "Change it with `--data-dir` or the `EASYPHOTO_HOME` environment variable.")
     with gr.Row():
@@ -29,20 +29,22 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
                              f"Choosing insightface downloads its buffalo_l models (about 280 MB) on the next photo check: {INSIGHTFACE_LICENCE}")
     status = gr.Markdown(elem_id="settings-status")
     check = gr.Button("Run doctor", elem_id="settings-doctor")
-    report = gr.Code(label="doctor", language="json", interactive=False)
+    report = gr.Markdown(elem_id="settings-doctor-report")
 
     @friendly
     def on_load(spec, progress=gr.Progress(track_tqdm=True)):
-        ctx.settings.app.model = spec.strip() or "demo"
+        """Load first; only a model that loaded is saved (a typo must not become the setting every job uses)."""
+        progress(0, desc="Resolving / downloading the model")
+        trial = dataclasses.replace(ctx.settings, app=dataclasses.replace(ctx.settings.app, model=spec.strip() or "demo"))
+        _, resolved = ctx.pipelines.get(trial)
+        ctx.settings.app.model = trial.app.model
         save_settings(ctx.settings)
         ctx.refresh_job_args()
-        progress(0, desc="Resolving / downloading the model")
-        _, resolved = ctx.pipelines.get(ctx.settings)
-        message = resolved.note if resolved.is_demo else f"{resolved.note} Loaded {resolved.label}.".strip()
+        message = resolved.note if resolved.is_demo and resolved.note else f"{resolved.note} Loaded {resolved.label}.".strip()
         return message, model_banner(ctx)
 
     def on_doctor():
-        return json.dumps(doctor.check(ctx.settings), indent=2)
+        return doctor.render_markdown(doctor.check(ctx.settings))
 
     @friendly
     def on_precision(choice):
@@ -61,6 +63,8 @@ def build(ctx: Context, banner: gr.Markdown) -> None:
         return f"Face recognizer: {choice}. It applies from the next photo check (Photos tab: add or re-check photos)."
 
     load.click(on_load, model, [status, banner], concurrency_limit=1)
+    settings_tab_shown = (lambda: ctx.settings.app.model, model)  # after a reload: the model in use, not the page's first value
     faces.change(on_faces, faces, status)
     precision.change(on_precision, precision, status)
     check.click(on_doctor, None, report)
+    return {"on_show": settings_tab_shown}
