@@ -36,11 +36,25 @@ def default_prompt(style: str) -> str:
 
 
 def parse_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
-    """Split WebUI-style `<lora:name:weight>` tags out of a prompt (weight defaults to 1)."""
+    """Split WebUI-style `<lora:name:weight>` tags out of a prompt (weight defaults to 1). A tag that is not
+    closed or whose weight is not a number is refused: passed on, it would be drawn as literal text."""
     tags = [(m.group(1), float(m.group(2)) if m.group(2) else 1.0) for m in LORA_TAG.finditer(prompt)]
     text = LORA_TAG.sub(" ", prompt)
+    broken = re.search(r"<\s*lora\s*:[^>]*>?", text, re.IGNORECASE)
+    if broken:
+        raise UserError(f"Malformed LoRA tag {broken.group(0).strip()!r}: write <lora:NAME> or <lora:NAME:WEIGHT> "
+                        "with a number as the weight, e.g. <lora:anna:0.8>.")
     text = re.sub(r"\s+,", ",", re.sub(r"\s{2,}", " ", text)).strip(" ,")
     return text, tags
+
+
+def prompt_note(tokenizer, prompt: str) -> str | None:
+    """Say so when the prompt is longer than the text encoder reads (77 tokens with start and end)."""
+    count = len(tokenizer(prompt, truncation=False).input_ids)
+    limit = tokenizer.model_max_length
+    if count <= limit:
+        return None
+    return f"The prompt is {count} tokens; the model reads the first {limit}, so the end of it is ignored: shorten it."
 
 
 def available_loras(ws: Workspace) -> dict[str, Path]:
@@ -177,6 +191,7 @@ class Generated:
     seeds: list[int] = field(default_factory=list)
     parameters: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    note: str | None = None  # e.g. a prompt longer than the model reads
 
 
 def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None = None, use_rl: bool = True,
@@ -196,7 +211,7 @@ def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None =
     set_scheduler(pipe, cfg.scheduler)
     apply_loras(pipe, loras)
     folder = out_folder or ws.outputs_dir(user or "_base") / date.today().isoformat()
-    result, start = Generated(), time.perf_counter()
+    result, start = Generated(note=prompt_note(pipe.tokenizer, text)), time.perf_counter()
     total = cfg.num * cfg.steps
     for i in range(cfg.num):
         seed = base_seed + i

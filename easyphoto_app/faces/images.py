@@ -17,6 +17,9 @@ class BadImage(UserError):
     """A photo that cannot be used; the message is the reason shown to the user."""
 
 
+HEIC_MISSING = "HEIC photos need the optional pillow-heif package; convert it to JPEG or install pillow-heif."
+
+
 def _register_heif() -> bool:
     try:
         from pillow_heif import register_heif_opener
@@ -26,13 +29,39 @@ def _register_heif() -> bool:
     return True
 
 
+def _is_heif(path: Path) -> bool:
+    """By the bytes (an ISO media 'ftyp' box of a HEIF brand), not the name: phones and apps mislabel files."""
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    return head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def not_an_image(path: Path) -> str | None:
+    """Why a file is not worth keeping as a photo (empty, not an image at all), or None. Damaged images are
+    kept: the faces table then says what is wrong with them."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return "empty file"
+    if _is_heif(path):
+        return None if _register_heif() else HEIC_MISSING
+    try:
+        with Image.open(path):
+            return None
+    except UnidentifiedImageError:
+        return "not an image file (or an unsupported format)"
+    except OSError:
+        return None
+
+
 def load_rgb(path: Path, max_side: int = 2048) -> np.ndarray:
     """An upright RGB uint8 array, downscaled so its longer side is at most max_side."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
-    if path.suffix.lower() in (".heic", ".heif") and not _register_heif():
-        raise BadImage("HEIC photos need the optional pillow-heif package; convert it to JPEG or install pillow-heif.")
+    if path.stat().st_size and _is_heif(path) and not _register_heif():
+        raise BadImage(HEIC_MISSING)
     if path.stat().st_size == 0:
         raise BadImage("empty file")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS

@@ -21,7 +21,7 @@ import numpy as np
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces import get_backend
 from easyphoto_app.faces.base import DetectedFace, FaceBackend, identity_of
-from easyphoto_app.faces.images import BadImage, collect_files, load_rgb, sanitize_name
+from easyphoto_app.faces.images import BadImage, collect_files, load_rgb, not_an_image, sanitize_name
 from easyphoto_app.faces import quality
 from easyphoto_app.settings import FaceConfig
 from easyphoto_app.workspace import Workspace, atomic_path, atomic_write_json
@@ -44,6 +44,7 @@ class PhotoResult:
     _rgb: np.ndarray | None = field(default=None, repr=False)
     _crop: np.ndarray | None = field(default=None, repr=False)
     _hash: int = field(default=0, repr=False)
+    _twin: "PhotoResult | None" = field(default=None, repr=False)
 
     def reject(self, reason: str) -> None:
         self.accepted, self.reason = False, reason
@@ -55,6 +56,7 @@ class FacesRecord:
     photos: list[PhotoResult]
     reference: dict | None = None
     warning: str | None = None
+    skipped: list = field(default_factory=list)  # files of this upload that were not kept, with the reason
 
     @property
     def accepted(self) -> list[PhotoResult]:
@@ -66,7 +68,8 @@ class FacesRecord:
 
     def to_json(self) -> dict:
         photos = [{k: v for k, v in asdict(p).items() if not k.startswith("_")} for p in self.photos]
-        return {"backend": self.backend, "photos": photos, "reference": self.reference, "warning": self.warning}
+        return {"backend": self.backend, "photos": photos, "reference": self.reference, "warning": self.warning,
+                "skipped": self.skipped}
 
 
 def load_record(ws: Workspace, user: str) -> dict | None:
@@ -89,15 +92,20 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def import_photos(ws: Workspace, user: str, files: list[Path]) -> list[str]:
-    """Copy new files into photos/ under sanitised, unique names; skip byte-identical copies."""
+def import_photos(ws: Workspace, user: str, files: list[Path]) -> tuple[list[str], list[dict]]:
+    """Copy new files into photos/ under sanitised, unique names. Files that are not images and byte-identical
+    copies are not kept; each is returned with the reason, so nothing is dropped without a word."""
     folder = ws.photos_dir(user)
     folder.mkdir(parents=True, exist_ok=True)
     known = {_sha(p): p.name for p in folder.iterdir() if p.is_file()}
-    added = []
+    added, skipped = [], []
     for src in collect_files(files):
-        digest = _sha(src)
+        why = not_an_image(src)
+        digest = None if why else _sha(src)
         if digest in known:
+            why = f"the same file as {known[digest]}, already added"
+        if why:
+            skipped.append({"source": src.name, "accepted": False, "reason": f"not kept: {why}"})
             continue
         name = sanitize_name(src.name)
         target = folder / name
@@ -109,7 +117,7 @@ def import_photos(ws: Workspace, user: str, files: list[Path]) -> list[str]:
             shutil.copyfile(src, tmp)
         known[digest] = target.name
         added.append(target.name)
-    return added
+    return added, skipped
 
 
 def remove_photos(ws: Workspace, user: str, names: list[str]) -> None:
@@ -210,6 +218,7 @@ def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -
                      or float(k._face.embedding @ r._face.embedding) > backend.duplicate_threshold), None)
         if twin is not None:
             r.reject(f"duplicate of {twin.source}")
+            r._twin = twin
         else:
             kept.append(r)
     if not backend.identifies_people:
@@ -229,6 +238,9 @@ def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -
     kept.sort(key=lambda r: -r.scores["similarity"])
     for r in kept[cfg.keep:]:
         r.reject(f"not among the {cfg.keep} most alike faces")
+    for r in candidates:  # a duplicate of a photo that was rejected after all shares its fate, and says why
+        if r._twin is not None and not r._twin.accepted:
+            r.reject(f"duplicate of {r._twin.source}, which was rejected too: {r._twin.reason}")
 
 
 def _reference(results: list[PhotoResult]) -> PhotoResult | None:
@@ -245,10 +257,11 @@ def prepare(ws: Workspace, user: str, new_files: list[Path], cfg: FaceConfig, re
             progress=None, backend: FaceBackend | None = None) -> FacesRecord:
     if remove:
         remove_photos(ws, user, remove)
-    import_photos(ws, user, new_files)
+    _, skipped = import_photos(ws, user, new_files)
     photos = sorted(p for p in ws.photos_dir(user).iterdir() if p.is_file()) if ws.photos_dir(user).is_dir() else []
     if not photos:
-        raise UserError(f"No photos for '{user}' yet: add 5-20 photos of the person's face.")
+        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped)
+        raise UserError(f"No photos for '{user}' yet: add 5-20 photos of the person's face." + (f" ({reasons})" if reasons else ""))
     backend = backend or get_backend(cfg.backend, ws.root)
     done = 0
 
@@ -264,14 +277,14 @@ def prepare(ws: Workspace, user: str, new_files: list[Path], cfg: FaceConfig, re
         results = list(pool.map(run, photos))
     _choose_faces(results, backend)
     _decide(results, cfg, backend)
-    record = _write(ws, user, results, backend)
+    record = _write(ws, user, results, backend, skipped)
     if record.accepted_count == 0:
         reasons = "; ".join(f"{r.source}: {r.reason}" for r in results)
         raise UserError(f"No usable photo for '{user}': {reasons}")
     return record
 
 
-def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBackend) -> FacesRecord:
+def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBackend, skipped: list[dict]) -> FacesRecord:
     from PIL import Image
 
     folder = ws.faces_dir(user)
@@ -284,10 +297,11 @@ def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBa
             with atomic_path(target) as tmp:
                 Image.fromarray(r._crop).save(tmp, format="JPEG", quality=95)
             r.crop = str(target.relative_to(ws.root))
-    record = FacesRecord(backend=backend.name, photos=results)
+    record = FacesRecord(backend=backend.name, photos=results, skipped=skipped)
     warnings = []
     if record.accepted_count < MIN_PHOTOS:
-        warnings.append(f"need at least {MIN_PHOTOS} usable photos to train, got {record.accepted_count}.")
+        warnings.append(f"need at least {MIN_PHOTOS} usable photos to train (5-20 give the best likeness), "
+                        f"got {record.accepted_count}.")
     if not backend.identifies_people:
         from easyphoto_app.faces import recognizer_missing
 
@@ -319,6 +333,8 @@ def format_table(record: FacesRecord) -> str:
         lines.append(f"{p.source[:32]:32s} {'accepted' if p.accepted else 'rejected':9s} "
                      f"{s.get('similarity', float('nan')):5.2f} {s.get('sharpness', float('nan')):5.2f} "
                      f"{s.get('face_px', 0):5.0f}  {p.reason or ''}")
+    for skip in record.skipped:
+        lines.append(f"{skip['source'][:32]:32s} {'skipped':9s} {'':23s}  {skip['reason']}")
     if record.reference:
         lines.append(f"reference face: {record.reference['source']}")
     lines.append(f"{record.accepted_count} accepted, {len(record.photos) - record.accepted_count} rejected.")
