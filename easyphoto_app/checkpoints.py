@@ -23,18 +23,14 @@ WHAT_IT_IS = {
 }
 
 
-class _Shapes(dict):
-    """key -> an object with .shape: what diffusers' model-type sniffing reads, without loading any tensor."""
-
-
 def checkpoint_kind(path: Path) -> str:
     """diffusers' name for the model type ('v1' = SD1.x), 'lora' for a LoRA, or 'unknown'."""
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            shapes = _Shapes({k: SimpleNamespace(shape=tuple(fh.get_slice(k).get_shape())) for k in fh.keys()})
+        with safe_open(str(path), framework="pt") as fh:  # shapes only: diffusers' type sniffing reads nothing else
+            shapes = {k: SimpleNamespace(shape=tuple(fh.get_slice(k).get_shape())) for k in fh.keys()}
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         raise UserError(f"{Path(path).name} is not a readable safetensors file ({type(exc).__name__}: {exc}).") from None
     if shapes and all(k.startswith(("lora_", "lycoris_")) or ".lora_" in k or ".alpha" in k for k in shapes):

@@ -34,6 +34,7 @@ from easyphoto_app.workspace import Workspace, atomic_write_json
 DDPO_ADAPTER = "ddpo"
 FACE_ADAPTER = "face"
 DEMO_MAX_STEPS = 10
+EVAL_SHARE_LIMIT = 0.15  # evaluation's share of the run's time
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
@@ -270,8 +271,15 @@ class RLRun:
         self.reporter.metric(kind="eval", **row)
         return row
 
-    def evaluations_epochs(self) -> list[int]:
-        return [row["epoch"] for row in self.evals]
+    def fit_eval_budget(self, limit: float = EVAL_SHARE_LIMIT) -> str | None:
+        """Evaluate less often when the settings would spend more than `limit` of the run on it; says so."""
+        before = self.cfg.eval_every
+        while self.eval_share() > limit and self.cfg.eval_every < max(1, self.cfg.epochs):
+            self.cfg.eval_every += 1
+        if self.cfg.eval_every == before:
+            return None
+        return (f"Evaluating every {self.cfg.eval_every} epochs instead of {before}, to keep it under {limit:.0%} of the "
+                f"time with {self.cfg.samples_per_epoch} samples per epoch.")
 
     def evaluated_now(self) -> bool:
         return bool(self.evals) and self.evals[-1]["epoch"] == self.epoch
@@ -363,6 +371,9 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
         for old in ckpts:
             shutil.rmtree(old)
     deadline = time.time() + run.cfg.max_hours * 3600
+    fitted = run.fit_eval_budget()
+    if fitted:
+        reporter.log(fitted)
     reporter.log(f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
                  f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
                  f"Evaluation: {run.cfg.eval_samples} fixed samples every {run.cfg.eval_every} epoch(s) and at the end, "

@@ -68,10 +68,16 @@ def reward_series(events: list[dict]):
     (fixed prompts and noise), which chooses the weights that are written."""
     import pandas as pd
 
-    parts = [series([{**e, label: e["reward_mean"]} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
-             for kind, label in (("epoch", "training"), ("eval", "evaluation"))]
-    parts = [p for p in parts if p is not None]
-    return pd.concat(parts, ignore_index=True) if parts else None
+    frames = {label: series([{**e, label: e["reward_mean"]} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
+              for kind, label in (("epoch", "training"), ("eval", "evaluation"))}
+    present = [f for f in frames.values() if f is not None]
+    if not present:
+        return None
+    # The plot's colour scale is fixed by the first frame it gets (the evaluation before epoch 0 comes first), so a
+    # series without points yet is there as one NaN row: in the legend from the start, nothing drawn.
+    x0 = min(f["x"].min() for f in present)
+    return pd.concat([f if f is not None else pd.DataFrame([{"x": x0, "value": float("nan"), "series": label}])
+                      for label, f in frames.items()], ignore_index=True)
 
 
 def memory_series(events: list[dict]):
