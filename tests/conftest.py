@@ -40,14 +40,17 @@ def kill_9_when(data_dir: Path, args: list[str], marker: Path, timeout: float = 
 
 
 @contextlib.contextmanager
-def running_app(data_dir: Path, env: dict | None = None):
-    """`python app.py` on a free port; yields its URL once it answers, stops it afterwards."""
+def running_app(data_dir: Path, env: dict | None = None, console: Path | None = None):
+    """`python app.py` on a free port; yields its URL once it answers, stops it afterwards. `console` keeps
+    what it prints (what a user sees in the terminal window)."""
     import time
     import urllib.request
 
     port = free_port()
+    out = open(console, "wb") if console else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if console else subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 30
@@ -61,6 +64,8 @@ def running_app(data_dir: Path, env: dict | None = None):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if console:
+            out.close()
 
 
 def free_port() -> int:

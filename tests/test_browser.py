@@ -18,7 +18,7 @@ TIMEOUT = 90_000
 
 @pytest.fixture
 def app(data_dir):
-    with running_app(data_dir) as url:
+    with running_app(data_dir, console=data_dir.parent / "console.log") as url:
         yield url, data_dir
 
 
@@ -102,7 +102,7 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     wait_points(page, "train-plot", points(page, "train-plot"))  # the loss plot gains points while it runs
     page.reload()
     expect(page.locator("#train-status")).to_contain_text("running")  # re-attached after a refresh
-    page.locator("#user-id textarea, #user-id input").first.fill("astro")
+    expect(page.locator("#user-id textarea, #user-id input").first).to_have_value("astro")  # and Resume has its user
     page.locator("#train-start").click()
     expect(page.get_by_text("already running").first).to_be_visible()
     page.locator("#train-stop").click()
@@ -116,9 +116,18 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     assert (data / "loras" / "astro.safetensors").exists()
     shot(page, "tab-photos")
 
-    # RL: two epochs with live plots, then a second run stopped by the button
+    # RL: refused for a user it cannot run for, with the reason, before anything starts
     page.get_by_role("tab", name="RL").click()
+    page.locator("#rl-user textarea, #rl-user input").first.fill("nobody")
+    expect(page.locator("#rl-hint")).to_contain_text("No user 'nobody' yet")
+    page.locator("#rl-start").click()
+    expect(page.get_by_text("add photos first").first).to_be_visible()  # the toast says why
+    expect(page.locator("#rl-status")).not_to_contain_text("crashed")
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # a refusal marks no output as an error
+    assert not (data / "users" / "nobody").exists()
+    # RL: two epochs with live plots, then a second run stopped by the button
     page.locator("#rl-user textarea, #rl-user input").first.fill("astro")
+    expect(page.locator("#rl-hint")).to_have_text("")
     page.locator("#rl-advanced").click()
     fill_number(page, "rl-epochs", 2)
     fill_number(page, "rl-samples-per-epoch", 2)
@@ -173,9 +182,19 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     assert len(list((data / "outputs" / "astro").rglob("*.png"))) == 2
 
     page.get_by_role("tab", name="Settings").click()
+    settings_before = (data / "settings.toml").read_text()
+    page.locator("#settings-model textarea, #settings-model input").first.fill(str(data / "no-such-model.safetensors"))
+    page.locator("#settings-load").click()
+    expect(page.get_by_text("does not exist").first).to_be_visible()
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+    assert (data / "settings.toml").read_text() == settings_before  # a path that did not load is not saved
     page.locator("#settings-doctor").click()
-    expect(page.get_by_text('"checks"').first).to_be_visible()
+    expect(page.locator("#settings-doctor-report")).to_contain_text("what to do")
+    expect(page.locator("#settings-doctor-report")).to_contain_text("device: cpu")
+    expect(page.get_by_text('"checks"')).to_have_count(0)  # sentences, not JSON
     shot(page, "tab-settings")
+    console = (data.parent / "console.log").read_text(errors="replace")
+    assert "Traceback" not in console, console[-3000:]  # the refusals of this walk printed no stack trace
 
 
 def test_settings_downloads_a_hub_model_and_the_banner_follows(data_dir, demo_model_dir, tmp_path):

@@ -30,7 +30,7 @@ def prepared(tmp_path_factory, astro_photos):
     r = run_cli(data, "prepare", "--user", "astro", str(good), *map(str, bad.values()))
     assert r.returncode == 0, r.stderr
     record = json.loads((data / "users" / "astro" / "faces" / "faces.json").read_text())
-    return data, {p["source"]: p for p in record["photos"]}, record, r
+    return data, {p["source"]: p for p in record["photos"] + record["skipped"]}, record, r  # skipped: not kept
 
 
 def test_every_photo_has_a_verdict_and_no_traceback(prepared):

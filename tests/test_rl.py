@@ -37,9 +37,11 @@ def test_stat_tracker_normalises_per_prompt():
     assert np.allclose(adv, [-1, 1, -1, 1], atol=1e-3)
 
 
-def test_rl_before_face_lora_exits_2(data_dir):
-    r = run_cli(data_dir, *RL, "--epochs", "1")
-    assert r.returncode == 2 and "no face LoRA" in r.stderr and "Traceback" not in r.stderr
+def test_rl_before_face_lora_exits_2(home_copy):
+    (home_copy / "loras" / "astro.safetensors").unlink()  # photos checked, no face LoRA yet
+    r = run_cli(home_copy, *RL, "--epochs", "1")
+    assert r.returncode == 2 and "has no face LoRA yet: train it first" in r.stderr and "Traceback" not in r.stderr
+    assert not (home_copy / "users" / "astro" / "ddpo_weights" / "events.jsonl").exists()  # refused before starting
 
 
 def test_rl_writes_lora_events_and_keeps_face_lora(home_copy):
@@ -188,7 +190,7 @@ def test_ddpo_raises_a_fixed_reward(sign, precision):
     assert last > first + 1.0, means
 
 
-def test_deterministic_steps_are_left_out_of_training(data_dir):
+def test_deterministic_steps_are_left_out_of_training(home_copy):
     """With "leading" spacing and steps_offset 0 the last DDIM step lands on its own alpha: std 0, no log-prob."""
     from diffusers import DDIMScheduler
 
@@ -199,7 +201,7 @@ def test_deterministic_steps_are_left_out_of_training(data_dir):
     std = step_std(s, s.timesteps, 1.0)
     assert std[-1] == 0 and bool((std[:-1] > 0.01).all())
     assert bool((step_std(s, s.timesteps, 0.0) == 0).all())
-    r = run_cli(data_dir, *RL, "--epochs", "1", "--eta", "0")
+    r = run_cli(home_copy, *RL, "--epochs", "1", "--eta", "0")
     assert r.returncode == 2 and "eta > 0" in r.stderr, r.stderr
 
 
@@ -427,7 +429,7 @@ def test_evaluation_has_fixed_noise_and_the_best_evaluated_weights_win(home_copy
     run.setup()
     start = run.adapter_state()
     first = run.evaluate()["reward_mean"]
-    assert run.evaluate()["reward_mean"] == first and run.evaluations_epochs() == [0, 0]
+    assert run.evaluate()["reward_mean"] == first and [row["epoch"] for row in run.evals] == [0, 0]
     g = torch.Generator().manual_seed(3)
     for name, p in run.pipe.unet.named_parameters():
         if "lora_B" in name:
@@ -475,3 +477,29 @@ def test_rl_in_half_precision_ends_with_its_file(home_copy, precision):
     assert all(math.isfinite(e["approx_kl"]) for e in epochs)
     assert ("grad_scale" in epochs[0]) == (precision == "fp16")
     assert any(f"Precision: {precision} (asked for)" in e.get("message", "") for e in events)
+
+
+def test_evaluation_stays_under_15_percent_of_the_run(home_copy):
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    s = load_settings(home_copy)
+    run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
+    assert run.fit_eval_budget() is None and 0.05 < run.eval_share() < 0.15  # the defaults: about 7%
+    run.cfg.samples_per_epoch = 2  # 8 evaluation samples every 5 epochs of 2 would be 21%
+    message = run.fit_eval_budget()
+    assert run.eval_share() <= 0.15 and run.cfg.eval_every == 8 and "every 8 epochs instead of 5" in message
+
+
+def test_the_reward_plot_has_both_lines_from_its_first_frame():
+    """The evaluation before epoch 0 is the first point; the training line must already be in the plot's legend."""
+    import math
+
+    from easyphoto_app.ui.rl_tab import reward_series
+
+    first = reward_series([{"type": "metric", "kind": "eval", "epoch": 0, "reward_mean": 0.4}])
+    assert set(first["series"]) == {"training", "evaluation"}
+    assert math.isnan(first[first["series"] == "training"]["value"].iloc[0])
+    assert reward_series([]) is None

@@ -113,7 +113,10 @@ def test_kill_9_then_resume_finishes_with_the_uninterrupted_weights(home_copy, t
 
 def test_train_without_prepared_faces_exits_2(data_dir):
     r = run_cli(data_dir, "train", "--user", "nobody", "--steps", "2")
-    assert r.returncode == 2 and "no prepared faces" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "No user 'nobody' yet: add photos first" in r.stderr and "Traceback" not in r.stderr
+    (data_dir / "users" / "bob").mkdir(parents=True)  # a user whose photos were never checked
+    r = run_cli(data_dir, "train", "--user", "bob", "--steps", "2")
+    assert r.returncode == 2 and "'bob' has no checked photos yet" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_lora_of_another_user_is_not_overwritten(tmp_path):
