@@ -69,8 +69,8 @@ def manifest_csv(items: list[Item]) -> str:
 
 def export_zip(ws: Workspace, user: str, paths: list[Path] | None = None, out: Path | None = None) -> Path:
     """Zip the chosen images (default: all of the user's) with manifest.json and manifest.csv."""
-    if not ws.user_dir(user).is_dir() and not ws.outputs_dir(user).is_dir():
-        raise UserError(f"No user {user!r}; known users: {', '.join(ws.list_users()) or 'none yet'}.")
+    if not ws.outputs_dir(user).is_dir():
+        ws.require_user(user)
     items = list_images(ws, user)
     if paths is not None:
         wanted = {_inside_outputs(ws, user, p) for p in paths}

@@ -197,10 +197,7 @@ class GpuLock:
 def check_can_start(ws: Workspace, kind: str, user: str) -> None:
     """What a job needs before it starts, as one refusal: the UI asks before starting the child (nothing is
     created for an unknown user), the CLI before it writes anything."""
-    if not ws.user_dir(user).is_dir():
-        known = ", ".join(ws.list_users()) or "none yet"
-        raise UserError(f"No user '{user}' yet: add photos first (Photos & Training tab, or 'prepare --user {user} PHOTOS'). "
-                        f"Known users: {known}.")
+    ws.require_user(user)
     if kind == "train" and not (ws.faces_dir(user) / "faces.json").exists():
         raise UserError(f"'{user}' has no checked photos yet: add photos first (Photos & Training tab).")
     if kind == "rl" and not ws.face_lora(user).exists():

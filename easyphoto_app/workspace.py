@@ -91,10 +91,16 @@ class Workspace:
             return []
         return sorted(p.name for p in self.users_dir.iterdir() if p.is_dir() and USER_ID_RE.match(p.name))
 
-    def delete_user(self, user_id: str) -> None:
+    def require_user(self, user_id: str) -> str:
+        """The valid id of a user that exists, or the one refusal that says how to add them."""
         user_id = validate_user_id(user_id)
         if not self.user_dir(user_id).is_dir():
-            raise UserError(f"No user {user_id!r} (known: {', '.join(self.list_users()) or 'none'}).")
+            raise UserError(f"No user '{user_id}' yet: add photos first (Photos & Training tab, or 'prepare --user "
+                            f"{user_id} PHOTOS'). Known users: {', '.join(self.list_users()) or 'none yet'}.")
+        return user_id
+
+    def delete_user(self, user_id: str) -> None:
+        user_id = self.require_user(user_id)
         shutil.rmtree(self.user_dir(user_id))
         shutil.rmtree(self.outputs_dir(user_id), ignore_errors=True)
         for f in (self.face_lora(user_id), self.ddpo_lora(user_id)):
