@@ -37,11 +37,6 @@ class Precision:
     def is_half(self) -> bool:
         return self.name != "fp32"
 
-    @property
-    def mixed_precision(self) -> str:
-        """accelerate's name for it."""
-        return self.name if self.is_half else "no"
-
     def autocast(self):
         """Forward passes in the half type with float32 master weights; a no-op in fp32."""
         import torch
@@ -55,6 +50,9 @@ class Precision:
         import torch
 
         return torch.amp.GradScaler(_device_type(self.device), enabled=self.name == "fp16")
+
+
+FP32 = Precision("fp32", "cpu", "the default")  # for callers that name none: no autocast, no scaling
 
 
 def _device_type(device: str) -> str:

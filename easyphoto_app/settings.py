@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
+from easyphoto_app.precision import CHOICES as PRECISIONS
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TRIGGER = "easyphoto_face, easyphoto, 1person"
@@ -29,7 +30,7 @@ class AppConfig:
     model: str = opt(DEFAULT_MODEL, "Base model: a Hugging Face id, a diffusers folder, a .safetensors file, or 'demo'.")
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu.", choices=["auto", "cuda", "mps", "cpu"])
     precision: str = opt("auto", "Number format: auto (bf16 on GPUs that have it, else fp16; fp32 on the CPU), fp32, fp16 or bf16.",
-                         choices=["auto", "fp32", "fp16", "bf16"])
+                         choices=list(PRECISIONS))
     host: str = opt("127.0.0.1", "Address the web UI binds to.")
     port: int = opt(7860, "Port of the web UI.")
     open_browser: bool = opt(True, "Open the browser when the UI starts.")

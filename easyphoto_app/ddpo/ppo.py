@@ -6,12 +6,12 @@ The UNet runs in the dtype of the prompt embeddings it is given (fp16, bf16 or f
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 
 from easyphoto_app.ddpo.ddim_logprob import ddim_step_with_logprob, step_std
+from easyphoto_app.precision import FP32
 
 
 def add_rl_lora(unet, rank: int, adapter: str = "ddpo", init: str | bool = "gaussian") -> list:
@@ -46,18 +46,14 @@ def guided_eps(unet, latents, t, cond, uncond, guidance: float):
     return eps_uncond + guidance * (eps_cond - eps_uncond)
 
 
-def _autocast(precision):
-    return precision.autocast() if precision is not None else contextlib.nullcontext()
-
-
 @torch.no_grad()
 def sample(unet, scheduler, cond, uncond, prompts, steps: int, guidance: float, eta: float, shape,
-           generator: torch.Generator, precision=None) -> Trajectories:
+           generator: torch.Generator, precision=FP32) -> Trajectories:
     scheduler.set_timesteps(steps, device=cond.device)
     latents = torch.randn((cond.shape[0], *shape), generator=generator).to(cond.device, torch.float32)
     all_latents, log_probs = [latents], []
     for t in scheduler.timesteps:
-        with _autocast(precision):
+        with precision.autocast():
             eps = guided_eps(unet, latents, t, cond, uncond, guidance)
         latents, lp = ddim_step_with_logprob(scheduler, eps, t, latents, eta, generator=generator)
         all_latents.append(latents)
@@ -85,13 +81,13 @@ def clipped_loss(advantages: torch.Tensor, log_prob: torch.Tensor, old_log_prob:
 
 def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, uncond, optimizer, params, cfg,
                generator: torch.Generator, should_stop=lambda: False, sync_grads=lambda params: None,
-               precision=None, scaler=None) -> dict:
+               precision=FP32, scaler=None) -> dict:
     """One pass over the samples: for each train batch, a random subset of its timesteps, one optimizer step.
 
     `cfg.timestep_batch` timesteps go through the UNet in one batch (each latent with its own timestep);
     the gradient is the same as one timestep at a time, with fewer, larger passes. With fp16 weights,
     `scaler` (a GradScaler) keeps the gradients through the UNet above fp16's underflow."""
-    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
+    scaler = scaler or precision.scaler()  # a run passes its own, so that the fp16 scale carries over
     n = traj.latents.shape[0]
     stochastic = torch.nonzero(step_std(scheduler, traj.timesteps.cpu(), cfg.eta) > 1e-6).flatten()
     if len(stochastic) == 0:
@@ -113,7 +109,7 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
             x_prev = traj.latents[idx][:, chunk + 1].flatten(0, 1)
             t = traj.timesteps[chunk].unsqueeze(0).expand(b, k).reshape(-1)
             old = traj.log_probs[idx][:, chunk].reshape(-1).float()
-            with _autocast(precision):
+            with precision.autocast():
                 eps = guided_eps(unet, x_t, t, traj.cond[idx].repeat_interleave(k, dim=0), uncond, cfg.guidance)
             _, logp = ddim_step_with_logprob(scheduler, eps, t, x_t, cfg.eta, prev_sample=x_prev)
             a = adv[idx].repeat_interleave(k).to(logp.device)
