@@ -7,6 +7,7 @@ failure (one line naming the log file, which holds the traceback).
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import json
 import logging
 import logging.handlers
@@ -15,7 +16,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from easyphoto_app.errors import BusyError, UserError
+from easyphoto_app.errors import UserError
+from easyphoto_app.precision import CHOICES as PRECISIONS
 from easyphoto_app.settings import (
     FaceConfig, GenerateConfig, RLConfig, Settings, TrainConfig, add_config_args, apply_config_args,
     load_settings, resolve_data_dir,
@@ -41,7 +43,7 @@ def _global_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=argparse.SUPPRESS, help="Data folder (default: EASYPHOTO_HOME or the user data folder).")
     g.add_argument("--model", default=argparse.SUPPRESS, help="Base model: hub id, diffusers folder, .safetensors file, or 'demo'.")
     g.add_argument("--device", default=argparse.SUPPRESS, choices=["auto", "cuda", "mps", "cpu"], help="Compute device.")
-    g.add_argument("--precision", default=argparse.SUPPRESS, choices=["auto", "fp32", "fp16", "bf16"],
+    g.add_argument("--precision", default=argparse.SUPPRESS, choices=PRECISIONS,
                    help="Number format (auto: bf16 or fp16 on a GPU, fp32 on the CPU).")
     g.add_argument("--events", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # JSON-lines stream for the UI
     return p
@@ -207,9 +209,7 @@ def cmd_generate(settings: Settings, args) -> int:
     from easyphoto_app.models import PipelineCache
 
     ws = Workspace(settings.data_dir)
-    user = validate_user_id(args.user) if args.user else None
-    if user and not ws.user_dir(user).is_dir():
-        raise UserError(f"No user {user!r}; known users: {', '.join(ws.list_users()) or 'none yet'}.")
+    user = ws.require_user(args.user) if args.user else None
     pipe, model = PipelineCache().get(settings)
     if model.is_demo:
         print(f"note: {model.note or model.label}", file=sys.stderr)
@@ -285,19 +285,18 @@ def cmd_rl(settings: Settings, args) -> int:
 @command("likeness", "Score images: how much each face looks like the user (0 stranger, 0.5 threshold, 1 identical).")
 def cmd_likeness(settings: Settings, args) -> int:
     from easyphoto_app.faces.images import BadImage, load_rgb
-    from easyphoto_app.faces.likeness import scorer_for
+    from easyphoto_app.faces.likeness import Score, scorer_for
 
     ws = Workspace(settings.data_dir)
-    user = validate_user_id(args.user)
-    if not ws.user_dir(user).is_dir():
-        raise UserError(f"No user {user!r}; known users: {', '.join(ws.list_users()) or 'none yet'}.")
+    user = ws.require_user(args.user)
     scorer = scorer_for(ws, user)  # the same scorer as the RL reward and Compare
     rows = []
     for path in args.images:
         try:
-            rows.append({"image": path, **scorer.score(load_rgb(Path(path), settings.faces.max_side)).to_json()})
+            score = scorer.score(load_rgb(Path(path), settings.faces.max_side))
         except BadImage as exc:
-            rows.append({"image": path, "likeness": None, "cosine": None, "faces": 0, "face_index": None, "reason": str(exc)})
+            score = Score(None, None, 0, None, str(exc))
+        rows.append({"image": path, **asdict(score)})
     if args.json:
         print(json.dumps({"user": user, "backend": scorer.backend.name, "images": rows}, indent=2))
     else:

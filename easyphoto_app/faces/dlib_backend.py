@@ -15,6 +15,7 @@ import numpy as np
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces.base import DetectedFace, FaceBackend, normalize
+from easyphoto_app.faces.images import resize
 
 DETECT_SIDE = 1000  # HOG runs on a copy this long: its cost grows with the pixel count
 # HOG's margin, dlib's default. No cut separates false detections (the astronaut's suit patch: 0.07-0.16) from
@@ -73,7 +74,7 @@ class DlibBackend(FaceBackend):
         # dlib reads the buffer as it is: a view or a non-uint8 array gives silently wrong boxes
         full = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
         scale = min(1.0, DETECT_SIDE / max(full.shape[:2]))
-        small = full if scale == 1.0 else _resize(full, scale)
+        small = full if scale == 1.0 else resize(full, scale)  # cv2 returns a contiguous uint8 copy
         faces = []
         with self._lock:
             rects, scores, _ = self.detector.run(small, 0, MIN_DETECTION_SCORE)
@@ -95,11 +96,3 @@ def _five_points(points: np.ndarray) -> np.ndarray:
     left_eye, right_eye, nose = points[2:4].mean(0), points[0:2].mean(0), points[4]
     down = nose - (left_eye + right_eye) / 2
     return np.array([left_eye, right_eye, nose, left_eye + 1.6 * down, right_eye + 1.6 * down], dtype=np.float32)
-
-
-def _resize(rgb: np.ndarray, scale: float) -> np.ndarray:
-    import cv2
-
-    h, w = rgb.shape[:2]
-    return np.ascontiguousarray(cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                           interpolation=cv2.INTER_AREA))

@@ -121,3 +121,11 @@ def collect_files(paths: list[Path]) -> list[Path]:
         else:
             raise UserError(f"{p} does not exist.")
     return files
+
+
+def resize(img: np.ndarray, scale: float, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Scaled by `scale`, or to shape (h, w); area interpolation (for the detectors' and descriptors' copies)."""
+    import cv2
+
+    h, w = shape or (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)

@@ -18,15 +18,13 @@ from easyphoto_app.workspace import Workspace
 
 @dataclass
 class Score:
+    """One image's likeness, or why it has none (as `likeness --json` prints it: dataclasses.asdict)."""
+
     likeness: float | None  # None: no face
     cosine: float | None
     faces: int
     face_index: int | None  # which face was scored (0-based, left to right)
     reason: str  # in words, for people
-
-    def to_json(self) -> dict:
-        return {"likeness": self.likeness, "cosine": self.cosine, "faces": self.faces, "face_index": self.face_index,
-                "reason": self.reason}
 
 
 class LikenessScorer:

@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from easyphoto_app.faces.base import DetectedFace, FaceBackend, normalize
+from easyphoto_app.faces.images import resize
 
 DETECT_SIDE = 480  # detection runs at this longer side
 MIN_NEIGHBOURS = 4  # overlapping raw windows a detection needs (skimage groups them)
@@ -42,7 +43,7 @@ class OfflineBackend(FaceBackend):
     def analyze(self, rgb: np.ndarray) -> list[DetectedFace]:
         gray = _gray(rgb)
         scale = min(1.0, DETECT_SIDE / max(gray.shape))
-        small = _resize(gray, scale) if scale < 1 else gray
+        small = resize(gray, scale) if scale < 1 else gray
         windows = self.cascade.detect_multi_scale(
             img=small, scale_factor=1.15, step_ratio=1, min_size=(20, 20), max_size=small.shape,
             min_neighbor_number=MIN_NEIGHBOURS,
@@ -63,7 +64,7 @@ def lbp_descriptor(crop: np.ndarray) -> np.ndarray:
     """Square-rooted uniform-LBP histograms on a GRID x GRID layout of the face."""
     from skimage.feature import local_binary_pattern
 
-    crop = _resize(crop, 1.0, shape=(DESCRIPTOR_SIZE, DESCRIPTOR_SIZE))
+    crop = resize(crop, 1.0, shape=(DESCRIPTOR_SIZE, DESCRIPTOR_SIZE))
     codes = local_binary_pattern((crop * 255).astype(np.uint8), P=8, R=1, method="uniform")
     cell = DESCRIPTOR_SIZE // GRID
     hists = []
@@ -89,8 +90,3 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) / 255.0
 
 
-def _resize(img: np.ndarray, scale: float, shape: tuple[int, int] | None = None) -> np.ndarray:
-    import cv2
-
-    h, w = shape or (max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale)))
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
