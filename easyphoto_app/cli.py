@@ -1,4 +1,4 @@
-"""One CLI: ui, doctor, prepare, train, rl, generate, likeness, export, users.
+"""One CLI: ui, doctor, prepare, train, rl, generate, portrait, likeness, export, users.
 
 Exit codes: 0 success; 2 bad input (one line on stderr, no traceback); 1 internal
 failure (one line naming the log file, which holds the traceback).
@@ -19,7 +19,7 @@ from pathlib import Path
 from easyphoto_app.errors import UserError
 from easyphoto_app.precision import CHOICES as PRECISIONS
 from easyphoto_app.settings import (
-    FaceConfig, GenerateConfig, RLConfig, Settings, TrainConfig, add_config_args, apply_config_args,
+    FaceConfig, GenerateConfig, PortraitConfig, RLConfig, Settings, TrainConfig, add_config_args, apply_config_args,
     load_settings, resolve_data_dir,
 )
 from easyphoto_app.workspace import Workspace, validate_user_id
@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rl", action="store_true", help="Face LoRA only, without the RL LoRA.")
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     add_config_args(p, GenerateConfig)
+
+    p = subs["portrait"]
+    p.add_argument("--user", required=True, help="Whose face (their face LoRA, and RL LoRA unless --no-rl).")
+    p.add_argument("--template", required=True, help="The photo to paint the face into (a path, or a name in templates/).")
+    p.add_argument("--no-rl", action="store_true", help="Face LoRA only, without the RL LoRA.")
+    p.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    add_config_args(p, PortraitConfig)
+    add_config_args(p, GenerateConfig, only=["prompt", "negative_prompt", "steps", "cfg", "scheduler", "lora_weight", "rl_weight"])
 
     p = subs["likeness"]
     p.add_argument("--user", required=True)
@@ -224,6 +232,34 @@ def cmd_generate(settings: Settings, args) -> int:
     else:
         for path, seed in zip(result.paths, result.seeds):
             print(f"{path}  (seed {seed})")
+    return 0
+
+
+@command("portrait", "Paint a user's face into a template photo; candidates ranked by likeness.")
+def cmd_portrait(settings: Settings, args) -> int:
+    from easyphoto_app.faces import get_backend
+    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.portrait import paint, plan, resolve_template
+
+    ws = Workspace(settings.data_dir)
+    user = ws.require_user(args.user)
+    backend = get_backend(settings.faces.backend, settings.data_dir)
+    job = plan(ws, settings.generate, settings.portrait, user, resolve_template(ws, args.template), backend, not args.no_rl)
+    pipe, model = PipelineCache().get(settings)
+    if model.is_demo:
+        print(f"note: {model.note or model.label}", file=sys.stderr)
+    reporter = reporter_for(args, "portrait")
+    result = paint(pipe, model, ws, job, progress=reporter.progress, should_stop=reporter.should_stop)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    reporter.done(f"{len(result.paths)} portrait(s)", paths=[str(p) for p in result.paths])
+    if args.json:
+        print(json.dumps({"paths": [str(p) for p in result.paths], "seeds": result.seeds, "likeness": result.likeness,
+                          "face_index": result.face_index, "faces": result.faces,
+                          "box": result.box, "seconds": round(result.seconds, 3)}))
+    else:
+        for path, seed, value in zip(result.paths, result.seeds, result.likeness):
+            print(f"{path}  (seed {seed}, likeness {'none' if value is None else f'{value:.2f}'})")
     return 0
 
 

@@ -155,7 +155,9 @@ def adapter_name(lora_name: str) -> str:
     return "ep_" + re.sub(r"[^A-Za-z0-9_]", "_", lora_name)
 
 
-def png_parameters(prompt: str, loras: list[LoraChoice], cfg: GenerateConfig, seed: int, w: int, h: int, model) -> str:
+def png_parameters(prompt: str, loras: list[LoraChoice], cfg: GenerateConfig, seed: int, w: int, h: int, model,
+                   extra: tuple[str, ...] = ()) -> str:
+    """A1111's `parameters` text; `extra` fields (e.g. a portrait's denoising strength) go before the version."""
     tags = " ".join(f"<lora:{lora.name}:{lora.weight:g}>" for lora in loras)
     full_prompt = f"{prompt} {tags}".strip()
     from easyphoto_app.checkpoints import lora_hash
@@ -167,7 +169,7 @@ def png_parameters(prompt: str, loras: list[LoraChoice], cfg: GenerateConfig, se
     ]
     if loras:
         parts.append('Lora hashes: "' + ", ".join(f"{lora.name}: {lora_hash(lora.path)}" for lora in loras) + '"')
-    parts.append(f"Version: EasyPhoto {__version__}")
+    parts += [*extra, f"Version: EasyPhoto {__version__}"]
     return f"{full_prompt}\nNegative prompt: {cfg.negative_prompt}\n" + ", ".join(parts)
 
 
@@ -183,6 +185,24 @@ def save_png(image, folder: Path, stem: str, parameters: str) -> Path:
     with atomic_path(target) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
     return target
+
+
+def run_pipeline(pipe, done: int, total: int, progress, should_stop, what_to_lower: str, **call):
+    """One image from pipe(**call): progress counts on from `done` of `total` steps, should_stop interrupts
+    between steps, and running out of memory becomes a refusal that says what to lower."""
+    import torch
+
+    def on_step(p, step, t, kwargs):
+        if progress:
+            progress(done + step + 1, total)
+        if should_stop and should_stop():
+            p._interrupt = True
+        return kwargs
+
+    try:
+        return pipe(**call, callback_on_step_end=on_step).images[0]
+    except torch.OutOfMemoryError:
+        raise UserError(oom_message(what_to_lower)) from None
 
 
 @dataclass
@@ -215,22 +235,11 @@ def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None =
     total = cfg.num * cfg.steps
     for i in range(cfg.num):
         seed = base_seed + i
-
-        def on_step(p, step, t, kwargs, i=i):
-            if progress:
-                progress(i * cfg.steps + step + 1, total)
-            if should_stop and should_stop():
-                p._interrupt = True
-            return kwargs
-
-        try:
-            image = pipe(
-                text, negative_prompt=cfg.negative_prompt or None, num_inference_steps=cfg.steps, guidance_scale=cfg.cfg,
-                width=width, height=height, generator=torch.Generator("cpu").manual_seed(seed),
-                callback_on_step_end=on_step,
-            ).images[0]
-        except torch.OutOfMemoryError:
-            raise UserError(oom_message("the image size, the number of images or the steps")) from None
+        image = run_pipeline(pipe, i * cfg.steps, total, progress, should_stop,
+                             "the image size, the number of images or the steps",
+                             prompt=text, negative_prompt=cfg.negative_prompt or None, num_inference_steps=cfg.steps,
+                             guidance_scale=cfg.cfg, width=width, height=height,
+                             generator=torch.Generator("cpu").manual_seed(seed))
         if should_stop and should_stop():
             break
         params = png_parameters(text, loras, cfg, seed, width, height, model)

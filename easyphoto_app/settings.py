@@ -2,7 +2,7 @@
 
 The CLI flags, the UI's Advanced accordions and `settings.toml` all read these
 dataclasses. `settings.toml` has one table per dataclass ([app], [faces], [train],
-[rl], [generate]); a key there overrides the default, and a CLI flag overrides both.
+[rl], [generate], [portrait]); a key there overrides the default, and a CLI flag overrides both.
 """
 
 from __future__ import annotations
@@ -105,7 +105,18 @@ class GenerateConfig:
     rl_weight: float = opt(1.0, "Weight of the RL (DDPO) LoRA.")
 
 
-SECTIONS = {"app": AppConfig, "faces": FaceConfig, "train": TrainConfig, "rl": RLConfig, "generate": GenerateConfig}
+@dataclass
+class PortraitConfig:
+    strength: float = opt(0.45, "How much of the template's face is repainted: 0.3 keeps its shape and light, 0.7 lets "
+                                "the LoRA redraw more (and drifts from the template).")
+    num: int = opt(2, "Candidates, one seed each, ranked by likeness.")
+    seed: int = opt(-1, "Seed of the first candidate (-1 = random).")
+    face_index: int = opt(-1, "Which face of the template, counted from the left from 0 (-1 = the largest).")
+    crop_scale: float = opt(2.2, "Side of the square painted around the face, in face widths (head, hair and some context).")
+
+
+SECTIONS = {"app": AppConfig, "faces": FaceConfig, "train": TrainConfig, "rl": RLConfig, "generate": GenerateConfig,
+            "portrait": PortraitConfig}
 
 
 @dataclass
@@ -116,6 +127,7 @@ class Settings:
     train: TrainConfig = field(default_factory=TrainConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    portrait: PortraitConfig = field(default_factory=PortraitConfig)
 
     @property
     def file(self) -> Path:

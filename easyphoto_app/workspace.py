@@ -57,6 +57,10 @@ class Workspace:
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
 
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
     def user_dir(self, user_id: str) -> Path:
         return self.users_dir / validate_user_id(user_id)
 

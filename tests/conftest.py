@@ -113,6 +113,16 @@ def trained_home(tmp_path_factory, demo_model_dir, astro_photos) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def rl_home(tmp_path_factory, trained_home) -> Path:
+    """trained_home plus an RL LoRA for 'astro' (one short epoch)."""
+    d = tmp_path_factory.mktemp("rlhome") / "data"
+    shutil.copytree(trained_home, d)
+    r = run_cli(d, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "3")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
 @pytest.fixture
 def home_copy(tmp_path, trained_home) -> Path:
     """A private copy of the trained data dir (tests may change it)."""

@@ -92,3 +92,15 @@ def bad_files(folder: Path) -> dict[str, Path]:
         "text": folder / "notes.jpg",
         "truncated": truncated,
     }
+
+
+def scene(path: Path, size: tuple[int, int] = (1200, 900)) -> Path:
+    """A template photo: the astronaut, scaled to the height, on a grey gradient of the given (width, height)."""
+    import cv2
+
+    w, h = size
+    canvas = np.empty((h, w, 3), np.uint8)
+    canvas[:] = np.linspace(40, 200, w)[None, :, None].astype(np.uint8)
+    left = (w - h) // 2
+    canvas[:, left:left + h] = cv2.resize(astronaut(), (h, h), interpolation=cv2.INTER_CUBIC)
+    return save(canvas, path, quality=95)

@@ -19,17 +19,6 @@ def test_prompt_lora_tags_are_parsed(prompt, text, tags):
     assert parse_lora_tags(prompt) == (text, tags)
 
 
-@pytest.fixture(scope="module")
-def rl_home(tmp_path_factory, trained_home):
-    import shutil
-
-    d = tmp_path_factory.mktemp("rlhome") / "data"
-    shutil.copytree(trained_home, d)
-    r = run_cli(d, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "3")
-    assert r.returncode == 0, r.stderr
-    return d
-
-
 def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_home):
     from PIL import Image
 

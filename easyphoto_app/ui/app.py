@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from easyphoto_app.settings import Settings
-from easyphoto_app.ui import gallery_tab, generate_tab, photos_tab, rl_tab, settings_tab
+from easyphoto_app.ui import gallery_tab, generate_tab, photos_tab, portrait_tab, rl_tab, settings_tab
 from easyphoto_app.ui.common import Context, model_banner
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def refresh_on_show(tab: gr.Tab, built: dict) -> None:
 
 def build_app(ctx: Context) -> gr.Blocks:
     with gr.Blocks(title="EasyPhoto", analytics_enabled=False) as demo:
-        gr.Markdown("# EasyPhoto\nUpload 5-20 photos of one person, train a face LoRA, improve it with RL, generate portraits.")
+        gr.Markdown("# EasyPhoto\nUpload 5-20 photos of one person, train a face LoRA, improve it with RL, generate portraits or paint the face into a photo of your choice.")
         banner = gr.Markdown(model_banner(ctx), elem_id="model-banner")
         with gr.Tabs():
             with gr.Tab("Photos & Training", id="photos"):
@@ -36,6 +36,8 @@ def build_app(ctx: Context) -> gr.Blocks:
                 rl_tab.build(ctx)
             with gr.Tab("Generate", id="generate") as gen_tab:
                 refresh_on_show(gen_tab, generate_tab.build(ctx))
+            with gr.Tab("Portrait", id="portrait") as portrait:
+                refresh_on_show(portrait, portrait_tab.build(ctx))
             with gr.Tab("Gallery", id="gallery") as gallery:
                 refresh_on_show(gallery, gallery_tab.build(ctx))
             with gr.Tab("Settings", id="settings") as settings:

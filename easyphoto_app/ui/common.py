@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from easyphoto_app.errors import UserError
+from easyphoto_app.errors import BusyError, UserError
 from easyphoto_app.jobs import JobManager
 from easyphoto_app.models import PipelineCache
 from easyphoto_app.settings import Settings
@@ -67,6 +67,27 @@ def friendly(fn):
                            print_exception=False) from None
 
     return wrapper
+
+
+def with_pipeline(ctx: Context, progress, work):
+    """Run work(pipe, model) alone on the cached pipeline (Generate, Compare, Portrait); Cancel stops it
+    between steps."""
+    if not ctx.generate_lock.acquire(blocking=False):
+        raise BusyError("Another generation is running; wait for it to finish or press Cancel.")
+    ctx.cancel_generate.clear()
+    try:
+        progress(0, desc="Loading the model (first time only)")
+        pipe, model = ctx.pipelines.get(ctx.settings)
+        return work(pipe, model), model
+    finally:
+        ctx.generate_lock.release()
+
+
+def footer(ctx: Context, model, text: str) -> str:
+    """A result's last lines: whether it was cancelled, and the demo model's label when that made it."""
+    if ctx.cancel_generate.is_set():
+        text += " Cancelled."
+    return text + (f"\n\n_{model.note or model.label}_" if model.is_demo else "")
 
 
 def user_id_hint(value: str) -> str:

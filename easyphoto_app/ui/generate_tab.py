@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from easyphoto_app.errors import BusyError, UserError
+from easyphoto_app.errors import UserError
 from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, with_overrides
 from easyphoto_app.settings import help_of
-from easyphoto_app.ui.common import Context, friendly, user_choices
+from easyphoto_app.ui.common import Context, footer, friendly, user_choices, with_pipeline
 
 BASE_ONLY = "(base model only)"
 
@@ -53,42 +53,25 @@ def build(ctx: Context) -> dict:
                               num=int(num_v), seed=int(seed_v), steps=int(steps_v), cfg=float(cfg_v), width=int(w_v),
                               height=int(h_v), scheduler=sched_v)
 
-    def with_pipeline(progress, work):
-        """Run work(pipe, model) alone on the cached pipeline; Cancel stops it between steps."""
-        if not ctx.generate_lock.acquire(blocking=False):
-            raise BusyError("Another generation is running; wait for it to finish or press Cancel.")
-        ctx.cancel_generate.clear()
-        try:
-            progress(0, desc="Loading the model (first time only)")
-            pipe, model = ctx.pipelines.get(ctx.settings)
-            return work(pipe, model), model
-        finally:
-            ctx.generate_lock.release()
-
-    def footer(model, text: str) -> str:
-        if ctx.cancel_generate.is_set():
-            text += " Cancelled."
-        return text + (f"\n\n_{model.note or model.label}_" if model.is_demo else "")
-
     @friendly
     def on_generate(user_v, use_rl_v, *values, progress=gr.Progress(track_tqdm=True)):
         request = request_of(*values)
         who = None if user_v in (None, "", BASE_ONLY) else user_v
-        result, model = with_pipeline(progress, lambda pipe, model: generate(
+        result, model = with_pipeline(ctx, progress, lambda pipe, model: generate(
             pipe, model, ctx.ws, request, user=who, use_rl=use_rl_v, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Generating")))
         items = [(str(p), f"seed {s}") for p, s in zip(result.paths, result.seeds)]
         text = f"{len(items)} image(s) in {result.seconds:.1f} s, seeds {', '.join(map(str, result.seeds))}. Saved under `outputs/`."
         if result.note:
             text += f"\n\n⚠️ {result.note}"
-        return items, footer(model, text)
+        return items, footer(ctx, model, text)
 
     @friendly
     def on_compare(user_v, *values, progress=gr.Progress(track_tqdm=True)):
         if user_v in (None, "", BASE_ONLY):
             raise UserError("Pick a user to compare their face LoRA with and without the RL LoRA.")
         request = request_of(*values)
-        c, model = with_pipeline(progress, lambda pipe, model: compare(
+        c, model = with_pipeline(ctx, progress, lambda pipe, model: compare(
             pipe, model, ctx.ws, request, user_v, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Comparing")))
         items = []
@@ -96,7 +79,7 @@ def build(ctx: Context) -> dict:
             items += [(str(pa), f"face LoRA · seed {seed} · {likeness_caption(sa)}"),
                       (str(pb), f"face + RL · seed {seed} · {likeness_caption(sb)}")]
         text = "Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical (as `likeness` prints it)."
-        return items, footer(model, text)
+        return items, footer(ctx, model, text)
 
     def on_cancel():
         ctx.cancel_generate.set()

@@ -1,0 +1,119 @@
+"""Portrait tab: a template photo -> the user's face painted into it, candidates ranked by likeness."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from easyphoto_app import portrait as core
+from easyphoto_app.errors import UserError
+from easyphoto_app.generate import likeness_caption, with_overrides
+from easyphoto_app.settings import help_of
+from easyphoto_app.ui.common import Context, footer, friendly, user_choices, with_pipeline
+
+LARGEST = -1
+
+
+def build(ctx: Context) -> dict:
+    cfg, gen = ctx.settings.portrait, ctx.settings.generate
+    with gr.Row():
+        with gr.Column(scale=2):
+            user = gr.Dropdown(user_choices(ctx), label="User", info="Whose face: their face LoRA (and RL LoRA).",
+                               allow_custom_value=False, elem_id="portrait-user")
+            upload = gr.File(label="Add a template photo", file_types=["image"], elem_id="portrait-upload")
+            with gr.Row():
+                template = gr.Dropdown(_template_names(ctx), label="Template",
+                                       info="Photos you added (kept in templates/ in the data folder).",
+                                       elem_id="portrait-template", scale=3)
+                delete = gr.Button("Delete template", size="sm", variant="stop", scale=1)
+            preview = gr.Image(label="Faces found (the painted one in green)", interactive=False, height=260,
+                               elem_id="portrait-preview")
+            face = gr.Dropdown([("the largest", LARGEST)], value=LARGEST, label="Face",
+                               info="Which face to paint, numbered from the left as in the preview.", elem_id="portrait-face")
+            strength = gr.Slider(0.1, 1.0, value=cfg.strength, step=0.05, label="Strength", info=help_of(cfg, "strength"),
+                                 elem_id="portrait-strength")
+            with gr.Row():
+                num = gr.Slider(1, 8, value=cfg.num, step=1, label="Candidates", info=help_of(cfg, "num"))
+                seed = gr.Number(value=cfg.seed, precision=0, label="Seed", info="-1 = random; each image shows its seed.")
+            with gr.Accordion("Advanced", open=False, elem_id="portrait-advanced"):
+                with gr.Row():
+                    lora_w = gr.Slider(0, 1.5, value=gen.lora_weight, step=0.05, label="Face LoRA weight")
+                    rl_w = gr.Slider(0, 1.5, value=gen.rl_weight, step=0.05, label="RL LoRA weight")
+                use_rl = gr.Checkbox(value=True, label="Use the RL LoRA when there is one")
+                steps = gr.Slider(1, 100, value=gen.steps, step=1, label="Steps",
+                                  info="Steps at strength 1; a strength of 0.45 runs 45% of them.", elem_id="portrait-steps")
+            with gr.Row():
+                run = gr.Button("Paint portraits", variant="primary", elem_id="portrait-run")
+                cancel = gr.Button("Cancel", variant="stop")
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Portraits, most alike first", columns=2, height=520, elem_id="portrait-gallery")
+            info = gr.Markdown(elem_id="portrait-info")
+
+    @friendly
+    def on_upload(file):
+        if not file:
+            return gr.skip(), gr.skip()
+        kept = core.add_template(ctx.ws, file)
+        return gr.update(choices=_template_names(ctx), value=kept.name), None
+
+    @friendly
+    def on_template(name):
+        if not name:
+            return None, gr.update(choices=[("the largest", LARGEST)], value=LARGEST)
+        rgb = core.load_template(core.resolve_template(ctx.ws, name))
+        faces = core.faces_left_to_right(_backend(ctx), rgb)
+        if not faces:
+            gr.Warning("No face found in this template: choose a photo where one face is clearly visible.")
+            return rgb, gr.update(choices=[("the largest", LARGEST)], value=LARGEST)
+        largest, _ = core.choose_face(faces, LARGEST)
+        choices = [("the largest", LARGEST)] + [(f"face {i}" + (" (largest)" if i == largest else ""), i) for i in range(len(faces))]
+        return core.annotate(rgb, faces, largest), gr.update(choices=choices, value=LARGEST)
+
+    @friendly
+    def on_delete(name):
+        if not name:
+            raise UserError("Choose a template to delete.")
+        core.delete_template(ctx.ws, name)
+        return gr.update(choices=_template_names(ctx), value=None)
+
+    @friendly
+    def on_run(user_v, name, face_v, strength_v, num_v, seed_v, lw, rw, use_rl_v, steps_v,
+               progress=gr.Progress(track_tqdm=True)):
+        if not user_v:
+            raise UserError("Choose whose face to paint (User).")
+        if not name:
+            raise UserError("Add or choose a template photo first.")
+        path = core.resolve_template(ctx.ws, name)
+        request = with_overrides(cfg, strength=float(strength_v), num=int(num_v), seed=int(seed_v), face_index=int(face_v))
+        gen_request = with_overrides(gen, lora_weight=lw, rl_weight=rw, steps=int(steps_v))
+        job = core.plan(ctx.ws, gen_request, request, user_v, path, _backend(ctx), use_rl=use_rl_v)
+        result, model = with_pipeline(ctx, progress, lambda pipe, model: core.paint(
+            pipe, model, ctx.ws, job, should_stop=ctx.cancel_generate.is_set,
+            progress=lambda s, t: progress((s, t), desc="Painting")))
+        items = [(str(p), f"#{rank} · seed {s} · {likeness_caption(v)}")
+                 for rank, (p, s, v) in enumerate(zip(result.paths, result.seeds, result.likeness), 1)]
+        text = (f"{len(items)} portrait(s) in {result.seconds:.1f} s, face {result.face_index} of the template, most alike "
+                "first (likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical). Saved under `outputs/`.")
+        text += "".join(f"\n\n⚠️ {note}" for note in result.notes)
+        return items, footer(ctx, model, text)
+
+    upload.upload(on_upload, upload, [template, upload])
+    template.change(on_template, template, [preview, face])
+    delete.click(on_delete, template, template)
+    run.click(on_run, [user, template, face, strength, num, seed, lora_w, rl_w, use_rl, steps], [gallery, info],
+              api_name="portrait", concurrency_limit=1)
+    cancel.click(ctx.cancel_generate.set, None, None, queue=False)
+
+    def on_show():
+        return gr.update(choices=user_choices(ctx)), gr.update(choices=_template_names(ctx))
+
+    return {"on_show": (on_show, [user, template])}
+
+
+def _template_names(ctx: Context) -> list[str]:
+    return [p.name for p in core.list_templates(ctx.ws)]
+
+
+def _backend(ctx: Context):
+    from easyphoto_app.faces import get_backend
+
+    return get_backend(ctx.settings.faces.backend, ctx.settings.data_dir)

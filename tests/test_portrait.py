@@ -1,0 +1,194 @@
+"""Template portraits: the face painted into a photo, the rest of it kept pixel for pixel."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import photos
+from conftest import run_cli
+from easyphoto_app.errors import UserError
+from easyphoto_app.faces.base import DetectedFace
+from easyphoto_app.faces.likeness import Score
+from easyphoto_app.portrait import (Candidate, choose_face, feathered_mask, match_colour, paste, rank,
+                                    square_around)
+
+
+def face_at(x1, y1, x2, y2) -> DetectedFace:
+    return DetectedFace(np.array([x1, y1, x2, y2], np.float32), 1.0, None, np.zeros(4, np.float32))
+
+
+def test_mask_is_feathered_and_zero_at_the_crop_border():
+    alpha = feathered_mask(face_at(140, 150, 260, 270), (0, 0, 400), 400)
+    assert alpha.dtype == np.float32 and alpha.min() == 0.0 and alpha.max() == 1.0
+    assert alpha[200, 200] == 1.0  # the face itself is fully painted
+    row = alpha[200]
+    soft = (row > 0) & (row < 1)
+    assert soft.sum() >= 2 * 15, "a soft band of intermediate alphas on each side, not a hard seam"
+    edge = np.concatenate([alpha[:3].ravel(), alpha[-3:].ravel(), alpha[:, :3].ravel(), alpha[:, -3:].ravel()])
+    assert edge.max() == 0.0, "the square's border is outside the mask, so no seam where the crop ends"
+    assert alpha[60, 200] > 0, "the mask reaches above the detector's box, to the hair line"
+
+
+def test_mask_border_stays_zero_when_the_face_fills_the_crop():
+    alpha = feathered_mask(face_at(0, 0, 300, 300), (0, 0, 300), 300)  # the ellipse reaches past the square
+    assert alpha[0].max() == 0 and alpha[-1].max() == 0 and alpha[:, 0].max() == 0 and alpha[:, -1].max() == 0
+
+
+def test_paste_keeps_every_pixel_where_alpha_is_zero():
+    rng = np.random.default_rng(0)
+    template = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    patch = rng.integers(0, 256, (120, 120, 3), dtype=np.uint8)
+    alpha = np.zeros((120, 120), np.float32)
+    alpha[30:90, 30:90] = 1.0
+    alpha[25:30, 30:90] = 0.5
+    out = paste(template, patch, alpha, (200, 50, 120))
+    keep = np.ones((300, 400), bool)
+    keep[50:170, 200:320] = alpha == 0
+    assert np.array_equal(out[keep], template[keep])
+    assert np.array_equal(out[50 + 30:50 + 90, 200 + 30:200 + 90], patch[30:90, 30:90])
+    half = out[50 + 25:50 + 30, 200 + 30:200 + 90].astype(int)
+    expected = (template[75:80, 230:290].astype(int) + patch[25:30, 30:90].astype(int)) / 2
+    assert np.abs(half - expected).max() <= 1
+
+
+@pytest.mark.parametrize("bbox, size, expected", [
+    ((500, 400, 600, 500), (1200, 900), (440, 340, 220)),  # centred on the face
+    ((10, 10, 110, 110), (1200, 900), (0, 0, 220)),  # moved inside at the top-left corner, not cut
+    ((1100, 800, 1190, 890), (1200, 900), (1002, 702, 198)),  # and at the bottom-right
+    ((100, 100, 400, 400), (500, 450), (25, 0, 450)),  # never larger than the image's short side
+    ((0, 100, 150, 250), (300, 600), (0, 25, 300)),  # a portrait-shaped image: the width limits it
+])
+def test_square_around_the_face_stays_inside_the_image(bbox, size, expected):
+    assert square_around(face_at(*bbox), *size, scale=2.2) == expected
+
+
+def test_face_choice_by_index_the_largest_by_default_and_clear_refusals():
+    faces = [face_at(0, 0, 50, 50), face_at(100, 0, 220, 120), face_at(300, 0, 380, 80)]
+    assert choose_face(faces, 2) == (2, None)
+    index, note = choose_face(faces, -1)
+    assert index == 1 and "3 faces" in note and "largest (face 1" in note
+    assert choose_face(faces[:1], -1) == (0, None)
+    with pytest.raises(UserError, match="face index 3 does not exist"):
+        choose_face(faces, 3)
+    with pytest.raises(UserError, match="No face found"):
+        choose_face([], -1)
+
+
+def test_colour_match_moves_the_painted_face_to_the_templates_colours():
+    import cv2
+
+    rng = np.random.default_rng(1)
+    reference = np.clip(rng.normal([180, 120, 90], 12, (64, 64, 3)), 0, 255).astype(np.uint8)
+    painted = np.clip(rng.normal([60, 90, 160], 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+    alpha = np.zeros((64, 64), np.float32)
+    alpha[8:56, 8:56] = 1.0
+    out = match_colour(painted, reference, alpha)
+
+    def lab_stats(img):
+        lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).astype(np.float32)[8:56, 8:56].reshape(-1, 3)
+        return lab.mean(0), lab.std(0)
+
+    (m_out, s_out), (m_ref, s_ref) = lab_stats(out), lab_stats(reference)
+    assert np.abs(m_out - m_ref).max() < 3 and np.abs(s_out - s_ref).max() < 3
+    assert np.abs(lab_stats(painted)[0] - m_ref).max() > 20  # it did have to move
+
+
+def test_candidates_are_ranked_most_alike_first_unscored_last():
+    def cand(seed, value):
+        return Candidate(np.zeros(1), seed, None if value == "none" else Score(value, 0.0, 1 if value is not None else 0, 0, ""))
+
+    ranked = rank([cand(1, 0.2), cand(2, None), cand(3, 0.9), cand(4, "none"), cand(5, 0.5)])
+    assert [c.seed for c in ranked] == [3, 5, 1, 2, 4]
+
+
+def test_the_inpainting_pipeline_shares_the_loaded_unet(data_dir):
+    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.portrait import inpaint_pipeline
+    from easyphoto_app.settings import load_settings
+
+    pipe, _ = PipelineCache().get(load_settings(data_dir))
+    painter = inpaint_pipeline(pipe)
+    assert painter is inpaint_pipeline(pipe)  # made once per loaded pipeline
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(painter, name), getattr(pipe, name)
+        assert ours is theirs
+        assert all(a.data_ptr() == b.data_ptr() for a, b in zip(ours.parameters(), theirs.parameters()))
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return photos.scene(tmp_path_factory.mktemp("templates") / "scene.jpg")
+
+
+def test_portrait_keeps_the_template_outside_the_face_and_records_both_loras(rl_home, scene):
+    r = run_cli(rl_home, "portrait", "--user", "astro", "--template", str(scene), "--num", "2", "--seed", "4",
+                "--steps", "6", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sorted(out["seeds"]) == [4, 5] and len(out["paths"]) == 2
+    template = np.asarray(Image.open(scene).convert("RGB")).astype(int)
+    x0, y0, side = out["box"]
+    for path, seed in zip(out["paths"], out["seeds"]):
+        img = Image.open(path)
+        assert img.size == (1200, 900)
+        pixels = np.asarray(img.convert("RGB")).astype(int)
+        outside = np.ones(template.shape[:2], bool)
+        outside[y0:y0 + side, x0:x0 + side] = False
+        assert np.abs(pixels - template)[outside].max() <= 1
+        corners = [(y0 + 2, x0 + 2), (y0 + 2, x0 + side - 3), (y0 + side - 3, x0 + 2), (y0 + side - 3, x0 + side - 3)]
+        assert all(np.abs(pixels[y, x] - template[y, x]).max() <= 1 for y, x in corners)  # the crop's corners too
+        middle = (slice(y0 + side * 2 // 5, y0 + side * 3 // 5), slice(x0 + side * 2 // 5, x0 + side * 3 // 5))
+        assert np.abs(pixels[middle] - template[middle]).mean() > 5, "the face was repainted"
+        params = img.text["parameters"]
+        assert "<lora:astro:1> <lora:ddpo_astro:1>" in params and f"Seed: {seed}," in params
+        assert "Denoising strength: 0.45" in params and "Template: scene.jpg" in params
+        assert "Face likeness: none" in params  # the demo model paints noise: no face to score
+    assert "face" in r.stderr and "largest" in r.stderr  # dlib also boxes a patch on the suit: says which it took
+
+
+def test_portrait_paints_the_face_chosen_by_index_in_a_group_photo(rl_home, tmp_path):
+    group = photos.insightface_image("t1.jpg")
+    r = run_cli(rl_home, "portrait", "--user", "astro", "--template", str(group), "--face-index", "2", "--num", "1",
+                "--seed", "1", "--steps", "4", "--no-rl", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["face_index"] == 2 and out["faces"] >= 4
+    from easyphoto_app.faces import get_backend
+    from easyphoto_app.faces.images import load_rgb
+    from easyphoto_app.portrait import faces_left_to_right
+
+    rgb = load_rgb(group, max_side=4096)
+    third = faces_left_to_right(get_backend("auto", rl_home), rgb)[2]
+    x0, y0, side = out["box"]
+    cx, cy = third.center
+    assert x0 < cx < x0 + side and y0 < cy < y0 + side, "the painted square is around the third face from the left"
+    params = Image.open(out["paths"][0]).text["parameters"]
+    assert "ddpo_astro" not in params and "Template face: 2" in params
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("coffee", "No face found in the template"),
+    ("tiny", "portraits need at least 64 px"),
+    ("truncated", "damaged or truncated"),
+    ("text", "not an image file"),
+    ("index", "face index 9 does not exist"),
+    ("no-lora", "has no face LoRA yet"),
+])
+def test_portrait_refusals_are_one_line_and_write_nothing(trained_home, tmp_path, scene, case, expected):
+    import shutil
+
+    home = tmp_path / "data"
+    shutil.copytree(trained_home, home)
+    if case == "no-lora":
+        shutil.rmtree(home / "loras")
+    bad = photos.bad_files(tmp_path / "bad")
+    template = {"index": scene, "no-lora": scene}.get(case) or bad[case]
+    extra = ["--face-index", "9"] if case == "index" else []
+    r = run_cli(home, "portrait", "--user", "astro", "--template", str(template), "--steps", "4", *extra)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (home / "outputs").exists() or not list((home / "outputs").rglob("*.png"))
