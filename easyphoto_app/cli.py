@@ -238,13 +238,14 @@ def cmd_generate(settings: Settings, args) -> int:
 @command("portrait", "Paint a user's face into a template photo; candidates ranked by likeness.")
 def cmd_portrait(settings: Settings, args) -> int:
     from easyphoto_app.faces import get_backend
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.models import PipelineCache, pick_device
     from easyphoto_app.portrait import paint, plan, resolve_template
 
     ws = Workspace(settings.data_dir)
     user = ws.require_user(args.user)
     backend = get_backend(settings.faces.backend, settings.data_dir)
-    job = plan(ws, settings.generate, settings.portrait, user, resolve_template(ws, args.template), backend, not args.no_rl)
+    job = plan(ws, settings.generate, settings.portrait, user, resolve_template(ws, args.template), backend,
+               not args.no_rl, pick_device(settings.app.device))
     pipe, model = PipelineCache().get(settings)
     if model.is_demo:
         print(f"note: {model.note or model.label}", file=sys.stderr)

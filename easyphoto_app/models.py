@@ -165,14 +165,14 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _pick_hub_files(files: list[str], want_fp16: bool) -> list[str]:
-    """Config files plus one safetensors file per component (fp16 variant when wanted and present)."""
+    """Config files plus one safetensors file per component folder, or of a one-model repo's top level (a
+    ControlNet): the fp16 variant when wanted and present."""
     skip = ("safety_checker/", "feature_extractor/")
-    keep = [f for f in files if f.endswith((".json", ".txt")) and "/" in f and not f.startswith(skip)]
-    keep += [f for f in files if f == "model_index.json"]
-    weights = [f for f in files if f.endswith(".safetensors") and "/" in f and not f.startswith(skip)]
+    keep = [f for f in files if f.endswith((".json", ".txt")) and not f.startswith(skip)]
+    weights = [f for f in files if f.endswith(".safetensors") and not f.startswith(skip)]
     by_folder: dict[str, list[str]] = {}
     for f in weights:
-        by_folder.setdefault(f.split("/")[0], []).append(f)
+        by_folder.setdefault(f.rpartition("/")[0], []).append(f)
     for group in by_folder.values():
         fp16 = [f for f in group if ".fp16." in f]
         plain = [f for f in group if ".fp16." not in f and ".non_ema." not in f and ".ema." not in f]
@@ -180,18 +180,21 @@ def _pick_hub_files(files: list[str], want_fp16: bool) -> list[str]:
     return sorted(set(keep))
 
 
-def download_hub_model(repo_id: str, want_fp16: bool) -> tuple[Path, int]:
-    """Download (or resume) only what the pipeline needs; returns the snapshot folder and its size.
-    huggingface_hub's progress bars show on the console and, through track_tqdm, in the UI."""
+def download_hub_model(repo_id: str, want_fp16: bool, index: str = "model_index.json",
+                       what: str = "a diffusers model repository") -> tuple[Path, int]:
+    """Download (or resume) only what the pipeline (or one model, with index="config.json") needs; returns the
+    snapshot folder and its size. huggingface_hub's progress bars show on the console and, through track_tqdm,
+    in the UI."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.hf_api import RepoFile
 
     sizes = {f.path: f.size for f in HfApi().list_repo_tree(repo_id, recursive=True) if isinstance(f, RepoFile)}
-    if "model_index.json" not in sizes:
-        raise UserError(f"{repo_id} is not a diffusers model repository (no model_index.json).")
+    if index not in sizes:
+        raise UserError(f"{repo_id} is not {what} (no {index}).")
     if not any(f.endswith(".safetensors") for f in sizes):
         raise UserError(f"{repo_id} has no .safetensors weights; EasyPhoto never loads pickled weights.")
-    chosen = _pick_hub_files(list(sizes), want_fp16)
+    pipeline = index == "model_index.json"  # a pipeline's parts are in folders; a single model's files are not
+    chosen = _pick_hub_files([f for f in sizes if f == index or ("/" in f) == pipeline], want_fp16)
     total = sum(sizes[f] for f in chosen)
     log.warning("Downloading %s: %s in %d files (once; it stays in the Hugging Face cache).", repo_id, human_size(total), len(chosen))
     return Path(snapshot_download(repo_id, allow_patterns=chosen)), total

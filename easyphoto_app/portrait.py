@@ -257,17 +257,24 @@ class Plan:
     loras: list
     rgb: np.ndarray
     spot: Placement
+    control: Path | None = None  # the ControlNet's folder when structure control is on
 
 
 def plan(ws: Workspace, gen: GenerateConfig, cfg: PortraitConfig, user: str, template: Path, backend,
-         use_rl: bool = True) -> Plan:
+         use_rl: bool = True, device: str = "cpu") -> Plan:
     from easyphoto_app.generate import choose_loras, default_prompt, parse_lora_tags
 
     _painting_steps(gen, cfg.strength)
     text, tags = parse_lora_tags(gen.prompt or default_prompt(gen.style))
     loras = choose_loras(ws, user, tags, gen, use_rl)
     rgb = load_template(template)
-    return Plan(gen, cfg, user, Path(template), text, loras, rgb, place(backend, rgb, cfg))
+    spot = place(backend, rgb, cfg)
+    control = None
+    if cfg.controlnet:
+        from easyphoto_app.controlnet import ensure_controlnet
+
+        control = ensure_controlnet(device)
+    return Plan(gen, cfg, user, Path(template), text, loras, rgb, spot, control)
 
 
 def rank(candidates: list[Candidate]) -> list[Candidate]:
@@ -296,7 +303,12 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
     mask = Image.fromarray(((alpha_small > 0) * 255).astype(np.uint8))
     set_scheduler(pipe, gen.scheduler)
     apply_loras(pipe, job.loras)  # fused into the shared UNet and text encoder
-    painter = inpaint_pipeline(pipe)
+    painter, control = inpaint_pipeline(pipe), {}
+    if job.control:
+        from easyphoto_app.controlnet import canny_edges, control_pipeline
+
+        painter = control_pipeline(pipe, job.control)
+        control = {"control_image": Image.fromarray(canny_edges(crop)), "controlnet_conditioning_scale": cfg.control_weight}
     set_scheduler(painter, gen.scheduler)
     scorer = scorer_or_none(ws, job.user)
     notes = [n for n in (spot.note, prompt_note(pipe.tokenizer, job.prompt)) if n]
@@ -311,7 +323,7 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
                                prompt=job.prompt, negative_prompt=gen.negative_prompt or None, image=Image.fromarray(crop),
                                mask_image=mask, strength=cfg.strength, num_inference_steps=gen.steps,
                                guidance_scale=gen.cfg, width=size, height=size,
-                               generator=torch.Generator("cpu").manual_seed(seed))
+                               generator=torch.Generator("cpu").manual_seed(seed), **control)
         if should_stop and should_stop():
             break
         patch = resize_square(match_colour(np.asarray(painted.convert("RGB")), crop, alpha_small), side)
@@ -334,6 +346,10 @@ def save_ranked(ws: Workspace, job: Plan, model, size: int, candidates: list[Can
         value = None if c.score is None else c.score.likeness
         extra = (f"Denoising strength: {job.cfg.strength:g}", f"Template: {job.template.name}",
                  f"Template face: {job.spot.index}", f"Face likeness: {'none' if value is None else f'{value:.3f}'}")
+        if job.control:  # as A1111's ControlNet extension writes it
+            from easyphoto_app.controlnet import CANNY_REPO
+
+            extra += (f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, Weight: {job.cfg.control_weight:g}"',)
         params = png_parameters(job.prompt, job.loras, job.gen, c.seed, size, size, model, extra)
         stem = f"{time.strftime('%H%M%S')}-portrait{n}-{c.seed}"
         result.paths.append(save_png(Image.fromarray(c.image), folder, stem, params))

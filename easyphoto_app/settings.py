@@ -113,6 +113,9 @@ class PortraitConfig:
     seed: int = opt(-1, "Seed of the first candidate (-1 = random).")
     face_index: int = opt(-1, "Which face of the template, counted from the left from 0 (-1 = the largest).")
     crop_scale: float = opt(2.2, "Side of the square painted around the face, in face widths (head, hair and some context).")
+    controlnet: bool = opt(False, "Structure control: ControlNet canny keeps the template's outlines (downloads once when "
+                                  "turned on: 723 MB on an NVIDIA GPU, 1.45 GB otherwise).")
+    control_weight: float = opt(0.6, "How strongly ControlNet holds the template's outlines (0-2).")
 
 
 SECTIONS = {"app": AppConfig, "faces": FaceConfig, "train": TrainConfig, "rl": RLConfig, "generate": GenerateConfig,

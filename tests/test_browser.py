@@ -204,6 +204,10 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     expect(page.get_by_text("does not exist").first).to_be_visible()
     expect(page.get_by_text("Error", exact=True)).to_have_count(0)
     assert (data / "settings.toml").read_text() == settings_before  # a path that did not load is not saved
+    page.locator("#settings-controlnet input").click()  # offline and not downloaded: refused, and it stays off
+    expect(page.get_by_text("Structure control needs").first).to_be_visible()
+    expect(page.locator("#settings-controlnet input")).not_to_be_checked()
+    assert "controlnet = true" not in (data / "settings.toml").read_text()
     page.locator("#settings-doctor").click()
     expect(page.locator("#settings-doctor-report")).to_contain_text("what to do")
     expect(page.locator("#settings-doctor-report")).to_contain_text("device: cpu")

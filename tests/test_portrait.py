@@ -192,3 +192,52 @@ def test_portrait_refusals_are_one_line_and_write_nothing(trained_home, tmp_path
     assert len(lines) == 1 and expected in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not (home / "outputs").exists() or not list((home / "outputs").rglob("*.png"))
+
+
+def tiny_controlnet(demo_model_dir, folder):
+    """A ControlNet shaped for the demo UNet; its zero-initialised output convolutions are made random, so it
+    changes what is painted (as a trained one does)."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    net = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(demo_model_dir / "unet"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for block in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            block.weight.normal_(0, 0.5)
+    net.save_pretrained(folder, safe_serialization=True)
+    (folder / "diffusion_pytorch_model.bin").write_bytes(b"pickled weights must never be fetched")
+    return folder
+
+
+def test_controlnet_canny_downloads_once_changes_the_painting_and_then_works_offline(rl_home, scene, demo_model_dir, tmp_path):
+    from hub_server import HubServer
+
+    from easyphoto_app.controlnet import CANNY_REPO
+
+    repo = tiny_controlnet(demo_model_dir, tmp_path / "repo")
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
+    args = ["portrait", "--user", "astro", "--template", str(scene), "--num", "1", "--seed", "3", "--steps", "4",
+            "--strength", "1", "--no-rl", "--json"]
+
+    def painted(r):
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        x0, y0, side = out["box"]
+        img = Image.open(out["paths"][0])
+        return np.asarray(img.convert("RGB")).astype(int)[y0:y0 + side, x0:x0 + side], img.text["parameters"]
+
+    with HubServer(CANNY_REPO, repo) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        plain, plain_params = painted(run_cli(rl_home, *args, env=env))
+        assert hub.downloads == []  # off by default: nothing fetched
+        held, params = painted(run_cli(rl_home, *args, "--controlnet", env=env))
+        assert sorted(hub.downloads) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert 'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny, Weight: 0.6"' in params
+    assert "ControlNet" not in plain_params
+    assert np.abs(held - plain).mean() > 1, "the ControlNet's residuals reached the UNet"
+    again, _ = painted(run_cli(rl_home, *args, "--controlnet", env=env))  # the hub is gone: the cache serves
+    assert np.array_equal(again, held)
+    r = run_cli(rl_home, *args, "--controlnet", env={**env, "HF_HOME": str(tmp_path / "empty")})
+    assert r.returncode == 2 and "Structure control needs lllyasviel/control_v11p_sd15_canny" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

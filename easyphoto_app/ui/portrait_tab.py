@@ -85,7 +85,10 @@ def build(ctx: Context) -> dict:
         path = core.resolve_template(ctx.ws, name)
         request = with_overrides(cfg, strength=float(strength_v), num=int(num_v), seed=int(seed_v), face_index=int(face_v))
         gen_request = with_overrides(gen, lora_weight=lw, rl_weight=rw, steps=int(steps_v))
-        job = core.plan(ctx.ws, gen_request, request, user_v, path, _backend(ctx), use_rl=use_rl_v)
+        from easyphoto_app.models import pick_device
+
+        job = core.plan(ctx.ws, gen_request, request, user_v, path, _backend(ctx), use_rl=use_rl_v,
+                        device=pick_device(ctx.settings.app.device))
         result, model = with_pipeline(ctx, progress, lambda pipe, model: core.paint(
             pipe, model, ctx.ws, job, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Painting")))
@@ -93,6 +96,8 @@ def build(ctx: Context) -> dict:
                  for rank, (p, s, v) in enumerate(zip(result.paths, result.seeds, result.likeness), 1)]
         text = (f"{len(items)} portrait(s) in {result.seconds:.1f} s, face {result.face_index} of the template, most alike "
                 "first (likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical). Saved under `outputs/`.")
+        if job.control:
+            text += " The template's outlines were held by ControlNet canny (Settings)."
         text += "".join(f"\n\n⚠️ {note}" for note in result.notes)
         return items, footer(ctx, model, text)
 

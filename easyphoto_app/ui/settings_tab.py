@@ -7,6 +7,7 @@ import dataclasses
 import gradio as gr
 
 from easyphoto_app import doctor
+from easyphoto_app.controlnet import CANNY_ABOUT, ensure_controlnet
 from easyphoto_app.faces import CHOICES as FACE_CHOICES
 from easyphoto_app.faces.insight import INSIGHTFACE_LICENCE
 from easyphoto_app.precision import CHOICES, pick_precision
@@ -27,6 +28,9 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
     faces = gr.Dropdown(list(FACE_CHOICES), value=ctx.settings.faces.backend, label="Face recognizer", elem_id="settings-faces",
                         info="auto: insightface when its models are here, else dlib (installed with the app, free to use). "
                              f"Choosing insightface downloads its buffalo_l models (about 280 MB) on the next photo check: {INSIGHTFACE_LICENCE}")
+    structure = gr.Checkbox(value=ctx.settings.portrait.controlnet, label="Portraits: keep the template's outlines (ControlNet canny)",
+                            elem_id="settings-controlnet",
+                            info=f"Lets higher strengths follow the template's pose and features. {CANNY_ABOUT}, when turned on.")
     status = gr.Markdown(elem_id="settings-status")
     check = gr.Button("Run doctor", elem_id="settings-doctor")
     report = gr.Markdown(elem_id="settings-doctor-report")
@@ -62,6 +66,19 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
         save_settings(ctx.settings)
         return f"Face recognizer: {choice}. It applies from the next photo check (Photos tab: add or re-check photos)."
 
+    @friendly
+    def on_structure(on, progress=gr.Progress(track_tqdm=True)):
+        if on:
+            from easyphoto_app.models import pick_device
+
+            progress(0, desc="Downloading ControlNet canny (once)")
+            ensure_controlnet(pick_device(ctx.settings.app.device))  # a refusal leaves the setting off
+        ctx.settings.portrait.controlnet = bool(on)
+        save_settings(ctx.settings)
+        return f"Structure control for portraits: {'on' if on else 'off'}."
+
+    structure.input(on_structure, structure, status, concurrency_limit=1).then(
+        lambda: ctx.settings.portrait.controlnet, None, structure)
     load.click(on_load, model, [status, banner], concurrency_limit=1)
     settings_tab_shown = (lambda: ctx.settings.app.model, model)  # after a reload: the model in use, not the page's first value
     faces.change(on_faces, faces, status)
