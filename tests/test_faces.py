@@ -226,3 +226,19 @@ def test_a_platform_without_dlib_is_told_in_the_banner_and_doctor(data_dir, monk
     line = doctor.check(settings)["checks"]["face_models"]
     assert not line["ok"] and "RL, which needs a likeness score, cannot run" in line["fix"]
     assert faces.get_backend("auto", data_dir / "elsewhere").name == "offline"
+
+
+def test_reference_face_is_the_most_alike_times_frontal_not_the_first():
+    from easyphoto_app.faces.prepare import PhotoResult, _reference
+
+    def photo(name, similarity, frontal, accepted=True):
+        return PhotoResult(name, accepted=accepted, scores={"similarity": similarity, "frontal": frontal, "sharpness": 0.5})
+
+    results = [photo("alike-turned", 0.99, 0.3), photo("frontal-less-alike", 0.95, 0.9), photo("rejected", 1.0, 1.0, False),
+               photo("worst", 0.93, 0.5)]
+    assert _reference(results).source == "frontal-less-alike"  # 0.855 beats 0.297 and 0.465
+    assert _reference([photo("only", 0.9, 0.0)]).source == "only"  # a profile still counts (floor 0.05)
+    assert _reference([photo("no", 1.0, 1.0, False)]) is None
+    no_identity = [PhotoResult("soft", True, scores={"sharpness": 0.2, "frontal": 1.0}),
+                   PhotoResult("sharp", True, scores={"sharpness": 0.8, "frontal": 0.9})]
+    assert _reference(no_identity).source == "sharp"  # without a recognizer: the sharpest frontal face

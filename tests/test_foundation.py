@@ -147,3 +147,71 @@ def test_ui_values_become_cli_flags_that_parse_back():
         add_config_args(parser, cls)
         parsed = vars(parser.parse_args(config_flags(cls, list(values), list(values.values()))))
         assert {k: parsed[f"{cls.__name__}.{k}"] for k in values} == {k: type(getattr(cls(), k))(v) for k, v in values.items()}
+
+
+def test_a_write_that_fails_halfway_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import os
+
+    from easyphoto_app.workspace import atomic_write_text
+
+    target = tmp_path / "faces.json"
+    atomic_write_text(target, '{"old": true}')
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the bytes are written, then the disk refuses them
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_text(target, '{"new": "' + "x" * 10_000 + '"}')
+    assert target.read_text() == '{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["faces.json"]  # no temp file left beside it
+
+
+def test_checkpoints_are_ordered_by_number_not_as_text(tmp_path):
+    from easyphoto_app.lora_io import complete_checkpoints
+
+    for name in ("checkpoint-5", "checkpoint-10", "checkpoint-9", ".checkpoint-15.tmp-42", "epoch-3", "notes"):
+        (tmp_path / name).mkdir()
+    assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == ["checkpoint-5", "checkpoint-9", "checkpoint-10"]
+    assert [p.name for p in complete_checkpoints(tmp_path, "epoch")] == ["epoch-3"]
+    assert complete_checkpoints(tmp_path / "absent", "epoch") == []
+
+
+def test_cli_train_while_another_job_holds_the_gpu_exits_2_with_who_holds_it(home_copy):
+    lora = home_copy / "loras" / "astro.safetensors"
+    before = lora.read_bytes()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (home_copy / "jobs").mkdir(parents=True, exist_ok=True)
+        (home_copy / "jobs" / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "RL", "user": "bob",
+                                                                "started": time.time()}))
+        r = run_cli(home_copy, "train", "--user", "astro", "--steps", "2")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert r.returncode == 2, r.stderr
+    assert "RL job for 'bob'" in r.stderr and "Traceback" not in r.stderr
+    assert lora.read_bytes() == before
+
+
+@pytest.mark.parametrize("w, h", [(768, 512), (512, 768)])
+def test_png_parameters_give_width_then_height(w, h, tmp_path):
+    from types import SimpleNamespace
+
+    from easyphoto_app.generate import png_parameters
+    from easyphoto_app.settings import GenerateConfig
+
+    model = SimpleNamespace(is_demo=True, kind="demo", source="demo", path=tmp_path)
+    text = png_parameters("a portrait", [], GenerateConfig(steps=9, cfg=6.5), 123, w, h, model, ("Extra: 1",))
+    assert f"Size: {w}x{h}," in text and "Seed: 123," in text and "Steps: 9," in text and "CFG scale: 6.5," in text
+    assert text.splitlines()[0] == "a portrait" and text.index("Extra: 1") < text.index("Version: EasyPhoto")
+
+
+def test_native_resolution_keeps_a_real_models_width_and_height():
+    from types import SimpleNamespace
+
+    from easyphoto_app.models import DEMO_RESOLUTION, native_resolution
+
+    real = SimpleNamespace(is_demo=False)
+    assert (native_resolution(real, 768), native_resolution(real, 512)) == (768, 512)
+    assert native_resolution(SimpleNamespace(is_demo=True), 768) == DEMO_RESOLUTION

@@ -26,9 +26,10 @@ def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_home):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["seeds"] == [7, 8] and len(out["paths"]) == 2
-    params = Image.open(out["paths"][0]).text["parameters"]
-    assert "<lora:astro:1>" in params and "<lora:ddpo_astro:1>" in params
-    assert "Steps: 4" in params and "Seed: 7" in params and 'Lora hashes: "astro: ' in params
+    for path, seed in zip(out["paths"], [7, 8]):  # every image carries its own seed
+        params = Image.open(path).text["parameters"]
+        assert "<lora:astro:1>" in params and "<lora:ddpo_astro:1>" in params
+        assert "Steps: 4," in params and f"Seed: {seed}," in params and 'Lora hashes: "astro: ' in params
 
     r = run_cli(rl_home, "export", "--user", "astro")
     assert r.returncode == 0, r.stderr
@@ -76,6 +77,13 @@ def test_stacked_adapters_match_merged_weights(rl_home):
     fused = run(pipe)
     assert np.abs(stacked - fused).max() < 1e-4
     assert np.abs(stacked - base).max() > 1e-3
+    # only a weight changed (the face LoRA's: the RL LoRA of this short run on noise has not moved): re-fused
+    apply_loras(pipe, [LoraChoice("astro", loras[0].path, 0.3), loras[1]])
+    reweighted = run(pipe)
+    pipe.unfuse_lora()
+    pipe.set_adapters(["ep_astro", "ep_ddpo_astro"], adapter_weights=[0.3, 1.3])
+    assert np.abs(run(pipe) - reweighted).max() < 1e-4 and np.abs(reweighted - fused).max() > 1e-3
+    pipe.__dict__["_ep_state"]["fused"] = None  # unfused by hand above
     apply_loras(pipe, [loras[0]])  # a changed set unfuses first: back to the face LoRA alone
     apply_loras(pipe, [])
     assert np.abs(run(pipe) - base).max() < 1e-4

@@ -99,12 +99,12 @@ def test_kill_9_then_resume_finishes_with_the_uninterrupted_weights(home_copy, t
 
     (home_copy / "loras" / "astro.safetensors").unlink()
     work = home_copy / "users" / "astro" / "lora"
-    kill_9_when(home_copy, args, work / "checkpoint-5")
-    assert (work / "checkpoint-5").exists()
+    kill_9_when(home_copy, args, work / "checkpoint-10")  # two checkpoints: resume must take the later one
+    assert (work / "checkpoint-5").exists() and (work / "checkpoint-10").exists()
     assert not (home_copy / "loras" / "astro.safetensors").exists()  # never a half-written final file
     r = run_cli(home_copy, *args, "--resume")
     assert r.returncode == 0, r.stderr
-    assert "Resumed from step" in r.stdout + r.stderr
+    assert "Resumed from step 10 of 30" in r.stdout + r.stderr
     resumed = _lora_tensors(home_copy / "loras" / "astro.safetensors")
     assert resumed.keys() == reference.keys()
     for k in reference:
@@ -129,3 +129,64 @@ def test_lora_of_another_user_is_not_overwritten(tmp_path):
     save_lora(path, state, 1.0, {"easyphoto_user": "Anna"}, owner="Anna")
     with pytest.raises(UserError, match="belongs to user 'Anna'"):
         save_lora(path, state, 1.0, {"easyphoto_user": "anna"}, owner="anna")
+
+
+def test_a_lora_write_that_fails_halfway_keeps_the_old_lora(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from easyphoto_app.lora_io import save_lora
+
+    state = {"down_blocks.0.attentions.0.to_q.lora_A.weight": torch.ones(4, 8),
+             "down_blocks.0.attentions.0.to_q.lora_B.weight": torch.ones(8, 4)}
+    target = save_lora(tmp_path / "anna.safetensors", state, 4.0, {"easyphoto_user": "anna"}, owner="anna")
+    before = target.read_bytes()
+    real = Path.write_bytes
+
+    def half_then_disk_full(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_lora(target, {k: v * 2 for k, v in state.items()}, 4.0, {"easyphoto_user": "anna"}, owner="anna")
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["anna.safetensors"]
+
+
+def test_training_wiring_follows_the_flags_targets_every_attention_projection_and_halves_the_te_lr(home_copy):
+    from easyphoto_app.cli import build_parser, make_settings
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.lora_train import FaceLoraTrainer
+    from easyphoto_app.workspace import Workspace
+
+    args = build_parser().parse_args(["--data-dir", str(home_copy), "train", "--user", "astro", "--lr", "3e-3",
+                                      "--rank", "6", "--alpha", "3", "--train-text-encoder"])
+    settings = make_settings(args)
+    trainer = FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter(None))
+    trainer.setup()
+    groups = trainer.optimizer.param_groups
+    assert [g["lr"] for g in groups] == [3e-3, 1.5e-3]
+
+    fresh = _pipe(home_copy)
+    # every attention projection of both models (what A1111/kohya face LoRAs train), each with a rank-6 LoRA
+    for name, targets in (("unet", ["to_q", "to_k", "to_v", "to_out.0"]), ("text_encoder", ["q_proj", "k_proj", "v_proj", "out_proj"])):
+        expected = {n for n, m in getattr(fresh, name).named_modules()
+                    if isinstance(m, torch.nn.Linear) and any(n.endswith("." + t) for t in targets)}
+        lora = {n.split(".lora_A")[0] for n, p in getattr(trainer.pipe, name).named_parameters()
+                if ".lora_A.face." in n and p.shape[0] == 6}
+        assert expected and lora == expected, f"{name}: {len(lora)} of {len(expected)} projections have a LoRA"
+    ids = {id(p) for p in groups[0]["params"]}
+    assert all(".face." in n for n, p in trainer.pipe.unet.named_parameters() if id(p) in ids)
+    assert len(ids) == sum(1 for n, _ in trainer.pipe.unet.named_parameters() if "lora_" in n)
+
+
+def test_best_checkpoint_is_the_most_alike_and_ties_go_to_the_latest(tmp_path):
+    from easyphoto_app.lora_train import _best_checkpoint
+
+    for step in (5, 10, 15):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    scores = [{"step": 5, "score": 0.2}, {"step": 10, "score": 0.7}, {"step": 15, "score": 0.4}]
+    assert _best_checkpoint(tmp_path, scores).name == "checkpoint-10"
+    assert _best_checkpoint(tmp_path, [{"step": 5, "score": 0.3}, {"step": 15, "score": 0.3}]).name == "checkpoint-15"
+    assert _best_checkpoint(tmp_path, [{"step": 99, "score": 1.0}]).name == "checkpoint-15"  # a score without a folder
+    assert _best_checkpoint(tmp_path, []).name == "checkpoint-15"
