@@ -3,6 +3,7 @@
 #   ./run.sh                 install if needed, start the app, open the browser
 #   ./run.sh --install-only  install only
 #   ./run.sh test            install test tools too and run the test suite
+#   ./run.sh mutate [MODULE] mutation testing of the core (slow; not part of the tests): reports/mutation.md
 #   ./run.sh [app options]   e.g. ./run.sh --port 7861 --no-browser --model demo
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,6 +23,7 @@ MODE=run
 case "${1:-}" in
   --install-only) MODE=install; shift ;;
   test) MODE=test; shift ;;
+  mutate) MODE=mutate; shift ;;
 esac
 
 PY=$(find_python) || fail "Python 3.10 or newer is needed. Install it from https://www.python.org/downloads/ and run this again."
@@ -34,6 +36,7 @@ VPY="$VENV/bin/python"
 
 REQ=requirements.txt
 [ "$MODE" = test ] && REQ=requirements-dev.txt
+[ "$MODE" = mutate ] && REQ=requirements-mutate.txt
 STAMP="$VENV/.easyphoto-$(basename "$REQ" .txt).stamp"
 WANT=$(cat requirements.txt "$REQ" | "$VPY" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
 
@@ -62,5 +65,6 @@ case "$MODE" in
   test)
     export EASYPHOTO_TEST_ARTIFACTS="${EASYPHOTO_TEST_ARTIFACTS:-test-artifacts}"
     exec "$VPY" -m pytest "$@" ;;
+  mutate) exec "$VPY" scripts/mutate.py "$@" ;;
   run) exec "$VPY" app.py "$@" ;;
 esac

@@ -18,6 +18,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+if os.environ.get("MUTANT_UNDER_TEST"):  # under mutmut (scripts/mutate.py): see tests/mutmut_child/sitecustomize.py
+    import tempfile
+
+    os.environ["EASYPHOTO_MUTMUT_HITS"] = tempfile.mkdtemp(prefix="mutmut-hits-")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "mutmut_child"),
+                                                              os.environ.get("PYTHONPATH")]))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """mutmut's stats run: count what the CLI processes of this test ran as reached by it."""
+    folder = os.environ.get("EASYPHOTO_MUTMUT_HITS")
+    if not folder or os.environ.get("MUTANT_UNDER_TEST") != "stats":
+        return
+    from mutmut.state import state
+
+    for hits in Path(folder).glob("*.txt"):
+        state()._stats.update(hits.read_text(encoding="utf-8").split())
+        hits.unlink()
+
 
 def run_cli(data_dir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args]
