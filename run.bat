@@ -9,6 +9,7 @@ cd /d "%~dp0"
 set MODE=run
 if /I "%~1"=="--install-only" (set MODE=install& shift)
 if /I "%~1"=="test" (set MODE=test& shift)
+if /I "%~1"=="mutate" (echo Mutation testing needs Linux or macOS ^(mutmut forks^): run ./run.sh mutate there or in WSL.& exit /b 2)
 rem cmd's shift does not change %*, so the arguments after the mode are collected one by one
 set ARGS=
 :collect
