@@ -53,15 +53,14 @@ def ensure_controlnet(device: str, repo_id: str = CANNY_REPO) -> Path:
 
 def control_pipeline(pipe, folder: Path):
     """The ControlNet inpainting pipeline over the loaded components (one per loaded pipeline and ControlNet)."""
-    cached = pipe.__dict__.get("_ep_control")
-    if cached is not None and cached[0] == folder:
-        return cached[1]
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
-    fp16_only = not any(f for f in folder.glob("*.safetensors") if ".fp16." not in f.name)
-    net = ControlNetModel.from_pretrained(folder, torch_dtype=pipe.unet.dtype, use_safetensors=True,
-                                          variant="fp16" if fp16_only else None).to(pipe.device)
-    painter = StableDiffusionControlNetInpaintPipeline.from_pipe(pipe, controlnet=net)
-    painter.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
-    pipe.__dict__["_ep_control"] = (folder, painter)
-    return painter
+    from easyphoto_app.portrait import pipeline_over
+
+    def make():
+        fp16_only = not any(f for f in folder.glob("*.safetensors") if ".fp16." not in f.name)
+        net = ControlNetModel.from_pretrained(folder, torch_dtype=pipe.unet.dtype, use_safetensors=True,
+                                              variant="fp16" if fp16_only else None).to(pipe.device)
+        return StableDiffusionControlNetInpaintPipeline.from_pipe(pipe, controlnet=net)
+
+    return pipeline_over(pipe, ("control", folder), make)

@@ -204,17 +204,24 @@ def delete_template(ws: Workspace, name: str) -> None:
 # ----------------------------------------------------------------------------- painting
 
 
-def inpaint_pipeline(pipe):
-    """The inpainting pipeline over the loaded components (same UNet, VAE, text encoder: no second copy),
-    made once per loaded pipeline. A plain SD1.5 UNet inpaints by re-noising the unmasked latents each step."""
-    cached = pipe.__dict__.get("_ep_inpaint")
-    if cached is None:
-        from diffusers import StableDiffusionInpaintPipeline
+def pipeline_over(pipe, key, make):
+    """A pipeline built by make() from pipe's loaded components (from_pipe: no second UNet), kept on pipe under
+    `key` and made again only when the key changes; it shows progress as pipe does."""
+    cached = pipe.__dict__.get("_ep_derived", {}).get(key[0])
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    derived = make()
+    derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    pipe.__dict__.setdefault("_ep_derived", {})[key[0]] = (key, derived)
+    return derived
 
-        cached = StableDiffusionInpaintPipeline.from_pipe(pipe)
-        cached.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
-        pipe.__dict__["_ep_inpaint"] = cached
-    return cached
+
+def inpaint_pipeline(pipe):
+    """The inpainting pipeline over the loaded components, made once per loaded pipeline. A plain SD1.5 UNet
+    inpaints by re-noising the unmasked latents each step."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    return pipeline_over(pipe, ("inpaint",), lambda: StableDiffusionInpaintPipeline.from_pipe(pipe))
 
 
 @dataclass
