@@ -1,6 +1,9 @@
 """DDPO speed and memory: our RL loop vs trl 0.23.1's DDPOTrainer at equal settings. Prints JSON.
 
 usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR] [--precisions fp32,fp16,bf16] [--device cpu|cuda]
+                                 [--model demo|sd15|PATH] [--steps 10]
+  --model sd15 writes a single-file checkpoint of SD1.5's shape with random weights (about 2 GB, temp folder) and
+  runs ours on it at 512 px with --steps DDIM steps: the issue's GPU settings are --model sd15 --steps 50.
 Ours runs once per precision (UNet in that dtype, step maths float32, fp16 with a gradient scaler) and reports
 the PPO update's numerics too: the fraction of exactly-zero LoRA-B gradients, of ratios exactly 1, approx KL and
 clip fraction per epoch.
@@ -42,32 +45,54 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cpu") -> dict:
+def gpu_memory_mb() -> dict:
+    """What torch's allocator peaked at, what it holds, and what nvidia-smi shows for this process now (the
+    allocator keeps what it reserved, so at the end of a run that is the process's peak as the driver saw it)."""
+    import os
+
+    import torch
+
+    out = {"peak_vram_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+           "peak_vram_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
+    try:
+        rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=30).stdout.splitlines()
+        mine = [int(r.split(",")[1]) for r in rows if r.split(",")[0].strip() == str(os.getpid())]
+        out["nvidia_smi_process_mb"] = mine[0] if mine else f"not listed: {rows[:3]}"
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        out["nvidia_smi_process_mb"] = f"unreadable: {e}"
+    out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cpu", model: str = "demo",
+             steps: int = STEPS) -> dict:
     from easyphoto_app.ddpo.loop import RLRun
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace
 
     s = load_settings(home)
-    s.app.model, s.app.device, s.app.precision = "demo", device, precision
-    s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.train_batch = SAMPLES, BATCH, STEPS, 1
+    s.app.model, s.app.device, s.app.precision = model, device, precision
+    s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.train_batch = SAMPLES, BATCH, steps, 1
     run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=lambda ims: (brightness(ims), {"no_face_rate": 0.0}))
     run.setup()
     for _ in range(epochs):
         run.run_epoch(time.time() + 3600)
     timed = run.history[1:]
-    out = {"precision": run.precision.name, "device": run.device, "s_per_epoch": _mean([h["epoch_s"] for h in timed]),
+    out = {"precision": run.precision.name, "device": run.device, "resolution": run.resolution, "steps": run.steps,
+           "epoch_s_each": [round(h["epoch_s"], 2) for h in run.history],
+           "s_per_epoch": _mean([h["epoch_s"] for h in timed]),
            "sample_per_s": _mean([h["sample_per_s"] for h in timed]),
            "train_per_s": _mean([h["train_per_s"] for h in timed]), "peak_rss_mb": round(peak_rss_mb(), 1),
            # numerics of the PPO update, over every epoch
            "grad_zero_frac": _mean([h["grad_zero_frac"] for h in run.history], 6),
            "ratio_one_frac": _mean([h["ratio_one_frac"] for h in run.history]),
            "approx_kl": [float(f"{h['approx_kl']:.3g}") for h in run.history],
-           "clipfrac": [round(h["clipfrac"], 3) for h in run.history]}
+           "clipfrac": [round(h["clipfrac"], 3) for h in run.history],
+           "grad_scale": [h.get("grad_scale") for h in run.history]}  # fp16's GradScaler after each epoch
     if run.device == "cuda":
-        import torch
-
-        out["peak_vram_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out.update(gpu_memory_mb())
     return out
 
 
@@ -150,25 +175,35 @@ def sd15_estimate() -> dict:
     return out
 
 
-def prepare_home(tmp: Path) -> tuple[Path, Path]:
-    """A data dir with a prepared user and a small face LoRA, and a copy of the demo model at 64 px for trl."""
+def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tuple[Path, Path, str]:
+    """A data dir with a prepared user and a small face LoRA for the model, and a copy of the demo model at 64 px
+    for trl. Returns the model to run ours on (a path for sd15)."""
     sys.path.insert(0, str(ROOT / "tests"))
     import photos
 
     home = tmp / "data"
     (home).mkdir(parents=True)
-    (home / "settings.toml").write_text('[app]\nmodel = "demo"\ndevice = "cpu"\n')
+    if model_spec == "sd15":
+        from ldm_checkpoint import write_sd15_checkpoint
+
+        from easyphoto_app.checkpoints import SD15_CONFIG
+
+        model_spec = str(write_sd15_checkpoint(tmp / "sd15-random.safetensors", SD15_CONFIG)[0])
+    (home / "settings.toml").write_text(f'[app]\nmodel = {json.dumps(model_spec)}\ndevice = "{device}"\n')
     cli = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(home)]
-    subprocess.run([*cli, "prepare", "--user", "bench", *map(str, photos.astronaut_set(tmp / "photos"))], check=True,
-                   cwd=ROOT, capture_output=True)
-    subprocess.run([*cli, "train", "--user", "bench", "--steps", "2", "--rank", "4", "--alpha", "4"], check=True,
-                   cwd=ROOT, capture_output=True)
+    for step in (["prepare", "--user", "bench", *map(str, photos.astronaut_set(tmp / "photos"))],
+                 ["train", "--user", "bench", "--steps", "2", "--rank", "4", "--alpha", "4"]):
+        done = subprocess.run([*cli, *step], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{step[0]} failed:\n{done.stderr[-3000:]}")
     model = tmp / "demo64"
+    if model_spec != "demo":
+        return home, model, model_spec  # trl is compared on the demo model only
     shutil.copytree(home / "models" / "demo", model)
     cfg = json.loads((model / "unet" / "config.json").read_text())
     cfg["sample_size"] = RES // 8  # trl samples at the UNet's native size; ours trains the demo at 64 px
     (model / "unet" / "config.json").write_text(json.dumps(cfg))
-    return home, model
+    return home, model, model_spec
 
 
 def main() -> None:
@@ -177,31 +212,35 @@ def main() -> None:
     ap.add_argument("--trl-path", default=None)
     ap.add_argument("--precisions", default="fp32,fp16,bf16", help="ours, one process each (trl runs in fp32)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (ours)")
+    ap.add_argument("--model", default="demo", help="demo, sd15 (random weights of SD1.5's shape) or a model path (ours)")
+    ap.add_argument("--steps", type=int, default=STEPS, help="DDIM steps per sample (ours; the demo model caps them at 10)")
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--trl-model", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side == "ours":
-        print(json.dumps(run_ours(Path(a.home), a.epochs, a.precision, a.device)))
+        print(json.dumps(run_ours(Path(a.home), a.epochs, a.precision, a.device, a.model, a.steps)))
         return
     if a.side == "trl":
         sys.path.insert(0, a.trl_path)
-        print(json.dumps(run_trl(Path(a.model), a.epochs, Path(a.home))))
+        print(json.dumps(run_trl(Path(a.trl_model), a.epochs, Path(a.home))))
         return
     tmp = Path(tempfile.mkdtemp())
     try:
-        home, model = prepare_home(tmp)
-        result = {"benchmark": "ddpo", "model": "demo (64 px)", "device": a.device, "samples_per_epoch": SAMPLES,
-                  "sample_batch": BATCH, "steps": STEPS, "timed_epochs": a.epochs - 1}
-        base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--model", str(model)]
+        home, trl_model, model = prepare_home(tmp, a.model, a.device)
+        result = {"benchmark": "ddpo", "model": "demo (64 px)" if a.model == "demo" else a.model, "device": a.device,
+                  "samples_per_epoch": SAMPLES, "sample_batch": BATCH, "timed_epochs": a.epochs - 1}
+        base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--trl-model", str(trl_model)]
         for precision in a.precisions.split(","):
-            out = subprocess.run([*base, "--side", "ours", "--precision", precision, "--device", a.device],
+            out = subprocess.run([*base, "--side", "ours", "--precision", precision, "--device", a.device,
+                                  "--model", model, "--steps", str(a.steps)],
                                  capture_output=True, text=True, cwd=ROOT)
             result[f"ours_{precision}"] = (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0
-                                           else {"error": out.stderr[-500:]})
+                                           else {"error": out.stderr[-1500:]})
+            print(json.dumps({precision: result[f"ours_{precision}"]}), file=sys.stderr, flush=True)  # progress
         result["ours"] = result.get("ours_fp32", {"error": "fp32 not run"})
-        if a.trl_path:
+        if a.trl_path and a.model == "demo":
             out = subprocess.run([*base, "--side", "trl", "--trl-path", a.trl_path], capture_output=True, text=True, cwd=ROOT)
             result["trl_ddpo"] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-800:]}
             if "error" not in result["trl_ddpo"] and "error" not in result["ours"]:

@@ -63,8 +63,14 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
 
     run_once(max(2, round(2 / strength)))  # warm-up: first calls allocate, build the inpainting pipeline, load the face models
     times = [run_once(steps) for _ in range(runs)]
-    return {"mode": mode, "seconds": round(statistics.median(times), 3), "peak_rss_mb": round(peak_rss_mb(), 1),
-            "size": size, "denoising_steps": max(1, int(steps * strength))}
+    out = {"mode": mode, "seconds": round(statistics.median(times), 3), "peak_rss_mb": round(peak_rss_mb(), 1),
+           "size": size, "denoising_steps": max(1, int(steps * strength)), "device": str(pipe.device)}
+    import torch
+
+    if torch.cuda.is_available():
+        out["peak_vram_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
 
 
 def set_up(home: Path, model: str) -> str:
@@ -114,7 +120,10 @@ def main() -> None:
                 pair[mode] = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append({"strength": strength, **pair,
                          "time_ratio": round(pair["portrait"]["seconds"] / pair["generate"]["seconds"], 3),
-                         "rss_ratio": round(pair["portrait"]["peak_rss_mb"] / pair["generate"]["peak_rss_mb"], 3)})
+                         "rss_ratio": round(pair["portrait"]["peak_rss_mb"] / pair["generate"]["peak_rss_mb"], 3),
+                         **({"vram_ratio": round(pair["portrait"]["peak_vram_allocated_mb"]
+                                                 / pair["generate"]["peak_vram_allocated_mb"], 3)}
+                            if "peak_vram_allocated_mb" in pair["generate"] else {})})
     print(json.dumps({"benchmark": "portrait", "model": a.model, "template": "1200x900", "steps": a.steps,
                       "targets": {"time_ratio": 1.3, "rss_ratio": 1.1}, "results": rows}, indent=2))
 
