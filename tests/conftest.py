@@ -39,6 +39,56 @@ def pytest_runtest_teardown(item, nextitem):
         hits.unlink()
 
 
+def _mutant_run() -> bool:
+    """True in a process that tests one mutant (not mutmut's stats, forced-fail or listing runs, not a plain run)."""
+    return os.environ.get("MUTANT_UNDER_TEST", "") not in ("", "stats", "fail", "list_all_tests")
+
+
+@contextlib.contextmanager
+def _unmutated():
+    """Everything run inside, CLI children too, runs the original functions (mutmut's trampolines call the
+    original when the active mutant names no module)."""
+    saved = os.environ["MUTANT_UNDER_TEST"]
+    os.environ["MUTANT_UNDER_TEST"] = ""
+    try:
+        yield
+    finally:
+        os.environ["MUTANT_UNDER_TEST"] = saved
+
+
+def _source_version() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "easyphoto_app").rglob("*.py")) + [Path(__file__), Path(__file__).parent / "photos.py"]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def session_data(tmp_path_factory, name: str, build) -> Path:
+    """build(folder) -> the path a session fixture returns. Under a mutant, a copy of what the unmutated code built
+    once for this version of the source: a mutant then costs its tests, not a demo training (minutes) per mutant.
+    A mutant in code that only fixtures run survives here; the report shows it, so it is not hidden."""
+    if not _mutant_run():
+        return build(tmp_path_factory.mktemp(name))
+    import fcntl
+    import tempfile
+
+    cache = Path(tempfile.gettempdir()) / "easyphoto-mutmut-fixtures" / _source_version()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # mutmut tests several mutants at once: one of them builds, the rest wait
+        if not (cache / name).exists():
+            folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache))
+            with _unmutated():
+                built = build(folder)
+            (cache / f"{name}.path").write_text(str(built.relative_to(folder)))
+            folder.rename(cache / name)
+    copy = tmp_path_factory.mktemp(name)
+    shutil.copytree(cache / name, copy, dirs_exist_ok=True)
+    return copy / (cache / f"{name}.path").read_text()
+
+
 def run_cli(data_dir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
@@ -98,9 +148,11 @@ def free_port() -> int:
 def demo_model_dir(tmp_path_factory) -> Path:
     from easyphoto_app.models import ensure_demo_model
 
-    base = tmp_path_factory.mktemp("demo-home")
-    ensure_demo_model(base)
-    return base / "models" / "demo"
+    def build(base: Path) -> Path:
+        ensure_demo_model(base)
+        return base / "models" / "demo"
+
+    return session_data(tmp_path_factory, "demo-home", build)
 
 
 @pytest.fixture
@@ -123,24 +175,34 @@ def astro_photos(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory, demo_model_dir, astro_photos) -> Path:
     """A data dir with user 'astro' prepared and a face LoRA trained (few steps)."""
-    d = tmp_path_factory.mktemp("trained") / "data"
-    shutil.copytree(demo_model_dir, d / "models" / "demo")
-    (d / "settings.toml").write_text('[app]\nmodel = "demo"\n')
-    r = run_cli(d, "prepare", "--user", "astro", *map(str, astro_photos))
-    assert r.returncode == 0, r.stderr
-    r = run_cli(d, "train", "--user", "astro", "--steps", "4", "--save-every", "2", "--rank", "4", "--alpha", "2", "--lr", "5e-3")
-    assert r.returncode == 0, r.stderr
-    return d
+
+    def build(base: Path) -> Path:
+        d = base / "data"
+        shutil.copytree(demo_model_dir, d / "models" / "demo")
+        (d / "settings.toml").write_text('[app]\nmodel = "demo"\n')
+        r = run_cli(d, "prepare", "--user", "astro", *map(str, astro_photos))
+        assert r.returncode == 0, r.stderr
+        r = run_cli(d, "train", "--user", "astro", "--steps", "4", "--save-every", "2", "--rank", "4", "--alpha", "2",
+                    "--lr", "5e-3")
+        assert r.returncode == 0, r.stderr
+        return d
+
+    return session_data(tmp_path_factory, "trained", build)
 
 
 @pytest.fixture(scope="session")
 def rl_home(tmp_path_factory, trained_home) -> Path:
     """trained_home plus an RL LoRA for 'astro' (one short epoch)."""
-    d = tmp_path_factory.mktemp("rlhome") / "data"
-    shutil.copytree(trained_home, d)
-    r = run_cli(d, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "3")
-    assert r.returncode == 0, r.stderr
-    return d
+
+    def build(base: Path) -> Path:
+        d = base / "data"
+        shutil.copytree(trained_home, d)
+        r = run_cli(d, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2",
+                    "--steps", "3")
+        assert r.returncode == 0, r.stderr
+        return d
+
+    return session_data(tmp_path_factory, "rlhome", build)
 
 
 @pytest.fixture
@@ -148,4 +210,13 @@ def home_copy(tmp_path, trained_home) -> Path:
     """A private copy of the trained data dir (tests may change it)."""
     d = tmp_path / "data"
     shutil.copytree(trained_home, d)
+    return d
+
+
+@pytest.fixture
+def rl_copy(tmp_path, rl_home) -> Path:
+    """A private copy of rl_home, for tests that count what is in it (other tests add images to rl_home, in an order
+    that mutmut changes)."""
+    d = tmp_path / "data"
+    shutil.copytree(rl_home, d)
     return d

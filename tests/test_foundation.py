@@ -111,9 +111,10 @@ def test_app_answers_http_and_gradio_client(data_dir):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    mutating = "mutmut" in sys.modules  # its trampolines slow every call: time is not the point then
     try:
         start, body = time.monotonic(), None
-        while time.monotonic() - start < 20:
+        while time.monotonic() - start < (60 if mutating else 20):
             try:
                 body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read().decode()
                 break
@@ -121,7 +122,7 @@ def test_app_answers_http_and_gradio_client(data_dir):
                 time.sleep(0.2)
         elapsed = time.monotonic() - start
         assert body is not None, proc.stdout.read() if proc.poll() is not None else "no answer"
-        assert elapsed < 8, f"first HTTP answer after {elapsed:.1f}s"
+        assert mutating or elapsed < 8, f"first HTTP answer after {elapsed:.1f}s"
         from gradio_client import Client
 
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)

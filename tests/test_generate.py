@@ -19,9 +19,10 @@ def test_prompt_lora_tags_are_parsed(prompt, text, tags):
     assert parse_lora_tags(prompt) == (text, tags)
 
 
-def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_home):
+def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_copy):
     from PIL import Image
 
+    rl_home = rl_copy
     r = run_cli(rl_home, "generate", "--user", "astro", "--num", "2", "--seed", "7", "--steps", "4", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])

@@ -1,0 +1,60 @@
+"""settings.toml and the settings' CLI flags: fast unit tests (the mutation report found these paths unchecked)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from easyphoto_app.settings import (SECTIONS, RLConfig, TrainConfig, add_config_args, config_flags, load_settings,
+                                    resolve_data_dir, save_settings)
+
+
+def _changed(value):
+    """A value of the same type that differs from the default, with the characters TOML must escape."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 3
+    if isinstance(value, float):
+        return value * 3 + 0.25
+    return value + ' "quoted" C:\\Users\\anna'
+
+
+def test_every_setting_survives_a_save_and_load_with_non_default_values(tmp_path):
+    settings = load_settings(tmp_path)
+    for section in SECTIONS:
+        obj = getattr(settings, section)
+        for f in dataclasses.fields(obj):
+            setattr(obj, f.name, _changed(getattr(obj, f.name)))
+    save_settings(settings)
+    again = load_settings(tmp_path)
+    for section in SECTIONS:
+        assert dataclasses.asdict(getattr(again, section)) == dataclasses.asdict(getattr(settings, section)), section
+
+
+def test_without_a_data_dir_or_easyphoto_home_the_data_goes_to_the_platform_user_folder(tmp_path, monkeypatch):
+    import platformdirs
+
+    monkeypatch.delenv("EASYPHOTO_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert resolve_data_dir() == (tmp_path / "xdg" / "EasyPhoto").resolve()
+    assert resolve_data_dir() == __import__("pathlib").Path(platformdirs.user_data_dir("EasyPhoto", appauthor=False)).resolve()
+    monkeypatch.setenv("EASYPHOTO_HOME", str(tmp_path / "home"))
+    assert resolve_data_dir() == (tmp_path / "home").resolve()
+    assert resolve_data_dir(str(tmp_path / "cli")) == (tmp_path / "cli").resolve()
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_a_checkbox_becomes_its_flag_or_its_no_flag(on):
+    flags = config_flags(TrainConfig, ["train_text_encoder"], [on])
+    assert flags == (["--train-text-encoder"] if on else ["--no-train-text-encoder"])
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, TrainConfig)
+    assert vars(parser.parse_args(flags))["TrainConfig.train_text_encoder"] is on
+
+
+def test_ui_values_and_names_of_different_lengths_are_refused():
+    with pytest.raises(ValueError):
+        config_flags(RLConfig, ["max_hours", "epochs"], [0.5])
