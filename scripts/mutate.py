@@ -1,6 +1,7 @@
 """Mutation testing of the core with mutmut: one small bug at a time, the tests that reach it run after each.
 
-usage: ./run.sh mutate [MODULE ...]      (or: python scripts/mutate.py ...)
+usage: ./run.sh mutate [--report] [MODULE ...]      (or: python scripts/mutate.py ...)
+    --report: write the report from the results so far, without running (after a run was stopped, say).
     MODULE: lora_io, lora_train, generate, workspace, faces, jobs, cli, gallery, models, settings, ddpo, portrait,
     ... (a module of easyphoto_app, or a package of it); none: all of them. The UI is left to the browser tests.
 Writes reports/mutation.json and reports/mutation.md: killed, survived, timeouts and the score per module, the
@@ -98,14 +99,16 @@ def markdown(summary: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    modules = argv or CORE
+    report_only = "--report" in argv
+    modules = [a for a in argv if a != "--report"] or CORE
     unknown = [m for m in modules if not ((ROOT / "easyphoto_app" / f"{m}.py").exists() or (ROOT / "easyphoto_app" / m).is_dir())]
     if unknown:
         print(f"error: no module {', '.join(unknown)} in easyphoto_app/", file=sys.stderr)
         return 2
-    run = subprocess.run([*MUTMUT, "run", *(f"easyphoto_app.{m}.*" for m in modules)], cwd=ROOT)
-    if run.returncode:
-        return run.returncode
+    if not report_only:
+        run = subprocess.run([*MUTMUT, "run", *(f"easyphoto_app.{m}.*" for m in modules)], cwd=ROOT)
+        if run.returncode:
+            return run.returncode
     summary = summarise(results(), CORE + [m for m in modules if m not in CORE])  # every module run so far
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "mutation.json").write_text(json.dumps(summary, indent=2))
@@ -113,7 +116,8 @@ def main(argv: list[str]) -> int:
     for module in modules:
         r = summary["modules"][module]
         print(f"{module:12} {'-' if r['score'] is None else format(r['score'], '.0%'):>5}  "
-              f"({r.get('killed', 0)} killed, {r.get('survived', 0)} survived, {r.get('no tests', 0)} reached by no test)")
+              f"({r.get('killed', 0)} killed, {r.get('survived', 0)} survived, {r.get('no tests', 0)} reached by no test, "
+              f"{r.get('not checked', 0)} not run yet)")
     print(f"report: {REPORTS / 'mutation.md'}")
     return 0
 

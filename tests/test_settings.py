@@ -58,3 +58,12 @@ def test_a_checkbox_becomes_its_flag_or_its_no_flag(on):
 def test_ui_values_and_names_of_different_lengths_are_refused():
     with pytest.raises(ValueError):
         config_flags(RLConfig, ["max_hours", "epochs"], [0.5])
+
+
+def test_the_settings_file_explains_each_setting_above_it(tmp_path):
+    lines = load_settings(tmp_path).file.read_text(encoding="utf-8").splitlines()
+    for section, cls in SECTIONS.items():
+        start = lines.index(f"[{section}]")
+        for f in dataclasses.fields(cls):
+            at = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{f.name} = "))
+            assert f.metadata["help"] and lines[at - 1] == f"# {f.metadata['help']}", (section, f.name)
