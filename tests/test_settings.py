@@ -67,3 +67,12 @@ def test_the_settings_file_explains_each_setting_above_it(tmp_path):
         for f in dataclasses.fields(cls):
             at = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{f.name} = "))
             assert f.metadata["help"] and lines[at - 1] == f"# {f.metadata['help']}", (section, f.name)
+
+
+def test_every_input_in_the_ui_gets_its_settings_help_as_its_hint():
+    from easyphoto_app.settings import help_of
+
+    assert help_of(RLConfig, "max_hours").startswith("Time budget in hours")
+    for cls in SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            assert help_of(cls, f.name) == f.metadata["help"] != ""
