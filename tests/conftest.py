@@ -89,6 +89,17 @@ def session_data(tmp_path_factory, name: str, build) -> Path:
     return copy / (cache / f"{name}.path").read_text()
 
 
+def pytest_collection_modifyitems(config, items):
+    """./run.sh mutate --fast: the slow tests stay out of mutant runs (scripts/mutate.py lists them)."""
+    listed = os.environ.get("EASYPHOTO_MUTATE_SKIP")
+    if not listed or os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        return
+    slow = set(Path(listed).read_text(encoding="utf-8").split())
+    keep = [item for item in items if item.nodeid not in slow]
+    config.hook.pytest_deselected(items=[item for item in items if item.nodeid in slow])
+    items[:] = keep
+
+
 def run_cli(data_dir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
