@@ -76,3 +76,16 @@ def test_every_input_in_the_ui_gets_its_settings_help_as_its_hint():
     for cls in SECTIONS.values():
         for f in dataclasses.fields(cls):
             assert help_of(cls, f.name) == f.metadata["help"] != ""
+
+
+def test_on_windows_the_data_folder_is_local_appdata_easyphoto_not_easyphoto_twice(tmp_path, monkeypatch):
+    """platformdirs' Windows rules, run here: appauthor=False keeps the author folder out."""
+    import platformdirs
+    import platformdirs.windows as win
+
+    from easyphoto_app.settings import default_data_dir
+
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    monkeypatch.setattr(win, "_RESOLVE_WIN_FOLDER", win.get_win_folder_from_env_vars)  # no ctypes.windll here
+    monkeypatch.setattr(platformdirs, "PlatformDirs", win.Windows)
+    assert default_data_dir() == tmp_path / "Local" / "EasyPhoto"
