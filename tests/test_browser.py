@@ -66,6 +66,14 @@ def pick(page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def show_settings(page) -> None:
+    """Open Settings and wait until its refresh-on-show has answered and landed: a value typed before that is
+    overwritten by the refresh (seen in CI under load)."""
+    with page.expect_response(lambda r: r.request.method == "POST" and "/gradio_api/" in r.url):
+        page.get_by_role("tab", name="Settings").click()
+    page.wait_for_timeout(500)
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -197,9 +205,11 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     expect(page.locator("#gallery-params textarea")).to_have_value("")
     assert len(list((data / "outputs" / "astro").rglob("*.png"))) == 4
 
-    page.get_by_role("tab", name="Settings").click()
+    show_settings(page)
     settings_before = (data / "settings.toml").read_text()
-    page.locator("#settings-model textarea, #settings-model input").first.fill(str(data / "no-such-model.safetensors"))
+    model_box = page.locator("#settings-model textarea, #settings-model input").first
+    model_box.fill(str(data / "no-such-model.safetensors"))
+    expect(model_box).to_have_value(str(data / "no-such-model.safetensors"))
     page.locator("#settings-load").click()
     expect(page.get_by_text("does not exist").first).to_be_visible()
     expect(page.get_by_text("Error", exact=True)).to_have_count(0)
@@ -233,7 +243,7 @@ def test_settings_downloads_a_hub_model_and_the_banner_follows(data_dir, demo_mo
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url)
             expect(page.locator("#model-banner")).to_contain_text("Demo model", timeout=TIMEOUT)
-            page.get_by_role("tab", name="Settings").click()
+            show_settings(page)
             page.locator("#settings-model textarea, #settings-model input").first.fill("tiny/sd")
             page.locator("#settings-load").click()
             expect(page.locator("#settings-status")).to_contain_text(re.compile(r"Downloaded tiny/sd \(\d+\.\d MB\)"), timeout=TIMEOUT)
