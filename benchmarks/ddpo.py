@@ -184,11 +184,9 @@ def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tu
     home = tmp / "data"
     (home).mkdir(parents=True)
     if model_spec == "sd15":
-        from ldm_checkpoint import write_sd15_checkpoint
+        from ldm_checkpoint import random_sd15
 
-        from easyphoto_app.checkpoints import SD15_CONFIG
-
-        model_spec = str(write_sd15_checkpoint(tmp / "sd15-random.safetensors", SD15_CONFIG)[0])
+        model_spec = random_sd15(tmp)
     (home / "settings.toml").write_text(f'[app]\nmodel = {json.dumps(model_spec)}\ndevice = "{device}"\n')
     cli = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(home)]
     for step in (["prepare", "--user", "bench", *map(str, photos.astronaut_set(tmp / "photos"))],

@@ -11,12 +11,8 @@ py=${PYTHON:-python3} device=${DEVICE:-cuda} steps=${STEPS:-50} model=${MODEL:-s
 log="$out/log.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1
 if [ "$model" = sd15 ]; then  # written once, shared by every phase
-  model=$(mktemp -d)/sd15-random.safetensors
   start=$SECONDS
-  "$py" -c "import sys, pathlib; sys.path[:0] = ['.', 'tests']
-from ldm_checkpoint import write_sd15_checkpoint
-from easyphoto_app.checkpoints import SD15_CONFIG
-write_sd15_checkpoint(pathlib.Path('$model'), SD15_CONFIG)" >>"$log" 2>&1 || { echo "checkpoint failed"; exit 1; }
+  model=$("$py" tests/ldm_checkpoint.py "$(mktemp -d)" 2>>"$log" | tail -1) || { echo "checkpoint failed"; exit 1; }
   echo "checkpoint written in $((SECONDS - start)) s" | tee -a "$log"
 fi
 phase() {

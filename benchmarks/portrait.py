@@ -83,12 +83,9 @@ def set_up(home: Path, model: str) -> str:
     subprocess.run([*run, "prepare", "--user", "bench", *map(str, faces)], check=True, cwd=ROOT, capture_output=True)
     if model != "sd15":
         return model
-    from ldm_checkpoint import write_sd15_checkpoint
+    from ldm_checkpoint import random_sd15
 
-    from easyphoto_app.checkpoints import SD15_CONFIG
-
-    path, _ = write_sd15_checkpoint(home / "sd15-random.safetensors", SD15_CONFIG)
-    return str(path)
+    return random_sd15(home)
 
 
 def main() -> None:

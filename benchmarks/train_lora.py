@@ -105,11 +105,9 @@ def main():
         prepare(ws, "bench", photos.astronaut_set(tmp / "photos"), FaceConfig(backend="offline"))
         s = load_settings(ws.root)
         if a.model == "sd15":
-            from ldm_checkpoint import write_sd15_checkpoint
+            from ldm_checkpoint import random_sd15
 
-            from easyphoto_app.checkpoints import SD15_CONFIG
-
-            a.model = str(write_sd15_checkpoint(tmp / "sd15-random.safetensors", SD15_CONFIG)[0])
+            a.model = random_sd15(tmp)
         s.app.model, s.app.precision, s.train.rank = a.model, a.precision, a.rank
         peak = Peak()
         t = FaceLoraTrainer(s, ws, "bench", Reporter())

@@ -216,18 +216,20 @@ def rl_home(tmp_path_factory, trained_home) -> Path:
     return session_data(tmp_path_factory, "rlhome", build)
 
 
+def _private_copy(tmp_path: Path, shared: Path) -> Path:
+    d = tmp_path / "data"
+    shutil.copytree(shared, d)
+    return d
+
+
 @pytest.fixture
 def home_copy(tmp_path, trained_home) -> Path:
     """A private copy of the trained data dir (tests may change it)."""
-    d = tmp_path / "data"
-    shutil.copytree(trained_home, d)
-    return d
+    return _private_copy(tmp_path, trained_home)
 
 
 @pytest.fixture
 def rl_copy(tmp_path, rl_home) -> Path:
     """A private copy of rl_home, for tests that count what is in it (other tests add images to rl_home, in an order
     that mutmut changes)."""
-    d = tmp_path / "data"
-    shutil.copytree(rl_home, d)
-    return d
+    return _private_copy(tmp_path, rl_home)

@@ -108,3 +108,17 @@ def write_sd15_checkpoint(path: Path, config: Path, dtype=torch.float16) -> tupl
     probe = {k: v.clone() for k, v in unet.state_dict().items() if k in ("conv_in.weight", "up_blocks.1.upsamplers.0.conv.weight",
                                                                          "down_blocks.2.attentions.1.proj_out.weight")}
     return path, probe
+
+
+def random_sd15(folder: Path) -> str:
+    """A single-file checkpoint of SD1.5's shape with random weights (about 2 GB), for benchmarks: its path."""
+    from easyphoto_app.checkpoints import SD15_CONFIG
+
+    return str(write_sd15_checkpoint(Path(folder) / "sd15-random.safetensors", SD15_CONFIG)[0])
+
+
+if __name__ == "__main__":  # python tests/ldm_checkpoint.py FOLDER: write random_sd15 there, print its path
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    print(random_sd15(Path(sys.argv[1])))
