@@ -1,7 +1,8 @@
 """Mutation testing of the core with mutmut: one small bug at a time, the tests that reach it run after each.
 
-usage: ./run.sh mutate [--report] [MODULE ...]      (or: python scripts/mutate.py ...)
+usage: ./run.sh mutate [--report] [--again] [--fast SECONDS] [MODULE ...]      (or: python scripts/mutate.py ...)
     --report: write the report from the results so far, without running (after a run was stopped, say).
+    --again: run the survivors again too (after adding tests); otherwise only mutants not judged yet run.
     --fast SECONDS: leave out the tests that took longer than SECONDS in mutmut's first (stats) run. A mutant that
         survives runs every test that reaches it, up to 15 minutes for a widely used function; with --fast 8 the
         33 slowest tests (754 of 899 s) stay out and such a mutant costs about 2.5 minutes. What only those tests
@@ -39,6 +40,8 @@ def module_of(mutant: str) -> str:
 
 
 def results() -> dict[str, str]:
+    if not (ROOT / "mutants").is_dir():
+        return {}
     out = subprocess.run([*MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True)
     found = {}
     for line in out.stdout.splitlines():
@@ -104,9 +107,37 @@ def markdown(summary: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def slow_tests(limit: float) -> list[str]:
-    stats = json.loads((ROOT / "mutants" / "mutmut-stats.json").read_text())
+def slow_tests(limit: float) -> list[str] | None:
+    """The tests slower than limit in mutmut's last stats run; None before the first one."""
+    path = ROOT / "mutants" / "mutmut-stats.json"
+    if not path.exists():
+        return None
+    stats = json.loads(path.read_text())
     return sorted(t for t, s in stats["duration_by_test"].items() if s > limit)
+
+
+def drop_unmutated_copies() -> list[Path]:
+    """mutmut takes a file in mutants/ that is newer than its source for already mutated. A run stopped between
+    copying the sources and mutating them leaves plain copies behind that stay unmutated (no .meta) for good.
+    Their functions had no trampolines when mutmut recorded which test reaches which function, so that record
+    (mutmut-stats.json) goes too and is made again."""
+    dropped = [copy for copy in (ROOT / "mutants" / "easyphoto_app").rglob("*.py")
+               if not copy.with_name(copy.name + ".meta").exists()]
+    for copy in dropped:
+        copy.unlink()
+    if any(p.stem != "__init__" and "ui" not in p.parts and p.name != "__main__.py" for p in dropped):
+        (ROOT / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+    return dropped
+
+
+def to_run(statuses: dict[str, str], modules: list[str], again: bool) -> list[str]:
+    """What mutmut runs: the mutants not judged yet (and with --again the survivors), by name. A name pattern would
+    make mutmut run every mutant it matches again, so a stopped run would start over. A module never mutated yet
+    goes as a pattern: mutmut makes its mutants on that run."""
+    wanted = {"not checked"} | ({"survived", "no tests", "timeout"} if again else set())
+    seen = {module_of(name) for name in statuses}
+    names = [n for n, status in statuses.items() if module_of(n) in modules and status in wanted]
+    return names + [f"easyphoto_app.{m}.*" for m in modules if m not in seen]
 
 
 def main(argv: list[str]) -> int:
@@ -117,20 +148,26 @@ def main(argv: list[str]) -> int:
     ap.add_argument("modules", nargs="*")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--fast", type=float, default=None, metavar="SECONDS")
+    ap.add_argument("--again", action="store_true")
     a = ap.parse_args(argv)
     report_only, modules = a.report, a.modules or CORE
     env = dict(os.environ)
     if a.fast is not None:  # tests/conftest.py deselects them in mutant runs
-        skip = ROOT / "mutants" / "slow-tests.txt"
-        skip.write_text("\n".join(slow_tests(a.fast)) + "\n")
+        skip, slow = ROOT / "mutants" / "slow-tests.txt", slow_tests(a.fast)
+        if slow is not None:
+            skip.write_text("\n".join(slow) + "\n")
+        elif not skip.exists():
+            print("--fast: no stats run yet to take test durations from; this run uses every test", file=sys.stderr)
         env["EASYPHOTO_MUTATE_SKIP"] = str(skip)
     unknown = [m for m in modules if not ((ROOT / "easyphoto_app" / f"{m}.py").exists() or (ROOT / "easyphoto_app" / m).is_dir())]
     if unknown:
         print(f"error: no module {', '.join(unknown)} in easyphoto_app/", file=sys.stderr)
         return 2
     if not report_only:
-        run = subprocess.run([*MUTMUT, "run", *(f"easyphoto_app.{m}.*" for m in modules)], cwd=ROOT, env=env)
-        if run.returncode:
+        drop_unmutated_copies()
+        names = to_run(results(), modules, a.again)
+        run = subprocess.run([*MUTMUT, "run", *names], cwd=ROOT, env=env) if names else None
+        if run and run.returncode:
             return run.returncode
     summary = summarise(results(), CORE + [m for m in modules if m not in CORE])  # every module run so far
     summary["fast"] = a.fast
