@@ -19,12 +19,12 @@ WHAT_IT_IS = {
     "v2": "a Stable Diffusion 2.x checkpoint", "inpainting": "an SD1.5 inpainting checkpoint (its UNet takes 9 channels)",
     "inpainting_v2": "an SD2 inpainting checkpoint", "xl_base": "an SDXL checkpoint", "xl_refiner": "an SDXL refiner",
     "xl_inpaint": "an SDXL inpainting checkpoint", "playground-v2-5": "a Playground v2.5 (SDXL-type) checkpoint",
-    "controlnet": "a ControlNet", "upscale": "an upscaler model",
+    "controlnet": "a ControlNet", "upscale": "an upscaler model", "empty": "an empty safetensors file (it holds no tensors)",
 }
 
 
 def checkpoint_kind(path: Path) -> str:
-    """diffusers' name for the model type ('v1' = SD1.x), 'lora' for a LoRA, or 'unknown'."""
+    """diffusers' name for the model type ('v1' = SD1.x), 'lora' for a LoRA, 'empty', or 'unknown'."""
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
     from safetensors import safe_open
 
@@ -33,7 +33,9 @@ def checkpoint_kind(path: Path) -> str:
             shapes = {k: SimpleNamespace(shape=tuple(fh.get_slice(k).get_shape())) for k in fh.keys()}
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         raise UserError(f"{Path(path).name} is not a readable safetensors file ({type(exc).__name__}: {exc}).") from None
-    if shapes and all(k.startswith(("lora_", "lycoris_")) or ".lora_" in k or ".alpha" in k for k in shapes):
+    if not shapes:
+        return "empty"
+    if all(k.startswith(("lora_", "lycoris_")) or ".lora_" in k or ".alpha" in k for k in shapes):
         return "lora"
     try:
         return infer_diffusers_model_type(shapes)
