@@ -278,10 +278,10 @@ def cmd_prepare(settings: Settings, args) -> int:
     return 0
 
 
-def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run, data_parallel: bool = False) -> int:
+def _gpu_job(settings: Settings, args, kind: str, run, data_parallel: bool = False) -> int:
     """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout."""
     from easyphoto_app import parallel
-    from easyphoto_app.jobs import GpuLock, Reporter, check_can_start
+    from easyphoto_app.jobs import JOB_NAMES, GpuLock, Reporter, check_can_start
 
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
@@ -295,7 +295,7 @@ def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run, data_para
     check_can_start(ws, kind, user)  # before anything is written: an unknown user leaves no folder behind
     reporter = reporter_for(args, kind, ws.job_events(kind, user))
     try:
-        with GpuLock(ws, lock_name, user):
+        with GpuLock(ws, JOB_NAMES[kind], user):
             result = run(settings, ws, user, reporter, resume=args.resume)
     except UserError as exc:  # BusyError too: the UI shows the reason from the events, as a refusal
         if not reporter.ended:
@@ -309,14 +309,14 @@ def _gpu_job(settings: Settings, args, lock_name: str, kind: str, run, data_para
 def cmd_train(settings: Settings, args) -> int:
     from easyphoto_app.lora_train import train
 
-    return _gpu_job(settings, args, "training", "train", train)
+    return _gpu_job(settings, args, "train", train)
 
 
 @command("rl", "Improve likeness with reinforcement learning (DDPO), within a time budget.")
 def cmd_rl(settings: Settings, args) -> int:
     from easyphoto_app.ddpo.loop import run_rl
 
-    return _gpu_job(settings, args, "RL", "rl", run_rl, data_parallel=True)
+    return _gpu_job(settings, args, "rl", run_rl, data_parallel=True)
 
 
 @command("likeness", "Score images: how much each face looks like the user (0 stranger, 0.5 threshold, 1 identical).")

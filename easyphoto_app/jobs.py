@@ -204,10 +204,14 @@ def check_can_start(ws: Workspace, kind: str, user: str) -> None:
         raise UserError(f"'{user}' has no face LoRA yet: train it first (Photos & Training tab, or 'train --user {user}').")
 
 
+JOB_NAMES = {"train": "training", "rl": "RL"}  # the UI records a job by its command; the CLI locks with these
+
+
 def busy_message(info: dict) -> str:
     started = time.strftime("%H:%M", time.localtime(info.get("started", time.time())))
+    kind = info.get("kind", "GPU")
     return (
-        f"A {info.get('kind', 'GPU')} job for '{info.get('user', '?')}' is already running (started {started}). "
+        f"The {JOB_NAMES.get(kind, kind)} job for '{info.get('user', '?')}' is already running (started {started}). "
         "Wait for it to finish or press Stop, then try again."
     )
 

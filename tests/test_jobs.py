@@ -38,3 +38,250 @@ def test_stop_asked_while_the_job_starts_is_kept_and_an_old_one_is_not(tmp_path)
     assert not Reporter(events).should_stop() and not stop.exists()
     stop.touch()  # asked for now, after this process started
     assert Reporter(events).should_stop()
+
+
+# --- the parts of a job the UI and the CLI share, fast: no model, children that only sleep ---
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+
+import pytest  # noqa: E402
+
+from easyphoto_app import jobs  # noqa: E402
+from easyphoto_app.errors import BusyError, UserError  # noqa: E402
+from easyphoto_app.workspace import Workspace, atomic_write_json  # noqa: E402
+
+
+def test_a_reporter_appends_one_json_line_per_event_and_tells_its_listeners(tmp_path):
+    heard = []
+    r = jobs.Reporter(tmp_path / "new" / "events.jsonl", [heard.append])
+    r.progress(2, 10, loss=0.5)
+    r.metric(reward=1.0)
+    r.log("hello", step=2)
+    assert not r.ended
+    r.failed("out of memory")
+    assert r.ended
+    lines = (tmp_path / "new" / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events == heard
+    assert [{k: v for k, v in e.items() if k != "t"} for e in events] == [
+        {"type": "progress", "step": 2, "total": 10, "loss": 0.5}, {"type": "metric", "reward": 1.0},
+        {"type": "log", "message": "hello", "step": 2}, {"type": "failed", "message": "out of memory"}]
+    assert all(abs(e["t"] - time.time()) < 60 for e in events)
+    done = jobs.Reporter(None)
+    assert done.done("saved", path="x")["path"] == "x" and done.ended and done.stop_path is None
+    assert not done.should_stop()
+
+
+def test_stop_comes_from_the_flag_file_or_a_signal(tmp_path):
+    import signal
+
+    r = jobs.Reporter(tmp_path / "events.jsonl")
+    assert r.stop_path == tmp_path / "events.stop" and not r.should_stop()
+    r.stop_path.touch()
+    assert r.should_stop()
+    r.stop_path.unlink()
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        r.stop_on_signals()
+        os.kill(os.getpid(), signal.SIGTERM)  # the terminal's Ctrl+C or a service manager: save, then stop
+        deadline = time.monotonic() + 5
+        while not r.should_stop() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert r.should_stop() and signal.getsignal(signal.SIGINT) == r.request_stop
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+
+
+def test_read_events_skips_a_torn_line_and_keeps_its_place(tmp_path):
+    f = tmp_path / "e.jsonl"
+    assert jobs.read_events(f, 7) == ([], 7)
+    f.write_bytes(b'{"type": "log"}\n{"type": "pro\n{"type": "done"}\n{"type": "x')
+    events, offset = jobs.read_events(f)
+    assert events == [{"type": "log"}, {"type": "done"}] and offset == f.read_bytes().rfind(b"\n") + 1
+    assert jobs.read_events(f, 16) == ([{"type": "done"}], offset)
+
+
+def test_a_tqdm_bar_follows_progress_and_logs_go_above_it(capsys):
+    listener = jobs.TqdmListener("Training")
+    listener({"type": "log", "message": "before the bar"})
+    listener({"type": "progress", "step": 3, "total": 10, "loss": 0.25, "lr": 1})
+    bar = listener.bar
+    assert (bar.total, bar.n) == (10, 3) and bar.disable  # no bar drawn into a log file; the events carry it
+    listener({"type": "progress", "step": 4, "total": 10})
+    assert listener.bar is bar and bar.n == 4
+    listener({"type": "progress", "step": 1, "total": 5})  # a new phase with its own total: a new bar
+    assert listener.bar is not bar and listener.bar.total == 5
+    listener({"type": "done", "message": ""})
+    assert "before the bar" in capsys.readouterr().out
+
+
+def test_pid_alive_is_false_for_ended_and_zombie_processes():
+    assert jobs.pid_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while jobs.pid_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # not reaped yet: a zombie until wait()
+    assert not jobs.pid_alive(child.pid)
+    child.wait()
+    assert not jobs.pid_alive(child.pid) and not jobs.pid_alive(2**22 + 7)
+
+
+def test_the_gpu_lock_names_its_holder_and_is_released_or_taken_over(tmp_path):
+    ws = Workspace(tmp_path)
+    lock = jobs.GpuLock(ws, "rl", "ann")
+    assert lock.holder() is None
+    with lock:
+        info = json.loads(lock.path.read_text())
+        assert (info["pid"], info["kind"], info["user"]) == (os.getpid(), "rl", "ann")
+        assert lock.holder() is None  # this process is not in its own way
+    assert not lock.path.exists()
+    lock.path.write_text("{torn")  # a job killed while writing it
+    with jobs.GpuLock(ws, "train", "bo"):
+        assert json.loads(lock.path.read_text())["user"] == "bo"
+
+
+def test_a_busy_message_names_the_job_the_user_and_when_it_started():
+    started = time.mktime((2026, 1, 2, 9, 5, 0, 0, 0, -1))
+    assert jobs.busy_message({"kind": "rl", "user": "ann", "started": started}) == (
+        "The RL job for 'ann' is already running (started 09:05). Wait for it to finish or press Stop, then try again.")
+    assert jobs.busy_message({"kind": "train", "user": "bo"}).startswith("The training job for 'bo' is already running")
+    assert jobs.busy_message({"kind": "RL", "user": "bo"}).startswith("The RL job for 'bo'")  # as the CLI's lock says
+    assert jobs.busy_message({}).startswith("The GPU job for '?' is already running")
+
+
+def test_a_job_needs_its_user_and_what_came_before_it(tmp_path):
+    ws = Workspace(tmp_path)
+    with pytest.raises(UserError, match="No user 'ann'"):
+        jobs.check_can_start(ws, "train", "ann")
+    ws.faces_dir("ann").mkdir(parents=True)
+    with pytest.raises(UserError, match="'ann' has no checked photos yet"):
+        jobs.check_can_start(ws, "train", "ann")
+    with pytest.raises(UserError, match=r"'ann' has no face LoRA yet: train it first .*'train --user ann'"):
+        jobs.check_can_start(ws, "rl", "ann")
+    (ws.faces_dir("ann") / "faces.json").write_text("{}")
+    jobs.check_can_start(ws, "train", "ann")
+    jobs.check_can_start(ws, "generate", "ann")
+    ws.loras_dir.mkdir()
+    ws.face_lora("ann").write_bytes(b"x")
+    jobs.check_can_start(ws, "rl", "ann")
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def write_job(ws, events, lines, pid, **kw):
+    events.parent.mkdir(parents=True, exist_ok=True)
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    record = jobs.JobRecord(pid, kw.pop("kind", "train"), "ann", str(events), kw.pop("offset", 0), time.time(), **kw)
+    atomic_write_json(ws.jobs_dir / "current.json", asdict(record))
+    return record
+
+
+def test_a_jobs_state_is_read_from_its_process_and_its_last_event(tmp_path):
+    ws = Workspace(tmp_path)
+    manager = jobs.JobManager(ws, [])
+    assert manager.state() == "none" and manager.current() is None and not manager.stop()
+    events = tmp_path / "e.jsonl"
+    old = [{"type": "done"}]
+    for lines, state in (([{"type": "progress"}], "stopped"), ([{"type": "done"}, {"type": "failed"}], "failed"),
+                         ([{"type": "failed"}, {"type": "done"}], "done")):
+        job = write_job(ws, events, old + lines, dead_pid(), offset=len(json.dumps(old[0])) + 1)
+        assert manager.state() == state and manager.state(job) == state
+        assert manager.running() is None
+    write_job(ws, events, [], os.getpid())
+    assert manager.state() == "running" and manager.running().pid == os.getpid()
+    assert manager.stop() and events.with_suffix(".stop").exists()
+    (ws.jobs_dir / "current.json").write_text('{"pid": 1}')  # an older record's shape
+    assert manager.current() is None
+
+
+def test_a_resumed_jobs_history_starts_where_the_first_run_began(tmp_path):
+    ws = Workspace(tmp_path)
+    manager = jobs.JobManager(ws, [])
+    events = tmp_path / "e.jsonl"
+    job = write_job(ws, events, [{"type": "metric", "n": 1}, {"type": "metric", "n": 2}], dead_pid(), offset=17,
+                    history_offset=0)
+    assert [e["n"] for e in manager.events(job)] == [2] and [e["n"] for e in manager.history(job)] == [1, 2]
+    job.history_offset = -1
+    assert [e["n"] for e in manager.history(job)] == [2]
+
+
+class FakePopen:
+    """Starts nothing; records how the child would have been started."""
+
+    calls = []
+
+    def __init__(self, cmd, **kw):
+        FakePopen.calls.append((cmd, kw))
+        self.pid = dead_pid()
+
+
+def fake_popen(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(jobs, "subprocess", SimpleNamespace(**{**vars(subprocess), "Popen": FakePopen}))
+
+
+def test_start_runs_the_cli_command_with_its_events_and_log_and_records_it(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path)
+    fake_popen(monkeypatch)
+    FakePopen.calls.clear()
+    events = ws.job_events("rl", "ann")
+    events.parent.mkdir(parents=True)
+    events.write_text('{"type": "done"}\n')
+    manager = jobs.JobManager(ws, ["--data-dir", str(tmp_path), "--precision", "bf16"])
+    job = manager.start("rl", "ann", events, ["--epochs", "3"])
+    (cmd, kw), = FakePopen.calls
+    assert cmd == [sys.executable, "-m", "easyphoto_app", "--data-dir", str(tmp_path), "--precision", "bf16", "rl",
+                   "--user", "ann", "--events", str(events), "--epochs", "3"]
+    assert kw["start_new_session"] and kw["stdin"] == subprocess.DEVNULL and kw["stderr"] == subprocess.STDOUT
+    assert kw["stdout"].name == str(ws.jobs_dir / "rl-ann.log")
+    assert manager.current() == job and (job.kind, job.user, job.offset, job.history_offset) == ("rl", "ann", 17, 17)
+    assert job.log == str(ws.jobs_dir / "rl-ann.log") and abs(job.started - time.time()) < 60
+    events.write_text(events.read_text() + '{"type": "metric"}\n')
+    resumed = manager.start("rl", "ann", events, [], keep_history=True)
+    assert (resumed.offset, resumed.history_offset) == (36, 17)  # the plots go on from the first run
+    fresh = manager.start("rl", "ann", events, [])
+    assert (fresh.offset, fresh.history_offset) == (36, 36)
+    other = manager.start("train", "ann", ws.job_events("train", "ann"), [], keep_history=True)
+    assert (other.offset, other.history_offset) == (0, 0)  # another job's history is not continued
+
+
+def test_a_second_job_is_refused_while_one_runs_or_holds_the_gpu(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path)
+    fake_popen(monkeypatch)
+    manager = jobs.JobManager(ws, [])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        write_job(ws, tmp_path / "e.jsonl", [{"type": "progress"}], sleeper.pid, kind="rl")
+        with pytest.raises(BusyError, match="The RL job for 'ann' is already running"):
+            manager.start("train", "bo", tmp_path / "b.jsonl", [])
+        (ws.jobs_dir / "current.json").unlink()
+        (ws.jobs_dir / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "train", "user": "cy"}))
+        with pytest.raises(BusyError, match="The training job for 'cy'"):  # a job started from a terminal
+            manager.start("train", "bo", tmp_path / "b.jsonl", [])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    manager.start("train", "bo", tmp_path / "b.jsonl", [])
+
+
+def test_a_job_that_said_done_and_is_exiting_is_waited_for_not_refused(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path)
+    fake_popen(monkeypatch)
+    finishing = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    write_job(ws, tmp_path / "e.jsonl", [{"type": "done"}], finishing.pid)
+    threading_reaper = __import__("threading").Thread(target=finishing.wait)
+    threading_reaper.start()
+    t0 = time.monotonic()
+    jobs.JobManager(ws, []).start("rl", "ann", tmp_path / "r.jsonl", [])
+    assert 0.5 < time.monotonic() - t0 < 14
+    threading_reaper.join()
