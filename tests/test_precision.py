@@ -65,3 +65,23 @@ def test_generate_and_doctor_honour_precision(data_dir):
     assert r.returncode == 0 and "fp16 (asked for)" in r.stdout and "slower than fp32" in r.stdout
     r = run_cli(data_dir, "doctor")
     assert "fp32 (auto: on the CPU" in r.stdout
+
+
+def test_a_choice_is_read_in_any_case_and_none_means_auto(monkeypatch):
+    from easyphoto_app.precision import FP32, pick_precision
+
+    assert pick_precision(None, "cpu").reason == "auto: on the CPU fp32 is the fastest and exact"
+    assert pick_precision("BF16", "cpu").name == "bf16" and pick_precision("Fp32", "cpu").reason == "asked for"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert pick_precision("fp16", "cuda:0").name == "fp16"  # a card without bf16 may still ask for fp16
+    assert (FP32.name, FP32.is_half, FP32.dtype) == ("fp32", False, torch.float32)
+    assert pick_precision("bf16", "cpu").is_half and pick_precision("fp16", "cpu").is_half
+
+
+def test_autocast_is_a_no_op_in_fp32_and_computes_in_the_half_type_otherwise():
+    from easyphoto_app.precision import pick_precision
+
+    a, b = torch.ones(2, 2), torch.ones(2, 2)
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        with pick_precision(name, "cpu:0").autocast():
+            assert (a @ b).dtype == dtype

@@ -1,0 +1,88 @@
+"""Structure control without the network: the canny edges, the cache lookup and the download decision. Fast.
+(The download itself and the painting with it: test_portrait.py, against a local hub.)"""
+
+import numpy as np
+import pytest
+
+from easyphoto_app import controlnet, models
+from easyphoto_app.errors import UserError
+
+
+def square(contrast: int) -> np.ndarray:
+    rgb = np.full((64, 64, 3), 100, np.uint8)
+    rgb[16:48, 16:48] = 100 + contrast
+    return rgb
+
+
+def test_edges_are_white_outlines_on_black_in_three_equal_channels():
+    edges = controlnet.canny_edges(square(120))
+    assert edges.shape == (64, 64, 3) and edges.dtype == np.uint8
+    assert (edges[..., 0] == edges[..., 1]).all() and (edges[..., 1] == edges[..., 2]).all()
+    assert set(np.unique(edges)) == {0, 255}
+    on = np.argwhere(edges[..., 0] == 255)
+    assert on.min() >= 15 and on.max() <= 48  # on the square's border, nothing elsewhere
+    assert edges[30, 30, 0] == 0 and edges[5, 5, 0] == 0
+
+
+def test_faint_outlines_need_lower_thresholds():
+    assert not controlnet.canny_edges(square(30)).any()  # below the default 100/200
+    assert controlnet.canny_edges(square(30), low=10, high=20).any()
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def cache_repo(cache, repo_id, files):
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    for name in files:
+        (snap / name).write_text("{}")
+    return snap
+
+
+def test_a_cached_controlnet_is_one_with_config_and_safetensors_weights(hub_cache):
+    assert controlnet.cached_controlnet() is None
+    snap = cache_repo(hub_cache, controlnet.CANNY_REPO, ["config.json"])
+    assert controlnet.cached_controlnet() is None  # a download stopped before the weights
+    (snap / "diffusion_pytorch_model.fp16.safetensors").write_text("w")
+    assert controlnet.cached_controlnet() == snap
+
+
+def test_a_cached_controlnet_is_used_without_asking_the_hub(hub_cache, monkeypatch):
+    snap = cache_repo(hub_cache, "me/net", ["config.json", "diffusion_pytorch_model.safetensors"])
+
+    def no_network(*a, **k):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(models, "hub_unreachable", no_network)
+    monkeypatch.setattr(models, "download_hub_model", no_network)
+    assert controlnet.ensure_controlnet("cpu", "me/net") == snap
+
+
+def test_offline_and_not_cached_is_one_refusal_saying_how_to_get_it(hub_cache, monkeypatch):
+    monkeypatch.setattr(models, "hub_unreachable", lambda repo: "HF_HUB_OFFLINE is set")
+    with pytest.raises(UserError, match=r"Structure control needs me/net, which is not downloaded yet, and the "
+                                        r"Hugging Face Hub cannot be reached \(HF_HUB_OFFLINE is set\)\. Connect once"):
+        controlnet.ensure_controlnet("cuda", "me/net")
+
+
+@pytest.mark.parametrize("device, fp16", [("cuda", True), ("cpu", False), ("mps", False)])
+def test_the_download_asks_for_fp16_weights_only_for_an_nvidia_gpu(hub_cache, monkeypatch, device, fp16):
+    asked = []
+
+    def download(repo_id, want_fp16, index, what):
+        asked.append((repo_id, want_fp16, index, what))
+        return hub_cache / "got", 1
+
+    monkeypatch.setattr(models, "hub_unreachable", lambda repo: None)
+    monkeypatch.setattr(models, "download_hub_model", download)
+    assert controlnet.ensure_controlnet(device, "me/net") == hub_cache / "got"
+    assert asked == [("me/net", fp16, "config.json", "a ControlNet repository")]

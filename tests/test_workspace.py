@@ -1,0 +1,155 @@
+"""The data folder's layout, user ids, atomic writes and the free-space check: fast, no model."""
+
+import json
+import os
+import shutil
+from collections import namedtuple
+
+import pytest
+
+from easyphoto_app.errors import UserError
+from easyphoto_app.workspace import (Workspace, atomic_path, atomic_write_json, ensure_free_space,
+                                     validate_user_id)
+
+
+@pytest.mark.parametrize("given, kept", [("anna_2024", "anna_2024"), ("  Bo-1\n", "Bo-1"), ("x", "x"),
+                                         ("y" * 64, "y" * 64)])
+def test_a_good_user_id_comes_back_without_its_spaces(given, kept):
+    assert validate_user_id(given) == kept
+
+
+@pytest.mark.parametrize("empty", [None, "", "   "])
+def test_an_empty_user_id_is_refused_as_empty(empty):
+    with pytest.raises(UserError, match="User id is empty"):
+        validate_user_id(empty)
+
+
+def test_a_refused_user_id_is_quoted_in_its_message():
+    with pytest.raises(UserError, match=r"User id 'ann\.a' is not allowed.*1-64 characters"):
+        validate_user_id("ann.a")
+
+
+def test_every_path_of_a_user_is_where_design_md_puts_it(tmp_path):
+    ws = Workspace(str(tmp_path))
+    layout = {
+        ws.users_dir: "users", ws.loras_dir: "loras", ws.exports_dir: "exports", ws.logs_dir: "logs",
+        ws.models_dir: "models", ws.jobs_dir: "jobs", ws.templates_dir: "templates",
+        ws.user_dir("ann"): "users/ann", ws.photos_dir("ann"): "users/ann/photos",
+        ws.faces_dir("ann"): "users/ann/faces", ws.lora_work_dir("ann"): "users/ann/lora",
+        ws.ddpo_dir("ann"): "users/ann/ddpo_weights", ws.job_events("train", "ann"): "users/ann/lora/events.jsonl",
+        ws.job_events("rl", "ann"): "users/ann/ddpo_weights/events.jsonl", ws.face_lora("ann"): "loras/ann.safetensors",
+        ws.ddpo_lora("ann"): "loras/ddpo_ann.safetensors", ws.outputs_dir("ann"): "outputs/ann",
+    }
+    assert {path.relative_to(tmp_path).as_posix(): want for path, want in layout.items()} == {v: v for v in layout.values()}
+
+
+@pytest.mark.parametrize("path_of", [Workspace.user_dir, Workspace.face_lora, Workspace.ddpo_lora, Workspace.outputs_dir])
+def test_no_path_is_made_from_a_bad_user_id(tmp_path, path_of):
+    with pytest.raises(UserError):
+        path_of(Workspace(tmp_path), "../escape")
+
+
+def test_users_are_the_valid_folders_in_order(tmp_path):
+    ws = Workspace(tmp_path)
+    assert ws.list_users() == []
+    for name in ("zoe", "Anna", "bo_1", "bad name", ".hidden"):
+        (ws.users_dir / name).mkdir(parents=True)
+    (ws.users_dir / "file_not_user").write_text("x")
+    assert ws.list_users() == ["Anna", "bo_1", "zoe"]
+
+
+def test_an_unknown_user_is_refused_with_how_to_add_them_and_who_exists(tmp_path):
+    ws = Workspace(tmp_path)
+    with pytest.raises(UserError, match=r"No user 'ann' yet.*prepare --user ann PHOTOS.*Known users: none yet"):
+        ws.require_user("ann")
+    ws.user_dir("zoe").mkdir(parents=True)
+    ws.user_dir("bo").mkdir(parents=True)
+    with pytest.raises(UserError, match="Known users: bo, zoe"):
+        ws.require_user("ann")
+    assert ws.require_user(" zoe ") == "zoe"
+
+
+def test_deleting_a_user_removes_their_files_and_nobody_elses(tmp_path):
+    ws = Workspace(tmp_path)
+    for user in ("ann", "bo"):
+        (ws.photos_dir(user)).mkdir(parents=True)
+        (ws.outputs_dir(user) / "2026-01-01").mkdir(parents=True)
+        ws.loras_dir.mkdir(exist_ok=True)
+        ws.face_lora(user).write_bytes(b"l")
+        ws.ddpo_lora(user).write_bytes(b"d")
+    ws.delete_user("ann")
+    assert not ws.user_dir("ann").exists() and not ws.outputs_dir("ann").exists()
+    assert not ws.face_lora("ann").exists() and not ws.ddpo_lora("ann").exists()
+    assert ws.list_users() == ["bo"] and ws.face_lora("bo").exists() and ws.ddpo_lora("bo").exists()
+    assert ws.outputs_dir("bo").is_dir()
+    shutil.rmtree(ws.outputs_dir("bo"))
+    ws.delete_user("bo")  # a user who never generated anything
+    with pytest.raises(UserError, match="No user 'bo'"):
+        ws.delete_user("bo")
+
+
+def test_only_paths_that_resolve_inside_the_data_folder_are_served(tmp_path):
+    root = tmp_path / "data"
+    (root / "outputs").mkdir(parents=True)
+    (tmp_path / "secret.txt").write_text("s")
+    os.symlink(tmp_path / "secret.txt", root / "outputs" / "link.png")
+    ws = Workspace(root)
+    assert ws.contains(root / "outputs" / "a.png") and ws.contains(root)
+    assert not ws.contains(root / ".." / "secret.txt")
+    assert not ws.contains(root / "outputs" / "link.png")
+    assert not ws.contains(tmp_path / "data2" / "x.png")
+
+
+def test_an_atomic_write_appears_whole_readable_by_all_and_leaves_nothing_beside_it(tmp_path):
+    target = tmp_path / "new" / "folder" / "faces.json"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".faces.json.") and tmp.name.endswith(".json.tmp")
+        assert not target.exists()
+        tmp.write_text("whole")
+    assert target.read_text() == "whole"
+    assert os.stat(target).st_mode & 0o777 == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["faces.json"]
+    with atomic_path(target, suffix=".part") as tmp:
+        assert tmp.name.endswith(".part")
+        tmp.write_text("second")
+    assert target.read_text() == "second"
+
+
+def test_an_atomic_write_stopped_by_any_exception_keeps_the_old_file(tmp_path):
+    target = tmp_path / "a.safetensors"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
+    with pytest.raises(RuntimeError):  # the temp file already gone must not hide the real error
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+            raise RuntimeError("boom")
+
+
+def test_json_is_written_indented_in_the_given_key_order(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"z": 1, "a": ["é"]})
+    text = (tmp_path / "a.json").read_text(encoding="utf-8")
+    assert text == json.dumps({"z": 1, "a": ["é"]}, indent=2) and list(json.loads(text)) == ["z", "a"]
+
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def test_free_space_is_checked_on_the_nearest_folder_that_exists(tmp_path, monkeypatch):
+    probed = []
+
+    def usage(path):
+        probed.append(path)
+        return Usage(10 * 2**30, 9 * 2**30, 2**30)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    ensure_free_space(tmp_path / "not" / "yet", 2**30, "the LoRA")  # exactly enough is enough
+    assert probed == [tmp_path]
+    with pytest.raises(UserError, match=r"Not enough free disk space for the LoRA: need about 1\.5 GB, 1\.0 GB free "
+                                        r"on the drive holding .*yet\. Free some space"):
+        ensure_free_space(tmp_path / "not" / "yet", 3 * 2**29, "the LoRA")
+    ensure_free_space(tmp_path, 1, "x")
+    assert probed[-1] == tmp_path
