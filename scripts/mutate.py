@@ -166,9 +166,13 @@ def main(argv: list[str]) -> int:
     if not report_only:
         drop_unmutated_copies()
         names = to_run(results(), modules, a.again)
-        run = subprocess.run([*MUTMUT, "run", *names], cwd=ROOT, env=env) if names else None
-        if run and run.returncode:
-            return run.returncode
+        for _ in range(2):  # a module edited since its mutants were made gets new ones, which the names miss
+            if not names:
+                break
+            run = subprocess.run([*MUTMUT, "run", *names], cwd=ROOT, env=env)
+            if run.returncode:
+                return run.returncode
+            names = to_run(results(), modules, again=False)
     summary = summarise(results(), CORE + [m for m in modules if m not in CORE])  # every module run so far
     summary["fast"] = a.fast
     REPORTS.mkdir(exist_ok=True)
