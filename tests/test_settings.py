@@ -89,3 +89,14 @@ def test_on_windows_the_data_folder_is_local_appdata_easyphoto_not_easyphoto_twi
     monkeypatch.setattr(win, "_RESOLVE_WIN_FOLDER", win.get_win_folder_from_env_vars)  # no ctypes.windll here
     monkeypatch.setattr(platformdirs, "PlatformDirs", win.Windows)
     assert default_data_dir() == tmp_path / "Local" / "EasyPhoto"
+
+
+def test_showing_settings_leaves_the_model_field_alone_when_it_already_shows_the_model_in_use():
+    """The refresh answers after the tab opens; had it always written the field, what the user began typing in the
+    meantime was lost (CI saw it). It writes only a field that shows something else, as after a reload."""
+    pytest.importorskip("gradio")
+    from easyphoto_app.ui.settings_tab import model_field_on_show
+
+    untouched = model_field_on_show("demo", "demo")
+    assert isinstance(untouched, dict) and "value" not in untouched
+    assert model_field_on_show("demo", "/models/a.safetensors") == "/models/a.safetensors"

@@ -22,7 +22,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 def refresh_on_show(tab: gr.Tab, built: dict) -> None:
     """What changes while the app runs (users, dates, the model in use) is refreshed when its tab is shown."""
     fn, output = built["on_show"]
-    tab.select(fn, None, output, queue=False, show_progress="hidden")
+    tab.select(fn, built.get("show_inputs"), output, queue=False, show_progress="hidden")
 
 
 def build_app(ctx: Context) -> gr.Blocks:

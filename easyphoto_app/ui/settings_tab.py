@@ -80,8 +80,14 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
     structure.input(on_structure, structure, status, concurrency_limit=1).then(
         lambda: ctx.settings.portrait.controlnet, None, structure)
     load.click(on_load, model, [status, banner], concurrency_limit=1)
-    settings_tab_shown = (lambda: ctx.settings.app.model, model)  # after a reload: the model in use, not the page's first value
+    settings_tab_shown = (lambda shown: model_field_on_show(shown, ctx.settings.app.model), model)
     faces.change(on_faces, faces, status)
     precision.change(on_precision, precision, status)
     check.click(on_doctor, None, report)
-    return {"on_show": settings_tab_shown}
+    return {"on_show": settings_tab_shown, "show_inputs": model}
+
+
+def model_field_on_show(shown: str, in_use: str):
+    """The model field shows the model in use (after a reload it may differ from the page's first value), but is left
+    alone when it already does: the answer can land after the user started typing, and must not erase it."""
+    return gr.update() if shown == in_use else in_use
