@@ -37,6 +37,22 @@ def test_stat_tracker_normalises_per_prompt():
     assert np.allclose(adv, [-1, 1, -1, 1], atol=1e-3)
 
 
+def test_stat_tracker_uses_each_prompts_history_once_it_has_enough_and_keeps_only_the_newest():
+    from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
+
+    t = PerPromptStatTracker(buffer_size=4, min_count=3)
+    t.update(["a", "a"], [0.0, 2.0])  # 2 of 3: normalised within the batch
+    adv = t.update(["a", "b"], [4.0, 7.0])  # "a" has 3 now: its history (0, 2, 4) is the baseline
+    assert np.isclose(adv[0], (4 - 2) / (np.std([0, 2, 4]) + 1e-6))
+    assert np.isclose(adv[1], (7 - 5.5) / (np.std([4, 7]) + 1e-6))  # "b" alone: still the batch's
+    t.update(["a", "a"], [6.0, 8.0])
+    assert t.state()["a"] == [2.0, 4.0, 6.0, 8.0]  # the oldest fell out of a buffer of 4
+    again = PerPromptStatTracker(buffer_size=4, min_count=3)
+    again.load(t.state())  # a resumed run goes on with the same baselines
+    assert np.allclose(again.update(["a"], [5.0]), t.update(["a"], [5.0]))
+    assert again.stats["a"].maxlen == 4
+
+
 def test_rl_before_face_lora_exits_2(home_copy):
     (home_copy / "loras" / "astro.safetensors").unlink()  # photos checked, no face LoRA yet
     r = run_cli(home_copy, *RL, "--epochs", "1")
