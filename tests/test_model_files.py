@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, session_data
 
 
 def test_tokenizer_is_sd15s_clip_tokenizer_id_for_id(demo_model_dir):
@@ -44,14 +44,18 @@ def te_home(tmp_path_factory, trained_home):
     """A user trained with --train-text-encoder, then one RL epoch on top."""
     import shutil
 
-    home = tmp_path_factory.mktemp("te") / "data"
-    shutil.copytree(trained_home, home)
-    r = run_cli(home, "train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4", "--alpha", "2",
-                "--lr", "1e-2", "--train-text-encoder")
-    assert r.returncode == 0, r.stderr
-    r = run_cli(home, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "3")
-    assert r.returncode == 0, r.stderr
-    return home
+    def build(folder):
+        home = folder / "data"
+        shutil.copytree(trained_home, home)
+        r = run_cli(home, "train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4", "--alpha", "2",
+                    "--lr", "1e-2", "--train-text-encoder")
+        assert r.returncode == 0, r.stderr
+        r = run_cli(home, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2",
+                    "--steps", "3")
+        assert r.returncode == 0, r.stderr
+        return home
+
+    return session_data(tmp_path_factory, "te", build)
 
 
 def test_every_lora_key_names_a_real_sd15_module(te_home):
