@@ -107,13 +107,15 @@ def markdown(summary: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def slow_tests(limit: float) -> list[str] | None:
-    """The tests slower than limit in mutmut's last stats run; None before the first one."""
+def slow_tests(limit: float, listed: Path) -> list[str] | None:
+    """The tests slower than limit in mutmut's stats; None before the first stats run. mutmut forgets the tests
+    that a --fast run leaves out (it does not see them), so those already listed stay listed."""
     path = ROOT / "mutants" / "mutmut-stats.json"
     if not path.exists():
         return None
-    stats = json.loads(path.read_text())
-    return sorted(t for t, s in stats["duration_by_test"].items() if s > limit)
+    durations = json.loads(path.read_text())["duration_by_test"]
+    before = listed.read_text(encoding="utf-8").splitlines() if listed.exists() else []
+    return sorted({t for t, s in durations.items() if s > limit} | {t for t in before if t and t not in durations})
 
 
 def drop_unmutated_copies() -> list[Path]:
@@ -153,7 +155,8 @@ def main(argv: list[str]) -> int:
     report_only, modules = a.report, a.modules or CORE
     env = dict(os.environ)
     if a.fast is not None:  # tests/conftest.py deselects them in mutant runs
-        skip, slow = ROOT / "mutants" / "slow-tests.txt", slow_tests(a.fast)
+        skip = ROOT / "mutants" / "slow-tests.txt"
+        slow = slow_tests(a.fast, skip)
         if slow is not None:
             skip.write_text("\n".join(slow) + "\n")
         elif not skip.exists():
