@@ -40,8 +40,10 @@ def pytest_runtest_teardown(item, nextitem):
 
 
 def _mutant_run() -> bool:
-    """True in a process that tests one mutant (not mutmut's stats, forced-fail or listing runs, not a plain run)."""
-    return os.environ.get("MUTANT_UNDER_TEST", "") not in ("", "stats", "fail", "list_all_tests")
+    """True in mutmut's run of the unmutated tests and in a process that tests one mutant (not in mutmut's stats,
+    forced-fail or listing runs, not in a plain run). The unmutated run builds the fixtures: a mutant's run has a
+    time limit that a demo training does not fit in."""
+    return os.environ.get("MUTANT_UNDER_TEST") not in (None, "stats", "fail", "list_all_tests")
 
 
 @contextlib.contextmanager

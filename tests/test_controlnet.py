@@ -24,6 +24,19 @@ def test_edges_are_white_outlines_on_black_in_three_equal_channels():
     assert edges[30, 30, 0] == 0 and edges[5, 5, 0] == 0
 
 
+def test_edges_of_a_photo_are_opencvs_canny_of_its_grey_at_100_200():
+    """On the astronaut photo, where red and blue differ: the grey is taken as RGB, the thresholds are the ones
+    the canny ControlNet was trained with."""
+    import cv2
+    import photos
+
+    rgb = photos.astronaut()
+    edges = controlnet.canny_edges(rgb)
+    assert (edges[..., 0] == cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 100, 200)).all()
+    mine = controlnet.canny_edges(rgb, 50, 120)[..., 0]
+    assert (mine == cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 50, 120)).all() and mine.sum() > edges[..., 0].sum()
+
+
 def test_faint_outlines_need_lower_thresholds():
     assert not controlnet.canny_edges(square(30)).any()  # below the default 100/200
     assert controlnet.canny_edges(square(30), low=10, high=20).any()
@@ -68,7 +81,7 @@ def test_a_cached_controlnet_is_used_without_asking_the_hub(hub_cache, monkeypat
 
 
 def test_offline_and_not_cached_is_one_refusal_saying_how_to_get_it(hub_cache, monkeypatch):
-    monkeypatch.setattr(models, "hub_unreachable", lambda repo: "HF_HUB_OFFLINE is set")
+    monkeypatch.setattr(models, "hub_unreachable", lambda repo: repo == "me/net" and "HF_HUB_OFFLINE is set")
     with pytest.raises(UserError, match=r"Structure control needs me/net, which is not downloaded yet, and the "
                                         r"Hugging Face Hub cannot be reached \(HF_HUB_OFFLINE is set\)\. Connect once"):
         controlnet.ensure_controlnet("cuda", "me/net")
@@ -82,7 +95,7 @@ def test_the_download_asks_for_fp16_weights_only_for_an_nvidia_gpu(hub_cache, mo
         asked.append((repo_id, want_fp16, index, what))
         return hub_cache / "got", 1
 
-    monkeypatch.setattr(models, "hub_unreachable", lambda repo: None)
+    monkeypatch.setattr(models, "hub_unreachable", lambda repo: None if repo == "me/net" else "asked about another repo")
     monkeypatch.setattr(models, "download_hub_model", download)
     assert controlnet.ensure_controlnet(device, "me/net") == hub_cache / "got"
     assert asked == [("me/net", fp16, "config.json", "a ControlNet repository")]

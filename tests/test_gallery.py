@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import re
+import time
 import zipfile
 
 import pytest
@@ -75,13 +77,17 @@ def read_zip(path):
 
 
 def test_the_export_zip_holds_every_image_and_both_manifests(ws):
+    before = time.strftime("%Y%m%d-%H%M%S")
     out = gallery.export_zip(ws, "ann")
-    assert out.parent == ws.exports_dir and out.name.startswith("ann-") and out.suffix == ".zip"
+    assert out.parent == ws.exports_dir and re.fullmatch(r"ann-\d{8}-\d{6}\.zip", out.name)
+    assert before <= out.name[4:-4] <= time.strftime("%Y%m%d-%H%M%S")  # when it was made, sortable by name
     files, manifest, rows = read_zip(out)
     images = ["2026-01-10/00002-1.png", "2026-01-10/00001-9.png", "2026-01-02/00002-8.png", "2026-01-02/00001-7.png"]
     assert list(files) == images + ["manifest.json", "manifest.csv"]
     assert all(files[name] == zipfile.ZIP_STORED for name in images)
     assert manifest["user"] == "ann"
+    with zipfile.ZipFile(out) as zf:  # indented for people opening it
+        assert zf.read("manifest.json").decode() == json.dumps(manifest, indent=2)
     assert manifest["images"][1] == {"file": "2026-01-10/00001-9.png", "date": "2026-01-10", "parameters": "c, Seed: 9"}
     assert rows[0] == ["file", "date", "parameters"]
     assert rows[1:] == [[m["file"], m["date"], m["parameters"]] for m in manifest["images"]]

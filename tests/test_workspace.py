@@ -82,8 +82,10 @@ def test_deleting_a_user_removes_their_files_and_nobody_elses(tmp_path):
     assert not ws.face_lora("ann").exists() and not ws.ddpo_lora("ann").exists()
     assert ws.list_users() == ["bo"] and ws.face_lora("bo").exists() and ws.ddpo_lora("bo").exists()
     assert ws.outputs_dir("bo").is_dir()
-    shutil.rmtree(ws.outputs_dir("bo"))
-    ws.delete_user("bo")  # a user who never generated anything
+    ws.photos_dir("cy").mkdir(parents=True)
+    ws.delete_user("cy")  # a user who never trained nor generated anything
+    assert ws.list_users() == ["bo"]
+    ws.delete_user("bo")
     with pytest.raises(UserError, match="No user 'bo'"):
         ws.delete_user("bo")
 
