@@ -2,6 +2,7 @@
 
 usage: ./run.sh mutate [--report] [--again] [--fast SECONDS] [MODULE ...]      (or: python scripts/mutate.py ...)
     --report: write the report from the results so far, without running (after a run was stopped, say).
+    --equivalent MUTANT REASON: list a reviewed survivor as equivalent (it changes nothing anyone can observe).
     --again: run the survivors again too (after adding tests); otherwise only mutants not judged yet run.
     --fast SECONDS: leave out the tests that took longer than SECONDS in mutmut's first (stats) run. A mutant that
         survives runs every test that reaches it, up to 15 minutes for a widely used function; with --fast 8 the
@@ -61,6 +62,18 @@ def equivalents() -> dict[str, dict]:
     path = REPORTS / "equivalent_mutants.json"
     listed = json.loads(path.read_text()) if path.exists() else []
     return {e["mutant"]: e for e in listed if diff_of(e["mutant"]) == e["diff"]}
+
+
+def mark_equivalent(name: str, reason: str) -> None:
+    """List a reviewed mutant as equivalent, with the diff it was reviewed on."""
+    path = REPORTS / "equivalent_mutants.json"
+    listed = [e for e in (json.loads(path.read_text()) if path.exists() else []) if e["mutant"] != name]
+    diff = diff_of(name)
+    if not diff:
+        raise SystemExit(f"error: mutmut knows no mutant {name}")
+    listed.append({"mutant": name, "diff": diff, "reason": reason})
+    REPORTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(sorted(listed, key=lambda e: e["mutant"]), indent=2, ensure_ascii=False) + "\n")
 
 
 def summarise(statuses: dict[str, str], modules: list[str]) -> dict:
@@ -151,7 +164,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--fast", type=float, default=None, metavar="SECONDS")
     ap.add_argument("--again", action="store_true")
+    ap.add_argument("--equivalent", nargs=2, metavar=("MUTANT", "REASON"))
     a = ap.parse_args(argv)
+    if a.equivalent:
+        mark_equivalent(*a.equivalent)
+        return 0
     report_only, modules = a.report, a.modules or CORE
     env = dict(os.environ)
     if a.fast is not None:  # tests/conftest.py deselects them in mutant runs

@@ -80,3 +80,21 @@ def test_a_file_hash_is_cached_until_the_file_changes(tmp_path, monkeypatch):
     assert sha256_file(path) == "cached"  # a GB checkpoint is not read again
     path.write_bytes(b"b" * 10)
     assert sha256_file(path) == hashlib.sha256(b"b" * 10).hexdigest()
+
+
+def test_hashing_a_big_file_reads_it_in_pieces_not_into_memory(tmp_path, monkeypatch):
+    """A checkpoint is 2-4 GB: its hash must not need its size in RAM."""
+    import tracemalloc
+
+    monkeypatch.setattr(checkpoints, "_hash_cache", {})
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as fh:
+        for _ in range(48):
+            fh.write(b"\x01" * (1 << 20))
+    tracemalloc.start()
+    try:
+        sha256_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB held to hash a 48 MiB file"
