@@ -274,11 +274,12 @@ def test_a_second_job_is_refused_while_one_runs_or_holds_the_gpu(tmp_path, monke
     manager.start("train", "bo", tmp_path / "b.jsonl", [])
 
 
-def test_a_job_that_said_done_and_is_exiting_is_waited_for_not_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("last", ["done", "failed"])
+def test_a_job_that_said_it_ended_and_is_exiting_is_waited_for_not_refused(tmp_path, monkeypatch, last):
     ws = Workspace(tmp_path)
     fake_popen(monkeypatch)
     finishing = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
-    write_job(ws, tmp_path / "e.jsonl", [{"type": "done"}], finishing.pid)
+    write_job(ws, tmp_path / "e.jsonl", [{"type": "progress"}, {"type": last}], finishing.pid)
     threading_reaper = __import__("threading").Thread(target=finishing.wait)
     threading_reaper.start()
     t0 = time.monotonic()
