@@ -9,7 +9,8 @@ usage: ./run.sh mutate [--report] [--again] [--fast SECONDS] [MODULE ...]      (
         33 slowest tests (754 of 899 s) stay out and such a mutant costs about 2.5 minutes. What only those tests
         would catch then counts as survived or "no tests": the score is the fast tests' score, and the report says so.
     MODULE: lora_io, lora_train, generate, workspace, faces, jobs, cli, gallery, models, settings, ddpo, portrait,
-    ... (a module of easyphoto_app, or a package of it); none: all of them. The UI is left to the browser tests.
+    ... (a module of easyphoto_app, or a package of it, or one file of a package: ddpo.ppo); none: all of them.
+    The UI is left to the browser tests.
 Writes reports/mutation.json and reports/mutation.md: killed, survived, timeouts and the score per module, the
 surviving mutants with their diff, and the equivalent ones (reports/equivalent_mutants.json: mutants that change
 nothing anyone can observe, each with the reason) counted apart.
@@ -150,9 +151,12 @@ def to_run(statuses: dict[str, str], modules: list[str], again: bool) -> list[st
     make mutmut run every mutant it matches again, so a stopped run would start over. A module never mutated yet
     goes as a pattern: mutmut makes its mutants on that run."""
     wanted = {"not checked"} | ({"survived", "no tests", "timeout"} if again else set())
-    seen = {module_of(name) for name in statuses}
-    names = [n for n, status in statuses.items() if module_of(n) in modules and status in wanted]
-    return names + [f"easyphoto_app.{m}.*" for m in modules if m not in seen]
+
+    def within(name: str, module: str) -> bool:  # module: "faces" or one file of it, "faces.quality"
+        return name.startswith(f"easyphoto_app.{module}.")
+
+    names = [n for n, status in statuses.items() if status in wanted and any(within(n, m) for m in modules)]
+    return names + [f"easyphoto_app.{m}.*" for m in modules if not any(within(n, m) for n in statuses)]
 
 
 def main(argv: list[str]) -> int:
@@ -179,7 +183,8 @@ def main(argv: list[str]) -> int:
         elif not skip.exists():
             print("--fast: no stats run yet to take test durations from; this run uses every test", file=sys.stderr)
         env["EASYPHOTO_MUTATE_SKIP"] = str(skip)
-    unknown = [m for m in modules if not ((ROOT / "easyphoto_app" / f"{m}.py").exists() or (ROOT / "easyphoto_app" / m).is_dir())]
+    package = ROOT / "easyphoto_app"
+    unknown = [m for m in modules if not (package / f"{m.replace('.', '/')}.py").exists() and not (package / m).is_dir()]
     if unknown:
         print(f"error: no module {', '.join(unknown)} in easyphoto_app/", file=sys.stderr)
         return 2
@@ -193,12 +198,13 @@ def main(argv: list[str]) -> int:
             if run.returncode:
                 return run.returncode
             names = to_run(results(), modules, again=False)
-    summary = summarise(results(), CORE + [m for m in modules if m not in CORE])  # every module run so far
+    tops = [m.split(".")[0] for m in modules]
+    summary = summarise(results(), CORE + [m for m in dict.fromkeys(tops) if m not in CORE])  # every module run so far
     summary["fast"] = a.fast
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "mutation.json").write_text(json.dumps(summary, indent=2))
     (REPORTS / "mutation.md").write_text(markdown(summary))
-    for module in modules:
+    for module in dict.fromkeys(tops):
         r = summary["modules"][module]
         print(f"{module:12} {'-' if r['score'] is None else format(r['score'], '.0%'):>5}  "
               f"({r.get('killed', 0)} killed, {r.get('survived', 0)} survived, {r.get('no tests', 0)} reached by no test, "
