@@ -92,6 +92,9 @@ def session_data(tmp_path_factory, name: str, build) -> Path:
     return copy / (cache / f"{name}.path").read_text()
 
 
+UNCACHED_FIXTURES = {"prepared", "set_with_strangers"}  # module fixtures that run `prepare`: rebuilt per mutant
+
+
 def pytest_collection_modifyitems(config, items):
     """./run.sh mutate --fast: the slow tests stay out of mutant runs (scripts/mutate.py lists them), and the tests a
     mutant runs go fastest first. mutmut stops at the first failure, and a slow test that happens to come first in
@@ -105,7 +108,11 @@ def pytest_collection_modifyitems(config, items):
     stats = Path(listed).with_name("mutmut-stats.json")
     if _mutant_run() and stats.exists():
         took = json.loads(stats.read_text(encoding="utf-8"))["duration_by_test"]
-        keep.sort(key=lambda item: took.get(item.nodeid, float("inf")))  # stable: file order among equals
+
+        def cost(item) -> float:  # mutmut times the test alone; these fixtures run the CLI in each mutant's run
+            return took.get(item.nodeid, float("inf")) + 60 * bool(UNCACHED_FIXTURES & set(item.fixturenames))
+
+        keep.sort(key=cost)  # stable: file order among equals
     items[:] = keep
 
 
