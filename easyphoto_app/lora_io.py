@@ -55,7 +55,7 @@ def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str 
             raise UserError(f"{path.name} belongs to user '{current}'; refusing to overwrite it with '{owner}'s LoRA.")
     meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
     tensors = to_kohya(state, alpha)
-    data = safetensors_save(tensors, metadata=meta)
+    data = safetensors_save(tensors)
     # A1111's hash of a LoRA covers the tensor bytes after the header, so it can go into the header itself
     meta["sshs_model_hash"] = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
     with atomic_path(path) as tmp:

@@ -1,0 +1,78 @@
+"""The RL reward and the likeness scale, on a backend that 'finds' faces we place: fast, no model.
+(The real recognizers on real photos: test_faces.py.)"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from easyphoto_app.faces.base import DetectedFace, FaceBackend, identity_of, normalize
+from easyphoto_app.faces.likeness import LikenessScorer
+
+
+def unit(*v):
+    return normalize(np.array(v, dtype=np.float32))
+
+
+class Placed(FaceBackend):
+    """Faces by the image's mean grey level: a stand-in detector whose answers the test chooses."""
+
+    identifies_people = True
+    same_person_threshold, stranger_similarity = 0.5, 0.0
+
+    def __init__(self, faces_by_level):
+        self.faces_by_level, self.seen = faces_by_level, []
+
+    def analyze(self, rgb):
+        self.seen.append(rgb.shape)
+        return self.faces_by_level[int(rgb.mean())]
+
+
+def face(x, embedding):
+    return DetectedFace(np.array([x, 10, x + 40, 50], dtype=np.float32), 0.9, None, embedding)
+
+
+def test_the_reward_is_the_likeness_of_the_most_alike_face_and_0_without_one():
+    me = unit(1, 0, 0)
+    backend = Placed({
+        10: [face(100, unit(1, 1, 0)), face(5, unit(0, 1, 0))],  # two people: the right one looks like me
+        20: [],
+        30: [face(50, me)],
+    })
+    scorer = LikenessScorer(backend, [2.0, 0, 0])  # the identity is normalised
+    images = [Image.new("L", (64, 64), 10), np.full((64, 64, 3), 20, np.uint8), Image.new("RGB", (64, 64), (30, 30, 30))]
+    rewards, info = scorer(images)
+    cos = float(unit(1, 1, 0) @ me)
+    assert rewards == [round(backend.likeness(cos), 4), 0.0, 1.0]
+    assert info == {"no_face_rate": pytest.approx(1 / 3)}
+    assert backend.seen == [(64, 64, 3)] * 3  # a grey PIL image reaches the detector as RGB
+    two = scorer.score(images[0])
+    assert (two.faces, two.face_index, two.cosine) == (2, 1, round(cos, 4))
+    assert two.reason == "2 faces: scored the most alike, face 2 from the left"
+    assert scorer.score(images[2]).reason == "one face"
+    none = scorer.score(images[1])
+    assert (none.likeness, none.cosine, none.faces, none.face_index, none.reason) == (None, None, 0, None, "no face found")
+    assert scorer([]) == ([], {"no_face_rate": 0.0})
+
+
+@pytest.mark.parametrize("cosine, likeness", [(-0.3, 0.0), (0.0, 0.0), (0.25, 0.25), (0.5, 0.5), (0.75, 0.75),
+                                              (1.0, 1.0), (1.2, 1.0)])
+def test_likeness_is_0_for_a_stranger_half_at_the_threshold_and_1_for_the_same_face(cosine, likeness):
+    b = FaceBackend()
+    b.same_person_threshold, b.stranger_similarity = 0.5, 0.0
+    assert b.likeness(cosine) == pytest.approx(likeness)
+    b.same_person_threshold, b.stranger_similarity = 0.6, 0.2  # another backend's cosines: the same scale
+    assert b.likeness(0.2) == 0.0 and b.likeness(0.4) == pytest.approx(0.25) and b.likeness(0.8) == pytest.approx(0.75)
+
+
+def test_a_faces_size_is_its_shorter_side_and_its_centre_the_boxs():
+    f = DetectedFace(np.array([10, 20, 50, 120]), 0.9, None, unit(1, 0))
+    assert f.size == 40.0 and f.center == (30.0, 70.0)
+
+
+def test_the_identity_of_a_set_ignores_two_strangers_in_six():
+    me = [unit(1, 0.1 * i, 0) for i in range(4)]
+    strangers = [unit(0, 0, 1), unit(0, 0.2, 1)]
+    ident = identity_of(me + strangers, threshold=0.5)
+    assert np.isclose(np.linalg.norm(ident), 1.0)
+    assert float(ident @ unit(0, 0, 1)) < 0.05 and float(ident @ me[0]) > 0.9
+    assert np.allclose(normalize(np.zeros(3)), 0)  # no division by zero for an empty vector
