@@ -43,7 +43,7 @@ def _gray(rgb: np.ndarray, side: int) -> np.ndarray:
 def face_region(crop: np.ndarray) -> np.ndarray:
     """The face itself inside an aligned crop (the middle 1/CONTEXT)."""
     n = crop.shape[0]
-    half = int(n / CONTEXT / 2)
+    half = round(n / CONTEXT / 2)  # int() made 220 / 2.2 / 2 = 49.999... into 49
     return crop[n // 2 - half:n // 2 + half, n // 2 - half:n // 2 + half]
 
 

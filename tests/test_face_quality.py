@@ -1,0 +1,94 @@
+"""The per-face scores and the aligned crop, on images drawn here and the astronaut photo. Fast, no detector.
+(The same scores deciding which real photos pass: test_faces.py.)"""
+
+import cv2
+import numpy as np
+import pytest
+
+import photos
+from easyphoto_app.faces import quality
+from easyphoto_app.faces.base import DetectedFace
+
+
+def face(bbox, kps=None):
+    return DetectedFace(np.array(bbox, dtype=np.float32), 0.9, None if kps is None else np.array(kps, np.float32),
+                        np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("eyes, angle", [(((0, 0), (10, 0)), 0.0), (((0, 0), (10, 10)), 45.0),
+                                         (((0, 10), (10, 0)), -45.0), (((10, 0), (0, 0)), 180.0)])
+def test_the_eye_angle_is_the_rotation_that_levels_the_eyes(eyes, angle):
+    assert quality.eye_angle(face([0, 0, 10, 10], [*eyes, (5, 5)])) == pytest.approx(angle)
+    assert quality.eye_angle(face([0, 0, 10, 10])) == 0.0  # no landmarks: no rotation
+
+
+def test_the_crop_is_centred_on_the_face_with_22x_context_and_levels_tilted_eyes():
+    rgb = np.zeros((400, 400, 3), np.uint8)
+    rgb[190:211, 290:311] = 255  # a 20 px white square at the centre of a 100 px face box (off the diagonal)
+    crop = quality.align_crop(rgb, face([250, 150, 350, 250]), 110)
+    assert crop.shape == (110, 110, 3)
+    white = np.argwhere(crop[..., 0] > 127)
+    assert abs(white.mean(axis=0) - 54.5).max() < 1.5  # centred
+    assert 8 <= len(np.unique(white[:, 0])) <= 12  # 20 px of 220 px of context at 110 px: about 10 px
+    eyes = np.zeros((400, 400, 3), np.uint8)
+    left, right = (170, 180), (230, 220)  # x, y: the right eye lower, as a tilted head
+    for x, y in (left, right):
+        cv2.circle(eyes, (x, y), 6, (255, 255, 255), -1)
+    crop = quality.align_crop(eyes, face([150, 150, 250, 250], [left, right, (200, 210)]), 220)
+    rows = [np.argwhere(crop[:, :110, 0] > 127)[:, 0].mean(), np.argwhere(crop[:, 110:, 0] > 127)[:, 0].mean()]
+    assert abs(rows[0] - rows[1]) < 2  # level after alignment
+    unaligned = quality.align_crop(eyes, face([150, 150, 250, 250]), 220)
+    rows = [np.argwhere(unaligned[:, :110, 0] > 127)[:, 0].mean(), np.argwhere(unaligned[:, 110:, 0] > 127)[:, 0].mean()]
+    assert rows[1] - rows[0] > 20  # without landmarks the tilt stays
+
+
+def test_face_region_is_the_middle_of_the_crop():
+    crop = np.arange(220 * 220).reshape(220, 220)
+    region = quality.face_region(crop)
+    assert region.shape == (100, 100) and region[0, 0] == crop[60, 60]
+
+
+def test_sharpness_is_0_for_flat_higher_for_detail_and_lower_when_blurred():
+    flat = np.full((200, 200, 3), 128, np.uint8)
+    sharp = photos.astronaut()[:300, 100:400]
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 4)
+    assert quality.sharpness(flat) == 0.0
+    assert 0 < quality.sharpness(blurred) < quality.sharpness(sharp) < 1
+    assert quality.sharpness(cv2.resize(sharp, (600, 600))) == pytest.approx(quality.sharpness(sharp), abs=0.15)  # any size
+
+
+@pytest.mark.parametrize("level, score", [(0, 0.0), (255, 0.0), (128, 1.0), (64, 0.5), (191, 0.5)])
+def test_exposure_is_1_at_mid_grey_and_0_at_black_or_white(level, score):
+    assert quality.exposure(np.full((50, 50, 3), level, np.uint8)) == pytest.approx(score, abs=0.01)
+
+
+def test_frontalness_from_landmarks_is_1_with_the_nose_between_the_eyes():
+    img = np.zeros((10, 10, 3), np.uint8)
+    assert quality.frontalness(face([0, 0, 1, 1], [(0, 0), (20, 0), (10, 9)]), img) == 1.0
+    assert quality.frontalness(face([0, 0, 1, 1], [(0, 0), (20, 0), (15, 9)]), img) == pytest.approx(0.5)
+    assert quality.frontalness(face([0, 0, 1, 1], [(0, 0), (20, 0), (40, 9)]), img) == 0.0  # turned away
+    assert quality.frontalness(face([0, 0, 1, 1], [(5, 0), (5, 0), (5, 9)]), img) == 1.0  # eyes together: no /0
+
+
+def test_frontalness_without_landmarks_is_left_right_symmetry():
+    half = photos.astronaut()[100:300, 150:250]
+    mirrored = np.concatenate([half, half[:, ::-1]], axis=1)
+    one_sided = np.concatenate([half, np.zeros_like(half)], axis=1)
+    none = face([0, 0, 1, 1])
+    assert quality.frontalness(none, mirrored) > 0.99
+    assert quality.frontalness(none, one_sided) < quality.frontalness(none, mirrored)
+    assert quality.frontalness(none, np.full((20, 20, 3), 7, np.uint8)) == 0.0  # nothing to compare
+
+
+def test_dhash_tells_near_copies_from_other_photos():
+    a = photos.astronaut()
+    brighter = np.clip(a.astype(np.int16) + 12, 0, 255).astype(np.uint8)
+    other = a[::-1]
+    h = quality.dhash(a)
+    assert 0 <= h < 2**64 and quality.dhash(a.copy()) == h
+    assert quality.hamming(h, quality.dhash(brighter)) <= 4
+    assert quality.hamming(h, quality.dhash(other)) > 16
+    assert quality.hamming(0b1011, 0b0001) == 2 and quality.hamming(5, 5) == 0
+    bits = np.zeros((8, 9), np.uint8)
+    bits[:, 1::2] = 255  # every other column brighter than its left neighbour
+    assert quality.dhash(np.repeat(bits[..., None], 3, axis=2)) == int("10101010" * 8, 2)
