@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
+EQUIVALENTS = REPORTS / "equivalent_mutants.json"
 MUTMUT = [sys.executable, "-m", "mutmut"]
 CORE = ["lora_io", "lora_train", "generate", "workspace", "faces", "jobs", "cli", "gallery", "models", "settings",
         "ddpo", "portrait", "controlnet", "checkpoints", "precision", "doctor", "monitor"]
@@ -60,21 +61,19 @@ def diff_of(name: str) -> str:
 
 def equivalents() -> dict[str, dict]:
     """Reviewed equivalent mutants; one whose diff changed since (the code moved) is reviewed again."""
-    path = REPORTS / "equivalent_mutants.json"
-    listed = json.loads(path.read_text()) if path.exists() else []
+    listed = json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else []
     return {e["mutant"]: e for e in listed if diff_of(e["mutant"]) == e["diff"]}
 
 
 def mark_equivalent(name: str, reason: str) -> None:
     """List a reviewed mutant as equivalent, with the diff it was reviewed on."""
-    path = REPORTS / "equivalent_mutants.json"
-    listed = [e for e in (json.loads(path.read_text()) if path.exists() else []) if e["mutant"] != name]
+    listed = [e for e in (json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else []) if e["mutant"] != name]
     diff = diff_of(name)
     if not diff:
         raise SystemExit(f"error: mutmut knows no mutant {name}")
     listed.append({"mutant": name, "diff": diff, "reason": reason})
     REPORTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(sorted(listed, key=lambda e: e["mutant"]), indent=2, ensure_ascii=False) + "\n")
+    EQUIVALENTS.write_text(json.dumps(sorted(listed, key=lambda e: e["mutant"]), indent=2, ensure_ascii=False) + "\n")
 
 
 def summarise(statuses: dict[str, str], modules: list[str]) -> dict:
@@ -155,7 +154,9 @@ def to_run(statuses: dict[str, str], modules: list[str], again: bool) -> list[st
     def within(name: str, module: str) -> bool:  # module: "faces" or one file of it, "faces.quality"
         return name.startswith(f"easyphoto_app.{module}.")
 
-    names = [n for n, status in statuses.items() if status in wanted and any(within(n, m) for m in modules)]
+    reviewed = {e["mutant"] for e in json.loads(EQUIVALENTS.read_text())} if again and EQUIVALENTS.exists() else set()
+    names = [n for n, status in statuses.items()
+             if status in wanted and n not in reviewed and any(within(n, m) for m in modules)]
     return names + [f"easyphoto_app.{m}.*" for m in modules if not any(within(n, m) for n in statuses)]
 
 
