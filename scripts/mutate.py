@@ -133,14 +133,19 @@ def slow_tests(limit: float, listed: Path) -> list[str] | None:
 
 def drop_unmutated_copies() -> list[Path]:
     """mutmut takes a file in mutants/ that is newer than its source for already mutated. A run stopped between
-    copying the sources and mutating them leaves plain copies behind that stay unmutated (no .meta) for good.
-    Their functions had no trampolines when mutmut recorded which test reaches which function, so that record
-    (mutmut-stats.json) goes too and is made again."""
-    dropped = [copy for copy in (ROOT / "mutants" / "easyphoto_app").rglob("*.py")
-               if not copy.with_name(copy.name + ".meta").exists()]
+    copying the sources and mutating them leaves plain copies behind that stay unmutated (no .meta) for good, and
+    one stopped while writing a file leaves it half-written (newer than its .meta, which comes after it).
+    The plain copies' functions had no trampolines when mutmut recorded which test reaches which function, so that
+    record (mutmut-stats.json) goes too and is made again."""
+    def unfinished(copy: Path) -> bool:
+        meta = copy.with_name(copy.name + ".meta")
+        return not meta.exists() or meta.stat().st_mtime < copy.stat().st_mtime
+
+    dropped = [copy for copy in (ROOT / "mutants" / "easyphoto_app").rglob("*.py") if unfinished(copy)]
     for copy in dropped:
         copy.unlink()
-    if any(p.stem != "__init__" and "ui" not in p.parts and p.name != "__main__.py" for p in dropped):
+    plain = [p for p in dropped if not p.with_name(p.name + ".meta").exists()]
+    if any(p.stem != "__init__" and "ui" not in p.parts and p.name != "__main__.py" for p in plain):
         (ROOT / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     return dropped
 
