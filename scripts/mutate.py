@@ -16,9 +16,12 @@ surviving mutants with their diff, and the equivalent ones (reports/equivalent_m
 nothing anyone can observe, each with the reason) counted apart.
 
 Why mutmut: it mutates with libcst and switches mutants at run time (no re-import per mutant), runs only the
-tests that reach the mutated function, and forks after collection, so one mutant costs its tests, not a
-pytest start-up. Tests that reach the code through a CLI child process are counted too (tests/mutmut_child).
-Slow: the first run records which test reaches which function (about as long as the suite, once).
+tests that reach the mutated function, and forks each mutant's run from a server that has collected the tests
+(process_isolation = "forkserver" in pyproject.toml), so one mutant costs its tests, not a pytest start-up:
+about a second when a fast test kills it. Tests that reach the code through a CLI child process are counted too
+(tests/mutmut_child). Slow once: the first run records which test reaches which function (about as long as the
+suite), and each run first runs the reached tests unmutated, which also builds the cached fixtures (conftest).
+Do not stop a run while it says "Generating mutants": a file cut off there is dropped and made again next time.
 """
 
 from __future__ import annotations
