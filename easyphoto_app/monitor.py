@@ -34,9 +34,9 @@ def format_vram(row: dict) -> str:
 
 
 class Monitor:
-    """Calls `emit(sample())` every `interval` seconds on a daemon thread until stopped."""
+    """Calls `emit(sample())` at once and then every `interval` seconds on a daemon thread until stopped."""
 
-    def __init__(self, emit, interval: float = 2.0):
+    def __init__(self, emit, interval: float):
         self.emit, self.interval = emit, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="easyphoto-monitor", daemon=True)

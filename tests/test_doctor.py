@@ -89,7 +89,8 @@ def test_the_data_folder_must_be_writable(tmp_path):
 
 def test_the_model_check_tells_demo_local_downloaded_and_missing_apart(settings, tmp_path, monkeypatch):
     demo = doctor._model_check(settings)
-    assert demo["ok"] and demo["value"] == models.DEMO_LABEL and "Choose a real model" in demo["fix"]
+    assert demo == {"ok": True, "value": models.DEMO_LABEL,
+                    "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits."}
     settings.app.model = str(tmp_path)
     assert doctor._model_check(settings) == {"ok": True, "value": f"{tmp_path} (local)", "fix": None}
     monkeypatch.setattr(models, "cached_hub_model", lambda spec: spec == "org/cached")
@@ -128,3 +129,14 @@ def test_the_web_report_is_a_table_whose_cells_cannot_break_it():
     assert lines[4] == "| device | ✔ ok | device: cuda, vram gb: 24.0 |  |"
     assert lines[5] == "| disk | ⚠️ fix | 3.0 GB free | Free \\| some space |"
     assert lines[6] == "| torch | ✔ ok |  |  |" and len(lines) == 7
+
+
+@pytest.mark.parametrize("version, ok", [((3, 9, 18), False), ((3, 10, 0), True), ((3, 13, 1), True)])
+def test_python_310_or_newer_is_asked_for(settings, monkeypatch, version, ok):
+    import platform
+    import sys
+
+    monkeypatch.setattr(doctor, "sys", SimpleNamespace(version_info=version))
+    python = doctor.check(settings)["checks"]["python"]
+    assert python == {"ok": ok, "value": platform.python_version(), "fix": None if ok else "Install Python 3.10 or newer."}
+    assert sys.version_info >= (3, 10)

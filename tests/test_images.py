@@ -100,3 +100,13 @@ def test_resize_by_scale_or_to_a_shape_and_never_to_nothing():
     assert images.resize(img, 0.5).shape == (50, 30, 3)
     assert images.resize(img, 0.0001).shape == (1, 1, 3)
     assert images.resize(img, 1.0, shape=(10, 20)).shape == (10, 20, 3)
+
+
+def test_with_pillow_heif_a_heic_photo_is_opened_through_it(tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    registered = []
+    monkeypatch.setitem(sys.modules, "pillow_heif", SimpleNamespace(register_heif_opener=lambda: registered.append(1)))
+    (tmp_path / "phone.jpg").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)  # named .jpg by an app
+    assert images.not_an_image(tmp_path / "phone.jpg") is None and registered == [1]

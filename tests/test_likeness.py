@@ -52,6 +52,24 @@ def test_the_reward_is_the_likeness_of_the_most_alike_face_and_0_without_one():
     none = scorer.score(images[1])
     assert (none.likeness, none.cosine, none.faces, none.face_index, none.reason) == (None, None, 0, None, "no face found")
     assert scorer([]) == ([], {"no_face_rate": 0.0})
+    assert scorer([images[1]]) == ([0.0], {"no_face_rate": 1.0})
+
+
+def test_a_scorer_comes_from_the_users_reference_or_there_is_none(tmp_path):
+    import json
+
+    from easyphoto_app.faces.likeness import scorer_or_none
+    from easyphoto_app.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    assert scorer_or_none(ws, "ann") is None  # no photos checked yet
+    ws.user_dir("ann").mkdir(parents=True)
+    ref = ws.user_dir("ann") / "reference.json"
+    ref.write_text(json.dumps({"backend": "offline", "mean_embedding": [1.0, 0.0]}))
+    assert scorer_or_none(ws, "ann") is None  # checked without a recognizer: no likeness to score
+    ref.write_text(json.dumps({"backend": "dlib", "mean_embedding": [3.0, 4.0] + [0.0] * 126}))
+    scorer = scorer_or_none(ws, "ann")
+    assert scorer.backend.name == "dlib" and np.allclose(scorer.target[:2], [0.6, 0.8])
 
 
 @pytest.mark.parametrize("cosine, likeness", [(-0.3, 0.0), (0.0, 0.0), (0.25, 0.25), (0.5, 0.5), (0.75, 0.75),
