@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-import shutil
 import sys
 from pathlib import Path
 
@@ -73,8 +72,9 @@ def _precision_check(app, device_check: dict) -> dict:
 
 
 def _disk_check(data_dir: Path) -> dict:
-    probe = data_dir if data_dir.exists() else next((p for p in data_dir.parents if p.exists()), Path("."))
-    free_gb = shutil.disk_usage(probe).free / 2**30
+    from easyphoto_app.workspace import free_bytes
+
+    free_gb = free_bytes(data_dir) / 2**30
     ok = free_gb >= LOW_DISK_GB
     return {"ok": ok, "value": f"{free_gb:.1f} GB free", "fix": None if ok else f"Free disk space: the SD1.5 model and training need about {LOW_DISK_GB} GB."}
 

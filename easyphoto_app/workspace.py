@@ -152,11 +152,16 @@ def atomic_write_json(target: Path, obj) -> None:
     atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False))
 
 
-def ensure_free_space(path: Path, need_bytes: int, what: str) -> None:
-    """Refuse before starting when the disk cannot hold what the job will write."""
+def free_bytes(path: Path) -> int:
+    """Free space on the drive that holds (or will hold) path."""
     path = Path(path)
     probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
-    free = shutil.disk_usage(probe).free
+    return shutil.disk_usage(probe).free
+
+
+def ensure_free_space(path: Path, need_bytes: int, what: str) -> None:
+    """Refuse before starting when the disk cannot hold what the job will write."""
+    free = free_bytes(path)
     if free < need_bytes:
         raise UserError(
             f"Not enough free disk space for {what}: need about {need_bytes / 2**30:.1f} GB, "

@@ -36,16 +36,26 @@ def test_every_check_has_a_verdict_and_the_report_is_ok_only_if_all_are(settings
 
 
 def test_the_device_check_names_the_gpu_or_says_the_cpu_is_slow(monkeypatch):
-    cpu = doctor._device_check("cpu")
-    assert cpu["ok"] and cpu["value"]["device"] == "cpu" and "No GPU found" in cpu["fix"]
+    assert doctor._device_check("cpu") == {"ok": True, "value": {"device": "cpu", "torch_cuda": torch.version.cuda},
+                                          "fix": "No GPU found: everything works on the CPU, but training real models "
+                                                 "is very slow."}
     refused = doctor._device_check("cuda")  # asked for, but none here
     assert refused == {"ok": False, "value": "cuda", "fix": refused["fix"]} and "sees no CUDA GPU" in refused["fix"]
     monkeypatch.setattr(models, "pick_device", lambda pref: "cuda")
+    asked = []
     monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda i: SimpleNamespace(name="NVIDIA RTX 4090", total_memory=int(23.99 * 2**30)))
+                        lambda i: asked.append(i) or SimpleNamespace(name="NVIDIA RTX 4090", total_memory=int(23.94 * 2**30)))
     gpu = doctor._device_check("auto")
-    assert gpu["ok"] and gpu["fix"] is None
-    assert (gpu["value"]["name"], gpu["value"]["vram_gb"]) == ("NVIDIA RTX 4090", 24.0)
+    assert gpu["ok"] and gpu["fix"] is None and asked == [0]  # the GPU jobs run on
+    assert (gpu["value"]["name"], gpu["value"]["vram_gb"]) == ("NVIDIA RTX 4090", 23.9)
+
+
+def test_without_pytorch_the_device_check_says_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    assert doctor._device_check("auto") == {"ok": False, "value": None,
+                                            "fix": "PyTorch is missing: run ./run.sh --install-only."}
 
 
 def test_the_precision_check_says_what_auto_picks_and_warns_of_half_precision_on_the_cpu(settings, monkeypatch):
@@ -71,7 +81,8 @@ def test_the_disk_check_asks_for_15_gb(tmp_path, monkeypatch, free_gb, ok):
     probed = []
     monkeypatch.setattr(shutil, "disk_usage", lambda p: probed.append(p) or Usage(0, 0, int(free_gb * 2**30)))
     result = doctor._disk_check(tmp_path / "not" / "made")
-    assert probed == [tmp_path] and result["ok"] is ok and result["value"] == f"{free_gb:.1f} GB free"
+    assert doctor._disk_check(tmp_path) == result  # an existing folder is asked about itself
+    assert probed == [tmp_path, tmp_path] and result["ok"] is ok and result["value"] == f"{free_gb:.1f} GB free"
     assert (result["fix"] is None) is ok
     if not ok:
         assert result["fix"] == "Free disk space: the SD1.5 model and training need about 15 GB."
@@ -80,10 +91,12 @@ def test_the_disk_check_asks_for_15_gb(tmp_path, monkeypatch, free_gb, ok):
 def test_the_data_folder_must_be_writable(tmp_path):
     ok = doctor._writable_check(tmp_path / "new" / "data")
     assert ok == {"ok": True, "value": str(tmp_path / "new" / "data"), "fix": None}
+    assert doctor._writable_check(tmp_path / "new" / "data") == ok  # asked again: the folder is there already
     assert list((tmp_path / "new" / "data").iterdir()) == []  # its probe file is gone
     (tmp_path / "file").write_text("not a folder")
     bad = doctor._writable_check(tmp_path / "file" / "data")
-    assert bad["ok"] is False and bad["fix"].startswith("The data folder is not writable (")
+    assert bad["ok"] is False and bad["value"] == str(tmp_path / "file" / "data")
+    assert set(bad) == {"ok", "value", "fix"} and bad["fix"].startswith("The data folder is not writable (")
     assert bad["fix"].endswith("choose another with --data-dir or EASYPHOTO_HOME.")
 
 
