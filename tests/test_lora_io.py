@@ -126,3 +126,33 @@ def test_a_checkpoint_folder_appears_whole_and_replaces_the_old_one(tmp_path):
     assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == ["checkpoint-3"]
     (tmp_path / "checkpoint-4").write_text("a file, not a checkpoint")
     assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == ["checkpoint-3"]
+
+
+def test_optimizer_state_that_is_not_a_tensor_is_saved_as_one():
+    """Older optimizers and schedulers keep counters as Python numbers; safetensors only holds tensors."""
+    from types import SimpleNamespace
+
+    exp_avg = torch.ones(2)
+    opt = SimpleNamespace(state_dict=lambda: {"state": {0: {"step": 3, "exp_avg": exp_avg}}, "param_groups": [{"lr": 1}]})
+    tensors, meta = optimizer_tensors(opt)
+    assert set(tensors) == {"opt.0.step", "opt.0.exp_avg"} and tensors["opt.0.exp_avg"] is exp_avg
+    assert isinstance(tensors["opt.0.step"], torch.Tensor) and tensors["opt.0.step"].item() == 3
+    assert meta == {"param_groups": [{"lr": 1}]}
+
+
+def test_a_checkpoint_goes_into_a_new_folder_past_what_a_killed_run_left(tmp_path):
+    import os
+
+    target = tmp_path / "ddpo_weights" / "epoch-2"  # its parent not made yet
+    leftover = target.with_name(f".epoch-2.tmp-{os.getpid()}")
+    leftover.mkdir(parents=True)
+    (leftover / "half.safetensors").write_bytes(b"cut")
+    write_checkpoint_dir(target, {"lora.safetensors": ({"x": torch.ones(1)}, {})})
+    assert [p.name for p in target.iterdir()] == ["lora.safetensors"]
+    assert [p.name for p in target.parent.iterdir()] == ["epoch-2"]
+
+
+def test_checkpoints_with_a_hyphenated_prefix_sort_by_their_number(tmp_path):
+    for n in (10, 2, 33):
+        (tmp_path / f"rl-epoch-{n}").mkdir()
+    assert [p.name for p in complete_checkpoints(tmp_path, "rl-epoch")] == ["rl-epoch-2", "rl-epoch-10", "rl-epoch-33"]

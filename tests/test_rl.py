@@ -51,6 +51,7 @@ def test_stat_tracker_uses_each_prompts_history_once_it_has_enough_and_keeps_onl
     again.load(t.state())  # a resumed run goes on with the same baselines
     assert np.allclose(again.update(["a"], [5.0]), t.update(["a"], [5.0]))
     assert again.stats["a"].maxlen == 4
+    assert PerPromptStatTracker(min_count=2).update(["c", "c"], [1, 3]).tolist() == pytest.approx([-1, 1])  # int rewards
 
 
 def test_rl_before_face_lora_exits_2(home_copy):
