@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 from conftest import running_app
 
@@ -286,3 +287,27 @@ def test_a_job_that_said_it_ended_and_is_exiting_is_waited_for_not_refused(tmp_p
     jobs.JobManager(ws, []).start("rl", "ann", tmp_path / "r.jsonl", [])
     assert 0.5 < time.monotonic() - t0 < 14
     threading_reaper.join()
+
+
+def test_a_job_starts_in_a_data_folder_not_made_yet_and_on_windows_in_its_own_process_group(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    ws = Workspace(tmp_path / "new" / "data")
+    fake_popen(monkeypatch)
+    monkeypatch.setattr(jobs.subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200, raising=False)
+    monkeypatch.setattr(jobs, "os", SimpleNamespace(**{**vars(os), "name": "nt"}))
+    FakePopen.calls.clear()
+    job = jobs.JobManager(ws, []).start("train", "ann", ws.job_events("train", "ann"), [])
+    (_, kw), = FakePopen.calls
+    assert kw["creationflags"] == 0x200 and "start_new_session" not in kw  # Ctrl+C in the app's console spares it
+    assert Path(job.log).parent == ws.jobs_dir and Path(job.events).parent.is_dir()
+
+
+@pytest.mark.parametrize("recorded, kept", [(-1, 5), (0, 0), (3, 3)])
+def test_a_resume_keeps_the_history_start_of_the_run_it_resumes(tmp_path, monkeypatch, recorded, kept):
+    """-1: a record from before history offsets, whose history starts at its own offset."""
+    ws = Workspace(tmp_path)
+    fake_popen(monkeypatch)
+    events = ws.job_events("rl", "ann")
+    write_job(ws, events, [{"type": "metric"}] * 3, dead_pid(), kind="rl", offset=5, history_offset=recorded)
+    assert jobs.JobManager(ws, []).start("rl", "ann", events, [], keep_history=True).history_offset == kept
