@@ -297,7 +297,7 @@ def test_a_job_starts_in_a_data_folder_not_made_yet_and_on_windows_in_its_own_pr
     monkeypatch.setattr(jobs.subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200, raising=False)
     monkeypatch.setattr(jobs, "os", SimpleNamespace(**{**vars(os), "name": "nt"}))
     FakePopen.calls.clear()
-    job = jobs.JobManager(ws, []).start("train", "ann", tmp_path / "elsewhere" / "events.jsonl", [])
+    job = jobs.JobManager(ws, []).start("train", "ann", tmp_path / "else" / "where" / "events.jsonl", [])
     (_, kw), = FakePopen.calls
     assert kw["creationflags"] == 0x200 and "start_new_session" not in kw  # Ctrl+C in the app's console spares it
     assert Path(job.log).parent == ws.jobs_dir and Path(job.events).parent.is_dir()
