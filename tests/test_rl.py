@@ -153,6 +153,39 @@ class _ChannelBiasEps(torch.nn.Module):
         return SimpleNamespace(sample=0.5 * x + self.proj(cond.mean(1))[:, :, None, None])
 
 
+def test_ppo_trains_on_the_asked_fraction_of_the_stochastic_steps_and_refuses_eta_0():
+    import dataclasses
+
+    from diffusers import DDIMScheduler
+
+    from easyphoto_app.ddpo import ppo
+    from easyphoto_app.settings import RLConfig
+
+    torch.manual_seed(0)
+    model, rows = _ChannelBiasEps(), []
+    forward = model.forward
+    model.forward = lambda x, t, cond: rows.append(len(x)) or forward(x, t, cond)
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    cond, uncond = torch.randn(4, 3, 8), torch.zeros(1, 3, 8)
+    traj = ppo.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), torch.Generator().manual_seed(0))
+    params = list(model.proj.parameters())
+
+    def trained_rows(**change) -> int:
+        rows.clear()
+        cfg = dataclasses.replace(RLConfig(), train_batch=2, timestep_batch=1, **change)
+        ppo.ppo_update(model, scheduler, traj, torch.ones(4), uncond, torch.optim.SGD(params, lr=0.0), params, cfg,
+                       torch.Generator().manual_seed(1))
+        return sum(rows)
+
+    every = trained_rows(timestep_fraction=1.0)
+    assert every > 0
+    assert trained_rows(timestep_fraction=0.5) * 2 == every  # 2 of the 4 steps
+    assert trained_rows(timestep_fraction=0.01) * 4 == every  # at least one step
+    with pytest.raises(ValueError, match=r"^Every sampling step is deterministic \(eta is 0\?\): DDPO needs eta > 0\.$"):
+        trained_rows(eta=0.0)
+
+
 def _ddpo_reward_trend(sign: float, epochs: int = 20, seed: int = 0, samples: int = 64, steps: int = 4, lr: float = 1e-2,
                        steps_offset: int = 1, precision: str = "fp32") -> list[float]:
     """DDPO (our sample, stat tracker and PPO update) on the reward `sign * mean of latent channel 0`."""
