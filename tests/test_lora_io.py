@@ -126,6 +126,8 @@ def test_a_checkpoint_folder_appears_whole_and_replaces_the_old_one(tmp_path):
     assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == ["checkpoint-3"]
     (tmp_path / "checkpoint-4").write_text("a file, not a checkpoint")
     assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == ["checkpoint-3"]
+    first = write_checkpoint_dir(tmp_path / "new" / "run" / "checkpoint-1", {"a.safetensors": ({"x": torch.ones(1)}, {})})
+    assert [p.name for p in first.iterdir()] == ["a.safetensors"]  # the first checkpoint of a run: folders made
 
 
 def test_optimizer_state_that_is_not_a_tensor_is_saved_as_one():
