@@ -1,7 +1,18 @@
+import json
+import os
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from conftest import running_app
+from easyphoto_app import jobs
+from easyphoto_app.errors import BusyError, UserError
+from easyphoto_app.workspace import Workspace, atomic_write_json
 
 
 def test_closing_the_app_stops_its_job_with_a_checkpoint(home_copy):
@@ -28,8 +39,6 @@ def test_closing_the_app_stops_its_job_with_a_checkpoint(home_copy):
 
 
 def test_stop_asked_while_the_job_starts_is_kept_and_an_old_one_is_not(tmp_path):
-    import os
-
     from easyphoto_app.jobs import Reporter
 
     events = tmp_path / "events.jsonl"
@@ -42,18 +51,6 @@ def test_stop_asked_while_the_job_starts_is_kept_and_an_old_one_is_not(tmp_path)
 
 
 # --- the parts of a job the UI and the CLI share, fast: no model, children that only sleep ---
-
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from dataclasses import asdict  # noqa: E402
-
-import pytest  # noqa: E402
-
-from easyphoto_app import jobs  # noqa: E402
-from easyphoto_app.errors import BusyError, UserError  # noqa: E402
-from easyphoto_app.workspace import Workspace, atomic_write_json  # noqa: E402
 
 
 def test_a_reporter_appends_one_json_line_per_event_and_tells_its_listeners(tmp_path):
@@ -281,12 +278,12 @@ def test_a_job_that_said_it_ended_and_is_exiting_is_waited_for_not_refused(tmp_p
     fake_popen(monkeypatch)
     finishing = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
     write_job(ws, tmp_path / "e.jsonl", [{"type": "progress"}, {"type": last}], finishing.pid)
-    threading_reaper = __import__("threading").Thread(target=finishing.wait)
-    threading_reaper.start()
+    reaper = threading.Thread(target=finishing.wait)
+    reaper.start()
     t0 = time.monotonic()
     jobs.JobManager(ws, []).start("rl", "ann", tmp_path / "r.jsonl", [])
     assert 0.5 < time.monotonic() - t0 < 14
-    threading_reaper.join()
+    reaper.join()
 
 
 def test_a_job_starts_in_a_data_folder_not_made_yet_and_on_windows_in_its_own_process_group(tmp_path, monkeypatch):

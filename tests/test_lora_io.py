@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.lora_io import (complete_checkpoints, load_tensors, optimizer_tensors, peft_state, read_metadata,
@@ -54,15 +55,9 @@ def test_a_saved_lora_has_webui_keys_metadata_and_a1111s_hash_of_its_tensors(tmp
     data = path.read_bytes()
     assert meta["sshs_model_hash"] == hashlib.sha256(data[safetensors_data_offset(path):]).hexdigest()
     assert lora_hash(path) == meta["sshs_model_hash"][:12]
-    tensors, _ = load_tensors_raw(path)
+    tensors = load_file(str(path))
     assert all(k.startswith(("lora_unet_", "lora_te_text_model_")) for k in tensors)
     assert [p.name for p in path.parent.iterdir()] == ["ann.safetensors"]
-
-
-def load_tensors_raw(path):
-    from safetensors.torch import load_file
-
-    return load_file(str(path)), read_metadata(path)
 
 
 def test_a_lora_is_replaced_by_its_owner_and_never_by_another_user(tmp_path):
@@ -73,7 +68,7 @@ def test_a_lora_is_replaced_by_its_owner_and_never_by_another_user(tmp_path):
         save_lora(path, tiny_state(), 9.0, {"easyphoto_user": "bo"}, owner="bo")
     assert path.read_bytes() == first
     save_lora(path, tiny_state(), 5.0, {"easyphoto_user": "ann"}, owner="ann")
-    assert load_tensors_raw(path)[0]["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha"] == 5.0
+    assert load_file(str(path))["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha"] == 5.0
     save_lora(tmp_path / "plain.safetensors", tiny_state(), 1.0, {})  # no owner asked: no check
     save_lora(tmp_path / "plain.safetensors", tiny_state(), 1.0, {}, owner="bo")  # a file without an owner is anyone's
 
