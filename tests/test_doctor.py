@@ -39,6 +39,7 @@ def test_the_device_check_names_the_gpu_or_says_the_cpu_is_slow(monkeypatch):
     assert doctor._device_check("cpu") == {"ok": True, "value": {"device": "cpu", "torch_cuda": torch.version.cuda},
                                           "fix": "No GPU found: everything works on the CPU, but training real models "
                                                  "is very slow."}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the suite also runs on GPU machines
     refused = doctor._device_check("cuda")  # asked for, but none here
     assert refused == {"ok": False, "value": "cuda", "fix": refused["fix"]} and "sees no CUDA GPU" in refused["fix"]
     monkeypatch.setattr(models, "pick_device", lambda pref: "cuda")
