@@ -144,7 +144,7 @@ def pid_alive(pid: int) -> bool:
 
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+    except (psutil.Error, ValueError):  # ValueError: a negative pid
         return False
 
 
@@ -172,7 +172,8 @@ class GpuLock:
             info = json.loads(self.path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return info if pid_alive(int(info.get("pid", -1))) and info.get("pid") != os.getpid() else None
+        pid = info.get("pid") if isinstance(info, dict) else None  # a lock written by hand or half-written: stale
+        return info if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid) else None
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)

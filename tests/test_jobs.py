@@ -71,6 +71,7 @@ def test_a_reporter_appends_one_json_line_per_event_and_tells_its_listeners(tmp_
     assert all(abs(e["t"] - time.time()) < 60 for e in events)
     done = jobs.Reporter(None)
     assert done.done("saved", path="x")["path"] == "x" and done.ended and done.stop_path is None
+    assert done.done()["message"] == ""
     assert not done.should_stop()
 
 
@@ -126,7 +127,7 @@ def test_pid_alive_is_false_for_ended_and_zombie_processes():
         time.sleep(0.05)  # not reaped yet: a zombie until wait()
     assert not jobs.pid_alive(child.pid)
     child.wait()
-    assert not jobs.pid_alive(child.pid) and not jobs.pid_alive(2**22 + 7)
+    assert not jobs.pid_alive(child.pid) and not jobs.pid_alive(2**22 + 7) and not jobs.pid_alive(-1)
 
 
 def test_the_gpu_lock_names_its_holder_and_is_released_or_taken_over(tmp_path):
@@ -141,6 +142,62 @@ def test_the_gpu_lock_names_its_holder_and_is_released_or_taken_over(tmp_path):
     lock.path.write_text("{torn")  # a job killed while writing it
     with jobs.GpuLock(ws, "train", "bo"):
         assert json.loads(lock.path.read_text())["user"] == "bo"
+
+
+def test_the_gpu_lock_refuses_while_another_live_process_holds_it(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ws = Workspace(tmp_path / "not" / "made")  # the first job of a new data folder
+        with jobs.GpuLock(ws, "rl", "ann") as lock:
+            info = json.loads(lock.path.read_text())
+            assert abs(info["started"] - time.time()) < 60
+        info["pid"] = other.pid
+        lock.path.write_text(json.dumps(info))
+        assert lock.holder() == info
+        with pytest.raises(BusyError) as refused:
+            jobs.GpuLock(ws, "train", "bo").__enter__()
+        assert str(refused.value) == jobs.busy_message(info) and "(started " in str(refused.value)
+        assert json.loads(lock.path.read_text()) == info  # left to its holder
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("written", [{"kind": "rl"}, {"pid": -1}, {"pid": "12"}, [1, 2], {"pid": 1.5}])
+def test_a_lock_file_without_a_usable_pid_is_stale(tmp_path, written):
+    ws = Workspace(tmp_path)
+    lock = jobs.GpuLock(ws, "rl", "ann")
+    lock.path.parent.mkdir(parents=True)
+    lock.path.write_text(json.dumps(written))
+    assert lock.holder() is None
+    with lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+
+
+def test_the_gpu_lock_copes_with_another_process_racing_for_it(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path)
+    lock = jobs.GpuLock(ws, "rl", "ann")
+    lock.path.parent.mkdir(parents=True)
+    lock.path.write_text("{}")
+
+    def stale_and_removed_by_another():  # the other process cleared the stale lock first
+        lock.path.unlink()
+        return None
+
+    monkeypatch.setattr(lock, "holder", stale_and_removed_by_another)
+    with lock:
+        lock.path.unlink()  # the jobs folder emptied by hand while the job ran
+    tries = []
+
+    def always_taken(*a):  # every try finds a fresh stale lock: give up after one retry, with a message
+        tries.append(a)
+        raise FileExistsError
+
+    monkeypatch.setattr(lock, "holder", lambda: None)
+    monkeypatch.setattr(jobs.os, "open", always_taken)
+    with pytest.raises(BusyError, match=r"^Could not take the GPU job lock; try again in a moment\.$"):
+        lock.__enter__()
+    assert len(tries) == 2
 
 
 def test_a_busy_message_names_the_job_the_user_and_when_it_started():
