@@ -25,12 +25,14 @@ def align_crop(rgb: np.ndarray, face: DetectedFace, size: int) -> np.ndarray:
     import cv2
 
     cx, cy = face.center
-    side = CONTEXT * max(face.bbox[2] - face.bbox[0], face.bbox[3] - face.bbox[1])
-    m = cv2.getRotationMatrix2D((cx, cy), eye_angle(face), size / side)
+    scale = size / (CONTEXT * max(face.bbox[2] - face.bbox[0], face.bbox[3] - face.bbox[1]))
+    if scale < 1:  # warpAffine has no area filter (INTER_AREA acts as linear there), so shrinking there aliases
+        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        cx, cy, scale = cx * scale, cy * scale, 1.0
+    m = cv2.getRotationMatrix2D((cx, cy), eye_angle(face), scale)
     m[0, 2] += size / 2 - cx
     m[1, 2] += size / 2 - cy
-    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_AREA if side > size else cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _gray(rgb: np.ndarray, side: int) -> np.ndarray:
@@ -70,15 +72,15 @@ def frontalness(face: DetectedFace, crop_face: np.ndarray) -> float:
     g = _gray(crop_face, 64)
     g = g - g.mean()
     mirror = g[:, ::-1]
-    denom = float(np.sqrt((g * g).sum() * (mirror * mirror).sum())) or 1.0
-    return float(max(0.0, (g * mirror).sum() / denom))
+    energy = float((g * g).sum())  # the mirror's too: the same pixels
+    return float(max(0.0, (g * mirror).sum() / energy)) if energy else 0.0
 
 
 def dhash(rgb: np.ndarray) -> int:
     """A 64-bit difference hash: near-identical crops differ in few bits."""
     import cv2
 
-    g = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    g = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (9, 8), interpolation=cv2.INTER_AREA)
     bits = (g[:, 1:] > g[:, :-1]).ravel()
     return int("".join("1" if b else "0" for b in bits), 2)
 
