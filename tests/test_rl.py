@@ -255,28 +255,6 @@ def test_deterministic_steps_are_left_out_of_training(home_copy):
     assert r.returncode == 2 and "eta > 0" in r.stderr, r.stderr
 
 
-def test_memory_estimate_and_preflight_warning(demo_model_dir):
-    """The meta-device estimate grows with the batch settings; a GPU too small gets lower settings to try."""
-    import dataclasses
-    import json
-
-    from easyphoto_app.ddpo.memory import GB, estimate_rl_memory, preflight
-    from easyphoto_app.models import human_size
-    from easyphoto_app.settings import RLConfig
-
-    model = next(p.parent.parent for p in demo_model_dir.rglob("unet/config.json"))
-    unet, vae = (json.loads((model / part / "config.json").read_text()) for part in ("unet", "vae"))
-    cfg = dataclasses.replace(RLConfig(), steps=10, sample_batch=4, timestep_batch=4, samples_per_epoch=8)
-    big = estimate_rl_memory(unet, vae, cfg, 512)
-    small = estimate_rl_memory(unet, vae, dataclasses.replace(cfg, sample_batch=1, timestep_batch=1), 512)
-    assert big.work_gb > small.work_gb > 0 and big.weights_gb == small.weights_gb > 0
-    assert preflight(unet, vae, cfg, 512, free_bytes=100 * GB) is None
-    between = int((small.work_gb + big.work_gb) / 2 * GB)
-    warning = preflight(unet, vae, cfg, 512, free_bytes=between)
-    assert warning and "Try timestep batch 1 (--timestep-batch 1)" in warning and human_size(int(big.work_gb * GB)) in warning, warning
-    assert "larger GPU" in preflight(unet, vae, cfg, 512, free_bytes=1024)
-
-
 def test_rewards_scored_beside_sampling_match_inline(home_copy):
     """On a GPU each batch is scored on a worker thread while the next is sampled: same rewards, same order."""
     import threading
