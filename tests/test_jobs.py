@@ -96,6 +96,24 @@ def test_stop_comes_from_the_flag_file_or_a_signal(tmp_path):
         signal.signal(signal.SIGTERM, before[1])
 
 
+def test_in_a_terminal_the_bar_shows_the_step_the_unit_and_the_loss(monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    listener = jobs.TqdmListener("Training")
+    listener({"type": "progress", "step": 3, "total": 10, "loss": 0.25, "lr": 1, "eta_s": 7})
+    drawn = sys.stderr.getvalue()
+    assert "Training" in drawn and "3/10" in drawn and "step/s" in drawn, drawn
+    assert "loss=0.25" in drawn and "eta_s=7" in drawn and "lr=" not in drawn
+    assert not listener.bar.disable
+    listener({"type": "failed", "message": "out of memory"})
+    assert listener.bar.disable  # closed
+
+
 def test_read_events_skips_a_torn_line_and_keeps_its_place(tmp_path):
     f = tmp_path / "e.jsonl"
     assert jobs.read_events(f, 7) == ([], 7)
