@@ -1,9 +1,11 @@
 """Mutation testing of the core with mutmut: one small bug at a time, the tests that reach it run after each.
 
-usage: ./run.sh mutate [--report] [--again] [--fast SECONDS] [MODULE ...]      (or: python scripts/mutate.py ...)
+usage: ./run.sh mutate [--report] [--again] [--sample N] [--fast SECONDS] [MODULE ...]      (or: python scripts/mutate.py ...)
     --report: write the report from the results so far, without running (after a run was stopped, say).
     --equivalent MUTANT REASON: list a reviewed survivor as equivalent (it changes nothing anyone can observe).
     --again: run the survivors again too (after adding tests); otherwise only mutants not judged yet run.
+    --sample N: at most N of each module's mutants not judged yet, drawn at random: the score is then an estimate
+        from a random sample (the report gives how many were judged and how many not run yet).
     --fast SECONDS: leave out the tests that took longer than SECONDS in mutmut's first (stats) run. A mutant that
         survives runs every test that reaches it, up to 15 minutes for a widely used function; with --fast 8 the
         33 slowest tests (754 of 899 s) stay out and such a mutant costs about 2.5 minutes. What only those tests
@@ -27,6 +29,7 @@ Do not stop a run while it says "Generating mutants": a file cut off there is dr
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -111,7 +114,9 @@ def markdown(summary: dict) -> str:
     parts = ["# Mutation testing (scripts/mutate.py, mutmut)", "",
              "Score = (killed + timeout) / (killed + timeout + survived + no tests); equivalent mutants apart.",
              *([f"Run with --fast {summary['fast']}: tests slower than that were left out of mutant runs."]
-               if summary.get("fast") is not None else []), "",
+               if summary.get("fast") is not None else []),
+             "A module with mutants not run yet is scored on those judged; where those were drawn at random "
+             "(--sample), the score estimates the module's.", "",
              *rows, ""]
     for module, r in summary["modules"].items():
         if r["survivors"]:
@@ -153,19 +158,26 @@ def drop_unmutated_copies() -> list[Path]:
     return dropped
 
 
-def to_run(statuses: dict[str, str], modules: list[str], again: bool) -> list[str]:
+def to_run(statuses: dict[str, str], modules: list[str], again: bool, sample: int | None = None) -> list[str]:
     """What mutmut runs: the mutants not judged yet (and with --again the survivors), by name. A name pattern would
     make mutmut run every mutant it matches again, so a stopped run would start over. A module never mutated yet
-    goes as a pattern: mutmut makes its mutants on that run."""
-    wanted = {"not checked"} | ({"survived", "no tests", "timeout"} if again else set())
-
+    goes as a pattern: mutmut makes its mutants on that run. `sample`: at most that many of each module's mutants
+    not judged yet, drawn at random (the same draw each time), so a module's score can be estimated in minutes."""
     def within(name: str, module: str) -> bool:  # module: "faces" or one file of it, "faces.quality"
         return name.startswith(f"easyphoto_app.{module}.")
 
     reviewed = {e["mutant"] for e in json.loads(EQUIVALENTS.read_text())} if again and EQUIVALENTS.exists() else set()
-    names = [n for n, status in statuses.items()
-             if status in wanted and n not in reviewed and any(within(n, m) for m in modules)]
-    return names + [f"easyphoto_app.{m}.*" for m in modules if not any(within(n, m) for n in statuses)]
+    names = []
+    for module in modules:
+        mine = sorted(n for n in statuses if within(n, module))
+        fresh = [n for n in mine if statuses[n] == "not checked"]
+        if sample is not None:
+            fresh = sorted(random.Random(module).sample(fresh, min(sample, len(fresh))))
+        names += fresh + [n for n in mine if again and statuses[n] in ("survived", "no tests", "timeout")
+                          and n not in reviewed]
+        if not mine:
+            names.append(f"easyphoto_app.{module}.*")
+    return list(dict.fromkeys(names))
 
 
 def main(argv: list[str]) -> int:
@@ -177,6 +189,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--fast", type=float, default=None, metavar="SECONDS")
     ap.add_argument("--again", action="store_true")
+    ap.add_argument("--sample", type=int, default=None, metavar="N")
     ap.add_argument("--equivalent", nargs=2, metavar=("MUTANT", "REASON"))
     a = ap.parse_args(argv)
     if a.equivalent:
@@ -199,14 +212,14 @@ def main(argv: list[str]) -> int:
         return 2
     if not report_only:
         drop_unmutated_copies()
-        names = to_run(results(), modules, a.again)
+        names = to_run(results(), modules, a.again, a.sample)
         for _ in range(2):  # a module edited since its mutants were made gets new ones, which the names miss
             if not names:
                 break
             run = subprocess.run([*MUTMUT, "run", *names], cwd=ROOT, env=env)
             if run.returncode:
                 return run.returncode
-            names = to_run(results(), modules, again=False)
+            names = [] if a.sample is not None else to_run(results(), modules, again=False)
     tops = [m.split(".")[0] for m in modules]
     summary = summarise(results(), CORE + [m for m in dict.fromkeys(tops) if m not in CORE])  # every module run so far
     summary["fast"] = a.fast
