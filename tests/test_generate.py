@@ -110,3 +110,107 @@ def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
         assert all("likeness" in c for c in captions)
         assert "<lora:ddpo_astro" not in Image.open(pairs[0]["image"]).text["parameters"]
         assert "<lora:ddpo_astro:1.2>" in Image.open(pairs[1]["image"]).text["parameters"]
+
+
+# ----------------------------------------------------------------------------- in-process, on the demo pipeline
+
+
+@pytest.fixture(scope="module")
+def demo_pipe(demo_model_dir):
+    from easyphoto_app.models import ResolvedModel, load_pipeline
+
+    model = ResolvedModel("dir", "tiny", demo_model_dir)  # not labelled demo: the requested size is used
+    return load_pipeline(model, "cpu", torch.float32), model
+
+
+def test_generate_saves_one_image_per_seed_with_its_parameters_at_the_size_asked(demo_pipe, tmp_path):
+    from PIL import Image
+
+    from easyphoto_app import generate as g
+    from easyphoto_app.settings import GenerateConfig
+    from easyphoto_app.workspace import Workspace
+
+    pipe, model = demo_pipe
+    steps = []
+    cfg = GenerateConfig(prompt="a portrait", num=2, seed=11, steps=2, width=64, height=80, scheduler="DDIM", cfg=3.5)
+    result = g.generate(pipe, model, Workspace(tmp_path), cfg, progress=lambda s, t: steps.append((s, t)))
+    assert result.seeds == [11, 12] and steps == [(1, 4), (2, 4), (3, 4), (4, 4)] and result.seconds > 0
+    assert all(p.parent.parent == tmp_path / "outputs" / "_base" for p in result.paths)
+    for path, params, seed in zip(result.paths, result.parameters, [11, 12]):
+        with Image.open(path) as im:
+            assert im.size == (64, 80) and im.text["parameters"] == params
+        assert params.startswith("a portrait\nNegative prompt: lowres,") and f"Seed: {seed}, Size: 64x80," in params
+        assert "Steps: 2, Sampler: DDIM, CFG scale: 3.5," in params
+    again = g.generate(pipe, model, Workspace(tmp_path), cfg, out_folder=tmp_path / "again")
+    with Image.open(result.paths[1]) as a, Image.open(again.paths[1]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # a seed gives its image again
+    with pytest.raises(g.UserError, match="multiples of 8 \\(got 60x80\\)"):
+        g.generate(pipe, model, Workspace(tmp_path), g.with_overrides(cfg, width=60, height=None))
+
+
+def test_stop_ends_generation_after_the_current_image_is_interrupted(demo_pipe, tmp_path):
+    from easyphoto_app import generate as g
+    from easyphoto_app.settings import GenerateConfig
+    from easyphoto_app.workspace import Workspace
+
+    pipe, model = demo_pipe
+    seen = []
+    stop = lambda: len(seen) >= 1  # noqa: E731 - asked during the first image's first step
+    cfg = GenerateConfig(prompt="x", num=3, seed=1, steps=4, width=64, height=64)
+    result = g.generate(pipe, model, Workspace(tmp_path), cfg, progress=lambda s, t: seen.append(s), should_stop=stop)
+    assert result.paths == [] and seen == [1]  # nothing half-made is saved
+
+
+def test_out_of_memory_becomes_a_refusal_that_says_what_to_lower(demo_pipe, monkeypatch, tmp_path):
+    from easyphoto_app import generate as g
+    from easyphoto_app.settings import GenerateConfig
+    from easyphoto_app.workspace import Workspace
+
+    pipe, model = demo_pipe
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(pipe.unet, "forward", oom)
+    with pytest.raises(g.UserError) as refused:
+        g.generate(pipe, model, Workspace(tmp_path), GenerateConfig(prompt="x", steps=2, width=64, height=64))
+    assert str(refused.value) == ("Out of memory. Lower the image size, the number of images or the steps, or close "
+                                  "other programs using the GPU, then try again.")
+
+
+@pytest.mark.parametrize("name, kind, karras", [("DPM++ 2M Karras", "DPMSolverMultistepScheduler", True),
+                                                ("Euler a", "EulerAncestralDiscreteScheduler", None),
+                                                ("DDIM", "DDIMScheduler", None)])
+def test_each_sampler_name_sets_its_scheduler_with_the_models_schedule(demo_pipe, name, kind, karras):
+    from easyphoto_app import generate as g
+
+    pipe, _ = demo_pipe
+    g.set_scheduler(pipe, name)
+    s = pipe.scheduler
+    assert type(s).__name__ == kind and s.config.beta_schedule == "scaled_linear" and s.config.beta_end == 0.012
+    if karras:  # (the others take no such option; from_config carries unknown keys along unused)
+        assert s.config.use_karras_sigmas is True and s.config.algorithm_type == "dpmsolver++"
+    with pytest.raises(g.UserError, match="Unknown sampler 'Heun'; choose one of: DPM\\+\\+ 2M Karras, Euler a, DDIM."):
+        g.set_scheduler(pipe, "Heun")
+
+
+def test_a_png_never_overwrites_one_of_the_same_second_and_seed(tmp_path):
+    from PIL import Image
+
+    from easyphoto_app.generate import save_png
+
+    image = Image.new("RGB", (8, 8), "red")
+    paths = [save_png(image, tmp_path / "new" / "day", "120000-7", f"text {i}") for i in range(3)]
+    assert [p.name for p in paths] == ["120000-7.png", "120000-7-1.png", "120000-7-2.png"]
+    assert [Image.open(p).text["parameters"] for p in paths] == ["text 0", "text 1", "text 2"]
+    assert sorted(p.name for p in (tmp_path / "new" / "day").iterdir()) == sorted(p.name for p in paths)  # no temp
+
+
+def test_overrides_and_captions():
+    from easyphoto_app.generate import likeness_caption, with_overrides
+    from easyphoto_app.settings import GenerateConfig
+
+    base = GenerateConfig(steps=30, seed=4)
+    assert with_overrides(base, steps=10, seed=None, prompt="") == GenerateConfig(steps=10, seed=4, prompt="")
+    assert (likeness_caption(None), likeness_caption(0.456), likeness_caption(1.0)) == (
+        "likeness: no face found", "likeness 0.46", "likeness 1.00")
