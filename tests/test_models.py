@@ -37,6 +37,8 @@ def test_a_one_model_repo_takes_its_top_level_weights():
                                                                   "diffusion_pytorch_model.fp16.safetensors"]
     ema_only = ["config.json", "unet/diffusion_pytorch_model.ema.safetensors"]
     assert models._pick_hub_files(ema_only, want_fp16=False) == ["config.json"]  # never EMA weights by mistake
+    plain_only = ["config.json", "unet/diffusion_pytorch_model.safetensors"]
+    assert models._pick_hub_files(plain_only, want_fp16=True) == plain_only  # no fp16 variant: the one there is
 
 
 @pytest.mark.parametrize("spec, path", [("./sd15.safetensors", True), ("/models/sd", True), ("~/sd", True),
