@@ -241,3 +241,68 @@ def test_controlnet_canny_downloads_once_changes_the_painting_and_then_works_off
     r = run_cli(rl_home, *args, "--controlnet", env={**env, "HF_HOME": str(tmp_path / "empty")})
     assert r.returncode == 2 and "Structure control needs lllyasviel/control_v11p_sd15_canny" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_templates_are_kept_under_safe_new_names_listed_and_deleted(tmp_path):
+    from easyphoto_app import portrait
+    from easyphoto_app.workspace import Workspace
+
+    ws = Workspace(tmp_path / "data")
+    assert portrait.list_templates(ws) == []  # no templates folder yet
+    src = tmp_path / "My Photo (1).JPG"
+    Image.fromarray(photos.astronaut()).save(src, format="JPEG")
+    first, second = portrait.add_template(ws, src), portrait.add_template(ws, src)
+    assert (first.name, second.name) == ("My_Photo_1.jpg", "My_Photo_1-1.jpg")  # never overwrites
+    assert first.read_bytes() == src.read_bytes() == second.read_bytes()
+    (ws.templates_dir / ".partial").write_bytes(b"")  # hidden files and folders are not templates
+    (ws.templates_dir / "sub").mkdir()
+    assert portrait.list_templates(ws) == [second, first]  # by name
+    assert portrait.resolve_template(ws, "My_Photo_1.jpg") == first and portrait.resolve_template(ws, src) == src
+    with pytest.raises(UserError, match=f"^Template gone.jpg not found \\(give a photo's path, or the name of one in "):
+        portrait.resolve_template(ws, "gone.jpg")
+    portrait.delete_template(ws, "../data/templates/My_Photo_1.jpg")  # only ever inside templates/
+    assert portrait.list_templates(ws) == [second]
+    with pytest.raises(UserError, match="^No template named 'My_Photo_1.jpg'.$"):
+        portrait.delete_template(ws, "My_Photo_1.jpg")
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    with pytest.raises(UserError, match="^Template notes.jpg: "):
+        portrait.add_template(ws, bad)
+    assert portrait.list_templates(ws) == [second]
+
+
+def test_a_huge_template_is_scaled_to_the_largest_side_painted(tmp_path, monkeypatch):
+    from easyphoto_app import portrait
+
+    monkeypatch.setattr(portrait, "MAX_TEMPLATE_SIDE", 300)
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (600, 200), "white").save(path)
+    assert portrait.load_template(path).shape == (100, 300, 3)
+
+
+def test_the_preview_boxes_each_face_and_marks_the_chosen_one_green():
+    from easyphoto_app import portrait
+
+    rgb = np.zeros((400, 800, 3), np.uint8)
+    out = portrait.annotate(rgb, [face_at(100, 100, 200, 220), face_at(500, 120, 600, 240)], chosen=1)
+    assert rgb.max() == 0  # the template itself is left alone
+    assert tuple(out[160, 100]) == (255, 190, 0) and tuple(out[180, 500]) == (40, 200, 60)  # left edges
+    assert tuple(out[220, 150]) == (255, 190, 0) and tuple(out[160, 300]) == (0, 0, 0)
+    assert (out[60:100, 100:130] == (255, 190, 0)).all(axis=2).any()  # its number above the box
+    thick = np.argwhere((out[:, 150] == (255, 190, 0)).all(axis=1))[:, 0]
+    assert list(thick) == [99, 100, 101, 219, 220, 221]  # the thinnest lines cv2 draws thicker than 1 px
+    big = portrait.annotate(np.zeros((1600, 1600, 3), np.uint8), [face_at(400, 400, 800, 800)])
+    assert (big[:, 600] == (255, 190, 0)).all(axis=1).sum() == 2 * 5  # 4 px lines at this size
+
+
+def test_resize_square_shrinks_by_area_and_enlarges_smoothly():
+    from easyphoto_app import portrait
+
+    stripes = np.zeros((400, 400, 3), np.uint8)
+    stripes[:, ::2] = 255
+    small = portrait.resize_square(stripes, 100)
+    assert small.shape == (100, 100, 3) and small.std() < 2  # averaged, not sampled
+    step = np.zeros((8, 8, 3), np.uint8)
+    step[:, 4:] = 255
+    big = portrait.resize_square(step, 64)
+    assert big.shape == (64, 64, 3) and len(np.unique(big[0])) > 4  # a smooth edge, not blocks
