@@ -258,7 +258,7 @@ def test_templates_are_kept_under_safe_new_names_listed_and_deleted(tmp_path):
     (ws.templates_dir / "sub").mkdir()
     assert portrait.list_templates(ws) == [second, first]  # by name
     assert portrait.resolve_template(ws, "My_Photo_1.jpg") == first and portrait.resolve_template(ws, src) == src
-    with pytest.raises(UserError, match=f"^Template gone.jpg not found \\(give a photo's path, or the name of one in "):
+    with pytest.raises(UserError, match="^Template gone.jpg not found \\(give a photo's path, or the name of one in "):
         portrait.resolve_template(ws, "gone.jpg")
     portrait.delete_template(ws, "../data/templates/My_Photo_1.jpg")  # only ever inside templates/
     assert portrait.list_templates(ws) == [second]
