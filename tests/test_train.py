@@ -190,3 +190,41 @@ def test_best_checkpoint_is_the_most_alike_and_ties_go_to_the_latest(tmp_path):
     assert _best_checkpoint(tmp_path, [{"step": 5, "score": 0.3}, {"step": 15, "score": 0.3}]).name == "checkpoint-15"
     assert _best_checkpoint(tmp_path, [{"step": 99, "score": 1.0}]).name == "checkpoint-15"  # a score without a folder
     assert _best_checkpoint(tmp_path, []).name == "checkpoint-15"
+
+
+def test_a_resumed_trainer_takes_the_checkpoints_settings_and_continues_step_for_step(home_copy):
+    """In process (the kill -9 test does it through the CLI): adapter, optimizer, random state, step and the
+    settings the run began with all come back, so the next step is the one the first trainer would take."""
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.lora_train import FaceLoraTrainer
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    def trainer(**train):
+        settings = load_settings(home_copy)
+        for key, value in train.items():
+            setattr(settings.train, key, value)
+        return FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter())
+
+    first = trainer(lr=3e-3, rank=4, grad_accum=1, steps=9, train_text_encoder=True)
+    first.setup()
+    for _ in range(2):
+        first.train_step()
+    first.validation = [{"step": 2, "score": 0.25}]
+    folder = first.save_checkpoint()
+    assert folder.name == "checkpoint-2"
+    second = trainer(lr=1e-5, rank=8, steps=50, train_text_encoder=False)  # today's flags lose to the checkpoint's
+    second.adopt_settings(folder)
+    assert (second.cfg.lr, second.cfg.rank, second.cfg.train_text_encoder, second.total) == (3e-3, 4, True, 9)
+    second.setup()
+    second.load_checkpoint(folder)
+    assert (second.step, second.validation) == (2, [{"step": 2, "score": 0.25}])
+    saved = {k: v.clone() for k, v in first.adapter_state().items()}
+    assert saved.keys() == second.adapter_state().keys() and any(k.startswith("text_encoder.") for k in saved)
+    assert all(torch.equal(saved[k], v) for k, v in second.adapter_state().items())
+    assert first.optimizer.state_dict()["state"][0]["exp_avg"].equal(second.optimizer.state_dict()["state"][0]["exp_avg"])
+    first.train_step()
+    second.train_step()
+    after = first.adapter_state()
+    assert all(torch.allclose(after[k], v, atol=1e-6) for k, v in second.adapter_state().items())
+    assert any(not torch.equal(after[k], saved[k]) for k in saved)  # the step did change the weights
