@@ -531,3 +531,41 @@ def test_the_reward_plot_has_both_lines_from_its_first_frame():
     assert set(first["series"]) == {"training", "evaluation"}
     assert math.isnan(first[first["series"] == "training"]["value"].iloc[0])
     assert reward_series([]) is None
+
+
+def test_a_resumed_rl_run_takes_the_checkpoints_settings_and_repeats_the_next_epoch(home_copy, tmp_path):
+    """In process (the kill -9 test does it through the CLI): the RL LoRA, optimizer, best weights, history and
+    stat tracker come back, the settings the run began with win (except budget and epochs), old checkpoints go."""
+    import shutil
+
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    def reward(images):
+        return [float(np.asarray(im, dtype=np.float32).mean()) / 255 for im in images], {}
+
+    def run_with(**rl):
+        s = load_settings(home_copy)
+        s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.keep_checkpoints = 2, 2, 3, 1
+        for key, value in rl.items():
+            setattr(s.rl, key, value)
+        return RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=reward)
+
+    first = run_with(lr=3e-3, clip_range=0.2)
+    first.setup()
+    assert first.run_epoch(time.time() + 600)
+    kept = shutil.copytree(first.work / "epoch-1", tmp_path / "epoch-1")
+    assert first.run_epoch(time.time() + 600)
+    assert [p.name for p in first.work.iterdir() if p.name.startswith("epoch-")] == ["epoch-2"]  # keep_checkpoints=1
+    second = run_with(lr=1e-6, clip_range=1e-4, max_hours=0.25, epochs=7)
+    second.adopt_settings(kept)
+    assert (second.cfg.lr, second.cfg.clip_range, second.cfg.max_hours, second.cfg.epochs) == (3e-3, 0.2, 0.25, 7)
+    second.setup()
+    second.load_checkpoint(kept)
+    assert second.epoch == 1 and second.history == first.history[:1] and second.tracker.state() != {}
+    assert second.run_epoch(time.time() + 600)
+    assert second.history[1]["reward_mean"] == pytest.approx(first.history[1]["reward_mean"])
+    done, again = first.adapter_state(), second.adapter_state()
+    assert all(torch.allclose(done[k], again[k], atol=1e-6) for k in done)
