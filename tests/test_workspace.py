@@ -8,7 +8,7 @@ from collections import namedtuple
 import pytest
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.workspace import (Workspace, atomic_path, atomic_write_json, ensure_free_space,
+from easyphoto_app.workspace import (Workspace, atomic_path, atomic_write_json, ensure_free_space, free_bytes,
                                      validate_user_id)
 
 
@@ -155,3 +155,17 @@ def test_free_space_is_checked_on_the_nearest_folder_that_exists(tmp_path, monke
         ensure_free_space(tmp_path / "not" / "yet", 3 * 2**29, "the LoRA")
     ensure_free_space(tmp_path, 1, "x")
     assert probed[-1] == tmp_path
+
+
+def test_free_bytes_reads_the_folder_itself_or_the_nearest_one_that_exists(tmp_path, monkeypatch):
+    probed = []
+
+    def usage(path):
+        probed.append(path)
+        return Usage(10, 10 - len(probed), len(probed))
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    assert free_bytes(str(tmp_path / "not" / "made")) == 1 and probed == [tmp_path]
+    assert free_bytes(tmp_path / "not") == 2 and probed[-1] == tmp_path
+    (tmp_path / "drive").mkdir()  # a folder that exists is read itself: it may be another drive's mount point
+    assert free_bytes(tmp_path / "drive") == 3 and probed[-1] == tmp_path / "drive"
