@@ -99,3 +99,32 @@ def test_the_download_asks_for_fp16_weights_only_for_an_nvidia_gpu(hub_cache, mo
     monkeypatch.setattr(models, "download_hub_model", download)
     assert controlnet.ensure_controlnet(device, "me/net") == hub_cache / "got"
     assert asked == [("me/net", fp16, "config.json", "a ControlNet repository")]
+
+
+@pytest.mark.parametrize("variant, dtype", [(None, "float32"), ("fp16", "bfloat16")])
+def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_controlnet(demo_model_dir, tmp_path, variant,
+                                                                                       dtype):
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
+
+    from easyphoto_app.models import ResolvedModel, load_pipeline
+
+    demo_pipe = load_pipeline(ResolvedModel("demo", "demo", demo_model_dir), "cpu", getattr(torch, dtype))
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for n, folder in enumerate(folders):
+        net = ControlNetModel.from_unet(demo_pipe.unet)  # the UNet's encoder weights: told apart by this shift
+        with torch.no_grad():
+            net.conv_in.bias += n
+        net.save_pretrained(folder, variant=variant)  # fp16: that file alone
+        assert [f.name for f in folder.glob("*.safetensors")] == [
+            f"diffusion_pytorch_model{'.fp16' if variant else ''}.safetensors"]
+    painter = controlnet.control_pipeline(demo_pipe, folders[0])
+    assert isinstance(painter, StableDiffusionControlNetInpaintPipeline)
+    assert painter.unet is demo_pipe.unet and painter.vae is demo_pipe.vae  # no second copy of the model
+    assert painter.controlnet.dtype == demo_pipe.unet.dtype and painter.controlnet.device == demo_pipe.device
+    loaded = ControlNetModel.from_pretrained(folders[0], variant=variant).state_dict()
+    assert all(torch.allclose(v.float(), loaded[k].float(), rtol=1e-2, atol=1e-3)  # (bfloat16 rounds)
+               for k, v in painter.controlnet.state_dict().items())
+    assert controlnet.control_pipeline(demo_pipe, folders[0]) is painter
+    other = controlnet.control_pipeline(demo_pipe, folders[1])
+    assert other is not painter and torch.equal(other.controlnet.conv_in.bias, painter.controlnet.conv_in.bias + 1)
