@@ -109,7 +109,8 @@ def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_contr
 
     from easyphoto_app.models import ResolvedModel, load_pipeline
 
-    demo_pipe = load_pipeline(ResolvedModel("demo", "demo", demo_model_dir), "cpu", getattr(torch, dtype))
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # on a GPU machine the ControlNet must land there too
+    demo_pipe = load_pipeline(ResolvedModel("demo", "demo", demo_model_dir), device, getattr(torch, dtype))
     folders = [tmp_path / "a", tmp_path / "b"]
     for n, folder in enumerate(folders):
         net = ControlNetModel.from_unet(demo_pipe.unet)  # the UNet's encoder weights: told apart by this shift
@@ -123,7 +124,7 @@ def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_contr
     assert painter.unet is demo_pipe.unet and painter.vae is demo_pipe.vae  # no second copy of the model
     assert painter.controlnet.dtype == demo_pipe.unet.dtype and painter.controlnet.device == demo_pipe.device
     loaded = ControlNetModel.from_pretrained(folders[0], variant=variant).state_dict()
-    assert all(torch.allclose(v.float(), loaded[k].float(), rtol=1e-2, atol=1e-3)  # (bfloat16 rounds)
+    assert all(torch.allclose(v.float().cpu(), loaded[k].float(), rtol=1e-2, atol=1e-3)  # (bfloat16 rounds)
                for k, v in painter.controlnet.state_dict().items())
     assert controlnet.control_pipeline(demo_pipe, folders[0]) is painter
     other = controlnet.control_pipeline(demo_pipe, folders[1])
