@@ -129,3 +129,16 @@ def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_contr
     assert controlnet.control_pipeline(demo_pipe, folders[0]) is painter
     other = controlnet.control_pipeline(demo_pipe, folders[1])
     assert other is not painter and torch.equal(other.controlnet.conv_in.bias, painter.controlnet.conv_in.bias + 1)
+
+
+def test_a_controlnet_folder_with_pickled_weights_only_is_refused(demo_model_dir, tmp_path):
+    import torch
+    from diffusers import ControlNetModel
+
+    from easyphoto_app.models import ResolvedModel, load_pipeline
+
+    pipe = load_pipeline(ResolvedModel("demo", "demo", demo_model_dir), "cpu", torch.float32)
+    ControlNetModel.from_unet(pipe.unet).save_pretrained(tmp_path, variant="fp16", safe_serialization=False)
+    assert [f.name for f in tmp_path.iterdir() if f.suffix == ".bin"] == ["diffusion_pytorch_model.fp16.bin"]
+    with pytest.raises(OSError, match="safetensors"):
+        controlnet.control_pipeline(pipe, tmp_path)  # pickle can run code: never loaded

@@ -64,6 +64,8 @@ def test_the_weights_are_the_models_in_the_runs_dtype_plus_the_text_encoder():
     assert lora == 4 * CFG.rank * sum(m.in_features + m.out_features for name, m in unet.named_modules()
                                       if name.endswith(("to_q", "to_k", "to_v", "to_out.0")))
     assert half.total_gb == half.weights_gb + half.work_gb
+    unet, _, lora = memory._meta_models(UNET, VAE, CFG.rank, torch.float16)
+    assert [p for p in unet.parameters() if p.requires_grad] == lora  # frozen base: no gradients counted for it
 
 
 def test_the_trajectories_are_kept_in_float32_for_the_whole_epoch():
