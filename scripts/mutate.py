@@ -65,10 +65,15 @@ def diff_of(name: str) -> str:
     return "\n".join(line for line in out.stdout.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---"))
 
 
-def equivalents() -> dict[str, dict]:
-    """Reviewed equivalent mutants; one whose diff changed since (the code moved) is reviewed again."""
+def function_of(mutant: str) -> str:
+    return mutant.rpartition("__mutmut_")[0]
+
+
+def equivalents() -> dict[tuple[str, str], dict]:
+    """Reviewed equivalent mutants by function and diff: mutmut numbers a function's mutants anew when the file
+    changes, and a mutant whose diff changed (the code moved) is reviewed again."""
     listed = json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else []
-    return {e["mutant"]: e for e in listed if diff_of(e["mutant"]) == e["diff"]}
+    return {(function_of(e["mutant"]), e["diff"]): e for e in listed}
 
 
 def mark_equivalent(name: str, reason: str) -> None:
@@ -83,25 +88,26 @@ def mark_equivalent(name: str, reason: str) -> None:
 
 
 def summarise(statuses: dict[str, str], modules: list[str]) -> dict:
-    same = equivalents()
+    same, matched = equivalents(), {}
     table: dict[str, Counter] = defaultdict(Counter)
     survivors: dict[str, list[dict]] = defaultdict(list)
     for name, status in sorted(statuses.items()):
         module = module_of(name)
         if module not in modules:
             continue
-        if status == "survived" and name in same:
-            status = "equivalent"
+        diff = diff_of(name) if status in ("survived", "no tests") else ""
+        if status == "survived" and (function_of(name), diff) in same:
+            status, matched[name] = "equivalent", same[function_of(name), diff]
         table[module][status] += 1
         if status in ("survived", "no tests"):
-            survivors[module].append({"mutant": name, "status": status, "diff": diff_of(name)})
+            survivors[module].append({"mutant": name, "status": status, "diff": diff})
     report = {}
     for module in modules:
         c = table[module]
         judged = c["killed"] + c["survived"] + c["no tests"] + c["timeout"]
         report[module] = {**dict(c), "score": round((c["killed"] + c["timeout"]) / judged, 3) if judged else None,
                           "survivors": survivors[module]}
-    return {"modules": report, "equivalent": list(same.values())}
+    return {"modules": report, "equivalent": [{**e, "mutant": name} for name, e in matched.items()]}
 
 
 def markdown(summary: dict) -> str:
