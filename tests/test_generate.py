@@ -214,3 +214,59 @@ def test_overrides_and_captions():
     assert with_overrides(base, steps=10, seed=None, prompt="") == GenerateConfig(steps=10, seed=4, prompt="")
     assert (likeness_caption(None), likeness_caption(0.456), likeness_caption(1.0)) == (
         "likeness: no face found", "likeness 0.46", "likeness 1.00")
+
+
+def test_the_loras_chosen_are_the_prompts_tags_else_the_users_face_and_rl_loras_with_their_weights(tmp_path):
+    from easyphoto_app.generate import LoraChoice, UserError, choose_loras
+    from easyphoto_app.settings import GenerateConfig
+    from easyphoto_app.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    cfg = GenerateConfig(lora_weight=0.8, rl_weight=0.6)
+    with pytest.raises(UserError, match="^Unknown LoRA ann in the prompt; available: none yet \\(train one first\\).$"):
+        choose_loras(ws, None, [("ann", 1.0)], cfg, True)
+    assert choose_loras(ws, None, [], cfg, True) == []  # the base model alone
+    with pytest.raises(UserError, match="^User 'ann' has no face LoRA yet"):
+        choose_loras(ws, "ann", [], cfg, True)
+    face, rl = ws.face_lora("ann"), ws.ddpo_lora("ann")
+    face.parent.mkdir(parents=True)
+    face.write_bytes(b"")
+    assert choose_loras(ws, "ann", [], cfg, True) == [LoraChoice("ann", face, 0.8)]
+    rl.write_bytes(b"")
+    assert choose_loras(ws, "ann", [], cfg, True) == [LoraChoice("ann", face, 0.8), LoraChoice("ddpo_ann", rl, 0.6)]
+    assert choose_loras(ws, "ann", [], cfg, False) == [LoraChoice("ann", face, 0.8)]
+    assert choose_loras(ws, "bo", [("ddpo_ann", 1.2)], cfg, True) == [LoraChoice("ddpo_ann", rl, 1.2)]  # tags win
+    with pytest.raises(UserError, match="^Unknown LoRA x, y in the prompt; available: ann, ddpo_ann.$"):
+        choose_loras(ws, "ann", [("x", 1), ("ann", 1), ("y", 1)], cfg, True)
+
+
+def test_png_parameters_are_a1111s_lines_with_every_lora_and_its_hash(tmp_path):
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from easyphoto_app import __version__
+    from easyphoto_app.generate import LoraChoice, png_parameters
+    from easyphoto_app.models import ResolvedModel
+    from easyphoto_app.settings import GenerateConfig
+
+    paths = []
+    for name, value in (("ann", 1.0), ("ddpo_ann", 2.0)):
+        paths.append(tmp_path / f"{name}.safetensors")
+        save_file({"w": torch.full((4,), value)}, str(paths[-1]), metadata={"name": name})
+    data_hash = [hashlib.sha256(p.read_bytes()[8 + int.from_bytes(p.read_bytes()[:8], "little"):]).hexdigest()[:12]
+                 for p in paths]
+    checkpoint = tmp_path / "photon_v1.safetensors"
+    save_file({"x": torch.zeros(2)}, str(checkpoint))
+    model = ResolvedModel("file", str(checkpoint), checkpoint)
+    loras = [LoraChoice("ann", paths[0], 0.8), LoraChoice("ddpo_ann", paths[1], 1.25)]
+    cfg = GenerateConfig(negative_prompt="blurry", steps=20, cfg=6.5)
+    text = png_parameters("a portrait", loras, cfg, 5, 512, 768, model, ("Denoising strength: 0.45",))
+    assert text == (
+        "a portrait <lora:ann:0.8> <lora:ddpo_ann:1.25>\nNegative prompt: blurry\n"
+        "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 5, Size: 512x768, "
+        f"Model hash: {hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]}, Model: photon_v1, RNG: CPU, "
+        f'Lora hashes: "ann: {data_hash[0]}, ddpo_ann: {data_hash[1]}", Denoising strength: 0.45, '
+        f"Version: EasyPhoto {__version__}")
+    plain = png_parameters("x", [], GenerateConfig(scheduler="Euler a", negative_prompt=""), 1, 64, 64, model)
+    assert "Sampler: Euler a, CFG scale: 7," in plain and "Schedule type" not in plain and "Lora hashes" not in plain
