@@ -70,9 +70,12 @@ def test_face_choice_by_index_the_largest_by_default_and_clear_refusals():
     index, note = choose_face(faces, -1)
     assert index == 1 and "3 faces" in note and "largest (face 1" in note
     assert choose_face(faces[:1], -1) == (0, None)
-    with pytest.raises(UserError, match="face index 3 does not exist"):
+    with pytest.raises(UserError) as refused:
         choose_face(faces, 3)
-    with pytest.raises(UserError, match="No face found"):
+    assert str(refused.value) == ("The template has 3 face(s); face index 3 does not exist (use 0 to 2, counted from "
+                                  "the left).")
+    with pytest.raises(UserError, match="^No face found in the template: choose a photo where one face is clearly "
+                                        "visible.$"):
         choose_face([], -1)
 
 
