@@ -228,3 +228,40 @@ def test_a_resumed_trainer_takes_the_checkpoints_settings_and_continues_step_for
     after = first.adapter_state()
     assert all(torch.allclose(after[k], v, atol=1e-6) for k, v in second.adapter_state().items())
     assert any(not torch.equal(after[k], saved[k]) for k in saved)  # the step did change the weights
+
+
+def test_train_in_process_reports_each_step_and_ends_with_the_best_checkpoints_lora(home_copy):
+    """train() itself (the CLI runs it in a child): progress per step, a checkpoint every save_every steps, the
+    file from the best checkpoint, and a Stop that saves where it is."""
+    from safetensors import safe_open
+
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.lora_train import train
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    ws, events = Workspace(home_copy), []
+    settings = load_settings(home_copy)
+    settings.train.steps, settings.train.save_every, settings.train.rank, settings.train.grad_accum = 3, 2, 4, 1
+    result = train(settings, ws, "astro", Reporter(None, [events.append]))
+    steps = [(e["step"], e["total"]) for e in events if e["type"] == "progress"]
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert all(e["loss"] > 0 and e["it_s"] > 0 and e["eta_s"] >= 0 for e in events if e["type"] == "progress")
+    assert sorted(p.name for p in ws.lora_work_dir("astro").iterdir() if p.name.startswith("checkpoint-")) == [
+        "checkpoint-2", "checkpoint-3"]
+    done = events[-1]
+    assert done["type"] == "done" and done["path"] == str(result.path) == str(ws.face_lora("astro"))
+    assert done["best_step"] == result.best_step in (2, 3) and done["loss"] == result.final_loss
+    assert done["message"] == (f"Face LoRA written to {result.path} (best checkpoint: step {result.best_step}). "
+                               "Use it in a WebUI as <lora:astro:1>.")
+    with safe_open(str(result.path), framework="pt") as fh:
+        meta = fh.metadata()  # kohya's plain strings
+    assert meta["ss_steps"] == str(result.best_step) and meta["ss_network_dim"] == "4"
+
+    stopping, events = Reporter(None, [events.append]), []
+    stopping.listeners = [events.append, lambda e: e["type"] == "progress" and stopping.request_stop()]
+    stopped = train(settings, ws, "astro", stopping)
+    assert stopped.path is None and events[-1]["stopped"] and events[-1]["step"] == 1
+    assert events[-1]["message"] == ("Stopped at step 1 of 3; checkpoint saved. Press Resume (or run train --resume) "
+                                      "to continue.")
+    assert [p.name for p in ws.lora_work_dir("astro").iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-1"]
