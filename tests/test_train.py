@@ -258,7 +258,7 @@ def test_train_in_process_reports_each_step_and_ends_with_the_best_checkpoints_l
         meta = fh.metadata()  # kohya's plain strings
     assert meta["ss_steps"] == str(result.best_step) and meta["ss_network_dim"] == "4"
 
-    stopping, events = Reporter(None, [events.append]), []
+    events, stopping = [], Reporter(None)
     stopping.listeners = [events.append, lambda e: e["type"] == "progress" and stopping.request_stop()]
     stopped = train(settings, ws, "astro", stopping)
     assert stopped.path is None and events[-1]["stopped"] and events[-1]["step"] == 1
