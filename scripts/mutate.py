@@ -172,6 +172,8 @@ def to_run(statuses: dict[str, str], modules: list[str], again: bool, sample: in
     def within(name: str, module: str) -> bool:  # module: "faces" or one file of it, "faces.quality"
         return name.startswith(f"easyphoto_app.{module}.")
 
+    # By name, to spare a `mutmut show` per survivor: a reviewed mutant renumbered since only runs again (and still
+    # counts as equivalent in the report, which matches by function and diff).
     reviewed = {e["mutant"] for e in json.loads(EQUIVALENTS.read_text())} if again and EQUIVALENTS.exists() else set()
     names = []
     for module in modules:
