@@ -361,3 +361,111 @@ def test_under_torchrun_only_rl_runs_and_only_rank_0_locks_and_reports(home, cap
     monkeypatch.setenv("RANK", "0")
     assert run(capsys, "--data-dir", home, "rl", "--user", "anna") == (0, "saved anna\n", "")
     assert fake.calls[-1]["lock"]["kind"] == "RL" and fake.calls[-1]["events"] == ws.job_events("rl", "anna")
+
+
+# ----------------------------------------------------------------------------- commands that use the models
+
+
+@pytest.fixture(scope="module")
+def loaded_demo(demo_model_dir):
+    """The demo pipeline, loaded once for this file: the CLI's model loading is tested in test_models."""
+    import torch
+
+    from easyphoto_app.models import DEMO, ResolvedModel, load_pipeline
+
+    return load_pipeline(ResolvedModel(DEMO, "demo", demo_model_dir), "cpu", torch.float32), demo_model_dir
+
+
+@pytest.fixture
+def pipeline_of(loaded_demo, monkeypatch):
+    """PipelineCache.get answers with the loaded demo, and records which settings asked."""
+    from easyphoto_app.models import DEMO, PipelineCache, ResolvedModel
+
+    asked = []
+    pipe, folder = loaded_demo
+
+    def get(self, settings):
+        asked.append(settings.app.model)
+        return pipe, ResolvedModel(DEMO, settings.app.model, folder)
+
+    monkeypatch.setattr(PipelineCache, "get", get)
+    return asked
+
+
+def test_generate_prints_each_image_with_its_seed_or_json_and_labels_the_demo(rl_copy, capsys, pipeline_of):
+    from PIL import Image
+
+    from easyphoto_app.models import DEMO_LABEL
+
+    code, out, err = run(capsys, "--data-dir", rl_copy, "generate", "--user", "astro", "--seed", "5", "--num", "2",
+                         "--steps", "2", "--json")
+    assert code == 0 and pipeline_of == ["demo"]
+    result = json.loads(out)
+    assert result["seeds"] == [5, 6] and len(result["paths"]) == 2 and result["seconds"] > 0
+    assert err.startswith(f"note: {DEMO_LABEL}\n")
+    assert all("<lora:astro:1> <lora:ddpo_astro:1>" in Image.open(p).text["parameters"] for p in result["paths"])
+    code, out, _ = run(capsys, "--data-dir", rl_copy, "generate", "--user", "astro", "--seed", "9", "--steps", "2",
+                       "--no-rl")
+    path, _, seed = out.rstrip("\n").partition("  ")
+    assert code == 0 and seed == "(seed 9)" and out.count("\n") == 1
+    params = Image.open(path).text["parameters"]
+    assert "<lora:astro:1>" in params and "ddpo_astro" not in params
+
+
+def test_generate_for_a_user_who_does_not_exist_is_refused_before_loading_a_model(home, capsys, pipeline_of):
+    code, _, err = run(capsys, "--data-dir", home, "generate", "--user", "nobody", "--steps", "2")
+    assert code == 2 and "nobody" in err and pipeline_of == []
+
+
+def test_portrait_prints_each_candidate_with_its_seed_and_likeness_or_json(rl_copy, capsys, pipeline_of, tmp_path):
+    import photos
+    from PIL import Image
+
+    scene = photos.scene(tmp_path / "scene.jpg")
+    code, out, err = run(capsys, "--data-dir", rl_copy, "portrait", "--user", "astro", "--template", scene,
+                         "--num", "2", "--seed", "3", "--steps", "4", "--json")
+    assert code == 0 and pipeline_of == ["demo"]
+    result = json.loads(out)
+    assert sorted(result["seeds"]) == [3, 4] and result["likeness"] == [None, None]
+    assert result["faces"] >= 1 and 0 <= result["face_index"] < result["faces"] and len(result["box"]) == 3
+    assert "note: Demo model" in err and "largest" in err  # which face of several it took
+    assert all("<lora:ddpo_astro:1>" in Image.open(p).text["parameters"] for p in result["paths"])
+    code, out, _ = run(capsys, "--data-dir", rl_copy, "portrait", "--user", "astro", "--template", scene,
+                       "--num", "1", "--seed", "8", "--steps", "4", "--no-rl")
+    path, _, rest = out.rstrip("\n").partition("  ")
+    assert code == 0 and rest == "(seed 8, likeness none)"
+    assert "ddpo_astro" not in Image.open(path).text["parameters"]
+
+
+def test_likeness_scores_each_image_and_says_why_one_has_no_score(home_copy, capsys, tmp_path):
+    import photos
+
+    face = photos.save(photos.astronaut(), tmp_path / "astro.png")
+    junk = tmp_path / "notes.jpg"
+    junk.write_text("not a photo")
+    code, out, _ = run(capsys, "--data-dir", home_copy, "likeness", "--user", "astro", face, junk, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["user"] == "astro" and result["backend"]
+    scored, unread = result["images"]
+    assert scored["image"] == str(face) and scored["likeness"] > 0.5 and scored["faces"] == 1
+    assert unread["image"] == str(junk) and unread["likeness"] is None and unread["faces"] == 0 and unread["reason"]
+    code, out, _ = run(capsys, "--data-dir", home_copy, "likeness", "--user", "astro", face, junk)
+    first, second = out.splitlines()
+    assert code == 0 and first.startswith(f"{scored['likeness']:.3f}  {face}  (")
+    assert second == f"  -    {junk}  ({unread['reason']})"
+
+
+def test_prepare_prints_the_table_or_the_record(home, capsys, tmp_path):
+    import photos
+
+    face = photos.save(photos.astronaut(), tmp_path / "astro.png")
+    code, out, _ = run(capsys, "--data-dir", home, "prepare", "--user", "anna", face)
+    assert code == 0 and out.startswith("backend: ") and "astro.png" in out and "1 accepted, 0 rejected." in out
+    code, out, _ = run(capsys, "--data-dir", home, "prepare", "--user", "anna", "--json")  # no paths: checked again
+    record = json.loads(out)
+    assert code == 0 and [p["accepted"] for p in record["photos"]] == [True]
+    code, _, err = run(capsys, "--data-dir", home, "prepare", "--user", "anna", "--remove", "astro.png")
+    assert code == 2 and "No photos for 'anna' yet" in err  # the last one removed
+    assert list(Workspace(home).photos_dir("anna").iterdir()) == []
+    code, _, err = run(capsys, "--data-dir", home, "prepare", "--user", "an na", face)
+    assert code == 2 and "not allowed" in err
