@@ -262,6 +262,80 @@ def test_train_in_process_reports_each_step_and_ends_with_the_best_checkpoints_l
     stopping.listeners = [events.append, lambda e: e["type"] == "progress" and stopping.request_stop()]
     stopped = train(settings, ws, "astro", stopping)
     assert stopped.path is None and events[-1]["stopped"] and events[-1]["step"] == 1
+    [step] = [e for e in events if e["type"] == "progress"]
+    assert stopped.final_loss == pytest.approx(step["loss"], abs=1e-5)
     assert events[-1]["message"] == ("Stopped at step 1 of 3; checkpoint saved. Press Resume (or run train --resume) "
                                       "to continue.")
     assert [p.name for p in ws.lora_work_dir("astro").iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-1"]
+
+
+@pytest.fixture
+def trainer(home_copy):
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.lora_train import FaceLoraTrainer
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    settings = load_settings(home_copy)
+    settings.train.rank, settings.train.batch_size = 4, 2
+    made = FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter(None))
+    made.setup()
+    return made
+
+
+def test_a_steps_loss_is_the_mean_of_its_accumulated_micro_batches(trainer, monkeypatch):
+    import torch.nn.functional as F
+
+    seen, mse = [], F.mse_loss
+    monkeypatch.setattr(F, "mse_loss", lambda *a, **k: seen.append(mse(*a, **k)) or seen[-1])
+    trainer.cfg.grad_accum = 3
+    loss = trainer.train_step()
+    assert len(seen) == 3 and loss == pytest.approx(sum(s.item() for s in seen) / 3, rel=1e-6)
+
+
+def test_training_latents_are_drawn_from_each_faces_vae_posterior(trainer, monkeypatch):
+    """mean + std * noise, scaled: what the VAE says the face's latent could be, not only its mean."""
+    latents = []
+    add_noise = trainer.noise_scheduler.add_noise
+    monkeypatch.setattr(trainer.noise_scheduler, "add_noise", lambda x, *a: latents.append(x) or add_noise(x, *a))
+    trainer.latent_mean = torch.full_like(trainer.latent_mean, 0.5)
+    trainer.latent_std = torch.full_like(trainer.latent_std, 2.0)
+    trainer.train_step()
+    z = (latents[0] / trainer.scaling - 0.5) / 2.0  # standard normal if drawn right
+    assert abs(z.mean().item()) < 0.2 and 0.8 < z.std().item() < 1.2 and z.abs().max().item() < 6
+
+
+@pytest.mark.parametrize("error, message, refused", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+     "Out of memory. Lower the resolution, the rank, the batch size, or turn off text encoder training, or close other "
+     "programs using the GPU, then try again.", None),
+    ("refusal", "The faces folder is unreadable.", True),
+    (RuntimeError("cuDNN error"), "Training failed: RuntimeError: cuDNN error", None),
+])
+def test_a_failed_training_says_why_in_its_last_event(home_copy, monkeypatch, error, message, refused):
+    from easyphoto_app.errors import OutOfMemoryError, UserError
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.lora_train import FaceLoraTrainer, train
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    error = UserError(message) if error == "refusal" else error
+
+    def fails(self):
+        raise error
+
+    monkeypatch.setattr(FaceLoraTrainer, "train_step", fails)
+    ws, events = Workspace(home_copy), []
+    for old in ws.lora_work_dir("astro").glob("checkpoint-*"):
+        import shutil
+
+        shutil.rmtree(old)
+    raised = OutOfMemoryError if isinstance(error, torch.OutOfMemoryError) else type(error)
+    with pytest.raises(raised) as caught:
+        train(load_settings(home_copy), ws, "astro", Reporter(None, [events.append]), resume=True)
+    logs = [e["message"] for e in events if e["type"] == "log"]
+    assert "No checkpoint to resume from; starting at step 0." in logs
+    assert events[-1]["type"] == "failed" and events[-1]["message"] == message and events[-1].get("refused") == refused
+    if raised is OutOfMemoryError:  # the CLI's words name its flags
+        assert str(caught.value) == ("Out of memory. Lower --resolution, --rank, --batch-size, or drop "
+                                     "--train-text-encoder, or close other programs using the GPU, then try again.")
