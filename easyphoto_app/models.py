@@ -320,9 +320,9 @@ def load_pipeline(model: ResolvedModel, device: str, dtype=None):
 
         pipe = load_single_file(model.path, **common)
     else:
-        variant = "fp16" if dtype == torch.float16 and any(model.path.glob("unet/*.fp16.safetensors")) else None
-        if variant is None and not any(model.path.glob("unet/*.safetensors")):
-            variant = "fp16" if any(model.path.glob("unet/*.fp16.safetensors")) else None
+        # fp16 files when computing in fp16, or when they are all there is (a download made for a GPU, used on the CPU)
+        half = [p.name.endswith(".fp16.safetensors") for p in model.path.glob("unet/*.safetensors")]
+        variant = "fp16" if any(half) and (dtype == torch.float16 or all(half)) else None
         pipe = StableDiffusionPipeline.from_pretrained(str(model.path), variant=variant, **common)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -249,3 +249,25 @@ def rl_copy(tmp_path, rl_home) -> Path:
     """A private copy of rl_home, for tests that count what is in it (other tests add images to rl_home, in an order
     that mutmut changes)."""
     return _private_copy(tmp_path, rl_home)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache that huggingface_hub looks in."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def cache_repo(cache: Path, repo_id: str, files: list[str]) -> Path:
+    """A repo in the Hugging Face cache's layout, as a download leaves it; returns its snapshot folder."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    for name in files:
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        (snap / name).write_text("{}")
+    return snap

@@ -6,6 +6,7 @@ import pytest
 
 from easyphoto_app import controlnet, models
 from easyphoto_app.errors import UserError
+from conftest import cache_repo
 
 
 def square(contrast: int) -> np.ndarray:
@@ -40,25 +41,6 @@ def test_edges_of_a_photo_are_opencvs_canny_of_its_grey_at_100_200():
 def test_faint_outlines_need_lower_thresholds():
     assert not controlnet.canny_edges(square(30)).any()  # below the default 100/200
     assert controlnet.canny_edges(square(30), low=10, high=20).any()
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    return tmp_path
-
-
-def cache_repo(cache, repo_id, files):
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
-    snap = repo / "snapshots" / "abc123"
-    snap.mkdir(parents=True)
-    for name in files:
-        (snap / name).write_text("{}")
-    return snap
 
 
 def test_a_cached_controlnet_is_one_with_config_and_safetensors_weights(hub_cache):

@@ -1,7 +1,10 @@
 """Which model a spec names and which Hub files a download takes: fast, no network (downloads themselves:
 test_download.py, against a local Hub)."""
 
+import json
+
 import pytest
+import torch
 
 from easyphoto_app import models
 
@@ -63,3 +66,100 @@ def test_a_missing_path_is_one_clear_line_and_a_pickle_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(models.UserError, match="neither a diffusers model folder"):
         models.resolve_model(str(tmp_path / "notes.txt"), tmp_path)
+
+
+@pytest.fixture(scope="module")
+def two_demo_builds(tmp_path_factory) -> tuple:
+    """The demo built twice, the first time over an older broken folder."""
+    a, b = tmp_path_factory.mktemp("a") / "models" / "demo", tmp_path_factory.mktemp("b") / "demo"
+    a.mkdir(parents=True)
+    (a / "stale.bin").write_bytes(b"an older, broken demo")
+    return models.build_demo_model(a), models.build_demo_model(b)
+
+
+def files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_the_demo_is_built_the_same_every_time_in_safetensors_only(two_demo_builds):
+    """The demo is built, not downloaded: the same configs and weights on every machine, and a build that replaces
+    an old folder leaves neither it nor a building folder behind."""
+    from safetensors.torch import load_file
+
+    a, b = two_demo_builds
+    assert sorted(p.name for p in a.parent.iterdir()) == ["demo"]
+    assert files(a) == files(b) and "stale.bin" not in files(a)
+    assert not any(f.endswith((".bin", ".pt", ".ckpt", ".pth")) for f in files(a))
+    for name in files(a):
+        if name.endswith(".safetensors"):
+            ours, theirs = load_file(a / name), load_file(b / name)
+            assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours), name
+        elif name.endswith(".json"):
+            assert json.loads((a / name).read_text()) == json.loads((b / name).read_text()), name
+    assert json.loads((a / "easyphoto_demo.json").read_text()) == {"version": models.DEMO_VERSION,
+                                                                   "label": models.DEMO_LABEL}
+
+
+def test_the_demo_is_shaped_like_sd15_small(two_demo_builds):
+    """What the LoRA code relies on: SD1.5's tokenizer and block kinds (attention where SD1.5 has it), 4 latent
+    channels at 1/8 of the image, a text width the UNet attends to."""
+    demo = two_demo_builds[0]
+    config = {part: json.loads((demo / part / "config.json").read_text()) for part in ("unet", "vae", "text_encoder")}
+    unet, vae, text = config["unet"], config["vae"], config["text_encoder"]
+    assert unet["down_block_types"] == ["CrossAttnDownBlock2D", "DownBlock2D"]
+    assert unet["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D"]
+    assert unet["in_channels"] == unet["out_channels"] == vae["latent_channels"] == 4
+    assert unet["cross_attention_dim"] == text["hidden_size"] and unet["sample_size"] * 8 == models.DEMO_RESOLUTION
+    assert len(vae["block_out_channels"]) == 4  # three halvings: 1/8
+    assert text["vocab_size"] == 49408 and text["max_position_embeddings"] == 77
+    assert json.loads((demo / "model_index.json").read_text())["safety_checker"] == [None, None]
+
+
+@pytest.mark.parametrize("parts, files, cached", [
+    (["unet", "vae", "text_encoder"], ["unet/a.safetensors", "vae/b.safetensors", "text_encoder/c.safetensors"], True),
+    (["unet", "vae", "text_encoder"], ["unet/a.safetensors", "vae/b.safetensors", "text_encoder/c.bin"], False),
+    (["unet", "vae", "text_encoder"], ["unet/a.safetensors", "vae/b.safetensors"], False),
+    (["unet", "vae"], ["unet/a.fp16.safetensors", "vae/b.safetensors"], True),  # a pipeline without a text encoder
+])
+def test_a_cached_hub_model_counts_only_when_each_part_has_safetensors_weights(hub_cache, parts, files, cached):
+    from conftest import cache_repo
+
+    snap = cache_repo(hub_cache, "me/sd", ["model_index.json", *files])
+    index = {"_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "PNDMScheduler"],
+             **{part: ["diffusers", "X"] for part in parts}}
+    (snap / "model_index.json").write_text(json.dumps(index))
+    assert models.cached_hub_model("me/sd") == (snap if cached else None)
+    assert models.cached_hub_model("me/absent") is None
+    assert models.cached_hub_model("not a repo id!") is None
+
+
+@pytest.fixture
+def two_unets(demo_model_dir, tmp_path):
+    """The demo folder with the UNet as plain (float32) and fp16-variant files; the fp16 file holds zeros so it
+    is told apart."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "sd"
+    shutil.copytree(demo_model_dir, folder)
+    plain = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    zeros = {k: torch.zeros_like(v, dtype=torch.float16) for k, v in load_file(plain).items()}
+    save_file(zeros, folder / "unet" / "diffusion_pytorch_model.fp16.safetensors")
+    return folder, plain
+
+
+def test_fp32_loads_the_plain_weights_and_fp16_the_fp16_variant(two_unets):
+    folder, _ = two_unets
+    model = models.ResolvedModel("dir", "sd", folder)
+    full = models.load_pipeline(model, "cpu", torch.float32)
+    half = models.load_pipeline(model, "cpu", torch.float16)
+    assert all(p.abs().sum() > 0 for p in full.unet.parameters() if p.dim() > 1)
+    assert all(p.abs().sum() == 0 for p in half.unet.parameters()) and half.unet.dtype == torch.float16
+
+
+def test_a_folder_with_only_fp16_weights_loads_in_any_precision(two_unets):
+    folder, plain = two_unets
+    plain.unlink()
+    pipe = models.load_pipeline(models.ResolvedModel("dir", "sd", folder), "cpu", torch.float32)
+    assert pipe.unet.dtype == torch.float32 and all(p.abs().sum() == 0 for p in pipe.unet.parameters())
