@@ -14,6 +14,7 @@ from easyphoto_app.generate import parse_lora_tags
     ("<lora:anna> portrait, <lora: ddpo_anna : 1.2 >", "portrait", [("anna", 1.0), ("ddpo_anna", 1.2)]),
     ("no tags here", "no tags here", []),
     ("x <LORA:b-2:.5>", "x", [("b-2", 0.5)]),
+    ("<lora:anna:0.8>, Xmas portrait of X ,", "Xmas portrait of X", [("anna", 0.8)]),
 ])
 def test_prompt_lora_tags_are_parsed(prompt, text, tags):
     assert parse_lora_tags(prompt) == (text, tags)
@@ -192,6 +193,45 @@ def test_each_sampler_name_sets_its_scheduler_with_the_models_schedule(demo_pipe
         assert s.config.use_karras_sigmas is True and s.config.algorithm_type == "dpmsolver++"
     with pytest.raises(g.UserError, match="Unknown sampler 'Heun'; choose one of: DPM\\+\\+ 2M Karras, Euler a, DDIM."):
         g.set_scheduler(pipe, "Heun")
+
+
+def test_dpm_2m_karras_is_the_2m_solver_whatever_dpm_variant_the_model_ships_with(demo_pipe):
+    from diffusers import DPMSolverMultistepScheduler
+
+    from easyphoto_app import generate as g
+
+    pipe, _ = demo_pipe
+    shipped = pipe.scheduler
+    try:
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(shipped.config, algorithm_type="sde-dpmsolver++")
+        g.set_scheduler(pipe, "DPM++ 2M Karras")
+        assert pipe.scheduler.config.algorithm_type == "dpmsolver++" and pipe.scheduler.config.use_karras_sigmas
+    finally:
+        pipe.scheduler = shipped
+
+
+def test_compare_runs_the_same_seeds_without_and_with_the_rl_lora_and_scores_each(rl_copy, demo_pipe, monkeypatch):
+    from easyphoto_app.faces.likeness import Score
+    from easyphoto_app.generate import compare
+    from easyphoto_app.settings import GenerateConfig
+    from easyphoto_app.workspace import Workspace
+
+    class Scorer:
+        def score(self, image):
+            return Score(image.size[0] / 100, 0.0, 1, 0, "")  # the image's width, to see it was read
+
+    monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: Scorer())
+    pipe, model = demo_pipe
+    seen = []
+    cfg = GenerateConfig(num=2, steps=2, seed=-1, width=64, height=64, scheduler="DDIM")
+    result = compare(pipe, model, Workspace(rl_copy), cfg, "astro", progress=lambda s, t: seen.append((s, t)))
+    assert result.face_only.seeds == result.stacked.seeds and len(set(result.face_only.seeds)) == 2
+    assert result.face_scores == result.stacked_scores == [0.64, 0.64]
+    assert seen == [(s, 8) for s in range(1, 9)]
+    assert all("ddpo_astro" in p for p in result.stacked.parameters)
+    assert not any("ddpo_astro" in p for p in result.face_only.parameters)
+    zero = compare(pipe, model, Workspace(rl_copy), GenerateConfig(num=1, steps=1, seed=0, width=64, height=64), "astro")
+    assert zero.face_only.seeds == zero.stacked.seeds == [0]  # seed 0 is a seed, not "random"
 
 
 def test_a_png_never_overwrites_one_of_the_same_second_and_seed(tmp_path):
