@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -430,6 +431,9 @@ def test_portrait_prints_each_candidate_with_its_seed_and_likeness_or_json(rl_co
     assert result["faces"] >= 1 and 0 <= result["face_index"] < result["faces"] and len(result["box"]) == 3
     assert "note: Demo model" in err and "largest" in err  # which face of several it took
     assert all("<lora:ddpo_astro:1>" in Image.open(p).text["parameters"] for p in result["paths"])
+    names = [Path(p).name for p in result["paths"]]  # the time, the rank, the seed
+    assert all(re.fullmatch(rf"\d{{6}}-portrait{n}-{seed}\.png", name)
+               for n, name, seed in zip((1, 2), names, result["seeds"])), names
     code, out, _ = run(capsys, "--data-dir", rl_copy, "portrait", "--user", "astro", "--template", scene,
                        "--num", "1", "--seed", "8", "--steps", "4", "--no-rl")
     path, _, rest = out.rstrip("\n").partition("  ")

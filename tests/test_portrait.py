@@ -31,6 +31,16 @@ def test_mask_is_feathered_and_zero_at_the_crop_border():
     assert alpha[60, 200] > 0, "the mask reaches above the detector's box, to the hair line"
 
 
+def test_mask_reaches_the_hair_line_and_the_ears_but_not_the_neck():
+    """Half-way up its soft edge, the mask follows an ellipse around the detector's box (brows to chin): 0.4 face
+    heights above the box, 1/6 below it, 0.12 face widths beyond each side."""
+    alpha = feathered_mask(face_at(140, 150, 260, 270), (0, 0, 400), 400)
+    rows, cols = np.nonzero(alpha[:, 200] >= 0.5)[0], np.nonzero(alpha[196] >= 0.5)[0]
+    assert abs(rows[0] - 102) <= 4 and abs(rows[-1] - 290) <= 4
+    assert abs(cols[0] - 126) <= 4 and abs(cols[-1] - 274) <= 4
+    assert alpha[350:, 200].max() == 0.0, "the neck and collar stay the template's"
+
+
 def test_mask_border_stays_zero_when_the_face_fills_the_crop():
     alpha = feathered_mask(face_at(0, 0, 300, 300), (0, 0, 300), 300)  # the ellipse reaches past the square
     assert alpha[0].max() == 0 and alpha[-1].max() == 0 and alpha[:, 0].max() == 0 and alpha[:, -1].max() == 0
