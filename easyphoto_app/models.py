@@ -64,19 +64,6 @@ def pick_device(pref: str = "auto") -> str:
 # ----------------------------------------------------------------------------- demo model
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table (scripts/build_sd15_assets.py uses it)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = keep[:]
-    n = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + n)
-            n += 1
-    return dict(zip(keep, map(chr, chars)))
-
-
 def build_demo_model(folder: Path) -> Path:
     """Build the tiny SD1.5-shaped pipeline deterministically and save it as a diffusers folder."""
     import torch

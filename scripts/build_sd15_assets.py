@@ -27,13 +27,13 @@ MERGES = 49152 - 256 - 2  # the merges CLIP uses (its vocabulary is 49,408 = 512
 
 
 def write_tokenizer(wheel: Path, folder: Path) -> int:
-    from easyphoto_app.models import _bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2/CLIP's reversible byte table
 
     with zipfile.ZipFile(wheel) as z:
         name = next(n for n in z.namelist() if n.endswith("bpe_simple_vocab_16e6.txt.gz"))
         lines = gzip.decompress(z.read(name)).decode("utf-8").split("\n")
     merges = lines[1:1 + MERGES]  # line 0 is a version header
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
