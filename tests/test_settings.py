@@ -62,6 +62,7 @@ def test_ui_values_and_names_of_different_lengths_are_refused():
 
 def test_the_settings_file_explains_each_setting_above_it(tmp_path):
     lines = load_settings(tmp_path).file.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "# EasyPhoto settings. Delete a line to get its default back."
     for section, cls in SECTIONS.items():
         start = lines.index(f"[{section}]")
         for f in dataclasses.fields(cls):

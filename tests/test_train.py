@@ -1,3 +1,4 @@
+import json
 import numpy as np
 import pytest
 import torch
@@ -339,3 +340,92 @@ def test_a_failed_training_says_why_in_its_last_event(home_copy, monkeypatch, er
     if raised is OutOfMemoryError:  # the CLI's words name its flags
         assert str(caught.value) == ("Out of memory. Lower --resolution, --rank, --batch-size, or drop "
                                      "--train-text-encoder, or close other programs using the GPU, then try again.")
+
+
+class CountingTrainer:
+    """What _loop drives, without a model: a step takes 10 ms and its loss is 0.5 / step."""
+
+    def __init__(self, total, save_every, stop_at=None):
+        from types import SimpleNamespace
+
+        from easyphoto_app.jobs import Reporter
+
+        self.cfg, self.step, self.total, self.stop_at = SimpleNamespace(save_every=save_every), 0, total, stop_at
+        self.events, self.saved, self.validated = [], [], []
+        self.reporter = Reporter(None, [self.events.append])
+
+    def train_step(self):
+        import time
+
+        time.sleep(0.01)
+        self.step += 1
+        if self.step == self.stop_at:
+            self.reporter.request_stop()
+        return 0.5 / self.step
+
+    def validate(self, scorer):
+        self.validated.append((self.step, scorer))
+
+    def save_checkpoint(self):
+        self.saved.append(self.step)
+
+
+def test_the_loop_reports_each_step_validates_and_saves_every_save_every_and_at_the_end(monkeypatch):
+    from easyphoto_app import lora_train
+
+    monkeypatch.setattr(lora_train, "_finish", lambda trainer, loss: ("finished", trainer.step, loss))
+    trainer = CountingTrainer(total=5, save_every=2)
+    assert lora_train._loop(trainer, "scorer") == ("finished", 5, 0.1)
+    progress = [e for e in trainer.events if e["type"] == "progress"]
+    assert [(e["step"], e["total"], e["loss"]) for e in progress] == [(s, 5, round(0.5 / s, 5)) for s in range(1, 6)]
+    for e in progress:
+        assert 20 < e["it_s"] <= 100  # 10 ms a step
+        assert e["eta_s"] == pytest.approx((5 - e["step"]) / e["it_s"], abs=0.06)
+    assert trainer.saved == [2, 4, 5] and trainer.validated == [(2, "scorer"), (4, "scorer"), (5, "scorer")]
+
+
+@pytest.mark.parametrize("stop_at, saved", [(3, [2, 3]), (4, [2, 4])])
+def test_a_stop_saves_where_it_is_once_and_returns_without_a_lora(stop_at, saved):
+    from easyphoto_app.lora_train import _loop
+
+    trainer = CountingTrainer(total=6, save_every=2, stop_at=stop_at)
+    result = _loop(trainer, None)
+    assert trainer.saved == saved and result.path is None and result.final_loss == 0.5 / stop_at
+    message = (f"Stopped at step {stop_at} of 6; checkpoint saved. Press Resume (or run train --resume) to continue.")
+    assert result.message == message
+    last = trainer.events[-1]
+    assert (last["type"], last["message"], last["stopped"], last["step"]) == ("done", message, True, stop_at)
+
+
+def test_the_lora_comes_from_the_best_checkpoint_with_kohyas_metadata(trainer):
+    from safetensors import safe_open
+
+    from easyphoto_app.lora_train import _finish
+
+    trainer.save_checkpoint()  # step 0
+    trainer.train_step()
+    trainer.save_checkpoint()  # step 1, the best
+    trainer.validation = [{"step": 0, "score": 0.2}, {"step": 1, "score": 0.6}]
+    result = _finish(trainer, 0.25)
+    assert result.path == trainer.ws.face_lora("astro") and result.best_step == 1 and result.final_loss == 0.25
+    with safe_open(str(result.path), framework="pt") as fh:
+        meta = fh.metadata()
+    assert {k: meta[k] for k in ("ss_network_module", "ss_network_dim", "ss_steps", "ss_base_model_version",
+                                 "ss_resolution", "easyphoto_user", "easyphoto_kind")} == {
+        "ss_network_module": "networks.lora", "ss_network_dim": "4", "ss_steps": "1", "ss_base_model_version": "sd_v1",
+        "ss_resolution": f"({trainer.resolution}, {trainer.resolution})", "easyphoto_user": "astro",
+        "easyphoto_kind": "face"}
+    assert meta["ss_num_train_images"] == str(len(trainer.images)) and float(meta["ss_network_alpha"]) == trainer.cfg.alpha
+
+
+def test_validation_without_a_face_recognizer_scores_0_and_says_no_face_was_checked(trainer, monkeypatch):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    drawn = SimpleNamespace(images=[Image.new("RGB", (64, 64))])  # what is drawn is not the point here
+    monkeypatch.setattr(type(trainer.pipe), "__call__", lambda self, *a, **k: drawn)
+    trainer.cfg.validation_images = 2
+    assert trainer.validate(None) == 0.0
+    assert trainer.validation[-1] == {"step": 0, "score": 0.0, "no_face_rate": 1.0}
+    assert json.loads((trainer.work / "validation.json").read_text()) == trainer.validation
