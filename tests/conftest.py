@@ -182,6 +182,18 @@ def demo_model_dir(tmp_path_factory) -> Path:
     return session_data(tmp_path_factory, "demo-home", build)
 
 
+@pytest.fixture(scope="module")
+def demo_pipe(demo_model_dir):
+    """The demo pipeline in this process, loaded once per test file, as a plain diffusers folder (not labelled
+    demo: the size asked for is used)."""
+    import torch
+
+    from easyphoto_app.models import ResolvedModel, load_pipeline
+
+    model = ResolvedModel("dir", "tiny", demo_model_dir)
+    return load_pipeline(model, "cpu", torch.float32), model
+
+
 @pytest.fixture
 def data_dir(tmp_path, demo_model_dir) -> Path:
     """A fresh data dir whose settings use the (already built) demo model."""

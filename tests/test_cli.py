@@ -367,23 +367,14 @@ def test_under_torchrun_only_rl_runs_and_only_rank_0_locks_and_reports(home, cap
 # ----------------------------------------------------------------------------- commands that use the models
 
 
-@pytest.fixture(scope="module")
-def loaded_demo(demo_model_dir):
-    """The demo pipeline, loaded once for this file: the CLI's model loading is tested in test_models."""
-    import torch
-
-    from easyphoto_app.models import DEMO, ResolvedModel, load_pipeline
-
-    return load_pipeline(ResolvedModel(DEMO, "demo", demo_model_dir), "cpu", torch.float32), demo_model_dir
-
-
 @pytest.fixture
-def pipeline_of(loaded_demo, monkeypatch):
-    """PipelineCache.get answers with the loaded demo, and records which settings asked."""
+def pipeline_of(demo_pipe, monkeypatch):
+    """PipelineCache.get answers with the loaded demo (labelled demo), and records which settings asked: the CLI's
+    model loading is tested in test_models."""
     from easyphoto_app.models import DEMO, PipelineCache, ResolvedModel
 
     asked = []
-    pipe, folder = loaded_demo
+    pipe, folder = demo_pipe[0], demo_pipe[1].path
 
     def get(self, settings):
         asked.append(settings.app.model)

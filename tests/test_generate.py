@@ -116,14 +116,6 @@ def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
 # ----------------------------------------------------------------------------- in-process, on the demo pipeline
 
 
-@pytest.fixture(scope="module")
-def demo_pipe(demo_model_dir):
-    from easyphoto_app.models import ResolvedModel, load_pipeline
-
-    model = ResolvedModel("dir", "tiny", demo_model_dir)  # not labelled demo: the requested size is used
-    return load_pipeline(model, "cpu", torch.float32), model
-
-
 def test_generate_saves_one_image_per_seed_with_its_parameters_at_the_size_asked(demo_pipe, tmp_path):
     from PIL import Image
 

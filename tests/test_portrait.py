@@ -161,6 +161,40 @@ def test_portrait_keeps_the_template_outside_the_face_and_records_both_loras(rl_
     assert "face" in r.stderr and "largest" in r.stderr  # dlib also boxes a patch on the suit: says which it took
 
 
+def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeatable(rl_copy, demo_pipe, scene,
+                                                                                     monkeypatch):
+    """paint() in this process, with a recognizer that scores the second candidate higher (the demo paints no face)."""
+    from easyphoto_app.faces import get_backend
+    from easyphoto_app.faces.likeness import Score
+    from easyphoto_app.portrait import paint, plan
+    from easyphoto_app.settings import GenerateConfig, PortraitConfig
+    from easyphoto_app.workspace import Workspace
+
+    class Scorer:
+        def __init__(self):
+            self.crops = []
+
+        def score(self, crop):
+            self.crops.append(crop.shape)
+            return Score(0.3 if len(self.crops) % 2 else 0.8, 0.0, 1, 0, "")
+
+    scorer = Scorer()
+    monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: scorer)
+    pipe, model = demo_pipe
+    ws = Workspace(rl_copy)
+    gen = GenerateConfig(steps=4, width=64, height=64, scheduler="DDIM")
+    job = plan(ws, gen, PortraitConfig(num=2, seed=3), "astro", scene, get_backend("auto", rl_copy))
+    result = paint(pipe, model, ws, job)
+    side = result.box[2]
+    assert scorer.crops == [(side, side, 3)] * 2  # each candidate scored on the square it painted
+    assert result.seeds == [4, 3] and result.likeness == [0.8, 0.3]
+    params = [Image.open(p).text["parameters"] for p in result.paths]
+    assert "Face likeness: 0.800" in params[0] and "Face likeness: 0.300" in params[1]
+    assert all("Size: 64x64," in p and "Template: scene.jpg" in p for p in params)
+    again = paint(pipe, model, ws, plan(ws, gen, PortraitConfig(num=1, seed=4), "astro", scene, get_backend("auto", rl_copy)))
+    assert np.array_equal(np.asarray(Image.open(again.paths[0])), np.asarray(Image.open(result.paths[0])))
+
+
 def test_portrait_paints_the_face_chosen_by_index_in_a_group_photo(rl_home, tmp_path):
     group = photos.insightface_image("t1.jpg")
     r = run_cli(rl_home, "portrait", "--user", "astro", "--template", str(group), "--face-index", "2", "--num", "1",
