@@ -106,6 +106,11 @@ def test_colour_match_moves_the_painted_face_to_the_templates_colours():
     (m_out, s_out), (m_ref, s_ref) = lab_stats(out), lab_stats(reference)
     assert np.abs(m_out - m_ref).max() < 3 and np.abs(s_out - s_ref).max() < 3
     assert np.abs(lab_stats(painted)[0] - m_ref).max() > 20  # it did have to move
+    few = np.zeros((64, 64), np.float32)
+    few[:4, :4] = 1.0  # 16 pixels are enough to measure colours on; fewer are left as painted
+    assert not np.array_equal(match_colour(painted, reference, few), painted)
+    few[0, 0] = 0.0
+    assert np.array_equal(match_colour(painted, reference, few), painted)
 
 
 def test_candidates_are_ranked_most_alike_first_unscored_last():
@@ -336,10 +341,12 @@ def test_the_preview_boxes_each_face_and_marks_the_chosen_one_green():
     assert tuple(out[160, 100]) == (255, 190, 0) and tuple(out[180, 500]) == (40, 200, 60)  # left edges
     assert tuple(out[220, 150]) == (255, 190, 0) and tuple(out[160, 300]) == (0, 0, 0)
     assert (out[60:100, 100:130] == (255, 190, 0)).all(axis=2).any()  # its number above the box
+    assert not (out[102:219, 103:140] == (255, 190, 0)).all(axis=2).any(), "no number inside the box, over the face"
     thick = np.argwhere((out[:, 150] == (255, 190, 0)).all(axis=1))[:, 0]
     assert list(thick) == [99, 100, 101, 219, 220, 221]  # the thinnest lines cv2 draws thicker than 1 px
     big = portrait.annotate(np.zeros((1600, 1600, 3), np.uint8), [face_at(400, 400, 800, 800)])
     assert (big[:, 600] == (255, 190, 0)).all(axis=1).sum() == 2 * 5  # 4 px lines at this size
+    assert (big[:396, 400:] == (255, 190, 0)).all(axis=2).sum() > 500  # and its number in strokes as thick (1 px: ~200)
 
 
 def test_resize_square_shrinks_by_area_and_enlarges_smoothly():
