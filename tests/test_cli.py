@@ -255,6 +255,7 @@ class Ran:
                            "lock": json.loads(lock.read_text()) if lock.exists() else None, "steps": settings.train.steps})
         if isinstance(self.outcome, Exception):
             raise self.outcome
+        reporter.log(f"training {user}")  # shown on the console as well as in the events
         reporter.done("trained")
         return types.SimpleNamespace(message=f"saved {user}")
 
@@ -272,7 +273,7 @@ def test_train_holds_the_gpu_lock_writes_events_beside_its_checkpoints_and_print
     fake = Ran(home)
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
     code, out, _ = run(capsys, "--data-dir", home, "train", "--user", "anna", "--resume", "--steps", "5")
-    assert (code, out) == (0, "saved anna\n")
+    assert (code, out) == (0, "training anna\nsaved anna\n")
     [call] = fake.calls
     assert call["user"] == "anna" and call["resume"] is True and call["steps"] == 5
     assert call["events"] == ws.job_events("train", "anna")
@@ -281,12 +282,22 @@ def test_train_holds_the_gpu_lock_writes_events_beside_its_checkpoints_and_print
     assert signal.getsignal(signal.SIGINT).__self__.events_path == call["events"]  # Ctrl+C asks that job to stop
 
 
+def test_the_ui_names_the_events_file_a_job_writes(home, tmp_path, capsys, monkeypatch):
+    prepared(home, "anna")
+    fake = Ran(home)
+    monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
+    events = tmp_path / "ui" / "job-7.jsonl"
+    assert run(capsys, "--data-dir", home, "train", "--user", "anna", "--events", events)[0] == 0
+    assert fake.calls[0]["events"] == events
+    assert [json.loads(e)["type"] for e in events.read_text().splitlines()] == ["log", "done"]
+
+
 def test_rl_takes_its_own_events_file_and_lock_name(home, capsys, monkeypatch):
     ws = Workspace(home)
     add_user(home, "anna", lora=True)
     fake = Ran(home)
     monkeypatch.setattr("easyphoto_app.ddpo.loop.run_rl", fake)
-    assert run(capsys, "--data-dir", home, "rl", "--user", "anna") == (0, "saved anna\n", "")
+    assert run(capsys, "--data-dir", home, "rl", "--user", "anna") == (0, "training anna\nsaved anna\n", "")
     [call] = fake.calls
     assert call["events"] == ws.job_events("rl", "anna") and call["lock"]["kind"] == "RL" and call["resume"] is False
 
@@ -356,11 +367,11 @@ def test_under_torchrun_only_rl_runs_and_only_rank_0_locks_and_reports(home, cap
     code, _, err = run(capsys, "--data-dir", home, "train", "--user", "bob")
     assert code == 2 and err == ("error: 'train' runs on one GPU: start it without accelerate launch / torchrun "
                                  "(only 'rl' is data-parallel).\n")
-    assert run(capsys, "--data-dir", home, "rl", "--user", "anna", "--resume") == (0, "", "")
+    assert run(capsys, "--data-dir", home, "rl", "--user", "anna", "--resume") == (0, "", "")  # no console either
     assert fake.calls[-1]["lock"] is None and fake.calls[-1]["events"] is None and fake.calls[-1]["resume"] is True
     assert not ws.job_events("rl", "anna").exists()
     monkeypatch.setenv("RANK", "0")
-    assert run(capsys, "--data-dir", home, "rl", "--user", "anna") == (0, "saved anna\n", "")
+    assert run(capsys, "--data-dir", home, "rl", "--user", "anna") == (0, "training anna\nsaved anna\n", "")
     assert fake.calls[-1]["lock"]["kind"] == "RL" and fake.calls[-1]["events"] == ws.job_events("rl", "anna")
 
 

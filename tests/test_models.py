@@ -163,3 +163,61 @@ def test_a_folder_with_only_fp16_weights_loads_in_any_precision(two_unets):
     plain.unlink()
     pipe = models.load_pipeline(models.ResolvedModel("dir", "sd", folder), "cpu", torch.float32)
     assert pipe.unet.dtype == torch.float32 and all(p.abs().sum() == 0 for p in pipe.unet.parameters())
+
+
+def test_a_spec_resolves_to_the_folder_file_or_webui_folder_it_names(tmp_path, demo_model_dir):
+    m = models.resolve_model(str(demo_model_dir), tmp_path)
+    assert (m.kind, m.path, m.label) == ("dir", demo_model_dir.resolve(), f"{demo_model_dir} (dir)")
+    webui = tmp_path / "Stable-diffusion"
+    webui.mkdir()
+    (webui / "dream.safetensors").write_bytes(b"weights")
+    m = models.resolve_model(str(webui / "dream.safetensors"), tmp_path)
+    assert (m.kind, m.path) == ("file", (webui / "dream.safetensors").resolve())
+    m = models.resolve_model(str(webui), tmp_path)  # a WebUI's folder with one checkpoint: that one
+    assert (m.kind, m.source, m.path) == ("file", str(webui / "dream.safetensors"), (webui / "dream.safetensors").resolve())
+    (webui / "anime.safetensors").write_bytes(b"weights")
+    with pytest.raises(models.UserError) as two:
+        models.resolve_model(str(webui), tmp_path)
+    assert str(two.value) == (f"{webui} holds 2 checkpoints; choose one: anime.safetensors, dream.safetensors "
+                              f"(e.g. --model {webui / 'anime.safetensors'}).")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(models.UserError, match=f"^{empty} holds no .safetensors checkpoint"):
+        models.resolve_model(str(empty), tmp_path)
+
+
+@pytest.mark.parametrize("device, fp16", [("cuda", True), ("cpu", False)])
+def test_a_hub_model_not_cached_is_downloaded_in_fp16_only_for_an_nvidia_gpu(tmp_path, monkeypatch, device, fp16):
+    asked = []
+    monkeypatch.setattr(models, "cached_hub_model", lambda spec: None)
+    monkeypatch.setattr(models, "hub_unreachable", lambda spec: None)
+    monkeypatch.setattr(models, "download_hub_model", lambda spec, want_fp16: asked.append((spec, want_fp16)) or (tmp_path, 2 * 2**30))
+    m = models.resolve_model("me/sd", tmp_path, device=device)
+    assert asked == [("me/sd", fp16)]
+    assert (m.kind, m.source, m.path, m.note) == ("hub", "me/sd", tmp_path, "Downloaded me/sd (2.00 GB).")
+    m = models.resolve_model("me/sd", tmp_path, download=False)
+    assert m.is_demo and "me/sd" in m.note and "not downloaded yet" in m.note and len(asked) == 1
+
+
+def test_the_demo_trains_smaller_than_it_draws_and_other_models_keep_the_size_asked():
+    demo, other = models.ResolvedModel(models.DEMO, "demo", None), models.ResolvedModel("hub", "me/sd", None)
+    assert models.native_resolution(demo, 512, training=True) == models.DEMO_TRAIN_RESOLUTION == 64
+    assert models.native_resolution(demo, 512) == models.DEMO_RESOLUTION == 128
+    assert models.native_resolution(other, 768, training=True) == models.native_resolution(other, 768) == 768
+
+
+def test_a_single_file_checkpoint_is_loaded_by_the_single_file_loader_safetensors_only(tmp_path, monkeypatch):
+    class Loaded:
+        def set_progress_bar_config(self, **kw):
+            self.bar = kw
+
+        def to(self, device):
+            self.device = device
+            return self
+
+    calls = []
+    monkeypatch.setattr("easyphoto_app.checkpoints.load_single_file", lambda path, **kw: calls.append((path, kw)) or Loaded())
+    pipe = models.load_pipeline(models.ResolvedModel("file", "x", tmp_path / "x.safetensors"), "cpu", torch.float16)
+    assert calls == [(tmp_path / "x.safetensors", {"dtype": torch.float16, "safety_checker": None,
+                                                   "requires_safety_checker": False, "use_safetensors": True})]
+    assert pipe.device == "cpu" and pipe.bar == {"disable": True}
