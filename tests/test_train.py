@@ -429,3 +429,32 @@ def test_validation_without_a_face_recognizer_scores_0_and_says_no_face_was_chec
     assert trainer.validate(None) == 0.0
     assert trainer.validation[-1] == {"step": 0, "score": 0.0, "no_face_rate": 1.0}
     assert json.loads((trainer.work / "validation.json").read_text()) == trainer.validation
+
+
+def test_faces_reach_the_vae_as_minus_1_to_1_with_their_mirror_images(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from easyphoto_app.lora_train import encode_faces
+
+    left_white = np.zeros((8, 8, 3), np.uint8)
+    left_white[:, :4] = 255
+    Image.fromarray(left_white).save(tmp_path / "face.png")
+    seen = []
+
+    def encode(pixels):
+        seen.append(pixels)
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=pixels[:, :1], std=pixels[:, :1].abs()))
+
+    encode_faces(SimpleNamespace(vae=SimpleNamespace(encode=encode)), [tmp_path / "face.png"], 8, "cpu", torch.float32)
+    [pixels] = seen
+    assert pixels.shape == (2, 3, 8, 8)
+    assert pixels[0, :, :, :4].eq(1).all() and pixels[0, :, :, 4:].eq(-1).all()
+    assert pixels[1].equal(pixels[0].flip(-1))  # the mirror image: twice the faces for free
+
+
+def test_the_default_length_is_200_steps_a_face_up_to_800():
+    from easyphoto_app.lora_train import default_steps
+
+    assert [default_steps(n) for n in (1, 3, 4, 5, 20)] == [200, 600, 800, 800, 800]
