@@ -1,4 +1,5 @@
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -129,6 +130,8 @@ def test_generate_saves_one_image_per_seed_with_its_parameters_at_the_size_asked
     result = g.generate(pipe, model, Workspace(tmp_path), cfg, progress=lambda s, t: steps.append((s, t)))
     assert result.seeds == [11, 12] and steps == [(1, 4), (2, 4), (3, 4), (4, 4)] and result.seconds > 0
     assert all(p.parent.parent == tmp_path / "outputs" / "_base" for p in result.paths)
+    assert [re.fullmatch(r"\d{6}-(\d+)\.png", p.name).group(1) for p in result.paths] == ["11", "12"]  # time-seed
+    assert result.note is None
     for path, params, seed in zip(result.paths, result.parameters, [11, 12]):
         with Image.open(path) as im:
             assert im.size == (64, 80) and im.text["parameters"] == params
@@ -139,6 +142,9 @@ def test_generate_saves_one_image_per_seed_with_its_parameters_at_the_size_asked
         assert np.array_equal(np.asarray(a), np.asarray(b))  # a seed gives its image again
     with pytest.raises(g.UserError, match="multiples of 8 \\(got 60x80\\)"):
         g.generate(pipe, model, Workspace(tmp_path), g.with_overrides(cfg, width=60, height=None))
+    long = g.generate(pipe, model, Workspace(tmp_path), g.with_overrides(cfg, prompt="portrait " * 90, seed=-1, num=1))
+    assert long.note.startswith("The prompt is 92 tokens; the model reads the first 77")
+    assert 0 <= long.seeds[0] < 2**31  # -1: a random seed, saved with the image
 
 
 def test_stop_ends_generation_after_the_current_image_is_interrupted(demo_pipe, tmp_path):
