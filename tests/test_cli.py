@@ -246,8 +246,8 @@ def test_export_writes_the_zip_where_asked_or_in_exports(home, tmp_path, capsys)
 class Ran:
     """A stand-in for train/run_rl that records how it was called and what the GPU lock said meanwhile."""
 
-    def __init__(self, home: Path, outcome=None):
-        self.home, self.outcome, self.calls = home, outcome, []
+    def __init__(self, outcome=None):
+        self.outcome, self.calls = outcome, []
 
     def __call__(self, settings, ws, user, reporter, resume=False):
         lock = ws.jobs_dir / "gpu.lock"
@@ -270,7 +270,7 @@ def prepared(home: Path, user: str) -> Workspace:
 
 def test_train_holds_the_gpu_lock_writes_events_beside_its_checkpoints_and_prints_the_result(home, capsys, monkeypatch):
     ws = prepared(home, "anna")
-    fake = Ran(home)
+    fake = Ran()
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
     code, out, _ = run(capsys, "--data-dir", home, "train", "--user", "anna", "--resume", "--steps", "5")
     assert (code, out) == (0, "training anna\nsaved anna\n")
@@ -284,7 +284,7 @@ def test_train_holds_the_gpu_lock_writes_events_beside_its_checkpoints_and_print
 
 def test_the_ui_names_the_events_file_a_job_writes(home, tmp_path, capsys, monkeypatch):
     prepared(home, "anna")
-    fake = Ran(home)
+    fake = Ran()
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
     events = tmp_path / "ui" / "job-7.jsonl"
     assert run(capsys, "--data-dir", home, "train", "--user", "anna", "--events", events)[0] == 0
@@ -295,7 +295,7 @@ def test_the_ui_names_the_events_file_a_job_writes(home, tmp_path, capsys, monke
 def test_rl_takes_its_own_events_file_and_lock_name(home, capsys, monkeypatch):
     ws = Workspace(home)
     add_user(home, "anna", lora=True)
-    fake = Ran(home)
+    fake = Ran()
     monkeypatch.setattr("easyphoto_app.ddpo.loop.run_rl", fake)
     assert run(capsys, "--data-dir", home, "rl", "--user", "anna") == (0, "training anna\nsaved anna\n", "")
     [call] = fake.calls
@@ -304,7 +304,7 @@ def test_rl_takes_its_own_events_file_and_lock_name(home, capsys, monkeypatch):
 
 def test_a_refusal_inside_the_job_reaches_the_ui_as_a_refusal(home, capsys, monkeypatch):
     ws = prepared(home, "anna")
-    monkeypatch.setattr("easyphoto_app.lora_train.train", Ran(home, UserError("Lower the rank.")))
+    monkeypatch.setattr("easyphoto_app.lora_train.train", Ran(UserError("Lower the rank.")))
     assert run(capsys, "--data-dir", home, "train", "--user", "anna") == (2, "", "error: Lower the rank.\n")
     events = [json.loads(line) for line in ws.job_events("train", "anna").read_text().splitlines()]
     assert events[-1]["type"] == "failed" and events[-1]["message"] == "Lower the rank." and events[-1]["refused"] is True
@@ -325,7 +325,7 @@ def test_a_job_that_reported_its_own_end_is_not_reported_twice(home, capsys, mon
 
 def test_a_second_gpu_job_is_refused_with_who_holds_the_gpu(home, capsys, monkeypatch):
     ws = prepared(home, "anna")
-    fake = Ran(home)
+    fake = Ran()
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -349,7 +349,7 @@ def test_a_second_gpu_job_is_refused_with_who_holds_the_gpu(home, capsys, monkey
 def test_a_job_that_cannot_start_writes_nothing(home, capsys, monkeypatch, kind, make, message):
     make(home)
     before = sorted(p.relative_to(home) for p in home.rglob("*") if "logs" not in p.parts)
-    monkeypatch.setattr("easyphoto_app.lora_train.train", Ran(home))
+    monkeypatch.setattr("easyphoto_app.lora_train.train", Ran())
     code, _, err = run(capsys, "--data-dir", home, kind, "--user", "anna")
     assert code == 2 and message in err
     assert sorted(p.relative_to(home) for p in home.rglob("*") if "logs" not in p.parts) == before
@@ -359,7 +359,7 @@ def test_under_torchrun_only_rl_runs_and_only_rank_0_locks_and_reports(home, cap
     ws = Workspace(home)
     add_user(home, "anna", lora=True)
     prepared(home, "bob")
-    fake = Ran(home)
+    fake = Ran()
     monkeypatch.setattr("easyphoto_app.ddpo.loop.run_rl", fake)
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
     monkeypatch.setenv("WORLD_SIZE", "2")
