@@ -221,3 +221,28 @@ def test_a_single_file_checkpoint_is_loaded_by_the_single_file_loader_safetensor
     assert calls == [(tmp_path / "x.safetensors", {"dtype": torch.float16, "safety_checker": None,
                                                    "requires_safety_checker": False, "use_safetensors": True})]
     assert pipe.device == "cpu" and pipe.bar == {"disable": True}
+
+
+def test_the_demo_is_built_once_and_again_only_for_a_new_version(tmp_path, monkeypatch):
+    import shutil
+
+    built = []
+    monkeypatch.setattr(models, "build_demo_model", lambda folder: built.append(folder) or folder)
+    folder = tmp_path / "models" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "easyphoto_demo.json").write_text(json.dumps({"version": models.DEMO_VERSION}))
+    assert models.ensure_demo_model(tmp_path) == folder and built == []  # current: kept
+    (folder / "easyphoto_demo.json").write_text(json.dumps({"version": models.DEMO_VERSION - 1}))
+    assert models.ensure_demo_model(tmp_path) == folder and built == [folder]  # older: built again
+    shutil.rmtree(folder)
+    models.ensure_demo_model(tmp_path)
+    assert built == [folder, folder]
+
+
+def test_the_demo_vae_halves_the_image_three_times_in_four_blocks(two_demo_builds):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(two_demo_builds[0] / "vae")
+    assert len(vae.encoder.down_blocks) == len(vae.decoder.up_blocks) == 4
+    latents = vae.encode(torch.zeros(1, 3, models.DEMO_RESOLUTION, models.DEMO_RESOLUTION)).latent_dist.mean
+    assert latents.shape == (1, 4, models.DEMO_RESOLUTION // 8, models.DEMO_RESOLUTION // 8)
