@@ -236,9 +236,8 @@ def add_config_args(parser, cls, only: list[str] | None = None) -> None:
             continue
         flag = flag_of(f.name)
         kind = type(f.default)
-        help_text = f.metadata.get("help")  # argparse formats help with %: a plain "7%" would crash --help
-        kwargs = {"dest": f"{cls.__name__}.{f.name}", "default": None,
-                  "help": help_text.replace("%", "%%") if help_text else help_text}
+        help_text = f.metadata["help"].replace("%", "%%")  # argparse %-formats help: a plain "7%" crashes --help
+        kwargs = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": help_text}
         if kind is bool:
             import argparse
 

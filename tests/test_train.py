@@ -1,4 +1,6 @@
 import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -327,9 +329,7 @@ def test_a_failed_training_says_why_in_its_last_event(home_copy, monkeypatch, er
 
     monkeypatch.setattr(FaceLoraTrainer, "train_step", fails)
     ws, events = Workspace(home_copy), []
-    for old in ws.lora_work_dir("astro").glob("checkpoint-*"):
-        import shutil
-
+    for old in ws.lora_work_dir("astro").glob("checkpoint-*"):  # so that resume=True has nothing to resume from
         shutil.rmtree(old)
     raised = OutOfMemoryError if isinstance(error, torch.OutOfMemoryError) else type(error)
     with pytest.raises(raised) as caught:
