@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from easyphoto_app.errors import UserError
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
-DEMO_VERSION = 2  # 2: SD1.5's CLIP tokenizer (49,408 tokens)
+DEMO_VERSION = 3  # 2: SD1.5's CLIP tokenizer (49,408 tokens); 3: SD1.5's scheduler config (DDIM does not clip x0)
 DEMO_RESOLUTION = 128  # what the demo pipeline generates at
 DEMO_TRAIN_RESOLUTION = 64  # train / RL on the demo model at this size to stay quick on a CPU
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
@@ -70,14 +71,11 @@ def build_demo_model(folder: Path) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from easyphoto_app.checkpoints import SD15_CONFIG
     from easyphoto_app.workspace import atomic_write_json
 
     folder = Path(folder)
     staging = folder.with_name(folder.name + ".building")
-    import shutil
-
-    from easyphoto_app.checkpoints import SD15_CONFIG
-
     shutil.rmtree(staging, ignore_errors=True)
     tokenizer = CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer")  # SD1.5's own: prompts tokenize the same
     vocab_size = len(tokenizer)
@@ -116,10 +114,7 @@ def build_demo_model(folder: Path) -> Path:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
-    )
+    scheduler = PNDMScheduler.from_pretrained(SD15_CONFIG / "scheduler")  # SD1.5's noise schedule, exactly
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

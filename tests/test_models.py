@@ -61,8 +61,11 @@ def test_human_sizes(n, text):
 def test_a_missing_path_is_one_clear_line_and_a_pickle_is_refused(tmp_path):
     with pytest.raises(models.UserError, match="^Model path ./nowhere does not exist.$"):
         models.resolve_model("./nowhere", tmp_path)
-    with pytest.raises(models.UserError, match="pickled checkpoint, which can run arbitrary code"):
-        models.resolve_model(str(tmp_path / "sd15.CKPT"), tmp_path)
+    ckpt = str(tmp_path / "sd15.CKPT")
+    with pytest.raises(models.UserError) as refused:
+        models.resolve_model(ckpt, tmp_path)
+    assert str(refused.value) == (f"{ckpt} is a pickled checkpoint, which can run arbitrary code when loaded. "
+                                  "Use the .safetensors version of this model instead (most model pages offer one).")
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(models.UserError, match="neither a diffusers model folder"):
         models.resolve_model(str(tmp_path / "notes.txt"), tmp_path)
@@ -223,9 +226,10 @@ def test_a_single_file_checkpoint_is_loaded_by_the_single_file_loader_safetensor
     assert pipe.device == "cpu" and pipe.bar == {"disable": True}
 
 
-def test_the_demo_is_built_once_and_again_only_for_a_new_version(tmp_path, monkeypatch):
+def test_the_demo_is_built_once_and_again_only_for_a_new_version(tmp_path, monkeypatch, caplog):
     import shutil
 
+    caplog.set_level("INFO", logger="easyphoto_app.models")
     built = []
     monkeypatch.setattr(models, "build_demo_model", lambda folder: built.append(folder) or folder)
     folder = tmp_path / "models" / "demo"
@@ -237,6 +241,7 @@ def test_the_demo_is_built_once_and_again_only_for_a_new_version(tmp_path, monke
     shutil.rmtree(folder)
     models.ensure_demo_model(tmp_path)
     assert built == [folder, folder]
+    assert [r.getMessage() for r in caplog.records] == [f"Building the demo model in {folder}"] * 2  # why a start waits
 
 
 def test_the_demo_vae_halves_the_image_three_times_in_four_blocks(two_demo_builds):
@@ -246,3 +251,107 @@ def test_the_demo_vae_halves_the_image_three_times_in_four_blocks(two_demo_build
     assert len(vae.encoder.down_blocks) == len(vae.decoder.up_blocks) == 4
     latents = vae.encode(torch.zeros(1, 3, models.DEMO_RESOLUTION, models.DEMO_RESOLUTION)).latent_dist.mean
     assert latents.shape == (1, 4, models.DEMO_RESOLUTION // 8, models.DEMO_RESOLUTION // 8)
+
+
+def test_the_demo_schedules_noise_as_sd15_does(two_demo_builds):
+    """Its scheduler is SD1.5's, down to the DDIM sampler RL and generation make of it (no clipping of x0)."""
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    from easyphoto_app.checkpoints import SD15_CONFIG
+
+    demo = PNDMScheduler.from_pretrained(two_demo_builds[0] / "scheduler").config
+    sd15 = PNDMScheduler.from_pretrained(SD15_CONFIG / "scheduler").config
+    assert {k: v for k, v in demo.items() if k != "_diffusers_version"} == {
+        k: v for k, v in sd15.items() if k != "_diffusers_version"}
+    assert sd15["set_alpha_to_one"] is False and sd15["steps_offset"] == 1
+    assert DDIMScheduler.from_config(demo).config.clip_sample is False
+
+
+@pytest.mark.parametrize("cuda, mps, pref, device", [
+    (True, True, "auto", "cuda"), (False, True, "auto", "mps"), (False, False, "auto", "cpu"),
+    (True, True, "cpu", "cpu"), (False, True, "mps", "mps"), (True, False, "cuda", "cuda"),
+    (False, True, "cuda", "PyTorch sees no CUDA GPU"), (True, False, "mps", "no Apple GPU"),
+    (True, True, "tpu", "Unknown device 'tpu'"),
+])
+def test_auto_prefers_an_nvidia_gpu_then_an_apple_gpu_and_a_device_asked_for_must_be_there(monkeypatch, cuda, mps, pref, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    if device in ("cuda", "mps", "cpu"):
+        assert models.pick_device(pref) == device
+    else:
+        with pytest.raises(models.UserError, match=device):
+            models.pick_device(pref)
+
+
+@pytest.fixture
+def no_hub_model(tmp_path, monkeypatch):
+    """'me/sd' is not cached; the demo stands ready in tmp_path/demo."""
+    monkeypatch.setattr(models, "cached_hub_model", lambda spec: None)
+    monkeypatch.setattr(models, "ensure_demo_model", lambda data_dir: tmp_path / "demo")
+    return tmp_path
+
+
+def test_a_model_out_of_reach_falls_back_to_the_demo_and_says_how_to_get_it(no_hub_model, monkeypatch, caplog):
+    monkeypatch.setattr(models, "hub_unreachable", lambda spec: "HF_HUB_OFFLINE is set")
+    m = models.resolve_model("me/sd", no_hub_model)
+    assert m.is_demo and m.path == no_hub_model / "demo" and m.source == "me/sd"
+    assert m.note == ("Using the built-in demo model because me/sd is not available: it is not downloaded and the "
+                      "Hub cannot be reached (HF_HUB_OFFLINE is set). Connect to the internet and choose the model "
+                      "in Settings (or run 'python -m easyphoto_app --model me/sd doctor') to download it once.")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING", m.note)]
+
+
+def test_a_download_that_breaks_off_falls_back_to_the_demo_and_logs_why(no_hub_model, monkeypatch, caplog):
+    def download(spec, want_fp16):
+        raise ConnectionError("Read timed out after 10 s")
+
+    monkeypatch.setattr(models, "hub_unreachable", lambda spec: None)
+    monkeypatch.setattr(models, "download_hub_model", download)
+    m = models.resolve_model("me/sd", no_hub_model)
+    assert m.is_demo and "because me/sd is not available: it could not be downloaded (ConnectionError; offline?)." in m.note
+    assert caplog.records[0].getMessage() == "Download of me/sd failed: Read timed out after 10 s"
+
+    def refuse(spec, want_fp16):
+        raise models.UserError("me/sd has no .safetensors weights; EasyPhoto never loads pickled weights.")
+
+    monkeypatch.setattr(models, "download_hub_model", refuse)
+    with pytest.raises(models.UserError, match="never loads pickled weights"):  # a refusal is said, not fallen back from
+        models.resolve_model("me/sd", no_hub_model)
+
+
+def test_the_hub_is_asked_once_briefly_and_only_a_missing_repo_is_refused(monkeypatch):
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    asked, answer = [], {}
+
+    class Response:
+        def close(self):
+            pass
+
+    def urlopen(url, timeout):
+        asked.append((url, timeout))
+        if answer.get("raise"):
+            raise answer["raise"]
+        return Response()
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://hub.test")
+    assert models.hub_unreachable("me/sd") is None
+    assert asked[0][0] == "http://hub.test/api/models/me/sd" and 0 < asked[0][1] <= 5  # an offline start waits 5 s at most
+    for error, why in [(urllib.error.URLError("Name or service not known"), "Name or service not known"),
+                       (socket.timeout("timed out"), "TimeoutError"),
+                       (urllib.error.HTTPError("u", 503, "Unavailable", {}, None), None)]:  # reachable, busy: the download says
+        answer["raise"] = error
+        assert models.hub_unreachable("me/sd") == why
+    for code in (401, 404):
+        answer["raise"] = urllib.error.HTTPError("u", code, "Not Found", {}, None)
+        with pytest.raises(models.UserError, match="^me/sd was not found on the Hugging Face Hub"):
+            models.hub_unreachable("me/sd")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    n = len(asked)
+    assert models.hub_unreachable("me/sd") == "HF_HUB_OFFLINE is set" and len(asked) == n
