@@ -213,11 +213,12 @@ def cmd_doctor(settings: Settings, args) -> int:
 
 @command("generate", "Generate portraits (with a user's LoRAs when --user is given).")
 def cmd_generate(settings: Settings, args) -> int:
-    from easyphoto_app.generate import generate
+    from easyphoto_app.generate import generate, plan_loras
     from easyphoto_app.models import PipelineCache
 
     ws = Workspace(settings.data_dir)
     user = ws.require_user(args.user) if args.user else None
+    plan_loras(ws, settings.generate, user, not args.no_rl)
     pipe, model = PipelineCache().get(settings)
     if model.is_demo:
         print(f"note: {model.note or model.label}", file=sys.stderr)

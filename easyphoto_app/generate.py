@@ -121,6 +121,13 @@ def choose_loras(ws: Workspace, user: str | None, tags: list[tuple[str, float]],
     return chosen
 
 
+def plan_loras(ws: Workspace, cfg: GenerateConfig, user: str | None, use_rl: bool) -> tuple[str, list[LoraChoice]]:
+    """The prompt without its LoRA tags, and the LoRAs to draw with. Cheap: callers run it before loading a
+    model too, so a mistake in the request is said at once, not after minutes of loading."""
+    text, tags = parse_lora_tags(cfg.prompt or default_prompt(cfg.style))
+    return text, choose_loras(ws, user, tags, cfg, use_rl)
+
+
 def apply_loras(pipe, loras: list[LoraChoice]) -> None:
     """Load each LoRA once as its own adapter, activate exactly these with their weights, and fuse them.
 
@@ -221,8 +228,7 @@ def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None =
 
     from easyphoto_app.models import native_resolution
 
-    text, tags = parse_lora_tags(cfg.prompt or default_prompt(cfg.style))
-    loras = choose_loras(ws, user, tags, cfg, use_rl)
+    text, loras = plan_loras(ws, cfg, user, use_rl)
     width = native_resolution(model, cfg.width)
     height = native_resolution(model, cfg.height)
     if width % 8 or height % 8:

@@ -171,6 +171,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def cli_process_state():
+    """For tests that run cli.main() in this process: it adds log handlers and Ctrl+C handlers to the process it
+    runs in, and each test gets them back as they were."""
+    import logging
+    import signal
+
+    root, ours = logging.getLogger(), logging.getLogger("easyphoto_app")
+    kept = {root: list(root.handlers), ours: list(ours.handlers)}
+    level = root.level
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for logger, before in kept.items():
+        for handler in [h for h in logger.handlers if h not in before]:
+            logger.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+
+
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory) -> Path:
     from easyphoto_app.models import ensure_demo_model

@@ -23,21 +23,7 @@ from easyphoto_app.workspace import Workspace
 HELP = Path(__file__).with_name("cli_help.txt")
 
 
-@pytest.fixture(autouse=True)
-def process_state():
-    """main() adds log handlers and Ctrl+C handlers to the process it runs in: each test gets them back as they were."""
-    root, ours = logging.getLogger(), logging.getLogger("easyphoto_app")
-    kept = {root: list(root.handlers), ours: list(ours.handlers)}
-    level = root.level
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for logger, before in kept.items():
-        for handler in [h for h in logger.handlers if h not in before]:
-            logger.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    for s, handler in handlers.items():
-        signal.signal(s, handler)
+pytestmark = pytest.mark.usefixtures("cli_process_state")
 
 
 @pytest.fixture
@@ -415,9 +401,19 @@ def test_generate_prints_each_image_with_its_seed_or_json_and_labels_the_demo(rl
     assert "<lora:astro:1>" in params and "ddpo_astro" not in params
 
 
-def test_generate_for_a_user_who_does_not_exist_is_refused_before_loading_a_model(home, capsys, pipeline_of):
-    code, _, err = run(capsys, "--data-dir", home, "generate", "--user", "nobody", "--steps", "2")
-    assert code == 2 and "nobody" in err and pipeline_of == []
+@pytest.mark.parametrize("args, says", [
+    (["--user", "nobody"], "error: No user 'nobody'"),
+    (["--user", "newbie"], "error: User 'newbie' has no face LoRA yet: prepare photos and train first"),
+    (["--prompt", "a portrait <lora:nobody:1>"], "error: Unknown LoRA nobody in the prompt; available: anna."),
+    (["--prompt", "a portrait <lora:anna:x>"], "error: Malformed LoRA tag '<lora:anna:x>'"),
+    (["--user", "anna", "--style", "Baroque"], "error: Unknown style 'Baroque'"),
+])
+def test_a_generation_that_cannot_run_is_refused_before_a_model_loads(home, capsys, pipeline_of, args, says):
+    """Loading a model takes minutes on a first run: a mistake in the request is said before that."""
+    add_user(home, "newbie")
+    add_user(home, "anna", lora=True)
+    code, out, err = run(capsys, "--data-dir", home, "generate", *args, "--steps", "2")
+    assert (code, out, pipeline_of) == (2, "", []) and err.startswith(says) and err.count("\n") == 1, err
 
 
 def test_portrait_prints_each_candidate_with_its_seed_and_likeness_or_json(rl_copy, capsys, pipeline_of, tmp_path):

@@ -45,17 +45,6 @@ def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_copy):
     assert {m["file"] for m in manifest["images"]} <= set(names)
 
 
-def test_unknown_lora_tag_exits_2_and_lists_available(rl_home):
-    r = run_cli(rl_home, "generate", "--prompt", "portrait <lora:nobody:1>", "--num", "1", "--steps", "2")
-    assert r.returncode == 2 and "nobody" in r.stderr and "astro" in r.stderr
-
-
-def test_generate_for_user_without_lora_says_train_first(data_dir):
-    (data_dir / "users" / "newbie").mkdir(parents=True)
-    r = run_cli(data_dir, "generate", "--user", "newbie", "--num", "1", "--steps", "2")
-    assert r.returncode == 2 and "train" in r.stderr
-
-
 def test_stacked_adapters_match_merged_weights(rl_home):
     """Two adapters with weights (w1, w2) give the image that the fused weights give."""
     from easyphoto_app.generate import LoraChoice, apply_loras

@@ -228,9 +228,18 @@ def test_portrait_paints_the_face_chosen_by_index_in_a_group_photo(rl_home, tmp_
     ("index", "face index 9 does not exist"),
     ("no-lora", "has no face LoRA yet"),
 ])
-def test_portrait_refusals_are_one_line_and_write_nothing(trained_home, tmp_path, scene, case, expected):
+def test_portrait_refusals_are_one_line_and_write_nothing(trained_home, tmp_path, scene, case, expected, capsys,
+                                                          cli_process_state, monkeypatch):
+    """Said before a model loads (cli.main in this process; loading the model would fail the test)."""
     import shutil
 
+    from easyphoto_app import cli
+    from easyphoto_app.models import PipelineCache
+
+    def no_model(*args):
+        raise AssertionError("a refused portrait loaded a model")
+
+    monkeypatch.setattr(PipelineCache, "get", no_model)
     home = tmp_path / "data"
     shutil.copytree(trained_home, home)
     if case == "no-lora":
@@ -238,11 +247,10 @@ def test_portrait_refusals_are_one_line_and_write_nothing(trained_home, tmp_path
     bad = photos.bad_files(tmp_path / "bad")
     template = {"index": scene, "no-lora": scene}.get(case) or bad[case]
     extra = ["--face-index", "9"] if case == "index" else []
-    r = run_cli(home, "portrait", "--user", "astro", "--template", str(template), "--steps", "4", *extra)
-    assert r.returncode == 2, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and expected in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    code = cli.main(["--data-dir", str(home), "portrait", "--user", "astro", "--template", str(template), "--steps", "4",
+                     *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert not (home / "outputs").exists() or not list((home / "outputs").rglob("*.png"))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, with_overrides
+from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, plan_loras, with_overrides
 from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context, footer, friendly, user_choices, with_pipeline
 
@@ -57,6 +57,7 @@ def build(ctx: Context) -> dict:
     def on_generate(user_v, use_rl_v, *values, progress=gr.Progress(track_tqdm=True)):
         request = request_of(*values)
         who = None if user_v in (None, "", BASE_ONLY) else user_v
+        plan_loras(ctx.ws, request, who, use_rl_v)
         result, model = with_pipeline(ctx, progress, lambda pipe, model: generate(
             pipe, model, ctx.ws, request, user=who, use_rl=use_rl_v, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Generating")))
