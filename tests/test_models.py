@@ -44,6 +44,50 @@ def test_a_one_model_repo_takes_its_top_level_weights():
     assert models._pick_hub_files(plain_only, want_fp16=True) == plain_only  # no fp16 variant: the one there is
 
 
+@pytest.fixture
+def hub_repo(monkeypatch, tmp_path):
+    """A Hub repository whose listing is repo["files"] ({path: size}); snapshot_download records what it is asked."""
+    import huggingface_hub
+    from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+    repo = {"files": {}, "asked": []}
+
+    class Api:
+        def list_repo_tree(self, repo_id, recursive):
+            assert recursive
+            return [RepoFolder(path="unet", oid="x"), *(RepoFile(path=f, size=n, oid="x") for f, n in repo["files"].items())]
+
+    def snapshot_download(repo_id, allow_patterns):
+        repo["asked"].append((repo_id, allow_patterns))
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return repo
+
+
+def test_a_download_asks_for_the_chosen_files_only_and_says_how_much_first(hub_repo, tmp_path, caplog):
+    hub_repo["files"] = {f: 3 * 2**20 for f in SD15_REPO}
+    path, total = models.download_hub_model("me/sd", want_fp16=True)
+    chosen = models._pick_hub_files([f for f in SD15_REPO if "/" in f or f == "model_index.json"], want_fp16=True)
+    assert (path, total, hub_repo["asked"]) == (tmp_path, 3 * 2**20 * len(chosen), [("me/sd", chosen)])
+    assert caplog.records[0].getMessage() == (f"Downloading me/sd: {3 * len(chosen)}.0 MB in {len(chosen)} files "
+                                              "(once; it stays in the Hugging Face cache).")
+    hub_repo["files"] = {"config.json": 10, "diffusion_pytorch_model.safetensors": 2**30, "unet/x.safetensors": 5}
+    assert models.download_hub_model("me/net", False, index="config.json")[1] == 2**30 + 10  # a ControlNet: top level
+
+
+@pytest.mark.parametrize("files, says", [
+    ({"model_index.json": 1, "unet/diffusion_pytorch_model.bin": 5}, "^me/sd has no .safetensors weights; EasyPhoto never loads pickled weights.$"),
+    ({"config.json": 1, "unet/diffusion_pytorch_model.safetensors": 5}, r"^me/sd is not a diffusers model repository \(no model_index.json\).$"),
+])
+def test_a_repository_without_what_we_load_is_refused_before_any_download(hub_repo, files, says):
+    hub_repo["files"] = files
+    with pytest.raises(models.UserError, match=says):
+        models.download_hub_model("me/sd", want_fp16=False)
+    assert hub_repo["asked"] == []
+
+
 @pytest.mark.parametrize("spec, path", [("./sd15.safetensors", True), ("/models/sd", True), ("~/sd", True),
                                         ("C:\\models\\sd", True), ("D:", True), ("models\\sd", True),
                                         ("a/b/c", True), ("runwayml/stable-diffusion-v1-5", False),
