@@ -392,7 +392,9 @@ def test_generate_prints_each_image_with_its_seed_or_json_and_labels_the_demo(rl
     result = json.loads(out)
     assert result["seeds"] == [5, 6] and len(result["paths"]) == 2 and result["seconds"] > 0
     assert err.startswith(f"note: {DEMO_LABEL}\n")
-    assert all("<lora:astro:1> <lora:ddpo_astro:1>" in Image.open(p).text["parameters"] for p in result["paths"])
+    for path in result["paths"]:
+        params = Image.open(path).text["parameters"]
+        assert "<lora:astro:1> <lora:ddpo_astro:1>" in params and "Model: EasyPhoto demo model," in params  # said in the file too
     code, out, _ = run(capsys, "--data-dir", rl_copy, "generate", "--user", "astro", "--seed", "9", "--steps", "2",
                        "--no-rl")
     path, _, seed = out.rstrip("\n").partition("  ")

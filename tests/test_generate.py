@@ -210,13 +210,15 @@ def test_compare_runs_the_same_seeds_without_and_with_the_rl_lora_and_scores_eac
     monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: Scorer())
     pipe, model = demo_pipe
     seen = []
-    cfg = GenerateConfig(num=2, steps=2, seed=-1, width=64, height=64, scheduler="DDIM")
+    cfg = GenerateConfig(prompt="a portrait <lora:ddpo_astro:0.4> by a lake", num=2, steps=2, seed=-1, width=64,
+                         height=64, scheduler="DDIM")
     result = compare(pipe, model, Workspace(rl_copy), cfg, "astro", progress=lambda s, t: seen.append((s, t)))
     assert result.face_only.seeds == result.stacked.seeds and len(set(result.face_only.seeds)) == 2
     assert result.face_scores == result.stacked_scores == [0.64, 0.64]
     assert seen == [(s, 8) for s in range(1, 9)]
-    assert all("ddpo_astro" in p for p in result.stacked.parameters)
-    assert not any("ddpo_astro" in p for p in result.face_only.parameters)
+    # the prompt's words, without its tags: Compare chooses the LoRAs of each half
+    assert all(p.startswith("a portrait by a lake <lora:astro:1> <lora:ddpo_astro:1>\n") for p in result.stacked.parameters)
+    assert all(p.startswith("a portrait by a lake <lora:astro:1>\n") for p in result.face_only.parameters)
     zero = compare(pipe, model, Workspace(rl_copy), GenerateConfig(num=1, steps=1, seed=0, width=64, height=64), "astro")
     assert zero.face_only.seeds == zero.stacked.seeds == [0]  # seed 0 is a seed, not "random"
 
