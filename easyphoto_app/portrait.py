@@ -236,7 +236,6 @@ class Portraits:
     paths: list[Path] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     likeness: list[float | None] = field(default_factory=list)
-    parameters: list[str] = field(default_factory=list)
     seconds: float = 0.0
     face_index: int = 0
     faces: int = 0
@@ -365,5 +364,4 @@ def save_ranked(ws: Workspace, job: Plan, model, size: int, candidates: list[Can
         result.paths.append(save_png(Image.fromarray(c.image), folder, stem, params))
         result.seeds.append(c.seed)
         result.likeness.append(value)
-        result.parameters.append(params)
     return result

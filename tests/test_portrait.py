@@ -311,24 +311,24 @@ def test_templates_are_kept_under_safe_new_names_listed_and_deleted(tmp_path):
     assert portrait.list_templates(ws) == []  # no templates folder yet
     src = tmp_path / "My Photo (1).JPG"
     Image.fromarray(photos.astronaut()).save(src, format="JPEG")
-    first, second = portrait.add_template(ws, src), portrait.add_template(ws, src)
-    assert (first.name, second.name) == ("My_Photo_1.jpg", "My_Photo_1-1.jpg")  # never overwrites
-    assert first.read_bytes() == src.read_bytes() == second.read_bytes()
+    first, second, third = (portrait.add_template(ws, src) for _ in range(3))
+    assert (first.name, second.name, third.name) == ("My_Photo_1.jpg", "My_Photo_1-1.jpg", "My_Photo_1-2.jpg")  # never overwrites
+    assert first.read_bytes() == src.read_bytes() == second.read_bytes() == third.read_bytes()
     (ws.templates_dir / ".partial").write_bytes(b"")  # hidden files and folders are not templates
     (ws.templates_dir / "sub").mkdir()
-    assert portrait.list_templates(ws) == [second, first]  # by name
+    assert portrait.list_templates(ws) == [second, third, first]  # by name
     assert portrait.resolve_template(ws, "My_Photo_1.jpg") == first and portrait.resolve_template(ws, src) == src
     with pytest.raises(UserError, match="^Template gone.jpg not found \\(give a photo's path, or the name of one in "):
         portrait.resolve_template(ws, "gone.jpg")
     portrait.delete_template(ws, "../data/templates/My_Photo_1.jpg")  # only ever inside templates/
-    assert portrait.list_templates(ws) == [second]
+    assert portrait.list_templates(ws) == [second, third]
     with pytest.raises(UserError, match="^No template named 'My_Photo_1.jpg'.$"):
         portrait.delete_template(ws, "My_Photo_1.jpg")
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")
     with pytest.raises(UserError, match="^Template notes.jpg: "):
         portrait.add_template(ws, bad)
-    assert portrait.list_templates(ws) == [second]
+    assert portrait.list_templates(ws) == [second, third]
 
 
 def test_a_huge_template_is_scaled_to_the_largest_side_painted(tmp_path, monkeypatch):
