@@ -93,8 +93,11 @@ def test_colour_match_moves_the_painted_face_to_the_templates_colours():
     import cv2
 
     rng = np.random.default_rng(1)
-    reference = np.clip(rng.normal([180, 120, 90], 12, (64, 64, 3)), 0, 255).astype(np.uint8)
-    painted = np.clip(rng.normal([60, 90, 160], 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+
+    def from_lab(mean, spread):  # a different spread in each channel: each is matched on its own
+        return cv2.cvtColor(np.clip(rng.normal(mean, spread, (64, 64, 3)), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+    reference, painted = from_lab([170, 150, 150], [12, 6, 2]), from_lab([110, 140, 100], [30, 3, 12])
     alpha = np.zeros((64, 64), np.float32)
     alpha[8:56, 8:56] = 1.0
     out = match_colour(painted, reference, alpha)
