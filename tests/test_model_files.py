@@ -139,8 +139,11 @@ def _tiny_checkpoint(path, keys: dict):
     return path
 
 
+SDXL_KEYS = {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": (4,)}
+
+
 @pytest.mark.parametrize("keys, says", [
-    ({"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": (4,)}, "an SDXL checkpoint"),
+    (SDXL_KEYS, "an SDXL checkpoint"),
     ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "SD1.5 inpainting checkpoint"),
     ({"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)}, "Stable Diffusion 2.x"),
     ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)}, "is a LoRA, not a base model"),
@@ -154,7 +157,7 @@ def test_a_file_that_is_not_an_sd15_checkpoint_is_named_for_what_it_is(tmp_path,
 
 
 def test_generating_with_an_sdxl_file_is_one_line_that_says_so(tmp_path, data_dir):
-    path = _tiny_checkpoint(tmp_path / "other.safetensors", {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": (4,)})
+    path = _tiny_checkpoint(tmp_path / "other.safetensors", SDXL_KEYS)
     r = run_cli(data_dir, "--model", str(path), "generate", "--num", "1", "--steps", "1")
     assert r.returncode == 2 and "an SDXL checkpoint" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
