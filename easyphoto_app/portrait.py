@@ -24,13 +24,17 @@ from easyphoto_app.workspace import Workspace
 MIN_FACE_PX = 64  # below this the face is upscaled so far that it paints as mush
 FEATHER = 0.05  # the mask's soft edge: Gaussian sigma as a fraction of the crop's side
 MAX_TEMPLATE_SIDE = 4096  # larger templates are scaled to this (a 24-megapixel photo is 6000 px)
+IGNORED_GREY = (150, 150, 150)
+
+
+SAME_SIZE = 0.9  # faces at least this fraction of the largest one's size count as equally large
 
 
 @dataclass
 class Placement:
     """Where a portrait is painted: the chosen face and the square crop around it (x0, y0, side)."""
 
-    faces: list[DetectedFace]  # all faces of the template, left to right
+    faces: list[DetectedFace]  # the template's faces, left to right (false detections left out)
     index: int  # the chosen one
     box: tuple[int, int, int]
     note: str | None = None
@@ -40,12 +44,24 @@ class Placement:
         return self.faces[self.index]
 
 
+def boxes_left_to_right(backend, rgb: np.ndarray) -> tuple[list[DetectedFace], list[DetectedFace]]:
+    """The template's faces and, apart, the boxes the backend found but does not take for faces; each left to right."""
+    boxes = sorted(backend.detect(rgb), key=lambda f: float(f.bbox[0]))
+    return [f for f in boxes if f.ignored is None], [f for f in boxes if f.ignored is not None]
+
+
 def faces_left_to_right(backend, rgb: np.ndarray) -> list[DetectedFace]:
-    return sorted(backend.analyze(rgb), key=lambda f: float(f.bbox[0]))
+    return boxes_left_to_right(backend, rgb)[0]
+
+
+def main_face(faces: list[DetectedFace]) -> int:
+    """The largest face; among those about as large (SAME_SIZE), the one the detector is surest of."""
+    largest = max(f.size for f in faces)
+    return max((i for i, f in enumerate(faces) if f.size >= SAME_SIZE * largest), key=lambda i: faces[i].score)
 
 
 def choose_face(faces: list[DetectedFace], index: int) -> tuple[int, str | None]:
-    """The face at `index` (0 = left-most), or the largest when index < 0 (and a note when there were several)."""
+    """The face at `index` (0 = left-most), or the main face when index < 0 (and a note when there were several)."""
     if not faces:
         raise UserError("No face found in the template: choose a photo where one face is clearly visible.")
     if index >= len(faces):
@@ -53,11 +69,11 @@ def choose_face(faces: list[DetectedFace], index: int) -> tuple[int, str | None]
                         f"(use 0 to {len(faces) - 1}, counted from the left).")
     if index >= 0:
         return index, None
-    largest = int(np.argmax([f.size for f in faces]))
+    chosen = main_face(faces)
     if len(faces) == 1:
-        return largest, None
-    return largest, (f"The template has {len(faces)} faces; painted the largest (face {largest} from the left, "
-                     "counting from 0). Choose another with --face-index or in the Portrait tab.")
+        return chosen, None
+    return chosen, (f"The template has {len(faces)} faces; painted the largest (face {chosen} from the left, "
+                    "counting from 0). Choose another with --face-index or in the Portrait tab.")
 
 
 def square_around(face: DetectedFace, width: int, height: int, scale: float) -> tuple[int, int, int]:
@@ -134,12 +150,19 @@ def place(backend, rgb: np.ndarray, cfg: PortraitConfig) -> Placement:
     return Placement(faces, index, box, note)
 
 
-def annotate(rgb: np.ndarray, faces: list[DetectedFace], chosen: int | None = None) -> np.ndarray:
-    """A preview: each face boxed and numbered from the left (the chosen one in green)."""
+def annotate(rgb: np.ndarray, faces: list[DetectedFace], chosen: int | None = None,
+             ignored: list[DetectedFace] = ()) -> np.ndarray:
+    """A preview: each face boxed and numbered from the left (the chosen one in green); boxes that are not taken
+    for faces crossed out in grey, unnumbered."""
     import cv2
 
     out = rgb.copy()
     thick = max(2, round(max(rgb.shape[:2]) / 400))
+    for f in ignored:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in f.bbox)
+        cv2.rectangle(out, (x1, y1), (x2, y2), IGNORED_GREY, max(1, thick // 2))
+        cv2.line(out, (x1, y1), (x2, y2), IGNORED_GREY, max(1, thick // 2))
+        cv2.line(out, (x1, y2), (x2, y1), IGNORED_GREY, max(1, thick // 2))
     for i, f in enumerate(faces):
         x1, y1, x2, y2 = (int(round(float(v))) for v in f.bbox)
         colour = (40, 200, 60) if i == chosen else (255, 190, 0)

@@ -56,6 +56,39 @@ def test_bad_photos_rejected_with_their_reason(prepared, name, reason):
     assert not p["accepted"] and reason in p["reason"], p
 
 
+def test_edited_copies_of_one_photo_are_duplicates_of_the_one_kept(prepared):
+    """Crops, light, small turns and format changes of one photo (from different files) are one photo to the app;
+    a mirror image and a perspective turn are distinct photos."""
+    by_name = prepared[1]
+    looks = ["astro_full.jpg", "astro_crop.png", "astro_bright.webp", "astro_rot.jpg", "astro_big.jpg",
+             "astro_copy.png", "astro_exif.jpg"]
+    kept = [n for n in looks if by_name[n]["accepted"]]
+    assert len(kept) == 1, [(n, by_name[n]["reason"]) for n in looks]
+    assert all(by_name[n]["reason"] == f"duplicate of {kept[0]}" for n in looks if n != kept[0])
+    assert all(by_name[n]["accepted"] for n in ["astro_mirror.jpg", "astro_turn.jpg", "astro_turn_mirror.jpg"])
+
+
+def test_dlib_sees_a_view_or_a_float_image_as_the_same_photo():
+    """dlib reads the array's buffer as it is: a strided view (a mirror, every other pixel, an RGBA's RGB) or a
+    float image must give the boxes and descriptors of the same pixels as a plain uint8 copy."""
+    from easyphoto_app.faces.dlib_backend import DlibBackend
+
+    backend = DlibBackend()
+    a = photos.astronaut()
+    rgba = np.dstack([a, np.full(a.shape[:2], 255, np.uint8)])
+    for view in [a[:, ::-1], np.repeat(np.repeat(a, 2, 0), 2, 1)[::2, ::2], rgba[..., :3], rgba, a.astype(np.float64)]:
+        assert not (view.flags.c_contiguous and view.dtype == np.uint8 and view.shape[2] == 3)
+        got = backend.detect(view)
+        want = backend.detect(np.ascontiguousarray(view[..., :3], dtype=np.uint8))
+        assert len(got) == len(want) >= 1
+        for g, w in zip(got, want):
+            assert np.array_equal(g.bbox, w.bbox) and np.allclose(g.embedding, w.embedding, atol=1e-6)
+
+
+def test_a_false_detection_beside_the_face_is_not_counted_as_a_face(prepared):
+    assert prepared[1]["astro_full.jpg"]["faces_found"] == 1  # dlib's HOG also boxes a patch on her suit (0.07)
+
+
 def test_group_photo_crops_the_person_of_the_set(prepared):
     data, by_name, _, _ = prepared
     g = by_name["group.jpg"]

@@ -22,13 +22,13 @@ class Placed(FaceBackend):
     def __init__(self, faces_by_level):
         self.faces_by_level, self.seen = faces_by_level, []
 
-    def analyze(self, rgb):
+    def detect(self, rgb):
         self.seen.append(rgb.shape)
         return self.faces_by_level[int(rgb.mean())]
 
 
-def face(x, embedding):
-    return DetectedFace(np.array([x, 10, x + 40, 50], dtype=np.float32), 0.9, None, embedding)
+def face(x, embedding, ignored=None):
+    return DetectedFace(np.array([x, 10, x + 40, 50], dtype=np.float32), 0.9, None, embedding, ignored)
 
 
 def test_the_reward_is_the_likeness_of_the_most_alike_face_and_0_without_one():
@@ -53,6 +53,19 @@ def test_the_reward_is_the_likeness_of_the_most_alike_face_and_0_without_one():
     assert (none.likeness, none.cosine, none.faces, none.face_index, none.reason) == (None, None, 0, None, "no face found")
     assert scorer([]) == ([], {"no_face_rate": 0.0})
     assert scorer([images[1]]) == ([0.0], {"no_face_rate": 1.0})
+
+
+def test_a_box_that_is_not_a_face_is_never_scored_even_where_it_would_win():
+    me = unit(1, 0, 0)
+    backend = Placed({
+        10: [face(5, me, ignored="not a face"), face(100, unit(1, 1, 0))],
+        20: [face(5, me, ignored="not a face")],
+    })
+    scorer = LikenessScorer(backend, me)
+    with_face = scorer.score(Image.new("L", (64, 64), 10))
+    assert (with_face.faces, with_face.face_index, with_face.reason) == (1, 0, "one face")
+    assert with_face.cosine == round(float(unit(1, 1, 0) @ me), 4)
+    assert scorer([Image.new("L", (64, 64), 20)]) == ([0.0], {"no_face_rate": 1.0})
 
 
 def test_a_scorer_comes_from_the_users_reference_or_there_is_none(tmp_path):

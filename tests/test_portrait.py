@@ -8,6 +8,7 @@ from PIL import Image
 
 import photos
 from conftest import run_cli
+from easyphoto_app import portrait
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces.base import DetectedFace
 from easyphoto_app.faces.likeness import Score
@@ -15,8 +16,8 @@ from easyphoto_app.portrait import (Candidate, choose_face, feathered_mask, matc
                                     square_around)
 
 
-def face_at(x1, y1, x2, y2) -> DetectedFace:
-    return DetectedFace(np.array([x1, y1, x2, y2], np.float32), 1.0, None, np.zeros(4, np.float32))
+def face_at(x1, y1, x2, y2, score=1.0) -> DetectedFace:
+    return DetectedFace(np.array([x1, y1, x2, y2], np.float32), score, None, np.zeros(4, np.float32))
 
 
 def test_mask_is_feathered_and_zero_at_the_crop_border():
@@ -87,6 +88,43 @@ def test_face_choice_by_index_the_largest_by_default_and_clear_refusals():
     with pytest.raises(UserError, match="^No face found in the template: choose a photo where one face is clearly "
                                         "visible.$"):
         choose_face([], -1)
+
+
+def test_among_faces_of_about_the_same_size_the_default_is_the_one_the_detector_is_surest_of():
+    weak_left, sure = face_at(0, 0, 100, 100, score=0.07), face_at(300, 0, 392, 92, score=1.5)
+    assert choose_face([weak_left, sure], -1)[0] == 1  # 92 px is within 10% of 100 px
+    assert choose_face([weak_left, face_at(300, 0, 380, 80, score=1.5)], -1)[0] == 0  # 80 px: clearly smaller
+    assert choose_face([sure, weak_left], -1)[0] == 0
+
+
+@pytest.fixture(scope="module")
+def pasted(tmp_path_factory):
+    """The astronaut pasted into a 1200x900 grey scene: dlib finds her face and, as large, a patch on her suit."""
+    canvas = np.full((900, 1200, 3), 90, np.uint8)
+    canvas[200:712, 300:812] = photos.astronaut()
+    return canvas
+
+
+def test_a_false_detection_as_large_as_the_face_is_crossed_out_and_never_painted(pasted):
+    from easyphoto_app.faces.dlib_backend import DlibBackend
+    from easyphoto_app.settings import PortraitConfig
+
+    backend = DlibBackend()
+    faces, ignored = portrait.boxes_left_to_right(backend, pasted)
+    assert len(faces) == 1 and len(ignored) == 1
+    assert ignored[0].size == pytest.approx(faces[0].size) and ignored[0].bbox[0] < faces[0].bbox[0]  # a tie, left-most
+    assert ignored[0].ignored.startswith("not a face: a weak detection (score 0.15)")
+    fx, fy = faces[0].center
+    assert 480 < fx < 560 and 280 < fy < 370  # her face, not the patch on her chest (y 577)
+    spot = portrait.place(backend, pasted, PortraitConfig())
+    x0, y0, side = spot.box
+    px, py = ignored[0].center
+    assert x0 < fx < x0 + side and y0 < fy < y0 + side and not y0 < py < y0 + side
+    preview = portrait.annotate(pasted, faces, 0, ignored)
+    x1, y1, x2, y2 = (int(round(float(v))) for v in ignored[0].bbox)
+    assert tuple(preview[(y1 + y2) // 2, x1]) == portrait.IGNORED_GREY  # crossed out in grey, its edge
+    assert tuple(preview[y1 + 10, x1 + 10]) == portrait.IGNORED_GREY  # and its diagonal
+    assert not (preview[max(0, y1 - 40):y1, x1:x2] == (255, 190, 0)).all(axis=2).any()  # no number for it
 
 
 def test_colour_match_moves_the_painted_face_to_the_templates_colours():

@@ -13,6 +13,7 @@ class DetectedFace:
     score: float  # detector confidence
     kps: np.ndarray | None  # 5 landmarks (eyes, nose, mouth corners) or None
     embedding: np.ndarray  # L2-normalised identity vector
+    ignored: str | None = None  # why this box is not taken for a face (a false detection), in words
 
     @property
     def size(self) -> float:
@@ -34,8 +35,13 @@ class FaceBackend:
     stranger_similarity = 0.0  # the cosine of a typical stranger
     duplicate_threshold = 0.995  # similarity above this between two photos = the same photo
 
-    def analyze(self, rgb: np.ndarray) -> list[DetectedFace]:
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """Every box the detector found, false detections included (marked `ignored`, with the reason)."""
         raise NotImplementedError
+
+    def analyze(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """The faces: what every decision uses (training crops, portraits, likeness). Ignored boxes are left out."""
+        return [f for f in self.detect(rgb) if f.ignored is None]
 
     def likeness(self, cosine: float) -> float:
         """A 0-1 scale that means the same on every backend: 0 = a typical stranger, 0.5 = the same-person

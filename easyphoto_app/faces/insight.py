@@ -88,7 +88,7 @@ class InsightFaceBackend(FaceBackend):
             )
         return None
 
-    def analyze(self, rgb: np.ndarray) -> list[DetectedFace]:
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         from insightface.app.common import Face
 
         bgr = np.ascontiguousarray(rgb[..., ::-1])

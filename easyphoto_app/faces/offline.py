@@ -40,7 +40,7 @@ class OfflineBackend(FaceBackend):
             self._local.cascade = Cascade(lbp_frontal_face_cascade_filename())
         return self._local.cascade
 
-    def analyze(self, rgb: np.ndarray) -> list[DetectedFace]:
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         gray = _gray(rgb)
         scale = min(1.0, DETECT_SIDE / max(gray.shape))
         small = resize(gray, scale) if scale < 1 else gray

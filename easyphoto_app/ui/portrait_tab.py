@@ -27,6 +27,7 @@ def build(ctx: Context) -> dict:
                 delete = gr.Button("Delete template", size="sm", variant="stop", scale=1)
             preview = gr.Image(label="Faces found (the painted one in green)", interactive=False, height=260,
                                elem_id="portrait-preview")
+            faces_note = gr.Markdown(elem_id="portrait-faces-note")
             face = gr.Dropdown([("the largest", LARGEST)], value=LARGEST, label="Face",
                                info="Which face to paint, numbered from the left as in the preview.", elem_id="portrait-face")
             strength = gr.Slider(0.1, 1.0, value=cfg.strength, step=0.05, label="Strength", info=help_of(cfg, "strength"),
@@ -57,16 +58,18 @@ def build(ctx: Context) -> dict:
 
     @friendly
     def on_template(name):
+        only_largest = gr.update(choices=[("the largest", LARGEST)], value=LARGEST)
         if not name:
-            return None, gr.update(choices=[("the largest", LARGEST)], value=LARGEST)
+            return None, only_largest, ""
         rgb = core.load_template(core.resolve_template(ctx.ws, name))
-        faces = core.faces_left_to_right(_backend(ctx), rgb)
+        faces, ignored = core.boxes_left_to_right(_backend(ctx), rgb)
+        note = ignored_note(ignored)
         if not faces:
             gr.Warning("No face found in this template: choose a photo where one face is clearly visible.")
-            return rgb, gr.update(choices=[("the largest", LARGEST)], value=LARGEST)
+            return core.annotate(rgb, [], None, ignored), only_largest, note
         largest, _ = core.choose_face(faces, LARGEST)
         choices = [("the largest", LARGEST)] + [(f"face {i}" + (" (largest)" if i == largest else ""), i) for i in range(len(faces))]
-        return core.annotate(rgb, faces, largest), gr.update(choices=choices, value=LARGEST)
+        return core.annotate(rgb, faces, largest, ignored), gr.update(choices=choices, value=LARGEST), note
 
     @friendly
     def on_delete(name):
@@ -102,7 +105,7 @@ def build(ctx: Context) -> dict:
         return items, footer(ctx, model, text)
 
     upload.upload(on_upload, upload, [template, upload])
-    template.change(on_template, template, [preview, face])
+    template.change(on_template, template, [preview, face, faces_note])
     delete.click(on_delete, template, template)
     run.click(on_run, [user, template, face, strength, num, seed, lora_w, rl_w, use_rl, steps], [gallery, info],
               api_name="portrait", concurrency_limit=1)
@@ -112,6 +115,14 @@ def build(ctx: Context) -> dict:
         return gr.update(choices=user_choices(ctx)), gr.update(choices=_template_names(ctx))
 
     return {"on_show": (on_show, [user, template])}
+
+
+def ignored_note(ignored) -> str:
+    """Why the crossed-out boxes of the preview are never painted."""
+    if not ignored:
+        return ""
+    return (f"Ignored {len(ignored)} box(es) crossed out in grey: {ignored[0].ignored}. They are never painted, "
+            "trained on or scored.")
 
 
 def _template_names(ctx: Context) -> list[str]:
