@@ -55,6 +55,30 @@ def test_a_checkbox_becomes_its_flag_or_its_no_flag(on):
     assert vars(parser.parse_args(flags))["TrainConfig.train_text_encoder"] is on
 
 
+@pytest.mark.parametrize("command, flags, section, expected", [
+    (["train", "--user", "a"], ["--steps", "0", "--no-train-text-encoder"], "train", {"steps": 0, "train_text_encoder": False}),
+    (["rl", "--user", "a"], ["--eval-every", "0", "--seed", "0", "--lr", "0"], "rl", {"eval_every": 0, "seed": 0, "lr": 0.0}),
+    (["portrait", "--user", "a", "--template", "t.jpg"], ["--face-index", "0", "--no-controlnet"], "portrait",
+     {"face_index": 0, "controlnet": False}),
+])
+def test_a_flag_given_as_0_or_no_overrides_the_settings_file(tmp_path, command, flags, section, expected):
+    """0, 0.0 and False are values the user typed: they must win over settings.toml, not be taken for 'not given'."""
+    from easyphoto_app import cli
+
+    settings = load_settings(tmp_path)
+    for name in expected:  # the file says something else for each
+        value = getattr(getattr(settings, section), name)
+        setattr(getattr(settings, section), name, True if isinstance(value, bool) else 7)
+    save_settings(settings)
+
+    def parsed(*argv):
+        got = cli.make_settings(cli.build_parser().parse_args(["--data-dir", str(tmp_path), *argv]))
+        return {name: getattr(getattr(got, section), name) for name in expected}
+
+    assert parsed(*command, *flags) == expected
+    assert all(value in (True, 7) for value in parsed(*command).values())  # not given: the file's
+
+
 def test_ui_values_and_names_of_different_lengths_are_refused():
     with pytest.raises(ValueError):
         config_flags(RLConfig, ["max_hours", "epochs"], [0.5])

@@ -342,6 +342,15 @@ def test_a_failed_training_says_why_in_its_last_event(home_copy, monkeypatch, er
                                      "--train-text-encoder, or close other programs using the GPU, then try again.")
 
 
+def on_the_trainers_clock(monkeypatch, trainer) -> None:
+    """lora_train reads the time from the trainer's clock, which only its steps move: rates are exact."""
+    from types import SimpleNamespace
+
+    from easyphoto_app import lora_train
+
+    monkeypatch.setattr(lora_train, "time", SimpleNamespace(perf_counter=lambda: trainer.clock[0]))
+
+
 class CountingTrainer:
     """What _loop drives, without a model: a step takes 10 ms and its loss is 0.5 / step."""
 
@@ -351,13 +360,12 @@ class CountingTrainer:
         from easyphoto_app.jobs import Reporter
 
         self.cfg, self.step, self.total, self.stop_at = SimpleNamespace(save_every=save_every), 0, total, stop_at
+        self.clock = [0.0]  # seconds on the clock the loop reads (see on_the_trainers_clock)
         self.events, self.saved, self.validated = [], [], []
         self.reporter = Reporter(None, [self.events.append])
 
     def train_step(self):
-        import time
-
-        time.sleep(0.01)
+        self.clock[0] += 0.01
         self.step += 1
         if self.step == self.stop_at:
             self.reporter.request_stop()
@@ -375,12 +383,13 @@ def test_the_loop_reports_each_step_validates_and_saves_every_save_every_and_at_
 
     monkeypatch.setattr(lora_train, "_finish", lambda trainer, loss: ("finished", trainer.step, loss))
     trainer = CountingTrainer(total=5, save_every=2)
+    on_the_trainers_clock(monkeypatch, trainer)
     assert lora_train._loop(trainer, "scorer") == ("finished", 5, 0.1)
     progress = [e for e in trainer.events if e["type"] == "progress"]
     assert [(e["step"], e["total"], e["loss"]) for e in progress] == [(s, 5, round(0.5 / s, 5)) for s in range(1, 6)]
     for e in progress:
-        assert 20 < e["it_s"] <= 100  # 10 ms a step
-        assert e["eta_s"] == pytest.approx((5 - e["step"]) / e["it_s"], abs=0.06)
+        assert e["it_s"] == pytest.approx(100)  # 10 ms a step
+        assert e["eta_s"] == pytest.approx((5 - e["step"]) / 100, abs=0.06)
     assert trainer.saved == [2, 4, 5] and trainer.validated == [(2, "scorer"), (4, "scorer"), (5, "scorer")]
 
 

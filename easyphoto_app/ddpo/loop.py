@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from easyphoto_app import parallel
+from easyphoto_app.ddpo.budget import Budget
 from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_io import (
@@ -82,6 +83,7 @@ class RLRun:
         # On a GPU the next batch is sampled while the face backend (on the CPU) scores the last one;
         # on a CPU both would fight for the same cores.
         self.reward_pool = ThreadPoolExecutor(1, thread_name_prefix="reward") if self.device != "cpu" else None
+        self.budget = Budget(self.cfg.max_hours)  # counted from here: loading the model is part of the run
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -127,7 +129,6 @@ class RLRun:
         self.tracker = PerPromptStatTracker(32, 16)
         self.epoch, self.best_epoch, self.best_reward, self.history, self.evals = 0, -1, float("-inf"), [], []
         self.best_state = self.adapter_state()  # the untrained adapter: a file exists even if epoch 0 never ends
-        self.eval_s = 0.0  # the last evaluation's duration, reserved from the budget for the final one
 
     def adapter_state(self) -> dict:
         return {k: v.clone() for k, v in peft_state(self.pipe.unet, DDPO_ADAPTER, "unet").items()}
@@ -156,7 +157,7 @@ class RLRun:
         self.best_state, _ = load_tensors(folder / "best.safetensors")
         self.epoch, self.best_epoch, self.best_reward = meta["epoch"], meta["best_epoch"], meta["best_reward"]
         self.history, self.evals = meta["history"], meta.get("evals", [])
-        self.eval_s = self.evals[-1]["eval_s"] if self.evals else 0.0
+        self.budget.eval_s = self.evals[-1]["eval_s"] if self.evals else 0.0
         if meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
         self.tracker.load(meta["tracker"])
@@ -169,13 +170,13 @@ class RLRun:
                 setattr(self.cfg, f.name, meta["settings"][f.name])
 
     # ------------------------------------------------------------------ one epoch
-    def run_epoch(self, deadline: float) -> bool:
+    def run_epoch(self) -> bool:
         """Sample, reward, update. False if the budget or Stop ended it early (nothing recorded)."""
         import torch
 
         from easyphoto_app.ddpo.ppo import Trajectories, decode, ppo_update, sample
 
-        cfg, t0 = self.cfg, time.perf_counter()
+        cfg, t0, budget = self.cfg, time.perf_counter(), self.budget
         shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
         trajs, images, prompts, scored = [], [], [], []
         seed = (cfg.seed * 1_000_003 + self.epoch) * 1009 + self.accelerator.process_index  # resume needs no RNG state
@@ -183,16 +184,17 @@ class RLRun:
         self.rng.seed(seed)
         self.pipe.unet.eval()
         for start in range(0, self.local_samples, cfg.sample_batch):
-            if self.stop_now(deadline):
+            if self.stop_now(budget.batch_s):
                 return False
             batch = [self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch, self.local_samples - start))]
             cond = torch.cat([self.prompt_emb[p] for p in batch])
-            traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
-                          cfg.eta, shape, self.generator, self.precision)
+            with budget.timing("batch_s"):
+                traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
+                              cfg.eta, shape, self.generator, self.precision)
+                batch_images = decode(self.pipe.vae, traj.latents[:, -1])
+                scored.append(self.reward_pool.submit(self.reward_fn, batch_images) if self.reward_pool
+                              else self.reward_fn(batch_images))
             trajs.append(traj)
-            batch_images = decode(self.pipe.vae, traj.latents[:, -1])
-            scored.append(self.reward_pool.submit(self.reward_fn, batch_images) if self.reward_pool
-                          else self.reward_fn(batch_images))
             images += batch_images
             prompts += batch
         t_sample = time.perf_counter() - t0
@@ -207,16 +209,19 @@ class RLRun:
         self.pipe.unet.train()
         t1 = time.perf_counter()
         stats = {}
+        # Until a PPO step has been timed: a step trains train_batch samples on a share of their timesteps, each a
+        # guided forward and a backward (about 3 guided passes where sampling makes 1).
+        budget.step_s = budget.step_s or budget.batch_s * 3 * cfg.timestep_fraction * cfg.train_batch / cfg.sample_batch
         for _ in range(cfg.inner_epochs):
             stats = ppo_update(self.pipe.unet, self.pipe.scheduler, joined, advantages, self.uncond, self.optimizer,
-                               self.params, cfg, self.generator, should_stop=lambda: self.stop_now(deadline),
+                               self.params, cfg, self.generator, should_stop=budget.steps(self.stop_now),
                                sync_grads=self._average_grads, precision=self.precision, scaler=self.scaler)
         t_train = time.perf_counter() - t1
         n = len(reward_t)
         row = {"epoch": self.epoch, "samples": n, "reward_mean": mean_reward, "reward_std": float(reward_t.std()) if n > 1 else 0.0,
                "reward_min": float(reward_t.min()), "reward_max": float(reward_t.max()), **info, **stats,
                "epoch_s": round(time.perf_counter() - t0, 3), "sample_per_s": round(n / max(t_sample, 1e-9), 3),
-               "train_per_s": round(n / max(t_train, 1e-9), 3), "time_left_s": round(max(0.0, deadline - time.time()), 1),
+               "train_per_s": round(n / max(t_train, 1e-9), 3), "time_left_s": round(budget.left(), 1),
                "best_epoch": self.best_epoch, "precision": self.precision.name}
         if self.precision.name == "fp16":
             row["grad_scale"] = float(self.scaler.get_scale())
@@ -227,8 +232,9 @@ class RLRun:
         self.reporter.metric(kind="epoch", **row)
         self.epoch += 1
         if self.accelerator.is_main_process:
-            self._save_samples(images, rewards)
-            self.save_checkpoint()
+            with budget.timing("save_s"):
+                self._save_samples(images, rewards)
+                self.save_checkpoint()
         return True
 
     def eval_prompts(self) -> list[str]:
@@ -241,11 +247,19 @@ class RLRun:
     def evaluate(self) -> dict:
         """The mean reward of the current weights on fixed prompts and fixed noise; the best so far is kept.
         Its row is also an event (kind "eval") and part of the checkpoint."""
+        with self.budget.timing("eval_s", longest=False):
+            row = self._evaluate()
+        row["eval_s"] = round(self.budget.eval_s, 3)
+        self.evals.append(row)
+        self.reporter.metric(kind="eval", **row)
+        return row
+
+    def _evaluate(self) -> dict:
         import torch
 
         from easyphoto_app.ddpo.ppo import decode, sample
 
-        t0, cfg = time.perf_counter(), self.cfg
+        cfg = self.cfg
         prompts = self.eval_prompts()
         n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
         share = len(prompts) // n_proc
@@ -256,20 +270,17 @@ class RLRun:
         for start in range(0, len(mine), cfg.sample_batch):
             batch = mine[start:start + cfg.sample_batch]
             generator = torch.Generator("cpu").manual_seed(cfg.seed + 7919 * (rank * share + start + 1))  # the same noise each time
-            traj = sample(self.pipe.unet, self.pipe.scheduler, torch.cat([self.prompt_emb[p] for p in batch]), self.uncond,
-                          batch, self.steps, cfg.guidance, cfg.eta, shape, generator, self.precision)
-            parts.append(self.reward_fn(decode(self.pipe.vae, traj.latents[:, -1])))
+            with self.budget.timing("batch_s"):  # a training batch takes as long: the first one's estimate
+                traj = sample(self.pipe.unet, self.pipe.scheduler, torch.cat([self.prompt_emb[p] for p in batch]),
+                              self.uncond, batch, self.steps, cfg.guidance, cfg.eta, shape, generator, self.precision)
+                parts.append(self.reward_fn(decode(self.pipe.vae, traj.latents[:, -1])))
         rewards, info = _merge_rewards(parts)
         reward_t, _, info = self._gather(rewards, mine, info)
         reward = float(reward_t.mean())
         if reward > self.best_reward:
             self.best_reward, self.best_epoch, self.best_state = reward, self.epoch, self.adapter_state()
-        self.eval_s = time.perf_counter() - t0
-        row = {"epoch": self.epoch, "samples": len(reward_t), "reward_mean": reward, **info,
-               "best_epoch": self.best_epoch, "best_reward": self.best_reward, "eval_s": round(self.eval_s, 3)}
-        self.evals.append(row)
-        self.reporter.metric(kind="eval", **row)
-        return row
+        return {"epoch": self.epoch, "samples": len(reward_t), "reward_mean": reward, **info,
+                "best_epoch": self.best_epoch, "best_reward": self.best_reward}
 
     def fit_eval_budget(self, limit: float = EVAL_SHARE_LIMIT) -> str | None:
         """Evaluate less often when the settings would spend more than `limit` of the run on it; says so."""
@@ -330,9 +341,10 @@ class RLRun:
         atomic_write_json(folder / "latest.json", [{"file": f"latest-{i}.png", "reward": round(float(r), 4)}
                                                    for i, r in enumerate(rewards[:8])])
 
-    def stop_now(self, deadline: float) -> bool:
-        """The budget or Stop; with several processes, all of them stop at the same point (or they would hang)."""
-        stop = time.time() >= deadline or self.reporter.should_stop()
+    def stop_now(self, need: float = 0.0) -> bool:
+        """Stop, or no room in the budget for `need` seconds of work; with several processes, all of them stop at
+        the same point (or they would hang)."""
+        stop = not self.budget.room_for(need) or self.reporter.should_stop()
         if self.accelerator.num_processes == 1:
             return stop
         import torch
@@ -370,7 +382,6 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     elif not resume and parallel.is_main():
         for old in ckpts:
             shutil.rmtree(old)
-    deadline = time.time() + run.cfg.max_hours * 3600
     fitted = run.fit_eval_budget()
     if fitted:
         reporter.log(fitted)
@@ -388,7 +399,7 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
             if resume and ckpts:
                 run.load_checkpoint(ckpts[-1])
                 reporter.log(f"Resumed after epoch {run.epoch - 1}.")
-            reason = _train_epochs(run, reporter, deadline)
+            reason = _train_epochs(run, reporter)
             if reason != "Stop" and not run.evaluated_now():
                 run.evaluate()  # the last weights get their chance too (its time was kept out of the budget)
             reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None)
@@ -408,15 +419,14 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     return result
 
 
-def _train_epochs(run: RLRun, reporter: Reporter, deadline: float) -> str:
+def _train_epochs(run: RLRun, reporter: Reporter) -> str:
     """Epochs (with their evaluations) until the epoch count, the budget or Stop; returns which ended them."""
     while run.epoch < run.cfg.epochs:
         reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
-                          time_left_s=round(max(0.0, deadline - time.time()), 1))
+                          time_left_s=round(run.budget.left(), 1))
         if run.epoch % max(1, run.cfg.eval_every) == 0 and not run.evaluated_now():
             run.evaluate()
-        # the final evaluation's time is kept out of the training budget
-        if not run.run_epoch(deadline - run.eval_s) or run.stop_now(deadline - run.eval_s):
+        if not run.run_epoch():
             return "Stop" if run.reporter.should_stop() else "the time budget"
     return "the epoch count"
 
