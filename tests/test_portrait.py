@@ -204,7 +204,7 @@ def test_portrait_keeps_the_template_outside_the_face_and_records_both_loras(rl_
         assert "<lora:astro:1> <lora:ddpo_astro:1>" in params and f"Seed: {seed}," in params
         assert "Denoising strength: 0.45" in params and "Template: scene.jpg" in params
         assert "Face likeness: none" in params  # the demo model paints noise: no face to score
-    assert "face" in r.stderr and "largest" in r.stderr  # dlib also boxes a patch on the suit: says which it took
+    assert "largest" not in r.stderr  # the patch on her suit that dlib's HOG boxes is no face: nothing to choose from
 
 
 def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeatable(rl_copy, demo_pipe, scene,
