@@ -70,6 +70,10 @@ class Reporter:
     def log(self, message: str, **fields):
         return self.emit("log", message=message, **fields)
 
+    def warning(self, code: str, message: str):
+        """A condition the user should act on (e.g. RL that cannot learn), in words, with a code that tests read."""
+        return self.emit("warning", code=code, message=message)
+
     def done(self, message: str = "", **fields):
         return self.emit("done", message=message, **fields)
 
@@ -115,8 +119,9 @@ class TqdmListener:
             self.bar.refresh()
             shown = {k: v for k, v in event.items() if k in ("loss", "reward", "eta_s", "it_s")}
             self.bar.set_postfix(shown, refresh=True)
-        elif event["type"] == "log":
-            (self.bar.write if self.bar else print)(event["message"])
+        elif event["type"] in ("log", "warning"):
+            prefix = "warning: " if event["type"] == "warning" else ""
+            (self.bar.write if self.bar else print)(prefix + event["message"])
         elif event["type"] in ("done", "failed") and self.bar is not None:
             self.bar.close()
 

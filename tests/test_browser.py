@@ -145,6 +145,8 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
     assert points(page, "rl-reward-plot") >= 2 and points(page, "rl-memory-plot") >= 1
     expect(page.locator("#rl-live")).to_contain_text("VRAM: n/a (CPU)")
+    expect(page.locator("#rl-notice")).to_contain_text("No sample had a face in the last 2 epoch(s)")  # demo: noise
+    expect(page.locator("#rl-status")).to_contain_text("RL did not raise the evaluated likeness")
     expect(page.locator("#rl-status")).to_contain_text("done · step")
     fill_number(page, "rl-epochs", 500)
     page.locator("#rl-start").click()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from easyphoto_app import parallel
 from easyphoto_app.ddpo.budget import Budget
+from easyphoto_app.ddpo.diagnose import Diagnostics
 from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_io import (
@@ -84,6 +85,7 @@ class RLRun:
         # on a CPU both would fight for the same cores.
         self.reward_pool = ThreadPoolExecutor(1, thread_name_prefix="reward") if self.device != "cpu" else None
         self.budget = Budget(self.cfg.max_hours)  # counted from here: loading the model is part of the run
+        self.diagnostics = Diagnostics(self.cfg.lr)
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -174,7 +176,7 @@ class RLRun:
         """Sample, reward, update. False if the budget or Stop ended it early (nothing recorded)."""
         import torch
 
-        from easyphoto_app.ddpo.ppo import Trajectories, decode, ppo_update, sample
+        from easyphoto_app.ddpo.ppo import Trajectories, change, decode, ppo_update, sample
 
         cfg, t0, budget = self.cfg, time.perf_counter(), self.budget
         shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
@@ -208,7 +210,7 @@ class RLRun:
                               trajs[0].timesteps, torch.cat([t.cond for t in trajs]), prompts)
         self.pipe.unet.train()
         t1 = time.perf_counter()
-        stats = {}
+        stats, before = {}, [p.detach().clone() for p in self.params]
         # Until a PPO step has been timed: a step trains train_batch samples on a share of their timesteps, each a
         # guided forward and a backward (about 3 guided passes where sampling makes 1).
         budget.step_s = budget.step_s or budget.batch_s * 3 * cfg.timestep_fraction * cfg.train_batch / cfg.sample_batch
@@ -217,6 +219,7 @@ class RLRun:
                                self.params, cfg, self.generator, should_stop=budget.steps(self.stop_now),
                                sync_grads=self._average_grads, precision=self.precision, scaler=self.scaler)
         t_train = time.perf_counter() - t1
+        stats.update(change(self.params, before))
         n = len(reward_t)
         row = {"epoch": self.epoch, "samples": n, "reward_mean": mean_reward, "reward_std": float(reward_t.std()) if n > 1 else 0.0,
                "reward_min": float(reward_t.min()), "reward_max": float(reward_t.max()), **info, **stats,
@@ -415,6 +418,10 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
             run.reward_pool.shutdown(wait=False, cancel_futures=True)
     result = run.write_output(reason)
     _check_face_lora(run, face_hash, reporter)
+    summary, due = run.diagnostics.closing(run.evals, run.epoch)
+    for code, message in due:
+        reporter.warning(code, message)
+    result.message = f"{result.message} {summary}"
     reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs)
     return result
 
@@ -428,6 +435,8 @@ def _train_epochs(run: RLRun, reporter: Reporter) -> str:
             run.evaluate()
         if not run.run_epoch():
             return "Stop" if run.reporter.should_stop() else "the time budget"
+        for code, message in run.diagnostics.epoch(run.history[-1]):
+            reporter.warning(code, message)
     return "the epoch count"
 
 

@@ -95,6 +95,7 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
     n_train_t = max(1, int(round(len(stochastic) * cfg.timestep_fraction)))
     adv = advantages.clamp(-cfg.adv_clip, cfg.adv_clip)
     stats = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio_one": [], "grad_zero": [], "ratio_first": None}
+    updates = skipped = 0
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, cfg.train_batch):
         if should_stop():
@@ -125,12 +126,22 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
         scaler.unscale_(optimizer)
         stats["grad_zero"].append(zero_grad_fraction(unet))
         torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scale = scaler.get_scale()
         scaler.step(optimizer)  # skipped (and the scale lowered) if an fp16 gradient overflowed
         scaler.update()
+        updates += 1
+        skipped += scaler.is_enabled() and scaler.get_scale() < scale
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
     return {"loss": mean(stats["loss"]), "approx_kl": mean(stats["approx_kl"]), "clipfrac": mean(stats["clipfrac"]),
             "ratio_one_frac": mean(stats["ratio_one"]), "grad_zero_frac": mean(stats["grad_zero"]),
-            "ratio_first": stats["ratio_first"]}
+            "ratio_first": stats["ratio_first"], "updates": updates, "skipped_updates": int(skipped)}
+
+
+def change(params, before) -> dict:
+    """How far the RL LoRA moved from `before` (copies of params), and its size now."""
+    moved = sum(float((p.detach().float() - b.float()).pow(2).sum()) for p, b in zip(params, before)) ** 0.5
+    size = sum(float(p.detach().float().pow(2).sum()) for p in params) ** 0.5
+    return {"update_norm": moved, "lora_norm": size}
 
 
 def zero_grad_fraction(model) -> float:

@@ -40,13 +40,14 @@ def build(ctx: Context) -> None:
 
     def views():
         with gr.Row():
-            reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward: training and evaluation", x_title="epoch",
+            reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward (training, evaluation) and face rate", x_title="epoch",
                                       height=240, elem_id="rl-reward-plot")
             memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
                                       height=240, elem_id="rl-memory-plot")
+        notice = gr.Markdown(elem_id="rl-notice")
         live = gr.Markdown(elem_id="rl-live")
         samples_view = gr.Gallery(label="Latest samples (reward)", columns=8, height=160, elem_id="rl-samples")
-        return [(reward_plot, reward_series), (memory_plot, memory_series), (live, live_text),
+        return [(reward_plot, reward_series), (memory_plot, memory_series), (notice, notice_text), (live, live_text),
                 (samples_view, lambda events: latest_samples(ctx, events))]
 
     job_controls(ctx, "rl", user, inputs, lambda *values: config_flags(RLConfig, fields, values), start_label="Start RL",
@@ -63,13 +64,18 @@ def memory_rows(events: list[dict]) -> list[dict]:
     return [{**e, "secs": round(e["t"] - mem[0]["t"], 1)} for e in mem]
 
 
+REWARD_LINES = (("epoch", "training", lambda e: e["reward_mean"]), ("eval", "evaluation", lambda e: e["reward_mean"]),
+                ("epoch", "face rate", lambda e: 1.0 - e["no_face_rate"] if "no_face_rate" in e else None))
+
+
 def reward_series(events: list[dict]):
-    """Two lines: the training samples' mean reward (random prompts and noise, noisy) and the evaluation's
-    (fixed prompts and noise), which chooses the weights that are written."""
+    """The training samples' mean reward (random prompts and noise, noisy), the evaluation's (fixed prompts and
+    noise), which chooses the weights that are written, and the share of training samples with a face: with no
+    face the reward is 0 and there is nothing to learn."""
     import pandas as pd
 
-    frames = {label: series([{**e, label: e["reward_mean"]} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
-              for kind, label in (("epoch", "training"), ("eval", "evaluation"))}
+    frames = {label: series([{**e, label: value(e)} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
+              for kind, label, value in REWARD_LINES}
     present = [f for f in frames.values() if f is not None]
     if not present:
         return None
@@ -90,6 +96,11 @@ def latest_samples(ctx: Context, events: list[dict]) -> list:
     if folder is None or not (folder / "latest.json").exists():
         return []
     return [(str(folder / r["file"]), f"reward {r['reward']:.3f}") for r in json.loads((folder / "latest.json").read_text())]
+
+
+def notice_text(events: list[dict]) -> str:
+    """What the run said about whether it is learning (warning events), each with what to do."""
+    return "\n\n".join(f"⚠️ **{e['message']}**" for e in events if e["type"] == "warning")
 
 
 def live_text(events: list[dict]) -> str:

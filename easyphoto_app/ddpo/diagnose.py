@@ -1,0 +1,96 @@
+"""Whether RL is learning, in words: conditions read from each epoch's figures, each with what to do.
+
+A condition is said once per run, as an event {"type": "warning", "code", "message"}, when it has held for
+PERSIST epochs in a row. At the end, `closing` says whether the evaluated reward (the likeness) rose and by how
+much, and if it did not, the likeliest reason: the first condition below that held in the last epoch (said as a
+warning too, if it had not been).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+PERSIST = 2  # epochs in a row
+CLIPPED = 0.9  # a clip fraction from here up: the ratio is rounding noise, not a step
+STILL = 1e-6  # an epoch's change of the RL LoRA below this fraction of its size: it did not move
+
+
+@dataclass(frozen=True)
+class Condition:
+    code: str
+    holds: Callable[[dict], bool]
+    message: str  # formatted with the epoch's row, `n` (epochs in a row) and `lr`
+
+
+def _faces(row: dict) -> bool:
+    return row.get("no_face_rate", 0.0) < 1.0  # a reward without a face detector has no such rate
+
+
+def _moved(row: dict) -> bool:
+    return row.get("update_norm", 1.0) > STILL * max(row.get("lora_norm", 1.0), 1e-12)
+
+
+CONDITIONS = [
+    Condition("no_face", lambda r: not _faces(r),
+              "No sample had a face in the last {n} epoch(s): every reward is 0, so there is nothing to learn from. Train "
+              "the face LoRA longer or raise its weight, and check the base model and the prompts."),
+    Condition("equal_rewards", lambda r: _faces(r) and r["reward_std"] == 0.0,
+              "Every sample of the last {n} epoch(s) got the same reward ({reward_mean:.3f}), so every advantage is 0 and "
+              "no update has a direction. Sample more images per epoch, or check that the reward can tell them apart."),
+    Condition("skipped_updates", lambda r: r.get("skipped_updates", 0) > 0,
+              "fp16 overflowed: the gradient scaler skipped {skipped_updates} of {updates} update(s) in the last epoch. "
+              "Switch to --precision bf16 (or fp32)."),
+    Condition("not_moving", lambda r: _faces(r) and r["reward_std"] > 0 and not _moved(r),
+              "The RL LoRA did not move in the last {n} epoch(s) (change {update_norm:.1e}; "
+              "{ratio_one_frac:.0%} of the PPO ratios exactly 1). Raise the learning rate (now {lr:g}) or the clip range."),
+    Condition("clipped", lambda r: r.get("clipfrac", 0.0) >= CLIPPED,
+              "{clipfrac:.0%} of the PPO ratios fell outside the clip range in the last {n} epoch(s), so their updates "
+              "were clipped away: at {precision} the ratio is mostly rounding noise. Use --precision fp32."),
+]
+
+
+class Diagnostics:
+    def __init__(self, lr: float):
+        self.lr = lr
+        self.streak = {c.code: 0 for c in CONDITIONS}
+        self.said: set[str] = set()
+        self.last: dict | None = None
+
+    def epoch(self, row: dict) -> list[tuple[str, str]]:
+        """The (code, message) pairs that are due after this epoch."""
+        self.last = row
+        due = []
+        for c in CONDITIONS:
+            self.streak[c.code] = self.streak[c.code] + 1 if c.holds(row) else 0
+            if self.streak[c.code] >= PERSIST and c.code not in self.said:
+                self.said.add(c.code)
+                due.append((c.code, self._words(c)))
+        return due
+
+    def _words(self, c: Condition) -> str:
+        return c.message.format(**{**self.last, "n": self.streak[c.code], "lr": self.lr})
+
+    def likely_reason(self) -> tuple[str, str] | None:
+        """The first condition that held in the last epoch, as (code, message)."""
+        for c in CONDITIONS:
+            if self.last is not None and c.holds(self.last):
+                return c.code, self._words(c)
+        return None
+
+    def closing(self, evals: list[dict], epochs: int) -> tuple[str, list[tuple[str, str]]]:
+        """The run's last words: whether the evaluated reward rose from the first evaluation (the face LoRA alone)
+        to the best one, and by how much; if not, the likeliest reason, also due as a warning if not said yet."""
+        if not evals:
+            return "No evaluation finished, so whether RL helped is not known.", []
+        start, best = evals[0]["reward_mean"], max(evals, key=lambda e: e["reward_mean"])
+        if best["reward_mean"] > start:
+            return (f"RL raised the evaluated likeness from {start:.3f} to {best['reward_mean']:.3f} "
+                    f"(+{best['reward_mean'] - start:.3f}), best after {best['epoch']} epoch(s)."), []
+        reason = self.likely_reason()
+        if reason is None:
+            return (f"RL did not raise the evaluated likeness (it stayed at {start:.3f}). No fault showed in the figures: "
+                    f"{epochs} epoch(s) may be too few; give it more time or more samples per epoch."), []
+        due = [] if reason[0] in self.said else [reason]
+        self.said.add(reason[0])
+        return f"RL did not raise the evaluated likeness (it stayed at {start:.3f}). {reason[1]}", due
