@@ -1,12 +1,13 @@
 """DDPO speed and memory: our RL loop vs trl 0.23.1's DDPOTrainer at equal settings. Prints JSON.
 
 usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR] [--precisions fp32,fp16,bf16] [--device cpu|cuda]
-                                 [--model demo|sd15|PATH] [--steps 10]
+                                 [--model demo|sd15|PATH] [--steps 10] [--reward brightness|face]
   --model sd15 writes a single-file checkpoint of SD1.5's shape with random weights (about 2 GB, temp folder) and
   runs ours on it at 512 px with --steps DDIM steps: the issue's GPU settings are --model sd15 --steps 50.
 Ours runs once per precision (UNet in that dtype, step maths float32, fp16 with a gradient scaler) and reports
 the PPO update's numerics too: the fraction of exactly-zero LoRA-B gradients, of ratios exactly 1, approx KL and
-clip fraction per epoch.
+clip fraction per epoch, and the updates the fp16 scaler skipped. --reward face scores with the user's real face
+reward instead of brightness: on random weights no sample has a face, every reward is 0 and so is every advantage.
 Also prints the meta-device GPU memory estimate for an SD1.5-sized run (512 px, 50 steps, sample batch 4).
 trl is not a dependency of EasyPhoto: install it apart, e.g.
     pip install --no-deps trl==0.23.1 -t /tmp/trl      and pass --trl-path /tmp/trl
@@ -66,7 +67,7 @@ def gpu_memory_mb() -> dict:
 
 
 def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cpu", model: str = "demo",
-             steps: int = STEPS) -> dict:
+             steps: int = STEPS, reward: str = "brightness") -> dict:
     from easyphoto_app.ddpo.loop import RLRun
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
@@ -75,7 +76,8 @@ def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cp
     s = load_settings(home)
     s.app.model, s.app.device, s.app.precision = model, device, precision
     s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.train_batch = SAMPLES, BATCH, steps, 1
-    run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=lambda ims: (brightness(ims), {"no_face_rate": 0.0}))
+    by_brightness = lambda ims: (brightness(ims), {"no_face_rate": 0.0})  # noqa: E731
+    run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=by_brightness if reward == "brightness" else None)
     run.setup()
     for _ in range(epochs):
         run.run_epoch()
@@ -90,7 +92,11 @@ def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cp
            "ratio_one_frac": _mean([h["ratio_one_frac"] for h in run.history]),
            "approx_kl": [float(f"{h['approx_kl']:.3g}") for h in run.history],
            "clipfrac": [round(h["clipfrac"], 3) for h in run.history],
-           "grad_scale": [h.get("grad_scale") for h in run.history]}  # fp16's GradScaler after each epoch
+           "grad_scale": [h.get("grad_scale") for h in run.history],  # fp16's GradScaler after each epoch
+           "skipped_updates": [f"{h['skipped_updates']}/{h['updates']}" for h in run.history],
+           "update_norm": [float(f"{h['update_norm']:.3g}") for h in run.history],
+           "no_face_rate": _mean([h["no_face_rate"] for h in run.history]),
+           "first_ratio_error": _mean([abs(h["ratio_first"] - 1) for h in run.history], 8)}
     if run.device == "cuda":
         out.update(gpu_memory_mb())
     return out
@@ -212,13 +218,15 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (ours)")
     ap.add_argument("--model", default="demo", help="demo, sd15 (random weights of SD1.5's shape) or a model path (ours)")
     ap.add_argument("--steps", type=int, default=STEPS, help="DDIM steps per sample (ours; the demo model caps them at 10)")
+    ap.add_argument("--reward", choices=["brightness", "face"], default="brightness",
+                    help="brightness (every sample differs) or the user's face reward (0 without a face)")
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--trl-model", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side == "ours":
-        print(json.dumps(run_ours(Path(a.home), a.epochs, a.precision, a.device, a.model, a.steps)))
+        print(json.dumps(run_ours(Path(a.home), a.epochs, a.precision, a.device, a.model, a.steps, a.reward)))
         return
     if a.side == "trl":
         sys.path.insert(0, a.trl_path)
@@ -228,11 +236,11 @@ def main() -> None:
     try:
         home, trl_model, model = prepare_home(tmp, a.model, a.device)
         result = {"benchmark": "ddpo", "model": "demo (64 px)" if a.model == "demo" else a.model, "device": a.device,
-                  "samples_per_epoch": SAMPLES, "sample_batch": BATCH, "timed_epochs": a.epochs - 1}
+                  "reward": a.reward, "samples_per_epoch": SAMPLES, "sample_batch": BATCH, "timed_epochs": a.epochs - 1}
         base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--trl-model", str(trl_model)]
         for precision in a.precisions.split(","):
             out = subprocess.run([*base, "--side", "ours", "--precision", precision, "--device", a.device,
-                                  "--model", model, "--steps", str(a.steps)],
+                                  "--model", model, "--steps", str(a.steps), "--reward", a.reward],
                                  capture_output=True, text=True, cwd=ROOT)
             result[f"ours_{precision}"] = (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0
                                            else {"error": out.stderr[-1500:]})
