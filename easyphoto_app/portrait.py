@@ -24,7 +24,7 @@ from easyphoto_app.workspace import Workspace
 MIN_FACE_PX = 64  # below this the face is upscaled so far that it paints as mush
 FEATHER = 0.05  # the mask's soft edge: Gaussian sigma as a fraction of the crop's side
 MAX_TEMPLATE_SIDE = 4096  # larger templates are scaled to this (a 24-megapixel photo is 6000 px)
-IGNORED_GREY = (150, 150, 150)
+IGNORED_RED = (230, 40, 40)
 
 
 SAME_SIZE = 0.9  # faces at least this fraction of the largest one's size count as equally large
@@ -153,16 +153,16 @@ def place(backend, rgb: np.ndarray, cfg: PortraitConfig) -> Placement:
 def annotate(rgb: np.ndarray, faces: list[DetectedFace], chosen: int | None = None,
              ignored: list[DetectedFace] = ()) -> np.ndarray:
     """A preview: each face boxed and numbered from the left (the chosen one in green); boxes that are not taken
-    for faces crossed out in grey, unnumbered."""
+    for faces crossed out in red, unnumbered."""
     import cv2
 
     out = rgb.copy()
     thick = max(2, round(max(rgb.shape[:2]) / 400))
     for f in ignored:
         x1, y1, x2, y2 = (int(round(float(v))) for v in f.bbox)
-        cv2.rectangle(out, (x1, y1), (x2, y2), IGNORED_GREY, max(1, thick // 2))
-        cv2.line(out, (x1, y1), (x2, y2), IGNORED_GREY, max(1, thick // 2))
-        cv2.line(out, (x1, y2), (x2, y1), IGNORED_GREY, max(1, thick // 2))
+        cv2.rectangle(out, (x1, y1), (x2, y2), IGNORED_RED, thick)
+        cv2.line(out, (x1, y1), (x2, y2), IGNORED_RED, thick)
+        cv2.line(out, (x1, y2), (x2, y1), IGNORED_RED, thick)
     for i, f in enumerate(faces):
         x1, y1, x2, y2 = (int(round(float(v))) for v in f.bbox)
         colour = (40, 200, 60) if i == chosen else (255, 190, 0)

@@ -176,7 +176,7 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     page.locator("#portrait-upload input[type=file]").set_input_files(str(photos.scene(tmp_path / "wedding.jpg")))
     expect(page.locator("#portrait-template input").first).to_have_value("wedding.jpg")
     expect(page.locator("#portrait-preview img")).to_be_visible()
-    expect(page.locator("#portrait-faces-note")).to_contain_text("Ignored 1 box(es) crossed out in grey: not a face")
+    expect(page.locator("#portrait-faces-note")).to_contain_text("Ignored 1 box(es) crossed out in red: not a face")
     assert (data / "templates" / "wedding.jpg").is_file()
     page.locator("#portrait-advanced").click()
     fill_number(page, "portrait-steps", 4)

@@ -122,8 +122,8 @@ def test_a_false_detection_as_large_as_the_face_is_crossed_out_and_never_painted
     assert x0 < fx < x0 + side and y0 < fy < y0 + side and not y0 < py < y0 + side
     preview = portrait.annotate(pasted, faces, 0, ignored)
     x1, y1, x2, y2 = (int(round(float(v))) for v in ignored[0].bbox)
-    assert tuple(preview[(y1 + y2) // 2, x1]) == portrait.IGNORED_GREY  # crossed out in grey, its edge
-    assert tuple(preview[y1 + 10, x1 + 10]) == portrait.IGNORED_GREY  # and its diagonal
+    assert tuple(preview[(y1 + y2) // 2, x1]) == portrait.IGNORED_RED  # crossed out in red, its edge
+    assert tuple(preview[y1 + 10, x1 + 10]) == portrait.IGNORED_RED  # and its diagonal
     assert not (preview[max(0, y1 - 40):y1, x1:x2] == (255, 190, 0)).all(axis=2).any()  # no number for it
 
 

@@ -25,8 +25,8 @@ def build(ctx: Context) -> dict:
                                        info="Photos you added (kept in templates/ in the data folder).",
                                        elem_id="portrait-template", scale=3)
                 delete = gr.Button("Delete template", size="sm", variant="stop", scale=1)
-            preview = gr.Image(label="Faces found (the painted one in green)", interactive=False, height=260,
-                               elem_id="portrait-preview")
+            preview = gr.Image(label="Faces found (the painted one in green; boxes that are not faces crossed out in red)",
+                               interactive=False, height=260, elem_id="portrait-preview")
             faces_note = gr.Markdown(elem_id="portrait-faces-note")
             face = gr.Dropdown([("the largest", LARGEST)], value=LARGEST, label="Face",
                                info="Which face to paint, numbered from the left as in the preview.", elem_id="portrait-face")
@@ -121,7 +121,7 @@ def ignored_note(ignored) -> str:
     """Why the crossed-out boxes of the preview are never painted."""
     if not ignored:
         return ""
-    return (f"Ignored {len(ignored)} box(es) crossed out in grey: {ignored[0].ignored}. They are never painted, "
+    return (f"Ignored {len(ignored)} box(es) crossed out in red: {ignored[0].ignored}. They are never painted, "
             "trained on or scored.")
 
 
