@@ -27,7 +27,7 @@ ASTRONAUT_FACE = (225, 110)
 
 
 def images(folder: Path) -> dict[str, tuple[np.ndarray, list[tuple[float, float]] | None]]:
-    """name -> (pixels, known face centres or None where every box is a face: the group photo, Tom Hanks)."""
+    """name -> (pixels, the pasted face's centre; None where the recognizer or a look decides, see main)."""
     a = photos.astronaut()
     out = {}
     for x, y in [(300, 200), (100, 50), (600, 300)]:

@@ -24,10 +24,8 @@ from easyphoto_app.workspace import Workspace
 MIN_FACE_PX = 64  # below this the face is upscaled so far that it paints as mush
 FEATHER = 0.05  # the mask's soft edge: Gaussian sigma as a fraction of the crop's side
 MAX_TEMPLATE_SIDE = 4096  # larger templates are scaled to this (a 24-megapixel photo is 6000 px)
-IGNORED_RED = (230, 40, 40)
-
-
 SAME_SIZE = 0.9  # faces at least this fraction of the largest one's size count as equally large
+IGNORED_RED = (230, 40, 40)  # the preview's colour for boxes that are not faces
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def fetch(out: Path, cache: Path) -> list[Path]:
         digest = hashlib.sha256(data).hexdigest()
         if digest != photo.sha256:
             raise SystemExit(f"{photo.member} from {photo.package}: sha256 {digest}, expected {photo.sha256}")
-        target = out / photo.person.replace(" ", "_").replace(",", "").replace(":", "") / Path(photo.member).name
+        target = out / re.sub(r"[^A-Za-z0-9]+", "_", photo.person).strip("_") / Path(photo.member).name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         paths.append(target)

@@ -73,10 +73,8 @@ class Diagnostics:
 
     def likely_reason(self) -> tuple[str, str] | None:
         """The first condition that held in the last epoch, as (code, message)."""
-        for c in CONDITIONS:
-            if self.last is not None and c.holds(self.last):
-                return c.code, self._words(c)
-        return None
+        held = [c for c in CONDITIONS if self.last is not None and c.holds(self.last)]
+        return (held[0].code, self._words(held[0])) if held else None
 
     def closing(self, evals: list[dict], epochs: int) -> tuple[str, list[tuple[str, str]]]:
         """The run's last words: whether the evaluated reward rose from the first evaluation (the face LoRA alone)

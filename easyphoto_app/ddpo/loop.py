@@ -176,7 +176,7 @@ class RLRun:
         """Sample, reward, update. False if the budget or Stop ended it early (nothing recorded)."""
         import torch
 
-        from easyphoto_app.ddpo.ppo import Trajectories, change, decode, ppo_update, sample
+        from easyphoto_app.ddpo.ppo import Trajectories, decode, lora_change, ppo_update, sample
 
         cfg, t0, budget = self.cfg, time.perf_counter(), self.budget
         shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
@@ -219,7 +219,7 @@ class RLRun:
                                self.params, cfg, self.generator, should_stop=budget.steps(self.stop_now),
                                sync_grads=self._average_grads, precision=self.precision, scaler=self.scaler)
         t_train = time.perf_counter() - t1
-        stats.update(change(self.params, before))
+        stats.update(lora_change(self.params, before))
         n = len(reward_t)
         row = {"epoch": self.epoch, "samples": n, "reward_mean": mean_reward, "reward_std": float(reward_t.std()) if n > 1 else 0.0,
                "reward_min": float(reward_t.min()), "reward_max": float(reward_t.max()), **info, **stats,
@@ -344,7 +344,7 @@ class RLRun:
         atomic_write_json(folder / "latest.json", [{"file": f"latest-{i}.png", "reward": round(float(r), 4)}
                                                    for i, r in enumerate(rewards[:8])])
 
-    def stop_now(self, need: float = 0.0) -> bool:
+    def stop_now(self, need: float) -> bool:
         """Stop, or no room in the budget for `need` seconds of work; with several processes, all of them stop at
         the same point (or they would hang)."""
         stop = not self.budget.room_for(need) or self.reporter.should_stop()

@@ -130,17 +130,19 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
         scaler.step(optimizer)  # skipped (and the scale lowered) if an fp16 gradient overflowed
         scaler.update()
         updates += 1
-        skipped += scaler.is_enabled() and scaler.get_scale() < scale
+        if scaler.is_enabled() and scaler.get_scale() < scale:
+            skipped += 1
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
     return {"loss": mean(stats["loss"]), "approx_kl": mean(stats["approx_kl"]), "clipfrac": mean(stats["clipfrac"]),
             "ratio_one_frac": mean(stats["ratio_one"]), "grad_zero_frac": mean(stats["grad_zero"]),
-            "ratio_first": stats["ratio_first"], "updates": updates, "skipped_updates": int(skipped)}
+            "ratio_first": stats["ratio_first"], "updates": updates, "skipped_updates": skipped}
 
 
-def change(params, before) -> dict:
-    """How far the RL LoRA moved from `before` (copies of params), and its size now."""
-    moved = sum(float((p.detach().float() - b.float()).pow(2).sum()) for p, b in zip(params, before)) ** 0.5
-    size = sum(float(p.detach().float().pow(2).sum()) for p in params) ** 0.5
+def lora_change(params, before) -> dict:
+    """How far the RL LoRA moved from `before` (copies of params), and its size now (one device sync)."""
+    norms = torch.stack([torch.stack([(p.detach().float() - b.float()).norm(), p.detach().float().norm()])
+                         for p, b in zip(params, before)])
+    moved, size = norms.norm(dim=0).tolist()
     return {"update_norm": moved, "lora_norm": size}
 
 

@@ -40,8 +40,8 @@ def build(ctx: Context) -> None:
 
     def views():
         with gr.Row():
-            reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward (training, evaluation) and face rate", x_title="epoch",
-                                      height=240, elem_id="rl-reward-plot")
+            reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward (training, evaluation) and face rate",
+                                      x_title="epoch", height=240, elem_id="rl-reward-plot")
             memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
                                       height=240, elem_id="rl-memory-plot")
         notice = gr.Markdown(elem_id="rl-notice")
