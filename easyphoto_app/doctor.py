@@ -91,11 +91,14 @@ def _writable_check(data_dir: Path) -> dict:
 
 
 def _model_check(settings: Settings) -> dict:
-    from easyphoto_app.models import DEMO, DEMO_LABEL, cached_hub_model
+    from easyphoto_app.models import DEMO, DEMO_VERSION, FACE_MODEL, cached_hub_model, demo_label, demo_marker
 
     spec = settings.app.model
     if spec == DEMO:
-        return {"ok": True, "value": DEMO_LABEL, "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits."}
+        shipped = demo_marker(FACE_MODEL).get("version") == DEMO_VERSION
+        return {"ok": shipped, "value": demo_label(),
+                "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits." if shipped else
+                f"The built-in face model is missing from {FACE_MODEL}: reinstall EasyPhoto."}
     path = Path(spec).expanduser()
     if path.exists():
         return {"ok": True, "value": f"{spec} (local)", "fix": None}

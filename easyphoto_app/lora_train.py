@@ -42,6 +42,18 @@ def default_steps(photos: int) -> int:
     return min(200 * photos, 800)
 
 
+def model_defaults(cfg: TrainConfig, model) -> TrainConfig:
+    """The demo model ships its own training defaults (its marker's train_defaults: SD 1.5's rank and learning
+    rate turn the tiny face model's samples into noise); a value the user set is kept."""
+    from dataclasses import fields, replace
+
+    from easyphoto_app.models import demo_marker
+
+    own = demo_marker(model.path).get("train_defaults", {}) if model.is_demo and model.path else {}
+    unset = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) == f.default}
+    return replace(cfg, **{k: v for k, v in own.items() if k in unset})
+
+
 def face_images(ws: Workspace, user: str) -> list[Path]:
     record = load_record(ws, user)
     if record is None:
@@ -127,10 +139,10 @@ class FaceLoraTrainer:
         from easyphoto_app.models import native_resolution, pick_device, resolve_model
 
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
-        self.cfg: TrainConfig = settings.train
         self.images = face_images(ws, user)
         self.device = pick_device(settings.app.device)
         self.model = resolve_model(settings.app.model, settings.data_dir, self.device)
+        self.cfg: TrainConfig = model_defaults(settings.train, self.model)
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
         self.total = self.cfg.steps or default_steps(len(self.images))
         self.work = ws.lora_work_dir(user)

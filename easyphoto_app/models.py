@@ -19,11 +19,12 @@ from easyphoto_app.errors import UserError
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
-DEMO_VERSION = 3  # 2: SD1.5's CLIP tokenizer (49,408 tokens); 3: SD1.5's scheduler config (DDIM does not clip x0)
-DEMO_RESOLUTION = 128  # what the demo pipeline generates at
-DEMO_TRAIN_RESOLUTION = 64  # train / RL on the demo model at this size to stay quick on a CPU
+DEMO_VERSION = 4  # 4: the face model trained on real photos (assets/face_model) replaces random weights
+DEMO_RESOLUTION = 128  # what the demo pipeline generates and trains at (unless its marker says otherwise)
+FACE_MODEL = Path(__file__).resolve().parent.parent / "assets" / "face_model"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
-DEMO_LABEL = "Demo model (tiny, random weights, offline): images are noise, for trying the app only."
+DEMO_LABEL = ("Demo model (built in, offline): a tiny model trained on {photos} photos of {people} people; it paints "
+              "small, rough faces at 128 px. A real SD 1.5 checkpoint paints far better.")
 
 
 @dataclass
@@ -40,8 +41,13 @@ class ResolvedModel:
     @property
     def label(self) -> str:
         if self.is_demo:
-            return DEMO_LABEL
+            return demo_label(self.path)
         return f"{self.source} ({self.kind})"
+
+
+def demo_label(folder: Path | None = None) -> str:
+    """What the demo model is, in the words of its own marker (the shipped one's by default)."""
+    return demo_marker(folder or FACE_MODEL).get("label") or "Demo model (built in, offline): missing; reinstall EasyPhoto."
 
 
 # ----------------------------------------------------------------------------- device
@@ -65,62 +71,28 @@ def pick_device(pref: str = "auto") -> str:
 # ----------------------------------------------------------------------------- demo model
 
 
-def build_demo_model(folder: Path) -> Path:
-    """Build the tiny SD1.5-shaped pipeline deterministically and save it as a diffusers folder."""
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def demo_marker(folder: Path) -> dict:
+    """The demo folder's easyphoto_demo.json ({} if there is none): its version and what it was trained at."""
+    marker = Path(folder) / "easyphoto_demo.json"
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return {}
 
-    from easyphoto_app.checkpoints import SD15_CONFIG
-    from easyphoto_app.workspace import atomic_write_json
 
+def install_demo_model(folder: Path) -> Path:
+    """Copy the shipped face model, with SD 1.5's tokenizer, into the data dir (staged, so a crash never leaves
+    half a model)."""
     folder = Path(folder)
+    if demo_marker(FACE_MODEL).get("version") != DEMO_VERSION:
+        raise UserError(f"The built-in face model is missing from {FACE_MODEL}: reinstall EasyPhoto "
+                        "(or rebuild it with scripts/build_face_model.py).")
     staging = folder.with_name(folder.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
-    tokenizer = CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer")  # SD1.5's own: prompts tokenize the same
-    vocab_size = len(tokenizer)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=DEMO_RESOLUTION // 8,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
-    torch.manual_seed(1)
-    vae = AutoencoderKL(
-        block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        norm_num_groups=16,
-        layers_per_block=1,
-        sample_size=DEMO_RESOLUTION,
-    )
-    torch.manual_seed(2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    scheduler = PNDMScheduler.from_pretrained(SD15_CONFIG / "scheduler")  # SD1.5's noise schedule, exactly
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(staging, safe_serialization=True)
-    atomic_write_json(staging / "easyphoto_demo.json", {"version": DEMO_VERSION, "label": DEMO_LABEL})
+    shutil.copytree(FACE_MODEL, staging, ignore=shutil.ignore_patterns("README.md", "*.png"))
+    from easyphoto_app.checkpoints import SD15_CONFIG
+
+    shutil.copytree(SD15_CONFIG / "tokenizer", staging / "tokenizer")  # SD 1.5's own, shipped once in assets/sd15
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return folder
@@ -131,12 +103,11 @@ _demo_lock = threading.Lock()
 
 def ensure_demo_model(data_dir: Path) -> Path:
     folder = Path(data_dir) / "models" / "demo"
-    marker = folder / "easyphoto_demo.json"
     with _demo_lock:
-        if marker.exists() and json.loads(marker.read_text()).get("version") == DEMO_VERSION:
+        if demo_marker(folder).get("version") == DEMO_VERSION:
             return folder
-        log.info("Building the demo model in %s", folder)
-        return build_demo_model(folder)
+        log.info("Installing the demo model in %s", folder)
+        return install_demo_model(folder)
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -321,9 +292,11 @@ def _quiet_local_loading() -> None:
 
 
 def native_resolution(model: ResolvedModel, requested: int, training: bool = False) -> int:
-    if model.is_demo:
-        return DEMO_TRAIN_RESOLUTION if training else DEMO_RESOLUTION
-    return requested
+    """The demo draws (and trains) at the size it was trained at; other models at the size asked for."""
+    if not model.is_demo:
+        return requested
+    marker = demo_marker(model.path) if getattr(model, "path", None) else {}
+    return int(marker.get("train_resolution" if training else "resolution", DEMO_RESOLUTION))
 
 
 class PipelineCache:

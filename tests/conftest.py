@@ -194,11 +194,15 @@ def cli_process_state():
 
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory) -> Path:
+    """The tests' fast random model (tests/tiny_model.py), installed as the demo. EASYPHOTO_TEST_DEMO=face runs
+    them on the shipped face model instead (slower; what the README's screenshots are taken on)."""
     from easyphoto_app.models import ensure_demo_model
+    from tiny_model import build_random_model
 
     def build(base: Path) -> Path:
-        ensure_demo_model(base)
-        return base / "models" / "demo"
+        if os.environ.get("EASYPHOTO_TEST_DEMO") == "face":
+            return ensure_demo_model(base)
+        return build_random_model(base / "models" / "demo")
 
     return session_data(tmp_path_factory, "demo-home", build)
 

@@ -384,14 +384,14 @@ def pipeline_of(demo_pipe, monkeypatch):
 def test_generate_prints_each_image_with_its_seed_or_json_and_labels_the_demo(rl_copy, capsys, pipeline_of):
     from PIL import Image
 
-    from easyphoto_app.models import DEMO_LABEL
+    from tiny_model import LABEL
 
     code, out, err = run(capsys, "--data-dir", rl_copy, "generate", "--user", "astro", "--seed", "5", "--num", "2",
                          "--steps", "2", "--json")
     assert code == 0 and pipeline_of == ["demo"]
     result = json.loads(out)
     assert result["seeds"] == [5, 6] and len(result["paths"]) == 2 and result["seconds"] > 0
-    assert err.startswith(f"note: {DEMO_LABEL}\n")
+    assert err.startswith(f"note: {LABEL}\n")
     for path in result["paths"]:
         params = Image.open(path).text["parameters"]
         assert "<lora:astro:1> <lora:ddpo_astro:1>" in params and "Model: EasyPhoto demo model," in params  # said in the file too

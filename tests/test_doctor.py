@@ -101,9 +101,16 @@ def test_the_data_folder_must_be_writable(tmp_path):
     assert bad["fix"].endswith("choose another with --data-dir or EASYPHOTO_HOME.")
 
 
+def test_a_missing_face_model_fails_the_model_check_with_the_fix(settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "FACE_MODEL", tmp_path / "gone")
+    check = doctor._model_check(settings)
+    assert check["ok"] is False and check["fix"] == f"The built-in face model is missing from {tmp_path / 'gone'}: reinstall EasyPhoto."
+    assert "missing" in check["value"]
+
+
 def test_the_model_check_tells_demo_local_downloaded_and_missing_apart(settings, tmp_path, monkeypatch):
     demo = doctor._model_check(settings)
-    assert demo == {"ok": True, "value": models.DEMO_LABEL,
+    assert demo == {"ok": True, "value": models.demo_label(),
                     "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits."}
     settings.app.model = str(tmp_path)
     assert doctor._model_check(settings) == {"ok": True, "value": f"{tmp_path} (local)", "fix": None}

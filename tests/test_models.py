@@ -115,57 +115,82 @@ def test_a_missing_path_is_one_clear_line_and_a_pickle_is_refused(tmp_path):
         models.resolve_model(str(tmp_path / "notes.txt"), tmp_path)
 
 
-@pytest.fixture(scope="module")
-def two_demo_builds(tmp_path_factory) -> tuple:
-    """The demo built twice, the first time over an older broken folder."""
-    a, b = tmp_path_factory.mktemp("a") / "models" / "demo", tmp_path_factory.mktemp("b") / "demo"
-    a.mkdir(parents=True)
-    (a / "stale.bin").write_bytes(b"an older, broken demo")
-    return models.build_demo_model(a), models.build_demo_model(b)
+SHIPPED = models.FACE_MODEL
 
 
 def files(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def test_the_demo_is_built_the_same_every_time_in_safetensors_only(two_demo_builds):
-    """The demo is built, not downloaded: the same configs and weights on every machine, and a build that replaces
-    an old folder leaves neither it nor a building folder behind."""
-    from safetensors.torch import load_file
+def installed_files():
+    from easyphoto_app.checkpoints import SD15_CONFIG
 
-    a, b = two_demo_builds
-    assert sorted(p.name for p in a.parent.iterdir()) == ["demo"]
-    assert files(a) == files(b) and "stale.bin" not in files(a)
-    assert not any(f.endswith((".bin", ".pt", ".ckpt", ".pth")) for f in files(a))
-    for name in files(a):
-        if name.endswith(".safetensors"):
-            ours, theirs = load_file(a / name), load_file(b / name)
-            assert ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours), name
-        elif name.endswith(".json"):
-            assert json.loads((a / name).read_text()) == json.loads((b / name).read_text()), name
-    assert json.loads((a / "easyphoto_demo.json").read_text()) == {"version": models.DEMO_VERSION,
-                                                                   "label": models.DEMO_LABEL}
+    shipped = [n for n in files(SHIPPED) if n != "README.md" and not n.endswith(".png")]
+    return sorted(shipped + [f"tokenizer/{n}" for n in files(SD15_CONFIG / "tokenizer")])
 
 
-def test_the_demo_is_shaped_like_sd15_small(two_demo_builds):
-    """What the LoRA code relies on: SD1.5's tokenizer and block kinds (attention where SD1.5 has it), 4 latent
-    channels at 1/8 of the image, a text width the UNet attends to."""
+def test_the_shipped_face_model_is_safetensors_only_and_fits_in_20_mb():
+    names = files(SHIPPED)
+    assert not any(n.endswith(models.PICKLE_SUFFIXES) for n in names)
+    weights = [n for n in names if n.endswith(".safetensors")]
+    assert sorted(n.split("/")[0] for n in weights) == ["text_encoder", "unet", "vae"]
+    assert sum((SHIPPED / n).stat().st_size for n in names) <= 20 * 2**20
+
+
+def test_the_shipped_face_model_is_shaped_like_sd15_small():
+    """What the LoRA code relies on: SD1.5's tokenizer and block kinds, 4 latent channels, a text width the UNet
+    attends to, and a marker whose resolution is what the autoencoder turns into the UNet's latent size."""
     from diffusers import AutoencoderKL
 
-    demo = two_demo_builds[0]
-    config = {part: json.loads((demo / part / "config.json").read_text()) for part in ("unet", "vae", "text_encoder")}
+    config = {part: json.loads((SHIPPED / part / "config.json").read_text()) for part in ("unet", "vae", "text_encoder")}
     unet, vae, text = config["unet"], config["vae"], config["text_encoder"]
-    assert unet["down_block_types"] == ["CrossAttnDownBlock2D", "DownBlock2D"]
-    assert unet["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D"]
+    assert "CrossAttnDownBlock2D" in unet["down_block_types"] and "CrossAttnUpBlock2D" in unet["up_block_types"]
     assert unet["in_channels"] == unet["out_channels"] == vae["latent_channels"] == 4
-    assert unet["cross_attention_dim"] == text["hidden_size"] and unet["sample_size"] * 8 == models.DEMO_RESOLUTION
-    assert len(vae["block_out_channels"]) == 4  # three halvings: 1/8
-    model = AutoencoderKL.from_pretrained(demo / "vae")  # the blocks themselves, not only the config's channel list
-    assert len(model.encoder.down_blocks) == len(model.decoder.up_blocks) == 4
-    latents = model.encode(torch.zeros(1, 3, models.DEMO_RESOLUTION, models.DEMO_RESOLUTION)).latent_dist.mean
-    assert latents.shape == (1, 4, models.DEMO_RESOLUTION // 8, models.DEMO_RESOLUTION // 8)
+    assert unet["cross_attention_dim"] == text["hidden_size"]
     assert text["vocab_size"] == 49408 and text["max_position_embeddings"] == 77
-    assert json.loads((demo / "model_index.json").read_text())["safety_checker"] == [None, None]
+    marker = models.demo_marker(SHIPPED)
+    assert marker["version"] == models.DEMO_VERSION and marker["resolution"] == marker["train_resolution"]
+    model = AutoencoderKL.from_pretrained(SHIPPED / "vae")  # the blocks themselves, not only the config's list
+    side = marker["resolution"]
+    latents = model.encode(torch.zeros(1, 3, side, side)).latent_dist.mean
+    assert latents.shape == (1, 4, unet["sample_size"], unet["sample_size"])
+    assert json.loads((SHIPPED / "model_index.json").read_text())["safety_checker"] == [None, None]
+
+
+def test_its_label_counts_the_photos_and_people_its_sources_name_and_no_held_out_person_is_trained_on():
+    sources = json.loads((SHIPPED / "sources.json").read_text())
+    build = json.loads((SHIPPED / "build.json").read_text())
+    train, held = sources["train"], sources["held_out"]
+    assert len(held) >= 3 and all(set(e) >= {"person", "source", "licence"} and e["licence"] for e in train + held)
+    assert not {e["person"] for e in held} & {e["person"] for e in train}
+    assert build["photos"] == len({e["source"] for e in train})
+    label = models.demo_label()
+    assert f"trained on {build['photos']} photos of {build['people']} people" in label
+    assert label == models.ResolvedModel(models.DEMO, "demo", SHIPPED).label
+
+
+def test_the_demo_is_installed_whole_and_again_only_for_a_new_version(tmp_path, caplog):
+    caplog.set_level("INFO", logger="easyphoto_app.models")
+    folder = tmp_path / "models" / "demo"
+    assert models.ensure_demo_model(tmp_path) == folder
+    assert files(folder) == installed_files() and not (folder.parent / "demo.building").exists()
+    (folder / "unet" / "config.json").write_text("{}")  # touched, same version: kept as it is
+    models.ensure_demo_model(tmp_path)
+    assert (folder / "unet" / "config.json").read_text() == "{}"
+    marker = models.demo_marker(folder)
+    (folder / "easyphoto_demo.json").write_text(json.dumps({**marker, "version": models.DEMO_VERSION - 1}))
+    (folder / "stale.bin").write_bytes(b"an older demo's file")
+    models.ensure_demo_model(tmp_path)  # older: installed again, nothing of the old one left
+    assert files(folder) == installed_files()
+    assert json.loads((folder / "unet" / "config.json").read_text()) == json.loads((SHIPPED / "unet" / "config.json").read_text())
+    assert [r.getMessage() for r in caplog.records] == [f"Installing the demo model in {folder}"] * 2  # why a start waits
+
+
+def test_a_missing_face_model_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "FACE_MODEL", tmp_path / "gone")
+    with pytest.raises(models.UserError, match="The built-in face model is missing from .*gone: reinstall EasyPhoto"):
+        models.ensure_demo_model(tmp_path)
+    assert not (tmp_path / "models" / "demo").exists()
 
 
 @pytest.mark.parametrize("parts, files, cached", [
@@ -252,10 +277,13 @@ def test_a_hub_model_not_cached_is_downloaded_in_fp16_only_for_an_nvidia_gpu(tmp
     assert m.is_demo and "me/sd" in m.note and "not downloaded yet" in m.note and len(asked) == 1
 
 
-def test_the_demo_trains_smaller_than_it_draws_and_other_models_keep_the_size_asked():
-    demo, other = models.ResolvedModel(models.DEMO, "demo", None), models.ResolvedModel("hub", "me/sd", None)
-    assert models.native_resolution(demo, 512, training=True) == models.DEMO_TRAIN_RESOLUTION == 64
-    assert models.native_resolution(demo, 512) == models.DEMO_RESOLUTION == 128
+def test_the_demo_draws_and_trains_at_its_markers_sizes_and_other_models_keep_the_size_asked(demo_model_dir):
+    demo, other = models.ResolvedModel(models.DEMO, "demo", SHIPPED), models.ResolvedModel("hub", "me/sd", None)
+    side = models.demo_marker(SHIPPED)["resolution"]
+    assert models.native_resolution(demo, 512, training=True) == models.native_resolution(demo, 512) == side
+    tiny = models.ResolvedModel(models.DEMO, "demo", demo_model_dir)  # the tests' random model trains smaller
+    assert (models.native_resolution(tiny, 512, training=True), models.native_resolution(tiny, 512)) == (64, 128)
+    assert models.native_resolution(models.ResolvedModel(models.DEMO, "demo", demo_model_dir.parent), 512) == 128
     assert models.native_resolution(other, 768, training=True) == models.native_resolution(other, 768) == 768
 
 
@@ -276,31 +304,13 @@ def test_a_single_file_checkpoint_is_loaded_by_the_single_file_loader_safetensor
     assert pipe.device == "cpu" and pipe.bar == {"disable": True}
 
 
-def test_the_demo_is_built_once_and_again_only_for_a_new_version(tmp_path, monkeypatch, caplog):
-    import shutil
-
-    caplog.set_level("INFO", logger="easyphoto_app.models")
-    built = []
-    monkeypatch.setattr(models, "build_demo_model", lambda folder: built.append(folder) or folder)
-    folder = tmp_path / "models" / "demo"
-    folder.mkdir(parents=True)
-    (folder / "easyphoto_demo.json").write_text(json.dumps({"version": models.DEMO_VERSION}))
-    assert models.ensure_demo_model(tmp_path) == folder and built == []  # current: kept
-    (folder / "easyphoto_demo.json").write_text(json.dumps({"version": models.DEMO_VERSION - 1}))
-    assert models.ensure_demo_model(tmp_path) == folder and built == [folder]  # older: built again
-    shutil.rmtree(folder)
-    models.ensure_demo_model(tmp_path)
-    assert built == [folder, folder]
-    assert [r.getMessage() for r in caplog.records] == [f"Building the demo model in {folder}"] * 2  # why a start waits
-
-
-def test_the_demo_schedules_noise_as_sd15_does(two_demo_builds):
+def test_the_demo_schedules_noise_as_sd15_does():
     """Its scheduler is SD1.5's, down to the DDIM sampler RL and generation make of it (no clipping of x0)."""
     from diffusers import DDIMScheduler, PNDMScheduler
 
     from easyphoto_app.checkpoints import SD15_CONFIG
 
-    demo = PNDMScheduler.from_pretrained(two_demo_builds[0] / "scheduler").config
+    demo = PNDMScheduler.from_pretrained(SHIPPED / "scheduler").config
     sd15 = PNDMScheduler.from_pretrained(SD15_CONFIG / "scheduler").config
     assert {k: v for k, v in demo.items() if k != "_diffusers_version"} == {
         k: v for k, v in sd15.items() if k != "_diffusers_version"}

@@ -116,7 +116,7 @@ def test_banners_tell_the_truth_about_the_model(data_dir):
     cache = PipelineCache()
     ctx = SimpleNamespace(settings=s, pipelines=cache)
     banner = model_banner(ctx)
-    assert "not downloaded yet" in banner and "images are noise" in banner
+    assert "not downloaded yet" in banner and "small, rough faces" in banner  # what the shipped demo is
     _, fallback = cache.get(s)  # HF_HUB_OFFLINE in the tests: falls back to the demo model
     assert fallback.is_demo and "not available" in fallback.note and "not available" in model_banner(ctx)
     s.app.model = "demo"

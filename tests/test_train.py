@@ -467,3 +467,22 @@ def test_the_default_length_is_200_steps_a_face_up_to_800():
     from easyphoto_app.lora_train import default_steps
 
     assert [default_steps(n) for n in (1, 3, 4, 5, 20)] == [200, 600, 800, 800, 800]
+
+
+def test_the_demo_models_own_training_defaults_apply_unless_the_user_set_a_value(tmp_path):
+    """The face model's marker names a rank, alpha, rate and step count that keep its faces; SD 1.5's (for every
+    other model) do not apply to it, and a value set by the user wins over both."""
+    import json
+
+    from easyphoto_app.lora_train import model_defaults
+    from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
+    from easyphoto_app.settings import TrainConfig
+
+    own = json.loads((FACE_MODEL / "easyphoto_demo.json").read_text())["train_defaults"]
+    demo = ResolvedModel(DEMO, "demo", FACE_MODEL)
+    cfg = model_defaults(TrainConfig(), demo)
+    assert {k: getattr(cfg, k) for k in own} == own and own["rank"] != TrainConfig().rank
+    assert model_defaults(TrainConfig(rank=4, steps=7), demo).rank == 4
+    assert model_defaults(TrainConfig(rank=4, steps=7), demo).steps == 7
+    assert model_defaults(TrainConfig(rank=4), demo).lr == own["lr"]
+    assert model_defaults(TrainConfig(), ResolvedModel("dir", str(FACE_MODEL), FACE_MODEL)) == TrainConfig()

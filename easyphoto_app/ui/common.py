@@ -116,14 +116,14 @@ def model_banner(ctx: Context) -> str:
 
 
 def _base_model_line(ctx: Context) -> str:
-    from easyphoto_app.models import DEMO, DEMO_LABEL
+    from easyphoto_app.models import DEMO, demo_label
 
     spec = ctx.settings.app.model
     loaded = ctx.pipelines.model
     if loaded is not None and loaded.is_demo:
-        return f"⚠️ **{loaded.note or DEMO_LABEL}**"
+        return f"⚠️ **{loaded.note or loaded.label}**"
     if spec == DEMO:
-        return f"⚠️ **{DEMO_LABEL}** Choose a real model in Settings for real portraits."
+        return f"⚠️ **{demo_label()}** Choose a real model in Settings for real portraits."
     if loaded is not None:
         return f"Base model: **{loaded.label}**"
     from easyphoto_app.models import cached_hub_model
@@ -131,4 +131,5 @@ def _base_model_line(ctx: Context) -> str:
     if Path(spec).expanduser().exists() or cached_hub_model(spec):
         return f"Base model: **{spec}** (loads on first use)."
     return (f"Base model: **{spec}**, not downloaded yet: it downloads once (2-4 GB) on first use. Offline, the built-in "
-            "demo model is used instead and its images are noise: connect, or choose a local model in Settings.")
+            "demo model is used instead, a tiny model that paints small, rough faces: connect, or choose a local model in "
+            "Settings.")
