@@ -333,7 +333,7 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
     apply_loras(pipe, job.loras)  # fused into the shared UNet and text encoder
     # A plain (4-channel) UNet never reads the masked image's latents; handing the pipeline any 4-channel tensor
     # spares it a VAE encoding per candidate (seconds on a CPU).
-    painter, control = inpaint_pipeline(pipe), {"masked_image_latents": torch.zeros(1, 4, size // 8, size // 8)}
+    painter, control = inpaint_pipeline(pipe), {"masked_image_latents": torch.zeros(1, 4, size // pipe.vae_scale_factor, size // pipe.vae_scale_factor)}
     if job.control:
         from easyphoto_app.controlnet import canny_edges, control_pipeline
 

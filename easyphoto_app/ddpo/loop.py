@@ -132,6 +132,11 @@ class RLRun:
         self.epoch, self.best_epoch, self.best_reward, self.history, self.evals = 0, -1, float("-inf"), [], []
         self.best_state = self.adapter_state()  # the untrained adapter: a file exists even if epoch 0 never ends
 
+    def latent_shape(self) -> tuple[int, int, int]:
+        """One sample's latents: the autoencoder's own reduction (SD 1.5's is 8, the face model's 4)."""
+        side = self.resolution // self.pipe.vae_scale_factor
+        return self.pipe.unet.config.in_channels, side, side
+
     def adapter_state(self) -> dict:
         return {k: v.clone() for k, v in peft_state(self.pipe.unet, DDPO_ADAPTER, "unet").items()}
 
@@ -179,7 +184,7 @@ class RLRun:
         from easyphoto_app.ddpo.ppo import Trajectories, decode, lora_change, ppo_update, sample
 
         cfg, t0, budget = self.cfg, time.perf_counter(), self.budget
-        shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
+        shape = self.latent_shape()
         trajs, images, prompts, scored = [], [], [], []
         seed = (cfg.seed * 1_000_003 + self.epoch) * 1009 + self.accelerator.process_index  # resume needs no RNG state
         self.generator.manual_seed(seed)
@@ -267,7 +272,7 @@ class RLRun:
         n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
         share = len(prompts) // n_proc
         mine = prompts[rank * share:(rank + 1) * share]
-        shape = (self.pipe.unet.config.in_channels, self.resolution // 8, self.resolution // 8)
+        shape = self.latent_shape()
         self.pipe.unet.eval()
         parts = []
         for start in range(0, len(mine), cfg.sample_batch):

@@ -102,7 +102,7 @@ def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int
     if cuda_savings:
         unet.enable_gradient_checkpointing()
         vae.enable_slicing()
-    c, h = unet.config.in_channels, resolution // 8
+    c, h = unet.config.in_channels, resolution // 2 ** (len(vae.config.block_out_channels) - 1)  # as diffusers counts it
     ctx_len, ctx_dim = 77, unet.config.cross_attention_dim
     meta = {"device": "meta", "dtype": dtype}
     with _LiveBytes() as live, mock.patch("torch.nn.functional.scaled_dot_product_attention", _fused_sdpa):
