@@ -47,13 +47,27 @@ def astronaut_set(folder: Path) -> list[Path]:
     return [save(img, folder / name, quality=92) if name.endswith(".jpg") else save(img, folder / name) for name, img in variants.items()]
 
 
+def distinct_looks(img: np.ndarray) -> dict[str, np.ndarray]:
+    """Ten looks of one photo that a recognizer may take for distinct photos (the head turned a little and more,
+    each way, and each of those mirrored): a photo set for a person who has one photo. Crops and light changes alone would be
+    duplicates (cosine > 0.995) and rightly dropped."""
+    looks = {}
+    for k in (0.08, -0.08, 0.16, -0.16):
+        looks[f"turn{k:+.2f}"] = _turned(img, k)
+    looks["plain"] = img
+    for name in list(looks):
+        looks[f"{name}_mirror"] = np.ascontiguousarray(looks[name][:, ::-1])
+    return looks
+
+
 def _turned(img: np.ndarray, k: float = 0.12) -> np.ndarray:
     """A perspective warp, as if the head had turned a little."""
     import cv2
 
     h, w = img.shape[:2]
     src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = np.float32([[0, 0], [w, k * h], [w, h - k * h], [0, h]])
+    dst = np.float32([[0, 0], [w, k * h], [w, h - k * h], [0, h]]) if k >= 0 else \
+        np.float32([[0, -k * h], [w, 0], [w, h], [0, h + k * h]])
     return cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h), borderMode=cv2.BORDER_REFLECT)
 
 
