@@ -49,7 +49,7 @@ def photo_set(name: str, photo: Path, folder: Path) -> list[Path]:
     return [photos.save(img, folder / f"{name.replace(' ', '_')}_{look}.jpg", quality=92) for look, img in looks.items()]
 
 
-def generate(home: Path, tag: str, *extra: str, seeds: int) -> tuple[list[Path], float]:
+def generate(home: Path, *extra: str, seeds: int) -> tuple[list[Path], float]:
     out, seconds = cli(home, "generate", "--num", str(seeds), "--seed", str(SEED0), "--json", *extra)
     return [Path(p) for p in json.loads(out)["paths"]], seconds
 
@@ -109,11 +109,11 @@ def run_person(name: str, photo: Path, args, work: Path) -> dict:
     from easyphoto_app.workspace import Workspace
 
     row["photos_kept"] = sum(p["accepted"] for p in load_record(Workspace(home), user)["photos"])
-    images, row["base_generate_s"] = generate(home, "base", seeds=args.seeds)
+    images, row["base_generate_s"] = generate(home, seeds=args.seeds)
     row["base"] = score(home, user, images, original)
     train = ["--steps", str(args.train_steps)] if args.train_steps else []
     _, row["train_s"] = cli(home, "train", "--user", user, *train)
-    images, _ = generate(home, "face", "--user", user, "--no-rl", seeds=args.seeds)
+    images, _ = generate(home, "--user", user, "--no-rl", seeds=args.seeds)
     row["face_lora"] = score(home, user, images, original)
     row["rl"] = {}
     for precision in args.precisions.split(","):
@@ -121,7 +121,7 @@ def run_person(name: str, photo: Path, args, work: Path) -> dict:
         for f in (home / "users" / user).glob("ddpo_*.safetensors"):
             f.unlink()
         _, seconds = cli(home, "rl", "--user", user, "--max-hours", str(args.rl_minutes / 60), precision=precision)
-        images, _ = generate(home, "rl", "--user", user, seeds=args.seeds)
+        images, _ = generate(home, "--user", user, seeds=args.seeds)
         scored = score(home, user, images, original)
         row["rl"][precision] = {"rl_s": round(seconds, 1), **scored,
                                 **bootstrap_gain(row["face_lora"]["likeness"], scored["likeness"])}

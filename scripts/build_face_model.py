@@ -231,20 +231,14 @@ def train_vae(crops: list[dict], steps: int, seed: int, log) -> "AutoencoderKL":
     backend = DlibBackend()
     t0 = time.time()
     for step in range(1, steps + 1):
-        x = to_tensor([_patch(augment(crops[i]["image"], crops[i]["person"], rng)[0], rng)
-                       for i in rng.integers(0, len(crops), 16)])
+        x = patch_batch(crops, rng)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimise(opt, sched, loss, vae.parameters())
         if step % 200 == 0 or step == steps:
-            dist = identity_loss(backend, [h for _, h in held], reconstruct(vae, [h for _, h in held]))
             log({"stage": "vae", "step": step, "s": round(time.time() - t0), "loss": round(loss.item(), 4),
-                 "held_out_distance": dict(zip([n for n, _ in held], dist))})
+                 "held_out_distance": held_out_distance(backend, held, vae)})
     return vae
 
 
@@ -263,22 +257,38 @@ def tune_decoder(vae, crops: list[dict], steps: int, seed: int, log) -> None:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     held, backend, t0 = held_out_crops(), DlibBackend(), time.time()
     for step in range(1, steps + 1):
-        x = to_tensor([_patch(augment(crops[i]["image"], crops[i]["person"], rng)[0], rng)
-                       for i in rng.integers(0, len(crops), 16)])
+        x = patch_batch(crops, rng)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         rec = vae.decode(z).sample
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + _edges(rec, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimise(opt, sched, loss, params)
         if step % 200 == 0 or step == steps:
-            dist = identity_loss(backend, [h for _, h in held], reconstruct(vae, [h for _, h in held]))
             log({"stage": "decoder", "step": step, "s": round(time.time() - t0), "loss": round(loss.item(), 4),
-                 "held_out_distance": dict(zip([n for n, _ in held], dist))})
+                 "held_out_distance": held_out_distance(backend, held, vae)})
     vae.requires_grad_(True)
+
+
+def patch_batch(crops: list[dict], rng: np.random.Generator, size: int = 16):
+    """`size` random 64 px patches of fresh augmented views: what the autoencoder trains on."""
+    return to_tensor([_patch(augment(crops[i]["image"], crops[i]["person"], rng)[0], rng)
+                      for i in rng.integers(0, len(crops), size)])
+
+
+def optimise(opt, sched, loss, params) -> None:
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+
+
+def held_out_distance(backend, held: list[tuple[str, np.ndarray]], vae) -> dict:
+    """Each held-out person's identity loss through the autoencoder, by name."""
+    images = [h for _, h in held]
+    return dict(zip([n for n, _ in held], identity_loss(backend, images, reconstruct(vae, images))))
 
 
 def _edges(a, b):
@@ -368,11 +378,7 @@ def train_unet(vae, crops: list[dict], steps: int, seed: int, log, batch: int = 
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,), generator=gen)
         pred = unet(noise_sched.add_noise(latents, noise, t), t, text_encoder(tok)[0]).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimise(opt, sched, loss, params)
         decay = min(0.999, (1 + step) / (10 + step))
         with torch.no_grad():
             for live, avg in zip((unet, text_encoder), ema):
@@ -449,10 +455,8 @@ def check(model_dir: Path, seeds: int = 64) -> dict:
         for img in images:
             big = cv2.resize((img * 255).round().astype(np.uint8), (512, 512), interpolation=cv2.INTER_CUBIC)
             found += bool(backend.analyze(big))
-    held = held_out_crops()
-    dist = identity_loss(backend, [h for _, h in held], reconstruct(pipe.vae, [h for _, h in held]))
     return {"face_rate": found / seeds, "seeds": seeds, "sample_s": round(time.time() - t0, 1),
-            "vae_held_out_distance": dict(zip([n for n, _ in held], dist))}
+            "vae_held_out_distance": held_out_distance(backend, held_out_crops(), pipe.vae)}
 
 
 def main() -> None:

@@ -7,13 +7,12 @@ ones that would go red if a LoRA stopped being applied or RL climbed the wrong w
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import run_cli, session_data
+from conftest import _private_copy, run_cli, session_data
 
 SEEDS = 8  # fixed seeds, never used in training: 9001, 9002, ...
 TRAIN_STEPS = 100
@@ -39,9 +38,7 @@ def face_home(tmp_path_factory, astro_photos) -> Path:
 
 @pytest.fixture
 def face_copy(tmp_path, face_home) -> Path:
-    d = tmp_path / "data"
-    shutil.copytree(face_home, d)
-    return d
+    return _private_copy(tmp_path, face_home)
 
 
 @pytest.fixture(scope="module")
