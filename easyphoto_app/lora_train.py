@@ -42,16 +42,27 @@ def default_steps(photos: int) -> int:
     return min(200 * photos, 800)
 
 
-def model_defaults(cfg: TrainConfig, model) -> TrainConfig:
+def model_defaults(cfg: TrainConfig, model, given: set[str] = frozenset()) -> TrainConfig:
     """The demo model ships its own training defaults (its marker's train_defaults: SD 1.5's rank and learning
-    rate turn the tiny face model's samples into noise); a value the user set is kept."""
+    rate turn the tiny face model's samples into noise). A value the user set is kept: one given as a flag
+    (`given`, even if it equals SD 1.5's default) or changed from the default in settings.toml."""
     from dataclasses import fields, replace
 
     from easyphoto_app.models import demo_marker
 
     own = demo_marker(model.path).get("train_defaults", {}) if model.is_demo and model.path else {}
-    unset = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) == f.default}
+    unset = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) == f.default and f.name not in given}
     return replace(cfg, **{k: v for k, v in own.items() if k in unset})
+
+
+def panel_defaults(settings: Settings) -> TrainConfig:
+    """What the training panel shows: the settings, with the shipped demo model's own defaults when it is the model
+    (the panel hands every value to the job as a flag, so it must show the ones the demo trains with)."""
+    from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
+
+    if settings.app.model != DEMO:
+        return settings.train
+    return model_defaults(settings.train, ResolvedModel(DEMO, DEMO, FACE_MODEL))
 
 
 def face_images(ws: Workspace, user: str) -> list[Path]:
@@ -142,7 +153,7 @@ class FaceLoraTrainer:
         self.images = face_images(ws, user)
         self.device = pick_device(settings.app.device)
         self.model = resolve_model(settings.app.model, settings.data_dir, self.device)
-        self.cfg: TrainConfig = model_defaults(settings.train, self.model)
+        self.cfg: TrainConfig = model_defaults(settings.train, self.model, settings.given_in("train"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
         self.total = self.cfg.steps or default_steps(len(self.images))
         self.work = ws.lora_work_dir(user)

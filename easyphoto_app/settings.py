@@ -131,6 +131,11 @@ class Settings:
     rl: RLConfig = field(default_factory=RLConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     portrait: PortraitConfig = field(default_factory=PortraitConfig)
+    given: set[str] = field(default_factory=set)  # "section.key" of each value a CLI flag set
+
+    def given_in(self, section: str) -> set[str]:
+        """The keys of a section that a CLI flag set: they win over a model's own defaults."""
+        return {k.split(".", 1)[1] for k in self.given if k.startswith(section + ".")}
 
     @property
     def file(self) -> Path:
@@ -257,3 +262,4 @@ def apply_config_args(settings: Settings, args) -> None:
             value = getattr(args, f"{cls.__name__}.{f.name}", None)
             if value is not None:
                 setattr(obj, f.name, value)
+                settings.given.add(f"{section}.{f.name}")

@@ -486,3 +486,23 @@ def test_the_demo_models_own_training_defaults_apply_unless_the_user_set_a_value
     assert model_defaults(TrainConfig(rank=4, steps=7), demo).steps == 7
     assert model_defaults(TrainConfig(rank=4), demo).lr == own["lr"]
     assert model_defaults(TrainConfig(), ResolvedModel("dir", str(FACE_MODEL), FACE_MODEL)) == TrainConfig()
+
+
+def test_a_flag_equal_to_sd15s_default_still_wins_over_the_demo_models_own(tmp_path):
+    """`train --lr 1e-4` on the demo trains at 1e-4: a flag is the user's choice even when it equals SD 1.5's default
+    (it used to be taken for "unset" and replaced by the demo's 5e-5). The training panel shows the demo's values,
+    since it hands every value over as a flag."""
+    from easyphoto_app.cli import build_parser, make_settings
+    from easyphoto_app.lora_train import model_defaults, panel_defaults
+    from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
+    from easyphoto_app.settings import TrainConfig
+
+    demo = ResolvedModel(DEMO, "demo", FACE_MODEL)
+    args = build_parser().parse_args(["--data-dir", str(tmp_path), "--model", "demo", "train", "--user", "u",
+                                      "--lr", str(TrainConfig().lr)])
+    settings = make_settings(args)
+    cfg = model_defaults(settings.train, demo, settings.given_in("train"))
+    assert cfg.lr == TrainConfig().lr and cfg.rank != TrainConfig().rank
+    assert panel_defaults(settings).rank == cfg.rank
+    settings.app.model = "some/other-model"
+    assert panel_defaults(settings).rank == TrainConfig().rank

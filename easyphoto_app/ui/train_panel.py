@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gradio as gr
 
+from easyphoto_app.lora_train import panel_defaults
 from easyphoto_app.settings import TrainConfig, config_flags, help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
 
 
 def build(ctx: Context, user: gr.Textbox) -> dict:
-    cfg = ctx.settings.train
+    cfg = panel_defaults(ctx.settings)
     gr.Markdown("### Train the face LoRA\nUses the accepted faces above. On a GPU this takes 10-30 minutes; "
                 "on the demo model a few seconds.")
     with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
@@ -20,7 +21,7 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
             alpha = gr.Number(value=cfg.alpha, label="Alpha", info="Strength scale = alpha / rank.")
         with gr.Row():
             lr = gr.Number(value=cfg.lr, label="Learning rate", info=help_of(cfg, "lr"))
-            resolution = gr.Number(value=cfg.resolution, precision=0, label="Resolution", info="The demo model uses 64.")
+            resolution = gr.Number(value=cfg.resolution, precision=0, label="Resolution", info="The demo model trains at its own size.")
             save_every = gr.Number(value=cfg.save_every, precision=0, label="Checkpoint every N steps", elem_id="train-save-every",
                                    info=help_of(cfg, "save_every"))
         te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)",
