@@ -55,7 +55,7 @@ def control_pipeline(pipe, folder: Path):
     """The ControlNet inpainting pipeline over the loaded components (one per loaded pipeline and ControlNet)."""
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
-    from easyphoto_app.portrait import pipeline_over
+    from easyphoto_app.models import pipeline_over
 
     def make():
         fp16_only = not any(f for f in folder.glob("*.safetensors") if ".fp16." not in f.name)

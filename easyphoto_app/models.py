@@ -299,6 +299,18 @@ def native_resolution(model: ResolvedModel, requested: int, training: bool = Fal
     return int(marker.get("train_resolution" if training else "resolution", DEMO_RESOLUTION))
 
 
+def pipeline_over(pipe, key, make):
+    """A pipeline built by make() from pipe's loaded components (from_pipe: no second UNet), kept on pipe under
+    `key` and made again only when the key changes; it shows progress as pipe does."""
+    cached = pipe.__dict__.get("_ep_derived", {}).get(key[0])
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    derived = make()
+    derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    pipe.__dict__.setdefault("_ep_derived", {})[key[0]] = (key, derived)
+    return derived
+
+
 class PipelineCache:
     """Keeps one loaded pipeline per process; a different model replaces it."""
 

@@ -225,22 +225,12 @@ def delete_template(ws: Workspace, name: str) -> None:
 # ----------------------------------------------------------------------------- painting
 
 
-def pipeline_over(pipe, key, make):
-    """A pipeline built by make() from pipe's loaded components (from_pipe: no second UNet), kept on pipe under
-    `key` and made again only when the key changes; it shows progress as pipe does."""
-    cached = pipe.__dict__.get("_ep_derived", {}).get(key[0])
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    derived = make()
-    derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
-    pipe.__dict__.setdefault("_ep_derived", {})[key[0]] = (key, derived)
-    return derived
-
-
 def inpaint_pipeline(pipe):
     """The inpainting pipeline over the loaded components, made once per loaded pipeline. A plain SD1.5 UNet
     inpaints by re-noising the unmasked latents each step."""
     from diffusers import StableDiffusionInpaintPipeline
+
+    from easyphoto_app.models import pipeline_over
 
     return pipeline_over(pipe, ("inpaint",), lambda: StableDiffusionInpaintPipeline.from_pipe(pipe))
 

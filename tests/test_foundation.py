@@ -200,3 +200,25 @@ def test_native_resolution_keeps_a_real_models_width_and_height():
     real = SimpleNamespace(is_demo=False)
     assert (native_resolution(real, 768), native_resolution(real, 512)) == (768, 512)
     assert native_resolution(SimpleNamespace(is_demo=True), 768) == DEMO_RESOLUTION
+
+
+def test_no_two_core_modules_import_each_other():
+    """Every import between easyphoto_app's modules, at the top or inside a function, runs one way only (a cycle
+    that a function-level import hides still ties the two modules into one). Red with portrait.pipeline_over
+    used from controlnet again."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "easyphoto_app"
+    edges = set()
+    for path in root.rglob("*.py"):
+        module = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("easyphoto_app"):
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("easyphoto_app")]
+            else:
+                continue
+            edges |= {(module, t) for t in targets if t != module}
+    assert not sorted((a, b) for a, b in edges if (b, a) in edges)
