@@ -6,12 +6,14 @@ usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR] [--precisions fp3
   runs ours on it at 512 px with --steps DDIM steps: the issue's GPU settings are --model sd15 --steps 50.
 Ours runs once per precision (UNet in that dtype, step maths float32, fp16 with a gradient scaler) and reports
 the PPO update's numerics too: the fraction of exactly-zero LoRA-B gradients, of ratios exactly 1, approx KL and
-clip fraction per epoch, and the updates the fp16 scaler skipped. --reward face scores with the user's real face
+clip fraction per epoch, the updates the fp16 scaler skipped, the evaluated reward on fixed noise before the first
+epoch and after the last. first_ratio_error is |ratio - 1| on each epoch's first PPO step: the log-prob the update
+recomputes against sampling's, at identical weights. --reward face scores with the user's real face
 reward instead of brightness: on random weights no sample has a face, every reward is 0 and so is every advantage.
 Also prints the meta-device GPU memory estimate for an SD1.5-sized run (512 px, 50 steps, sample batch 4).
 trl is not a dependency of EasyPhoto: install it apart, e.g.
     pip install --no-deps trl==0.23.1 -t /tmp/trl      and pass --trl-path /tmp/trl
-Both run on the demo model (64 px, 10 DDIM steps, CFG 5), 8 samples/epoch in batches of 4, train
+Both run on the demo model (the face model, 128 px; 10 DDIM steps, CFG 5), 8 samples/epoch in batches of 4, train
 batch 1, timestep fraction 1, the same brightness reward. Each side runs in its own process so that
 its peak RSS is its own; the first epoch is a warm-up and is not timed.
 Difference in work: ours first fuses the user's face LoRA into the UNet (once, at setup), then both
@@ -79,8 +81,10 @@ def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cp
     by_brightness = lambda ims: (brightness(ims), {"no_face_rate": 0.0})  # noqa: E731
     run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=by_brightness if reward == "brightness" else None)
     run.setup()
+    first = run.evaluate()  # fixed prompts and noise, before any update and after the last: the gain in reward
     for _ in range(epochs):
         run.run_epoch()
+    last = run.evaluate()
     timed = run.history[1:]
     out = {"precision": run.precision.name, "device": run.device, "resolution": run.resolution, "steps": run.steps,
            "epoch_s_each": [round(h["epoch_s"], 2) for h in run.history],
@@ -96,7 +100,10 @@ def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cp
            "skipped_updates": [f"{h['skipped_updates']}/{h['updates']}" for h in run.history],
            "update_norm": [float(f"{h['update_norm']:.3g}") for h in run.history],
            "no_face_rate": _mean([h["no_face_rate"] for h in run.history]),
-           "first_ratio_error": _mean([abs(h["ratio_first"] - 1) for h in run.history], 8)}
+           "first_ratio_error": _mean([abs(h["ratio_first"] - 1) for h in run.history], 8),
+           "reward_mean": [round(h["reward_mean"], 4) for h in run.history],
+           "eval_reward_before": round(first["reward_mean"], 4), "eval_reward_after": round(last["reward_mean"], 4),
+           "eval_gain": round(last["reward_mean"] - first["reward_mean"], 4)}
     if run.device == "cuda":
         out.update(gpu_memory_mb())
     return out
@@ -205,7 +212,8 @@ def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tu
         return home, model, model_spec  # trl is compared on the demo model only
     shutil.copytree(home / "models" / "demo", model)
     cfg = json.loads((model / "unet" / "config.json").read_text())
-    cfg["sample_size"] = RES // 8  # trl samples at the UNet's native size; ours trains the demo at 64 px
+    vae = json.loads((model / "vae" / "config.json").read_text())
+    cfg["sample_size"] = RES // 2 ** (len(vae["block_out_channels"]) - 1)  # trl samples at the UNet's native size
     (model / "unet" / "config.json").write_text(json.dumps(cfg))
     return home, model, model_spec
 
@@ -235,7 +243,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     try:
         home, trl_model, model = prepare_home(tmp, a.model, a.device)
-        result = {"benchmark": "ddpo", "model": "demo (64 px)" if a.model == "demo" else a.model, "device": a.device,
+        result = {"benchmark": "ddpo", "model": a.model, "device": a.device,
                   "reward": a.reward, "samples_per_epoch": SAMPLES, "sample_batch": BATCH, "timed_epochs": a.epochs - 1}
         base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--trl-model", str(trl_model)]
         for precision in a.precisions.split(","):
