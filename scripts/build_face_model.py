@@ -317,16 +317,36 @@ def reconstruct(vae, images: list[np.ndarray]) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- unet + text encoder
 
 
-def latent_pool(vae, crops: list[dict], size: int, seed: int):
-    """`size` augmented views of the crops, encoded once: (means, stds, captions)."""
+def blend(crops: list[dict], rng: np.random.Generator) -> dict:
+    """A face between two people: two eye-levelled crops of different people mixed pixel by pixel. The crops share
+    their framing, so the mix is one face (soft where they differ); with 9 people, 36 pairs of them give the model
+    faces between its people to learn, not only the people themselves."""
+    while True:
+        a, b = (crops[i] for i in rng.choice(len(crops), 2, replace=False))
+        if a["person"].split(" #")[0] != b["person"].split(" #")[0]:
+            break
+    w = rng.uniform(0.3, 0.7)
+    image = (w * a["image"].astype(np.float32) + (1 - w) * b["image"].astype(np.float32)).round().astype(np.uint8)
+    person = a["person"] if w >= 0.5 else b["person"]  # its caption's words (woman, grey) follow the larger share
+    return {"image": image, "person": person}
+
+
+def latent_pool(vae, crops: list[dict], size: int, seed: int, blends: float = 0.0):
+    """`size` augmented views of the crops (a share `blends` of them mixes of two people), encoded once:
+    (means, stds, captions)."""
     import torch
 
     rng = np.random.default_rng(seed + 1)
     means, stds, captions = [], [], []
     vae.eval()
+
+    def pick():
+        c = blend(crops, rng) if rng.random() < blends else crops[int(rng.integers(0, len(crops)))]
+        return augment(c["image"], c["person"], rng)
+
     with torch.no_grad():
         for start in range(0, size, 64):
-            views = [augment(crops[i]["image"], crops[i]["person"], rng) for i in rng.integers(0, len(crops), min(64, size - start))]
+            views = [pick() for _ in range(min(64, size - start))]
             dist = vae.encode(to_tensor([v for v, _ in views])).latent_dist
             means.append(dist.mean)
             stds.append(dist.std)
@@ -342,30 +362,35 @@ def build_text_encoder(tokenizer):
                                         **TEXT_CONFIG))
 
 
-def train_unet(vae, crops: list[dict], steps: int, seed: int, log, batch: int = 16, pool_size: int = 6000):
+def train_unet(vae, crops: list[dict], steps: int, seed: int, log, batch: int = 16, pool_size: int = 6000,
+               start: Path | None = None, blends: float = 0.0, lr: float = 1e-3, stage: str = "unet"):
+    """The UNet and text encoder from scratch, or on from `start` (a work dir with unet/ and text_encoder/)."""
     import copy
 
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     from easyphoto_app.checkpoints import SD15_CONFIG
 
-    means, stds, captions = latent_pool(vae, crops, pool_size, seed)
-    scaling = float(1.0 / means.std())
+    means, stds, captions = latent_pool(vae, crops, pool_size, seed + (start is not None), blends)
+    scaling = vae.config.scaling_factor if start else float(1.0 / means.std())
     vae.register_to_config(scaling_factor=round(scaling, 5))
-    log({"stage": "latents", "pool": len(captions), "scaling_factor": round(scaling, 5)})
+    log({"stage": "latents", "pool": len(captions), "blends": blends, "scaling_factor": round(scaling, 5)})
     tokenizer = CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer")
     ids = tokenizer(captions + [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids
     empty = ids[-1]
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**UNET_CONFIG)
-    text_encoder = build_text_encoder(tokenizer)
+    if start:
+        unet = UNet2DConditionModel.from_pretrained(start / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(start / "text_encoder")
+    else:
+        unet, text_encoder = UNet2DConditionModel(**UNET_CONFIG), build_text_encoder(tokenizer)
     noise_sched = DDPMScheduler.from_pretrained(SD15_CONFIG / "scheduler")
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.03)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.03)
     ema = [copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)]
     gen = torch.Generator().manual_seed(seed)
     t0, running = time.time(), None
@@ -386,7 +411,7 @@ def train_unet(vae, crops: list[dict], steps: int, seed: int, log, batch: int = 
                     q.lerp_(p, 1 - decay)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 100 == 0 or step == steps:
-            log({"stage": "unet", "step": step, "s": round(time.time() - t0), "loss": round(running, 4)})
+            log({"stage": stage, "step": step, "s": round(time.time() - t0), "loss": round(running, 4)})
     return ema[0], ema[1], tokenizer
 
 
@@ -441,9 +466,14 @@ def check(model_dir: Path, seeds: int = 64) -> dict:
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+    from transformers import CLIPTokenizer
+
+    from easyphoto_app.checkpoints import SD15_CONFIG
     from easyphoto_app.faces.dlib_backend import DlibBackend
 
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, safety_checker=None)
+    # the folder has no tokenizer of its own (the app installs SD 1.5's beside it)
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, safety_checker=None,
+                                                   tokenizer=CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer"))
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     backend = DlibBackend()
@@ -467,8 +497,10 @@ def main() -> None:
     ap.add_argument("--vae-steps", type=int, default=3000)
     ap.add_argument("--unet-steps", type=int, default=4000)
     ap.add_argument("--decoder-steps", type=int, default=500, help="decoder-only steps after the UNet's (0: none)")
+    ap.add_argument("--blend-steps", type=int, default=0, help="UNet steps on after --unet-steps with blends of two people (0: none, as shipped; see README)")
+    ap.add_argument("--blends", type=float, default=0.5, help="share of the blend stage's views that mix two people")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--stages", default="crops,vae,unet,decoder,save,check")
+    ap.add_argument("--stages", default="crops,vae,unet,blend,decoder,save,check")
     a = ap.parse_args()
     import torch
 
@@ -502,13 +534,18 @@ def main() -> None:
         unet.save_pretrained(a.work / "unet")
         text_encoder.save_pretrained(a.work / "text_encoder")
         vae.save_pretrained(a.work / "vae")  # its scaling factor was set from the latents
+    if "blend" in stages and a.blend_steps:
+        unet, text_encoder, _ = train_unet(vae, crops, a.blend_steps, a.seed, log, start=a.work, blends=a.blends,
+                                           lr=3e-4, stage="blend")
+        unet.save_pretrained(a.work / "unet")
+        text_encoder.save_pretrained(a.work / "text_encoder")
     if "save" in stages:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         from easyphoto_app.checkpoints import SD15_CONFIG
 
         build = {"resolution": RESOLUTION, "vae_steps": a.vae_steps, "decoder_steps": a.decoder_steps,
-                 "unet_steps": a.unet_steps, "seed": a.seed,
+                 "unet_steps": a.unet_steps, "blend_steps": a.blend_steps, "blends": a.blends, "seed": a.seed,
                  "crops": len(crops), "people": len(training_people()),
                  "photos": len({p.member for p in face_photos.PHOTOS if p.person not in HELD_OUT}),
                  "torch": torch.__version__, "build_s": round(time.time() - started)}
