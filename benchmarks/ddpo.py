@@ -2,6 +2,7 @@
 
 usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR] [--precisions fp32,fp16,bf16] [--device cpu|cuda]
                                  [--model demo|sd15|PATH] [--steps 10] [--reward brightness|face]
+                                 [--eval-samples 8]
   --model sd15 writes a single-file checkpoint of SD1.5's shape with random weights (about 2 GB, temp folder) and
   runs ours on it at 512 px with --steps DDIM steps: the issue's GPU settings are --model sd15 --steps 50.
 Ours runs once per precision (UNet in that dtype, step maths float32, fp16 with a gradient scaler) and reports
@@ -69,7 +70,7 @@ def gpu_memory_mb() -> dict:
 
 
 def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cpu", model: str = "demo",
-             steps: int = STEPS, reward: str = "brightness") -> dict:
+             steps: int = STEPS, reward: str = "brightness", eval_samples: int = 8) -> dict:
     from easyphoto_app.ddpo.loop import RLRun
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
@@ -78,6 +79,7 @@ def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cp
     s = load_settings(home)
     s.app.model, s.app.device, s.app.precision = model, device, precision
     s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.train_batch = SAMPLES, BATCH, steps, 1
+    s.rl.eval_samples = eval_samples
     by_brightness = lambda ims: (brightness(ims), {"no_face_rate": 0.0})  # noqa: E731
     run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=by_brightness if reward == "brightness" else None)
     run.setup()
@@ -228,13 +230,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=STEPS, help="DDIM steps per sample (ours; the demo model caps them at 10)")
     ap.add_argument("--reward", choices=["brightness", "face"], default="brightness",
                     help="brightness (every sample differs) or the user's face reward (0 without a face)")
+    ap.add_argument("--eval-samples", type=int, default=8, help="fixed-noise samples of the before/after evaluation")
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--trl-model", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side == "ours":
-        print(json.dumps(run_ours(Path(a.home), a.epochs, a.precision, a.device, a.model, a.steps, a.reward)))
+        print(json.dumps(run_ours(Path(a.home), a.epochs, a.precision, a.device, a.model, a.steps, a.reward, a.eval_samples)))
         return
     if a.side == "trl":
         sys.path.insert(0, a.trl_path)
@@ -248,7 +251,8 @@ def main() -> None:
         base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--trl-model", str(trl_model)]
         for precision in a.precisions.split(","):
             out = subprocess.run([*base, "--side", "ours", "--precision", precision, "--device", a.device,
-                                  "--model", model, "--steps", str(a.steps), "--reward", a.reward],
+                                  "--model", model, "--steps", str(a.steps), "--reward", a.reward,
+                                  "--eval-samples", str(a.eval_samples)],
                                  capture_output=True, text=True, cwd=ROOT)
             result[f"ours_{precision}"] = (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0
                                            else {"error": out.stderr[-1500:]})
