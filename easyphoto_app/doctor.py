@@ -57,18 +57,19 @@ def _device_check(pref: str) -> dict:
 
 def _precision_check(app, device_check: dict) -> dict:
     """What --precision resolves to on this device, and why."""
-    from easyphoto_app.precision import pick_precision
+    from easyphoto_app.precision import pick_precision, pick_rl_precision
 
     value = device_check.get("value")
     device = value["device"] if isinstance(value, dict) else "cpu"
     try:
-        p = pick_precision(app.precision, device)
+        p, rl = pick_precision(app.precision, device), pick_rl_precision(app.precision, device)
     except Exception as exc:  # noqa: BLE001
         return {"ok": False, "value": app.precision, "fix": str(exc)}
     fix = None
     if p.is_half and device == "cpu":
         fix = f"{p.name} on the CPU runs the GPU's code path but is much slower than fp32: use --precision auto."
-    return {"ok": True, "value": f"{p.name} ({p.reason})", "fix": fix}
+    rl_note = "" if rl.name == p.name else f"; RL: {rl.name} ({rl.reason})"
+    return {"ok": True, "value": f"{p.name} ({p.reason}){rl_note}", "fix": fix}
 
 
 def _disk_check(data_dir: Path) -> dict:

@@ -72,6 +72,10 @@ def test_the_precision_check_says_what_auto_picks_and_warns_of_half_precision_on
     assert refused["ok"] is False and refused["value"] == "bf16" and "no bf16 support" in refused["fix"]
     settings.app.precision = "fp16"
     assert doctor._precision_check(settings.app, {"value": {"device": "cuda"}})["fix"] is None
+    settings.app.precision = "auto"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu = doctor._precision_check(settings.app, {"value": {"device": "cuda"}})["value"]
+    assert gpu.startswith("bf16 (auto") and "; RL: fp16 (auto for RL" in gpu
 
 
 Usage = namedtuple("Usage", "total used free")

@@ -85,3 +85,24 @@ def test_autocast_is_a_no_op_in_fp32_and_computes_in_the_half_type_otherwise():
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
         with pick_precision(name, "cpu:0").autocast():
             assert (a @ b).dtype == dtype
+
+
+def test_rl_auto_is_fp16_on_a_gpu_with_bf16_and_fp32_on_the_cpu(monkeypatch, home_copy):
+    """RL's auto is fp16 on a GPU with bf16 (the other jobs' auto there): bf16's rounding moves most PPO ratios past
+    DDPO's clip range. A precision asked for is kept. Red with RL taking the jobs' pick."""
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.precision import Precision, pick_rl_precision
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_rl_precision("auto", "cuda").name == "fp16" and pick_rl_precision("auto", "mps").name == "fp16"
+    assert pick_rl_precision("auto", "cpu").name == "fp32"
+    assert pick_rl_precision("bf16", "cuda").name == "bf16" and pick_rl_precision("fp16", "cpu").reason == "asked for"
+    s = load_settings(home_copy)
+    s.app.precision = "auto"
+    run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
+    monkeypatch.setattr("easyphoto_app.precision.pick_precision", lambda choice, device: Precision("bf16", device, "a GPU's"))
+    run.setup()
+    assert run.precision.name == "fp32" and run.pipe.unet.dtype == torch.float32

@@ -46,7 +46,8 @@ CONDITIONS = [
               "{ratio_one_frac:.0%} of the PPO ratios exactly 1). Raise the learning rate (now {lr:g}) or the clip range."),
     Condition("clipped", lambda r: r.get("clipfrac", 0.0) >= CLIPPED,
               "{clipfrac:.0%} of the PPO ratios fell outside the clip range in the last {n} epoch(s), so their updates "
-              "were clipped away: at {precision} the ratio is mostly rounding noise. Use --precision fp32."),
+              "were clipped away: at {precision} the ratio is mostly rounding noise. Use --precision fp32 (or fp16, if this "
+              "ran in bf16)."),
 ]
 
 

@@ -95,10 +95,10 @@ class RLRun:
 
         from easyphoto_app.ddpo.ppo import add_rl_lora
         from easyphoto_app.models import load_pipeline
-        from easyphoto_app.precision import pick_precision
+        from easyphoto_app.precision import pick_rl_precision
 
         torch.manual_seed(self.cfg.seed)
-        self.precision = pick_precision(self.settings.app.precision, self.device)
+        self.precision = pick_rl_precision(self.settings.app.precision, self.device)
         self.dtype = self.precision.dtype
         self.scaler = self.precision.scaler()
         pipe = load_pipeline(self.model, self.device, dtype=self.dtype)
