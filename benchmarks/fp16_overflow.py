@@ -36,6 +36,7 @@ def main() -> None:
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
     from easyphoto_app.ddpo.ppo import add_rl_lora, ppo_update, sample
+    from easyphoto_app.families.conditioning import Cond
     from easyphoto_app.precision import pick_precision
     from easyphoto_app.settings import RLConfig
 
@@ -64,8 +65,8 @@ def main() -> None:
     for name, block in blocks:
         block.register_forward_hook(watch(name))
     g = torch.Generator("cpu").manual_seed(0)
-    cond = torch.randn(a.samples, 77, 768, generator=g).to(a.device, precision.dtype)
-    uncond = torch.randn(1, 77, 768, generator=g).to(a.device, precision.dtype)
+    cond = Cond(torch.randn(a.samples, 77, 768, generator=g).to(a.device, precision.dtype))
+    uncond = Cond(torch.randn(1, 77, 768, generator=g).to(a.device, precision.dtype))
     cfg = replace(RLConfig(), steps=a.steps, train_batch=1, timestep_batch=a.steps)
     t0 = time.perf_counter()
     traj = sample(unet, scheduler, cond, uncond, [""] * a.samples, a.steps, cfg.guidance, cfg.eta,

@@ -1,9 +1,9 @@
 """WebUI single-file checkpoints: what a file is, how it loads offline, and its A1111 hash.
 
 A `.safetensors` checkpoint in the original (LDM) layout is loaded with diffusers' `from_single_file`
-and the SD1.5 configs and tokenizer shipped in assets/sd15, so nothing is fetched from the Hub.
-Anything that is not an SD1.5 base model (SDXL, SD2.x, an inpainting UNet, a LoRA) is named and refused
-before loading.
+and its family's configs and tokenizers shipped in assets/ (sd15, sdxl), so nothing is fetched from the Hub.
+Anything that is not an SD 1.5 or SDXL base model (SD2.x, a refiner, an inpainting UNet, a LoRA) is named and
+refused before loading.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from easyphoto_app.errors import UserError
+from easyphoto_app.families.sd15 import CONFIG as SD15_CONFIG  # noqa: F401 - the demo and the tests use it
 
-SD15_CONFIG = Path(__file__).resolve().parents[1] / "assets" / "sd15"
 WHAT_IT_IS = {
     "v2": "a Stable Diffusion 2.x checkpoint", "inpainting": "an SD1.5 inpainting checkpoint (its UNet takes 9 channels)",
-    "inpainting_v2": "an SD2 inpainting checkpoint", "xl_base": "an SDXL checkpoint", "xl_refiner": "an SDXL refiner",
+    "inpainting_v2": "an SD2 inpainting checkpoint", "xl_refiner": "an SDXL refiner",
     "xl_inpaint": "an SDXL inpainting checkpoint", "playground-v2-5": "a Playground v2.5 (SDXL-type) checkpoint",
     "controlnet": "a ControlNet", "upscale": "an upscaler model", "empty": "an empty safetensors file (it holds no tensors)",
 }
@@ -43,25 +43,32 @@ def checkpoint_kind(path: Path) -> str:
         return "unknown"
 
 
-def check_sd15(path: Path) -> None:
-    """One clear line for any file that is not an SD1.5 base checkpoint."""
+def checkpoint_family(path: Path):
+    """The family module of an SD 1.5 or SDXL base checkpoint; one clear line for any other file."""
+    from easyphoto_app.families import NEEDS, of_checkpoint_kind
+
     name = Path(path).name
     kind = checkpoint_kind(path)
-    if kind == "v1":
-        return
+    family = of_checkpoint_kind(kind)
+    if family is not None:
+        return family
     if kind == "lora":
         raise UserError(f"{name} is a LoRA, not a base model: put it in the data folder's loras/ and use it in a prompt as "
                         f"<lora:{Path(path).stem}:1>.")
-    what = WHAT_IT_IS.get(kind, f"not a Stable Diffusion 1.5 checkpoint (diffusers reads it as '{kind}')")
-    raise UserError(f"{name} is {what}; EasyPhoto needs a Stable Diffusion 1.5 checkpoint.")
+    what = WHAT_IT_IS.get(kind, f"not a checkpoint EasyPhoto knows (diffusers reads it as '{kind}')")
+    raise UserError(f"{name} is {what}; {NEEDS}.")
 
 
 def load_single_file(path: Path, **kwargs):
-    """An SD1.5 pipeline from a single file, offline: configs and tokenizer from assets/sd15."""
-    from diffusers import StableDiffusionPipeline
+    """A pipeline from a single file, offline: its family's configs and tokenizers from assets/."""
+    from easyphoto_app.families import pipeline_class
 
-    check_sd15(path)
-    return StableDiffusionPipeline.from_single_file(str(path), config=str(SD15_CONFIG), local_files_only=True, **kwargs)
+    family = checkpoint_family(path)
+    if not family.CONFIG.is_dir():
+        raise UserError(f"{Path(path).name} is {family.LABEL} single file; this version cannot load those offline yet "
+                        f"(its configs are not shipped in {family.CONFIG.name}): use the model as a diffusers folder or "
+                        "a Hugging Face id.")
+    return pipeline_class(family).from_single_file(str(path), config=str(family.CONFIG), local_files_only=True, **kwargs)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -315,7 +315,7 @@ def cmd_train(settings: Settings, args) -> int:
 
 @command("rl", "Improve likeness with reinforcement learning (DDPO), within a time budget.")
 def cmd_rl(settings: Settings, args) -> int:
-    from easyphoto_app.ddpo.loop import run_rl
+    from easyphoto_app.ddpo.job import run_rl
 
     return _gpu_job(settings, args, "rl", run_rl, data_parallel=True)
 

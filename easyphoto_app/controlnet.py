@@ -55,7 +55,12 @@ def control_pipeline(pipe, folder: Path):
     """The ControlNet inpainting pipeline over the loaded components (one per loaded pipeline and ControlNet)."""
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
+    from easyphoto_app.families import of_pipeline, sd15
     from easyphoto_app.models import pipeline_over
+
+    if of_pipeline(pipe) is not sd15:
+        raise UserError(f"Structure control uses an SD 1.5 ControlNet ({CANNY_REPO}), which does not fit "
+                        f"{of_pipeline(pipe).LABEL}: turn structure control off for this model.")
 
     def make():
         fp16_only = not any(f for f in folder.glob("*.safetensors") if ".fp16." not in f.name)

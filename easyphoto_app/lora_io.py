@@ -1,6 +1,6 @@
 """LoRA and training-state files, all safetensors (no pickle), all written atomically.
 
-The final LoRA uses WebUI (kohya) keys: `lora_unet_*` / `lora_te_*` with
+The final LoRA uses WebUI (kohya) keys: `lora_unet_*` / `lora_te_*` (SDXL: `lora_te1_*`, `lora_te2_*`) with
 `.lora_down.weight`, `.lora_up.weight` and the true `.alpha` (diffusers' converter
 writes alpha = rank, DESIGN.md pitfall 2), so A1111/ComfyUI read it as `<lora:ID:1>`
 and diffusers' `load_lora_weights` reproduces the trained adapter.
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
 
-TE_PREFIX = "lora_te_text_model_"
 from easyphoto_app.workspace import atomic_path
+
+TE_KEY = re.compile(r"^(lora_te[12]?_)(?!text_model_)")  # a text encoder key without CLIP's `text_model_`
 
 
 def peft_state(model, adapter: str, prefix: str) -> dict:
@@ -27,22 +29,23 @@ def peft_state(model, adapter: str, prefix: str) -> dict:
     return {f"{prefix}.{k}": v.detach().float().cpu().contiguous() for k, v in state.items()}
 
 
-def to_kohya(state: dict, alpha: float) -> dict:
+def to_kohya(state: dict, alpha: float, family=None) -> dict:
+    """WebUI keys for `family` (SD 1.5's by default: its only text encoder is `lora_te_`)."""
     import torch
     from diffusers.utils import convert_state_dict_to_kohya
+
+    from easyphoto_app.families import sd15
 
     kohya = convert_state_dict_to_kohya(state)
     out = {}
     for key, value in kohya.items():
-        key = key.replace("lora_te1_", "lora_te_")  # SD 1.x WebUI name for the (only) text encoder
-        if key.startswith("lora_te_") and not key.startswith(TE_PREFIX):
-            # transformers 5 names CLIP's modules without `text_model.`; WebUIs expect the SD1.5 checkpoint's names
-            key = TE_PREFIX + key[len("lora_te_"):]
+        # transformers 5 names CLIP's modules without `text_model.`; WebUIs expect the checkpoints' names
+        key = TE_KEY.sub(r"\1text_model_", (family or sd15).kohya_key(key))
         out[key] = torch.tensor(float(alpha)) if key.endswith(".alpha") else value
     return out
 
 
-def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str | None = None) -> Path:
+def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str | None = None, family=None) -> Path:
     """Write a WebUI-format LoRA atomically. Refuses to replace a file that belongs to someone else."""
     import hashlib
 
@@ -54,7 +57,7 @@ def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str 
         if current and current != owner:
             raise UserError(f"{path.name} belongs to user '{current}'; refusing to overwrite it with '{owner}'s LoRA.")
     meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
-    tensors = to_kohya(state, alpha)
+    tensors = to_kohya(state, alpha, family)
     data = safetensors_save(tensors)
     # A1111's hash of a LoRA covers the tensor bytes after the header, so it can go into the header itself
     meta["sshs_model_hash"] = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()

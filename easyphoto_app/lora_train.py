@@ -22,6 +22,7 @@ from easyphoto_app.lora_io import (
     write_checkpoint_dir,
 )
 from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
+from easyphoto_app.train_defaults import default_steps, model_defaults
 from easyphoto_app.workspace import Workspace, atomic_write_json, ensure_free_space
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -36,33 +37,6 @@ class TrainResult:
     message: str
     best_step: int | None = None
     final_loss: float | None = None
-
-
-def default_steps(photos: int) -> int:
-    return min(200 * photos, 800)
-
-
-def model_defaults(cfg: TrainConfig, model, given: set[str] = frozenset()) -> TrainConfig:
-    """The demo model ships its own training defaults (its marker's train_defaults: SD 1.5's rank and learning
-    rate turn the tiny face model's samples into noise). A value the user set is kept: one given as a flag
-    (`given`, even if it equals SD 1.5's default) or changed from the default in settings.toml."""
-    from dataclasses import fields, replace
-
-    from easyphoto_app.models import demo_marker
-
-    own = demo_marker(model.path).get("train_defaults", {}) if model.is_demo and model.path else {}
-    unset = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) == f.default and f.name not in given}
-    return replace(cfg, **{k: v for k, v in own.items() if k in unset})
-
-
-def panel_defaults(settings: Settings) -> TrainConfig:
-    """What the training panel shows: the settings, with the shipped demo model's own defaults when it is the model
-    (the panel hands every value to the job as a flag, so it must show the ones the demo trains with)."""
-    from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
-
-    if settings.app.model != DEMO:
-        return settings.train
-    return model_defaults(settings.train, ResolvedModel(DEMO, DEMO, FACE_MODEL))
 
 
 def face_images(ws: Workspace, user: str) -> list[Path]:
@@ -99,7 +73,7 @@ def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = 
     return params
 
 
-def encode_faces(pipe, images: list[Path], resolution: int, device, dtype):
+def encode_faces(pipe, images: list[Path], resolution: int, device):
     """Latent distribution (mean, std) of each face and of its mirror image: [2N, 4, h, w] each."""
     import numpy as np
     import torch
@@ -111,22 +85,15 @@ def encode_faces(pipe, images: list[Path], resolution: int, device, dtype):
         arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
         arrays += [arr, arr[:, ::-1]]
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    from easyphoto_app.models import vae_in_safe_dtype
+
     means, stds = [], []
-    with torch.no_grad():
+    with torch.no_grad(), vae_in_safe_dtype(pipe.vae) as vae:
         for chunk in pixels.split(4):
-            dist = pipe.vae.encode(chunk.to(device, dtype)).latent_dist
+            dist = vae.encode(chunk.to(device, vae.dtype)).latent_dist
             means.append(dist.mean.float())
             stds.append(dist.std.float())
     return torch.cat(means), torch.cat(stds)
-
-
-def encode_caption(pipe, device):
-    import torch
-
-    ids = pipe.tokenizer(TRIGGER, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids.to(device)
-    with torch.no_grad():
-        return ids, pipe.text_encoder(ids)[0]
 
 
 def make_optimizer(params_groups: list[dict], device: str):
@@ -163,6 +130,7 @@ class FaceLoraTrainer:
         import torch
         from accelerate import Accelerator
 
+        from easyphoto_app.families import of_pipeline
         from easyphoto_app.models import load_pipeline
         from easyphoto_app.precision import pick_precision
 
@@ -175,17 +143,21 @@ class FaceLoraTrainer:
         weight_dtype = self.precision.dtype
         self.accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=self.device == "cpu")
         pipe = load_pipeline(self.model, self.device, dtype=weight_dtype)
-        for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        self.family = of_pipeline(pipe)
+        self.text_encoders = [getattr(pipe, name) for name in self.family.TEXT_ENCODERS]
+        for part in (pipe.unet, pipe.vae, *self.text_encoders):
             part.requires_grad_(False)
         self.pipe = pipe
-        self.latent_mean, self.latent_std = encode_faces(pipe, self.images, self.resolution, self.device, weight_dtype)
-        self.ids, self.text_emb = encode_caption(pipe, self.device)
+        self.latent_mean, self.latent_std = encode_faces(pipe, self.images, self.resolution, self.device)
+        with torch.no_grad():
+            self.cond = self.caption()
         pipe.vae.to("cpu")  # cached latents: the VAE is only needed again for validation images
         params = [{"params": add_lora(pipe.unet, cfg.rank, cfg.alpha, UNET_TARGETS), "lr": cfg.lr}]
-        if cfg.train_text_encoder:
-            params.append({"params": add_lora(pipe.text_encoder, cfg.rank, cfg.alpha, TE_TARGETS), "lr": cfg.lr / 2})
-        else:
-            pipe.text_encoder.to("cpu")
+        for encoder in self.text_encoders:
+            if cfg.train_text_encoder:
+                params.append({"params": add_lora(encoder, cfg.rank, cfg.alpha, TE_TARGETS), "lr": cfg.lr / 2})
+            else:
+                encoder.to("cpu")
         if self.device == "cuda":
             pipe.unet.enable_gradient_checkpointing()
         self.trainable = [p for g in params for p in g["params"]]
@@ -198,6 +170,10 @@ class FaceLoraTrainer:
         self.scaling = pipe.vae.config.scaling_factor
         self.step = 0
         self.validation: list[dict] = []
+
+    def caption(self):
+        """The trigger word's conditioning (the family's: SDXL adds a pooled embedding and time_ids)."""
+        return self.family.encode(self.pipe, [TRIGGER], self.device, self.resolution)
 
     # -- one optimisation step (grad_accum micro-batches)
     def train_step(self) -> float:
@@ -215,12 +191,9 @@ class FaceLoraTrainer:
                 noise = torch.randn(latents.shape, generator=g).to(latents.device)
                 t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g).to(latents.device)
                 noisy = self.noise_scheduler.add_noise(latents, noise, t)
-                if cfg.train_text_encoder:
-                    text = self.pipe.text_encoder(self.ids)[0].expand(cfg.batch_size, -1, -1)
-                else:
-                    text = self.text_emb.expand(cfg.batch_size, -1, -1)
+                cond = (self.caption() if cfg.train_text_encoder else self.cond).expand(cfg.batch_size)
                 with self.precision.autocast():
-                    pred = self.unet(noisy.to(self.unet.dtype), t, text.to(self.unet.dtype)).sample
+                    pred = self.unet(noisy.to(self.unet.dtype), t, **cond.unet_kwargs(self.unet.dtype)).sample
                 target = noise if self.noise_scheduler.config.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
                 loss = F.mse_loss(pred.float(), target.float())
                 self.accelerator.backward(self.scaler.scale(loss))
@@ -239,7 +212,8 @@ class FaceLoraTrainer:
         unet = self.accelerator.unwrap_model(self.unet)
         state = peft_state(unet, ADAPTER, "unet")
         if self.cfg.train_text_encoder:
-            state.update(peft_state(self.pipe.text_encoder, ADAPTER, "text_encoder"))
+            for name, encoder in zip(self.family.TEXT_ENCODERS, self.text_encoders):
+                state.update(peft_state(encoder, ADAPTER, name))
         return state
 
     def save_checkpoint(self) -> Path:
@@ -273,9 +247,10 @@ class FaceLoraTrainer:
         unet = self.accelerator.unwrap_model(self.unet)
         unet_sd = {k[len("unet."):]: v for k, v in adapter.items() if k.startswith("unet.")}
         set_peft_model_state_dict(unet, unet_sd, adapter_name=ADAPTER)
-        te_sd = {k[len("text_encoder."):]: v for k, v in adapter.items() if k.startswith("text_encoder.")}
-        if te_sd:
-            set_peft_model_state_dict(self.pipe.text_encoder, te_sd, adapter_name=ADAPTER)
+        for name, encoder in zip(self.family.TEXT_ENCODERS, self.text_encoders):
+            te_sd = {k[len(name) + 1:]: v for k, v in adapter.items() if k.startswith(name + ".")}
+            if te_sd:
+                set_peft_model_state_dict(encoder, te_sd, adapter_name=ADAPTER)
         opt, opt_meta = load_tensors(folder / "optimizer.safetensors")
         restore_optimizer(self.optimizer, opt, opt_meta)
         self.generator.set_state(opt["rng.data"])
@@ -290,7 +265,8 @@ class FaceLoraTrainer:
 
         pipe = self.pipe
         pipe.vae.to(self.device)
-        pipe.text_encoder.to(self.device)
+        for encoder in self.text_encoders:
+            encoder.to(self.device)
         unet = self.accelerator.unwrap_model(self.unet)
         unet.eval()
         images = []
@@ -299,8 +275,8 @@ class FaceLoraTrainer:
                 images += pipe(TRIGGER, num_inference_steps=20, height=self.resolution, width=self.resolution,
                                generator=torch.Generator("cpu").manual_seed(seed), guidance_scale=5.0).images
         pipe.vae.to("cpu")
-        if not self.cfg.train_text_encoder:
-            pipe.text_encoder.to("cpu")
+        for encoder in self.text_encoders if not self.cfg.train_text_encoder else ():
+            encoder.to("cpu")
         rewards, info = scorer(images) if scorer else ([0.0] * len(images), {"no_face_rate": 1.0})
         score = float(sum(rewards) / len(rewards))
         self.validation.append({"step": self.step, "score": round(score, 4), **info})
@@ -386,11 +362,11 @@ def _finish(trainer: FaceLoraTrainer, loss: float) -> TrainResult:
     cfg = trainer.cfg
     path = save_lora(trainer.ws.face_lora(trainer.user), state, cfg.alpha, {
         "ss_network_module": "networks.lora", "ss_network_dim": str(cfg.rank), "ss_network_alpha": str(cfg.alpha),
-        "ss_base_model_version": "sd_v1", "ss_resolution": f"({trainer.resolution}, {trainer.resolution})",
+        "ss_base_model_version": trainer.family.WEBUI_VERSION, "ss_resolution": f"({trainer.resolution}, {trainer.resolution})",
         "ss_steps": str(meta["step"]), "ss_num_train_images": str(len(trainer.images)),
         "easyphoto_user": trainer.user, "easyphoto_base_model": trainer.model.source,
         "easyphoto_trigger": TRIGGER, "easyphoto_kind": "face", "easyphoto_validation": trainer.validation,
-    }, owner=trainer.user)
+    }, owner=trainer.user, family=trainer.family)
     _copy_to_webui(trainer.settings, path)
     message = f"Face LoRA written to {path} (best checkpoint: step {meta['step']}). Use it in a WebUI as <lora:{trainer.user}:1>."
     trainer.reporter.done(message, path=str(path), best_step=meta["step"], loss=loss)

@@ -11,7 +11,9 @@ import json
 import logging
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
@@ -37,6 +39,19 @@ class ResolvedModel:
     @property
     def is_demo(self) -> bool:
         return self.kind == DEMO
+
+    @cached_property
+    def family(self):
+        """The model's family module (families.sd15 or families.sdxl); anything else is refused in one line."""
+        from easyphoto_app import families
+
+        if self.is_demo:
+            return families.sd15
+        if self.kind == "file":
+            from easyphoto_app.checkpoints import checkpoint_family
+
+            return checkpoint_family(self.path)
+        return families.of_folder(self.path, self.source)
 
     @property
     def label(self) -> str:
@@ -147,10 +162,24 @@ def download_hub_model(repo_id: str, want_fp16: bool, index: str = "model_index.
     if not any(f.endswith(".safetensors") for f in sizes):
         raise UserError(f"{repo_id} has no .safetensors weights; EasyPhoto never loads pickled weights.")
     pipeline = index == "model_index.json"  # a pipeline's parts are in folders; a single model's files are not
+    if pipeline:
+        _check_hub_family(repo_id, sizes)
     chosen = _pick_hub_files([f for f in sizes if f == index or ("/" in f) == pipeline], want_fp16)
     total = sum(sizes[f] for f in chosen)
     log.warning("Downloading %s: %s in %d files (once; it stays in the Hugging Face cache).", repo_id, human_size(total), len(chosen))
     return Path(snapshot_download(repo_id, allow_patterns=chosen)), total
+
+
+def _check_hub_family(repo_id: str, files) -> None:
+    """Refuse a repository of another model family before its weights are downloaded: its model_index.json and UNet
+    config (a few kB) say what it is."""
+    from huggingface_hub import hf_hub_download
+
+    from easyphoto_app import families
+
+    index = json.loads(Path(hf_hub_download(repo_id, "model_index.json")).read_text())
+    unet = json.loads(Path(hf_hub_download(repo_id, "unet/config.json")).read_text()) if "unet/config.json" in files else None
+    families.of_index(index, unet, repo_id)
 
 
 def human_size(n: int) -> str:
@@ -190,7 +219,7 @@ def cached_hub_model(repo_id: str) -> Path | None:
         return None
     folder = Path(index).parent
     needed = [name for name, spec in json.loads(Path(index).read_text()).items()
-              if isinstance(spec, list) and name in ("unet", "vae", "text_encoder")]
+              if isinstance(spec, list) and name in ("unet", "vae", "text_encoder", "text_encoder_2")]
     return folder if all(any((folder / name).glob("*.safetensors")) for name in needed) else None
 
 
@@ -259,15 +288,17 @@ def _demo_fallback(spec: str, data_dir: Path, why: str) -> ResolvedModel:
 
 
 def load_pipeline(model: ResolvedModel, device: str, dtype=None):
-    """A StableDiffusionPipeline on `device` (safetensors only, no safety checker); `dtype` defaults to auto's."""
+    """The family's text-to-image pipeline on `device` (safetensors only, no safety checker); `dtype` defaults to
+    auto's."""
     import torch
-    from diffusers import StableDiffusionPipeline
 
+    from easyphoto_app.families import pipeline_class
     from easyphoto_app.precision import pick_precision
 
     _quiet_local_loading()
     dtype = dtype or pick_precision("auto", device).dtype
-    common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False, "use_safetensors": True}
+    family = model.family
+    common = {"dtype": dtype, "use_safetensors": True, **family.LOAD_KWARGS}
     if model.kind == "file":
         from easyphoto_app.checkpoints import load_single_file
 
@@ -276,7 +307,7 @@ def load_pipeline(model: ResolvedModel, device: str, dtype=None):
         # fp16 files when computing in fp16, or when they are all there is (a download made for a GPU, used on the CPU)
         half = [p.name.endswith(".fp16.safetensors") for p in model.path.glob("unet/*.safetensors")]
         variant = "fp16" if any(half) and (dtype == torch.float16 or all(half)) else None
-        pipe = StableDiffusionPipeline.from_pretrained(str(model.path), variant=variant, **common)
+        pipe = pipeline_class(family).from_pretrained(str(model.path), variant=variant, **common)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -289,6 +320,22 @@ def _quiet_local_loading() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+
+
+@contextmanager
+def vae_in_safe_dtype(vae):
+    """An autoencoder whose config says it overflows in fp16 (`force_upcast`: SDXL's) runs in fp32 inside this block,
+    as diffusers' own pipelines decode it; any other stays as it is."""
+    import torch
+
+    upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield vae
+    finally:
+        if upcast:
+            vae.to(torch.float16)
 
 
 def native_resolution(model: ResolvedModel, requested: int, training: bool = False) -> int:

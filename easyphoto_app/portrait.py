@@ -226,13 +226,12 @@ def delete_template(ws: Workspace, name: str) -> None:
 
 
 def inpaint_pipeline(pipe):
-    """The inpainting pipeline over the loaded components, made once per loaded pipeline. A plain SD1.5 UNet
-    inpaints by re-noising the unmasked latents each step."""
-    from diffusers import StableDiffusionInpaintPipeline
-
+    """The family's inpainting pipeline over the loaded components (no second UNet), made once per loaded pipeline.
+    A plain (4-channel) UNet inpaints by re-noising the unmasked latents each step."""
+    from easyphoto_app.families import of_pipeline, pipeline_class
     from easyphoto_app.models import pipeline_over
 
-    return pipeline_over(pipe, ("inpaint",), lambda: StableDiffusionInpaintPipeline.from_pipe(pipe))
+    return pipeline_over(pipe, ("inpaint",), lambda: pipeline_class(of_pipeline(pipe), "inpaint").from_pipe(pipe))
 
 
 @dataclass

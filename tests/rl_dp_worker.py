@@ -9,7 +9,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from easyphoto_app import parallel  # noqa: E402
-from easyphoto_app.ddpo import loop  # noqa: E402
+from easyphoto_app.ddpo import job, loop  # noqa: E402
 from easyphoto_app.jobs import Reporter  # noqa: E402
 from easyphoto_app.settings import load_settings  # noqa: E402
 from easyphoto_app.workspace import Workspace  # noqa: E402
@@ -27,5 +27,5 @@ if __name__ == "__main__":
     s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.epochs, s.rl.lr = 4, 2, 4, 2, 1e-2
     ws = Workspace(home)
     reporter = Reporter(ws.job_events("rl", "astro")) if parallel.is_main() else Reporter()
-    result = loop.run_rl(s, ws, "astro", reporter, reward_fn=brightness)
+    result = job.run_rl(s, ws, "astro", reporter, reward_fn=brightness)
     print(result.message)

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from easyphoto_app import checkpoints
-from easyphoto_app.checkpoints import check_sd15, checkpoint_kind, list_checkpoints, lora_hash, model_hash, sha256_file
+from easyphoto_app.checkpoints import checkpoint_family, checkpoint_kind, list_checkpoints, lora_hash, model_hash, sha256_file
 from easyphoto_app.errors import UserError
 
 
@@ -33,25 +33,25 @@ def test_a_files_kind_is_read_from_its_keys_and_shapes(tmp_path, keys, kind):
 
 
 @pytest.mark.parametrize("keys, says", [
-    ({}, "e.safetensors is an empty safetensors file (it holds no tensors); EasyPhoto needs a Stable Diffusion 1.5"),
+    ({}, "e.safetensors is an empty safetensors file (it holds no tensors); EasyPhoto works with Stable Diffusion 1.5 and SDXL"),
     ({"lora_unet_a.lora_down.weight": (2, 4)}, "e.safetensors is a LoRA, not a base model: put it in the data "
                                                "folder's loras/ and use it in a prompt as <lora:e:1>."),
     ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "is an SD1.5 inpainting checkpoint"),
     ({"model.diffusion_model.input_blocks.0.0.weight": (320,)},
-     "is not a Stable Diffusion 1.5 checkpoint (diffusers reads it as 'unknown'); EasyPhoto needs"),
+     "is not a checkpoint EasyPhoto knows (diffusers reads it as 'unknown'); EasyPhoto works with"),
 ])
-def test_anything_but_an_sd15_checkpoint_is_refused_in_one_line_naming_it(tmp_path, keys, says):
+def test_anything_but_an_sd15_or_sdxl_checkpoint_is_refused_in_one_line_naming_it(tmp_path, keys, says):
     with pytest.raises(UserError) as refused:
-        check_sd15(tiny(tmp_path / "e.safetensors", keys))
+        checkpoint_family(tiny(tmp_path / "e.safetensors", keys))
     assert says in str(refused.value) and "\n" not in str(refused.value)
 
 
-def test_an_sd15_checkpoint_passes_and_a_truncated_one_is_named(tmp_path):
+def test_an_sd15_checkpoint_is_sd15_and_a_truncated_one_is_named(tmp_path):
     path = tiny(tmp_path / "ok.safetensors", {"model.diffusion_model.out.0.weight": (4,)})
-    check_sd15(path)
+    assert checkpoint_family(path).NAME == "sd15"
     (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:20])
     with pytest.raises(UserError, match=r"^cut.safetensors is not a readable safetensors file \(SafetensorError: "):
-        check_sd15(tmp_path / "cut.safetensors")
+        checkpoint_family(tmp_path / "cut.safetensors")
 
 
 def test_a_folder_lists_its_safetensors_files_in_order(tmp_path):

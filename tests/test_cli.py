@@ -282,7 +282,7 @@ def test_rl_takes_its_own_events_file_and_lock_name(home, capsys, monkeypatch):
     ws = Workspace(home)
     add_user(home, "anna", lora=True)
     fake = Ran()
-    monkeypatch.setattr("easyphoto_app.ddpo.loop.run_rl", fake)
+    monkeypatch.setattr("easyphoto_app.ddpo.job.run_rl", fake)
     assert run(capsys, "--data-dir", home, "rl", "--user", "anna") == (0, "training anna\nsaved anna\n", "")
     [call] = fake.calls
     assert call["events"] == ws.job_events("rl", "anna") and call["lock"]["kind"] == "RL" and call["resume"] is False
@@ -346,7 +346,7 @@ def test_under_torchrun_only_rl_runs_and_only_rank_0_locks_and_reports(home, cap
     add_user(home, "anna", lora=True)
     prepared(home, "bob")
     fake = Ran()
-    monkeypatch.setattr("easyphoto_app.ddpo.loop.run_rl", fake)
+    monkeypatch.setattr("easyphoto_app.ddpo.job.run_rl", fake)
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")

@@ -97,7 +97,7 @@ def test_rl_with_the_face_reward_has_faces_to_learn_from_and_moves_its_lora(face
     """On the face model the real reward (dlib likeness) finds faces and differs between samples, so the
     advantages are not zero and the RL LoRA moves, with no warning. (On the random model every reward is 0 and
     nothing moves: test_rl_diagnose.py.) Red with the advantages zeroed in the PPO update."""
-    from easyphoto_app.ddpo.loop import run_rl
+    from easyphoto_app.ddpo.job import run_rl
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace

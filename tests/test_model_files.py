@@ -139,27 +139,27 @@ def _tiny_checkpoint(path, keys: dict):
     return path
 
 
-SDXL_KEYS = {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": (4,)}
+REFINER_KEYS = {"conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": (4,)}
 
 
 @pytest.mark.parametrize("keys, says", [
-    (SDXL_KEYS, "an SDXL checkpoint"),
+    (REFINER_KEYS, "an SDXL refiner"),
     ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "SD1.5 inpainting checkpoint"),
     ({"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)}, "Stable Diffusion 2.x"),
     ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)}, "is a LoRA, not a base model"),
 ])
-def test_a_file_that_is_not_an_sd15_checkpoint_is_named_for_what_it_is(tmp_path, keys, says):
-    from easyphoto_app.checkpoints import check_sd15
+def test_a_file_that_is_not_an_sd15_or_sdxl_checkpoint_is_named_for_what_it_is(tmp_path, keys, says):
+    from easyphoto_app.checkpoints import checkpoint_family
     from easyphoto_app.errors import UserError
 
     with pytest.raises(UserError, match=says):
-        check_sd15(_tiny_checkpoint(tmp_path / "other.safetensors", keys))
+        checkpoint_family(_tiny_checkpoint(tmp_path / "other.safetensors", keys))
 
 
-def test_generating_with_an_sdxl_file_is_one_line_that_says_so(tmp_path, data_dir):
-    path = _tiny_checkpoint(tmp_path / "other.safetensors", SDXL_KEYS)
+def test_generating_with_an_sdxl_refiner_file_is_one_line_that_says_so(tmp_path, data_dir):
+    path = _tiny_checkpoint(tmp_path / "other.safetensors", REFINER_KEYS)
     r = run_cli(data_dir, "--model", str(path), "generate", "--num", "1", "--steps", "1")
-    assert r.returncode == 2 and "an SDXL checkpoint" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.returncode == 2 and "an SDXL refiner" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_a_folder_of_checkpoints_lists_them_or_uses_its_only_one(tmp_path):

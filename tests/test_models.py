@@ -61,8 +61,16 @@ def hub_repo(monkeypatch, tmp_path):
         repo["asked"].append((repo_id, allow_patterns))
         return str(tmp_path)
 
+    def hf_hub_download(repo_id, filename):  # the family check reads the index and the UNet's config first
+        path = tmp_path / "configs" / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(repo["configs"].get(filename, {"_class_name": "StableDiffusionPipeline"})))
+        return str(path)
+
+    repo["configs"] = {}
     monkeypatch.setattr(huggingface_hub, "HfApi", Api)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     return repo
 
 
@@ -84,6 +92,15 @@ def test_a_download_asks_for_the_chosen_files_only_and_says_how_much_first(hub_r
 def test_a_repository_without_what_we_load_is_refused_before_any_download(hub_repo, files, says):
     hub_repo["files"] = files
     with pytest.raises(models.UserError, match=says):
+        models.download_hub_model("me/sd", want_fp16=False)
+    assert hub_repo["asked"] == []
+
+
+def test_a_repository_of_another_family_is_refused_from_its_configs_before_any_download(hub_repo):
+    hub_repo["files"] = {f: 3 * 2**20 for f in SD15_REPO}
+    hub_repo["configs"] = {"model_index.json": {"_class_name": "StableDiffusionPipeline"},
+                           "unet/config.json": {"in_channels": 4, "cross_attention_dim": 1024}}
+    with pytest.raises(models.UserError, match="^me/sd is a Stable Diffusion 2.x model; EasyPhoto works with"):
         models.download_hub_model("me/sd", want_fp16=False)
     assert hub_repo["asked"] == []
 
@@ -298,6 +315,7 @@ def test_a_single_file_checkpoint_is_loaded_by_the_single_file_loader_safetensor
 
     calls = []
     monkeypatch.setattr("easyphoto_app.checkpoints.load_single_file", lambda path, **kw: calls.append((path, kw)) or Loaded())
+    monkeypatch.setattr("easyphoto_app.checkpoints.checkpoint_family", lambda path: __import__("easyphoto_app.families.sd15").families.sd15)
     pipe = models.load_pipeline(models.ResolvedModel("file", "x", tmp_path / "x.safetensors"), "cpu", torch.float16)
     assert calls == [(tmp_path / "x.safetensors", {"dtype": torch.float16, "safety_checker": None,
                                                    "requires_safety_checker": False, "use_safetensors": True})]

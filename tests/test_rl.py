@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import kill_9_when, run_cli
+from easyphoto_app.families.conditioning import Cond
 
 RL = ["rl", "--user", "astro", "--samples-per-epoch", "4", "--sample-batch", "2", "--steps", "4"]
 
@@ -100,7 +101,7 @@ def test_the_run_ends_within_its_budget_final_evaluation_and_file_included(home_
     from it, or no room kept for the batch in flight, the run ends at 100 s or later.)"""
     from types import SimpleNamespace
 
-    from easyphoto_app.ddpo import budget, loop
+    from easyphoto_app.ddpo import budget, job
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace
@@ -117,7 +118,7 @@ def test_the_run_ends_within_its_budget_final_evaluation_and_file_included(home_
                            epochs=100, max_hours=95 / 3600).items():
         setattr(s.rl, key, value)
     events = []
-    result = loop.run_rl(s, Workspace(home_copy), "astro", Reporter(None, [lambda e: events.append((now[0], e))]),
+    result = job.run_rl(s, Workspace(home_copy), "astro", Reporter(None, [lambda e: events.append((now[0], e))]),
                          reward_fn=reward)
     done = [(t, e) for t, e in events if e["type"] == "done"]
     assert len(done) == 1 and done[0][0] == done_at <= 95.0
@@ -150,7 +151,7 @@ def test_batched_timesteps_give_the_same_update_as_one_at_a_time(home_copy):
     s.rl.steps, s.rl.lr, s.rl.clip_range, s.rl.train_batch = 4, 1e-2, 0.5, 2
     run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
     run.setup()
-    cond = torch.cat([run.prompt_emb[run.prompts[0]]] * 4)
+    cond = Cond.cat([run.prompt_emb[run.prompts[0]]] * 4)
     traj = ppo.sample(run.pipe.unet, run.pipe.scheduler, cond, run.uncond, [run.prompts[0]] * 4, 4, 5.0, 1.0,
                       (4, 8, 8), torch.Generator().manual_seed(0))
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
@@ -179,10 +180,10 @@ class _ChannelBiasEps(torch.nn.Module):
         super().__init__()
         self.proj = torch.nn.Linear(8, 4)
 
-    def forward(self, x, t, cond):
+    def forward(self, x, t, encoder_hidden_states):
         from types import SimpleNamespace
 
-        return SimpleNamespace(sample=0.5 * x + self.proj(cond.mean(1))[:, :, None, None])
+        return SimpleNamespace(sample=0.5 * x + self.proj(encoder_hidden_states.mean(1))[:, :, None, None])
 
 
 def test_ppo_trains_on_the_asked_fraction_of_the_stochastic_steps_and_refuses_eta_0():
@@ -196,10 +197,10 @@ def test_ppo_trains_on_the_asked_fraction_of_the_stochastic_steps_and_refuses_et
     torch.manual_seed(0)
     model, rows = _ChannelBiasEps(), []
     forward = model.forward
-    model.forward = lambda x, t, cond: rows.append(len(x)) or forward(x, t, cond)
+    model.forward = lambda x, t, encoder_hidden_states: rows.append(len(x)) or forward(x, t, encoder_hidden_states)
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
-    cond, uncond = torch.randn(4, 3, 8), torch.zeros(1, 3, 8)
+    cond, uncond = Cond(torch.randn(4, 3, 8)), Cond(torch.zeros(1, 3, 8))
     traj = ppo.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), torch.Generator().manual_seed(0))
     params = list(model.proj.parameters())
 
@@ -248,10 +249,10 @@ def _ddpo_reward_trend(sign: float, epochs: int = 20, seed: int = 0, samples: in
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     tracker, gen = PerPromptStatTracker(32, 16), torch.Generator().manual_seed(seed)
     prompts = {"a": torch.randn(1, 3, 8, generator=gen), "b": torch.randn(1, 3, 8, generator=gen)}
-    prompts = {k: v.to(prec.dtype) for k, v in prompts.items()}  # text embeddings come in the weights' dtype
-    uncond, names, means = torch.zeros(1, 3, 8, dtype=prec.dtype), ["a", "b"] * (samples // 2), []
+    prompts = {k: Cond(v.to(prec.dtype)) for k, v in prompts.items()}  # text embeddings come in the weights' dtype
+    uncond, names, means = Cond(torch.zeros(1, 3, 8, dtype=prec.dtype)), ["a", "b"] * (samples // 2), []
     for _ in range(epochs):
-        cond = torch.cat([prompts[n] for n in names])
+        cond = Cond.cat([prompts[n] for n in names])
         traj = ppo.sample(model, scheduler, cond, uncond, names, steps, cfg.guidance, cfg.eta, (4, 2, 2), gen, prec)
         assert traj.latents.dtype == traj.log_probs.dtype == torch.float32
         rewards = sign * traj.latents[:, -1, 0].mean(dim=(1, 2))
@@ -320,7 +321,7 @@ def test_rewards_scored_beside_sampling_match_inline(home_copy):
 
 def test_run_on_a_small_gpu_is_warned_before_it_starts(home_copy, monkeypatch):
     """The pre-flight as the run calls it on CUDA (here the free memory is faked: no GPU on this machine)."""
-    from easyphoto_app.ddpo import loop
+    from easyphoto_app.ddpo import job, loop
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace
@@ -332,10 +333,10 @@ def test_run_on_a_small_gpu_is_warned_before_it_starts(home_copy, monkeypatch):
     reporter = type("R", (), {"log": lambda self, text: lines.append(text)})()
     run.device = "cuda"
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1024**2, 80 * 1024**3))
-    loop._warn_if_too_big(run, reporter)
+    job._warn_if_too_big(run, reporter)
     assert len(lines) == 1 and "of GPU memory and 1.0 MB is free" in lines[0], lines
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 1024**3, 80 * 1024**3))
-    loop._warn_if_too_big(run, reporter)
+    job._warn_if_too_big(run, reporter)
     assert len(lines) == 1
 
 
@@ -456,7 +457,7 @@ def test_ppo_update_takes_the_ratio_against_the_sampled_logprob(adv_sign):
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
     gen = torch.Generator().manual_seed(0)
-    cond, uncond = torch.randn(4, 3, 8, generator=gen), torch.zeros(1, 3, 8)
+    cond, uncond = Cond(torch.randn(4, 3, 8, generator=gen)), Cond(torch.zeros(1, 3, 8))
     traj = ppo.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), gen)
     traj.log_probs += 1.0
     before = [p.detach().clone() for p in params]

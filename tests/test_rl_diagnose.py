@@ -69,7 +69,7 @@ def test_a_run_whose_samples_have_no_face_says_so_in_words_and_in_an_event(home_
 
 
 def run_in_process(home, monkeypatch=None, precision="fp32", **rl):
-    from easyphoto_app.ddpo.loop import run_rl
+    from easyphoto_app.ddpo.job import run_rl
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace

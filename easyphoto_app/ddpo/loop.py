@@ -20,16 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from easyphoto_app import parallel
 from easyphoto_app.ddpo.budget import Budget
 from easyphoto_app.ddpo.diagnose import Diagnostics
-from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
+from easyphoto_app.errors import UserError
+from easyphoto_app.families.conditioning import Cond
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_io import (
     complete_checkpoints, load_tensors, optimizer_tensors, peft_state, restore_optimizer, save_lora,
     write_checkpoint_dir,
 )
-from easyphoto_app.monitor import Monitor
 from easyphoto_app.settings import TRIGGER, RLConfig, Settings
 from easyphoto_app.workspace import Workspace, atomic_write_json
 
@@ -94,6 +93,7 @@ class RLRun:
         from diffusers import DDIMScheduler
 
         from easyphoto_app.ddpo.ppo import add_rl_lora
+        from easyphoto_app.families import of_pipeline
         from easyphoto_app.models import load_pipeline
         from easyphoto_app.precision import pick_rl_precision
 
@@ -103,7 +103,8 @@ class RLRun:
         self.scaler = self.precision.scaler()
         pipe = load_pipeline(self.model, self.device, dtype=self.dtype)
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        self.family = family = of_pipeline(pipe)
+        for part in (pipe.unet, pipe.vae, *(getattr(pipe, name) for name in family.TEXT_ENCODERS)):
             part.requires_grad_(False)
         # The face LoRA is frozen, so it is fused into the in-memory weights (its file is only read): the
         # UNet then carries one live adapter, as fast as a bare one, and it can never enter the optimizer
@@ -122,8 +123,8 @@ class RLRun:
         self.accelerator = Accelerator(cpu=self.device == "cpu")
         self.local_samples = -(-self.cfg.samples_per_epoch // self.accelerator.num_processes)
         with torch.no_grad():
-            self.prompt_emb = {p: pipe.encode_prompt(p, self.device, 1, False)[0] for p in set(self.prompts)}
-            self.uncond = pipe.encode_prompt("", self.device, 1, False)[0]
+            self.prompt_emb = {p: family.encode(pipe, [p], self.device, self.resolution) for p in set(self.prompts)}
+            self.uncond = family.encode(pipe, [""], self.device, self.resolution)
         self.generator = torch.Generator("cpu")
         self.rng = random.Random()
         from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
@@ -194,7 +195,7 @@ class RLRun:
             if self.stop_now(budget.batch_s):
                 return False
             batch = [self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch, self.local_samples - start))]
-            cond = torch.cat([self.prompt_emb[p] for p in batch])
+            cond = Cond.cat([self.prompt_emb[p] for p in batch])
             with budget.timing("batch_s"):
                 traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
                               cfg.eta, shape, self.generator, self.precision)
@@ -212,7 +213,7 @@ class RLRun:
         advantages = advantages[rank * self.local_samples:(rank + 1) * self.local_samples]
         mean_reward = float(reward_t.mean())
         joined = Trajectories(torch.cat([t.latents for t in trajs]), torch.cat([t.log_probs for t in trajs]),
-                              trajs[0].timesteps, torch.cat([t.cond for t in trajs]), prompts)
+                              trajs[0].timesteps, Cond.cat([t.cond for t in trajs]), prompts)
         self.pipe.unet.train()
         t1 = time.perf_counter()
         stats, before = {}, [p.detach().clone() for p in self.params]
@@ -279,7 +280,7 @@ class RLRun:
             batch = mine[start:start + cfg.sample_batch]
             generator = torch.Generator("cpu").manual_seed(cfg.seed + 7919 * (rank * share + start + 1))  # the same noise each time
             with self.budget.timing("batch_s"):  # a training batch takes as long: the first one's estimate
-                traj = sample(self.pipe.unet, self.pipe.scheduler, torch.cat([self.prompt_emb[p] for p in batch]),
+                traj = sample(self.pipe.unet, self.pipe.scheduler, Cond.cat([self.prompt_emb[p] for p in batch]),
                               self.uncond, batch, self.steps, cfg.guidance, cfg.eta, shape, generator, self.precision)
                 parts.append(self.reward_fn(decode(self.pipe.vae, traj.latents[:, -1])))
         rewards, info = _merge_rewards(parts)
@@ -366,11 +367,11 @@ class RLRun:
             return RLResult(self.ws.ddpo_lora(self.user), "", self.epoch, self.best_epoch, self.best_reward)
         path = save_lora(self.ws.ddpo_lora(self.user), self.best_state, float(cfg.rank), {
             "ss_network_module": "networks.lora", "ss_network_dim": str(cfg.rank), "ss_network_alpha": str(float(cfg.rank)),
-            "ss_base_model_version": "sd_v1", "easyphoto_user": self.user, "easyphoto_kind": "ddpo",
+            "ss_base_model_version": self.family.WEBUI_VERSION, "easyphoto_user": self.user, "easyphoto_kind": "ddpo",
             "easyphoto_base_model": self.model.source, "easyphoto_best_epoch": self.best_epoch,
             "easyphoto_best_reward": self.best_reward if self.best_epoch >= 0 else None,
             "easyphoto_epochs": self.epoch, "easyphoto_settings": vars(cfg), "easyphoto_end": reason,
-        }, owner=self.user)
+        }, owner=self.user, family=self.family)
         best = (f"best evaluated after {self.best_epoch} epoch(s) (mean reward {self.best_reward:.4f})"
                 if self.best_epoch >= 0 else "no evaluation finished")
         message = f"RL LoRA written to {path} after {self.epoch} epoch(s), {best}; ended by {reason}."
@@ -379,103 +380,9 @@ class RLRun:
         return RLResult(path, message, self.epoch, self.best_epoch, self.best_reward)
 
 
-def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False, reward_fn=None) -> RLResult:
-    import torch
-
-    run = RLRun(settings, ws, user, reporter, reward_fn)
-    face_hash = _sha256(run.face_lora)
-    ckpts = complete_checkpoints(run.work, "epoch")
-    if resume and ckpts:
-        run.adopt_settings(ckpts[-1])
-    elif not resume and parallel.is_main():
-        for old in ckpts:
-            shutil.rmtree(old)
-    fitted = run.fit_eval_budget()
-    if fitted:
-        reporter.log(fitted)
-    reporter.log(f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
-                 f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
-                 f"Evaluation: {run.cfg.eval_samples} fixed samples every {run.cfg.eval_every} epoch(s) and at the end, "
-                 f"about {run.eval_share():.0%} of the time. Base model: {run.model.label}")
-    reason, started = "error", False
-    try:
-        with Monitor(lambda row: reporter.metric(kind="memory", **row), interval=2.0):
-            run.setup()
-            started = True
-            reporter.log(f"Precision: {run.precision.name} ({run.precision.reason}).")
-            _warn_if_too_big(run, reporter)
-            if resume and ckpts:
-                run.load_checkpoint(ckpts[-1])
-                reporter.log(f"Resumed after epoch {run.epoch - 1}.")
-            reason = _train_epochs(run, reporter)
-            if reason != "Stop" and not run.evaluated_now():
-                run.evaluate()  # the last weights get their chance too (its time was kept out of the budget)
-            reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None)
-    except torch.OutOfMemoryError:
-        reason = "out of memory"
-        _finish_after_error(run, started, reporter, oom_message("samples per epoch, sample batch, resolution or steps"))
-        raise OutOfMemoryError(oom_message("--samples-per-epoch, --sample-batch, --resolution or --steps")) from None
-    except BaseException as exc:
-        _finish_after_error(run, started, reporter, f"RL stopped by an error: {type(exc).__name__}: {exc}")
-        raise
-    finally:
-        if run.reward_pool:
-            run.reward_pool.shutdown(wait=False, cancel_futures=True)
-    result = run.write_output(reason)
-    _check_face_lora(run, face_hash, reporter)
-    summary, due = run.diagnostics.closing(run.evals, run.epoch)
-    for code, message in due:
-        reporter.warning(code, message)
-    result.message = f"{result.message} {summary}"
-    reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs)
-    return result
-
-
-def _train_epochs(run: RLRun, reporter: Reporter) -> str:
-    """Epochs (with their evaluations) until the epoch count, the budget or Stop; returns which ended them."""
-    while run.epoch < run.cfg.epochs:
-        reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
-                          time_left_s=round(run.budget.left(), 1))
-        if run.epoch % max(1, run.cfg.eval_every) == 0 and not run.evaluated_now():
-            run.evaluate()
-        if not run.run_epoch():
-            return "Stop" if run.reporter.should_stop() else "the time budget"
-        for code, message in run.diagnostics.epoch(run.history[-1]):
-            reporter.warning(code, message)
-    return "the epoch count"
-
-
 def _merge_rewards(parts: list[tuple[list[float], dict]]) -> tuple[list[float], dict]:
     """Per-batch (rewards, info) -> one; info values (rates) are averaged over the samples."""
     rewards = [r for part, _ in parts for r in part]
     keys = {k for _, info in parts for k in info}
     info = {k: sum(info.get(k, 0.0) * len(part) for part, info in parts) / max(len(rewards), 1) for k in keys}
     return rewards, info
-
-
-def _warn_if_too_big(run: RLRun, reporter: Reporter) -> None:
-    import torch
-
-    if run.device != "cuda":
-        return
-    from easyphoto_app.ddpo.memory import preflight
-
-    free, _ = torch.cuda.mem_get_info()
-    try:
-        warning = preflight(dict(run.pipe.unet.config), dict(run.pipe.vae.config), run.cfg, run.resolution, free, run.dtype)
-    except Exception as exc:  # an estimate must never stop a run
-        warning = f"(no memory estimate: {type(exc).__name__}: {exc})"
-    if warning:
-        reporter.log(warning)
-
-
-def _finish_after_error(run: RLRun, started: bool, reporter: Reporter, message: str) -> None:
-    if started and run.epoch > 0:  # an error after the first epoch still leaves the best file
-        result = run.write_output("an error")
-        message += f" The best epoch so far was saved: {result.path}."
-    reporter.failed(message)
-
-
-def _check_face_lora(run: RLRun, expected: str, reporter: Reporter) -> None:
-    if _sha256(run.face_lora) != expected:  # never expected; a loud message if it ever happens
-        reporter.log(f"warning: {run.face_lora.name} changed during RL; retrain it to be safe.")

@@ -94,6 +94,14 @@ def _bytes(params) -> int:
     return sum(p.numel() * p.element_size() for p in params)
 
 
+def _added_conditions(config, n: int, meta: dict) -> dict:
+    """SDXL's UNet also takes a pooled text embedding and six time_ids per image."""
+    if config.get("addition_embed_type") != "text_time":
+        return {}
+    pooled = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
+    return {"added_cond_kwargs": {"text_embeds": torch.empty(n, pooled, **meta), "time_ids": torch.empty(n, 6, **meta)}}
+
+
 def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int, dtype=torch.float16,
                        cuda_savings: bool = True, text_encoder_bytes: int = 0) -> Estimate:
     """`cfg` is an RLConfig (samples_per_epoch, sample_batch, train_batch, timestep_batch, steps, rank).
@@ -112,12 +120,13 @@ def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int
         state = [torch.empty_like(p) for p in lora for _ in range(3)]  # grad + AdamW's two moments
         with torch.no_grad():
             b = cfg.sample_batch
-            unet(torch.empty(2 * b, c, h, h, **meta), torch.tensor(999), torch.empty(2 * b, ctx_len, ctx_dim, **meta))
+            unet(torch.empty(2 * b, c, h, h, **meta), torch.tensor(999), torch.empty(2 * b, ctx_len, ctx_dim, **meta),
+                 **_added_conditions(unet.config, 2 * b, meta))
             vae.decode(torch.empty(b, vae.config.latent_channels, h, h, **meta))
         unet.train()
         n = 2 * cfg.train_batch * max(1, cfg.timestep_batch)
         out = unet(torch.empty(n, c, h, h, **meta), torch.zeros(n, dtype=torch.long, device="meta"),
-                   torch.empty(n, ctx_len, ctx_dim, **meta)).sample
+                   torch.empty(n, ctx_len, ctx_dim, **meta), **_added_conditions(unet.config, n, meta)).sample
         out.float().mean().backward()
         del trajectory, cond, state, out
     weights = _bytes(unet.parameters()) + _bytes(vae.parameters()) + text_encoder_bytes

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from easyphoto_app.ddpo.ddim_logprob import ddim_step_with_logprob, step_std
+from easyphoto_app.families.conditioning import Cond
 from easyphoto_app.precision import FP32
 
 
@@ -32,16 +33,17 @@ class Trajectories:
     latents: torch.Tensor  # [B, T+1, C, H, W]: x_T ... x_0
     log_probs: torch.Tensor  # [B, T]
     timesteps: torch.Tensor  # [T]
-    cond: torch.Tensor  # [B, L, D] prompt embeddings
+    cond: Cond  # the prompts' conditioning, a batch of B
     prompts: list[str]
 
 
-def guided_eps(unet, latents, t, cond, uncond, guidance: float):
+def guided_eps(unet, latents, t, cond: Cond, uncond: Cond, guidance: float):
     """Classifier-free guidance, the same in sampling and in training. The UNet sees the latents in the
     embeddings' dtype; the guided eps comes back float32."""
     t = t if t.ndim == 0 else torch.cat([t, t])  # one timestep per latent when training several at once
     x = torch.cat([latents, latents]).to(cond.dtype)
-    out = unet(x, t, torch.cat([uncond.expand_as(cond), cond])).sample.float()
+    both = Cond.cat([uncond.expand(len(cond)), cond])
+    out = unet(x, t, **both.unet_kwargs()).sample.float()
     eps_uncond, eps_cond = out.chunk(2)
     return eps_uncond + guidance * (eps_cond - eps_uncond)
 
@@ -50,7 +52,7 @@ def guided_eps(unet, latents, t, cond, uncond, guidance: float):
 def sample(unet, scheduler, cond, uncond, prompts, steps: int, guidance: float, eta: float, shape,
            generator: torch.Generator, precision=FP32) -> Trajectories:
     scheduler.set_timesteps(steps, device=cond.device)
-    latents = torch.randn((cond.shape[0], *shape), generator=generator).to(cond.device, torch.float32)
+    latents = torch.randn((len(cond), *shape), generator=generator).to(cond.device, torch.float32)
     all_latents, log_probs = [latents], []
     for t in scheduler.timesteps:
         with precision.autocast():
@@ -65,7 +67,10 @@ def sample(unet, scheduler, cond, uncond, prompts, steps: int, guidance: float, 
 def decode(vae, latents) -> list:
     from PIL import Image
 
-    images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample
+    from easyphoto_app.models import vae_in_safe_dtype
+
+    with vae_in_safe_dtype(vae):
+        images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample
     arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arr]
 
@@ -111,7 +116,7 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
             t = traj.timesteps[chunk].unsqueeze(0).expand(b, k).reshape(-1)
             old = traj.log_probs[idx][:, chunk].reshape(-1).float()
             with precision.autocast():
-                eps = guided_eps(unet, x_t, t, traj.cond[idx].repeat_interleave(k, dim=0), uncond, cfg.guidance)
+                eps = guided_eps(unet, x_t, t, traj.cond[idx].repeat_interleave(k), uncond, cfg.guidance)
             _, logp = ddim_step_with_logprob(scheduler, eps, t, x_t, cfg.eta, prev_sample=x_prev)
             a = adv[idx].repeat_interleave(k).to(logp.device)
             loss, ratio = clipped_loss(a, logp, old, cfg.clip_range)

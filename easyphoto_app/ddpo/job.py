@@ -1,0 +1,109 @@
+"""The RL job: start or resume an RLRun, train epochs until the epoch count, the time budget or Stop, and end
+with the RL LoRA written, its diagnoses said, and the face LoRA checked untouched (also after an error)."""
+
+from __future__ import annotations
+
+import shutil
+
+from easyphoto_app import parallel
+from easyphoto_app.ddpo.loop import RLResult, RLRun, _sha256
+from easyphoto_app.errors import OutOfMemoryError, oom_message
+from easyphoto_app.jobs import Reporter
+from easyphoto_app.lora_io import complete_checkpoints
+from easyphoto_app.monitor import Monitor
+from easyphoto_app.settings import Settings
+from easyphoto_app.workspace import Workspace
+
+
+def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False, reward_fn=None) -> RLResult:
+    import torch
+
+    run = RLRun(settings, ws, user, reporter, reward_fn)
+    face_hash = _sha256(run.face_lora)
+    ckpts = complete_checkpoints(run.work, "epoch")
+    if resume and ckpts:
+        run.adopt_settings(ckpts[-1])
+    elif not resume and parallel.is_main():
+        for old in ckpts:
+            shutil.rmtree(old)
+    fitted = run.fit_eval_budget()
+    if fitted:
+        reporter.log(fitted)
+    reporter.log(f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
+                 f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
+                 f"Evaluation: {run.cfg.eval_samples} fixed samples every {run.cfg.eval_every} epoch(s) and at the end, "
+                 f"about {run.eval_share():.0%} of the time. Base model: {run.model.label}")
+    reason, started = "error", False
+    try:
+        with Monitor(lambda row: reporter.metric(kind="memory", **row), interval=2.0):
+            run.setup()
+            started = True
+            reporter.log(f"Precision: {run.precision.name} ({run.precision.reason}).")
+            _warn_if_too_big(run, reporter)
+            if resume and ckpts:
+                run.load_checkpoint(ckpts[-1])
+                reporter.log(f"Resumed after epoch {run.epoch - 1}.")
+            reason = _train_epochs(run, reporter)
+            if reason != "Stop" and not run.evaluated_now():
+                run.evaluate()  # the last weights get their chance too (its time was kept out of the budget)
+            reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None)
+    except torch.OutOfMemoryError:
+        reason = "out of memory"
+        _finish_after_error(run, started, reporter, oom_message("samples per epoch, sample batch, resolution or steps"))
+        raise OutOfMemoryError(oom_message("--samples-per-epoch, --sample-batch, --resolution or --steps")) from None
+    except BaseException as exc:
+        _finish_after_error(run, started, reporter, f"RL stopped by an error: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if run.reward_pool:
+            run.reward_pool.shutdown(wait=False, cancel_futures=True)
+    result = run.write_output(reason)
+    _check_face_lora(run, face_hash, reporter)
+    summary, due = run.diagnostics.closing(run.evals, run.epoch)
+    for code, message in due:
+        reporter.warning(code, message)
+    result.message = f"{result.message} {summary}"
+    reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs)
+    return result
+
+
+def _train_epochs(run: RLRun, reporter: Reporter) -> str:
+    """Epochs (with their evaluations) until the epoch count, the budget or Stop; returns which ended them."""
+    while run.epoch < run.cfg.epochs:
+        reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
+                          time_left_s=round(run.budget.left(), 1))
+        if run.epoch % max(1, run.cfg.eval_every) == 0 and not run.evaluated_now():
+            run.evaluate()
+        if not run.run_epoch():
+            return "Stop" if run.reporter.should_stop() else "the time budget"
+        for code, message in run.diagnostics.epoch(run.history[-1]):
+            reporter.warning(code, message)
+    return "the epoch count"
+
+
+def _warn_if_too_big(run: RLRun, reporter: Reporter) -> None:
+    import torch
+
+    if run.device != "cuda":
+        return
+    from easyphoto_app.ddpo.memory import preflight
+
+    free, _ = torch.cuda.mem_get_info()
+    try:
+        warning = preflight(dict(run.pipe.unet.config), dict(run.pipe.vae.config), run.cfg, run.resolution, free, run.dtype)
+    except Exception as exc:  # an estimate must never stop a run
+        warning = f"(no memory estimate: {type(exc).__name__}: {exc})"
+    if warning:
+        reporter.log(warning)
+
+
+def _finish_after_error(run: RLRun, started: bool, reporter: Reporter, message: str) -> None:
+    if started and run.epoch > 0:  # an error after the first epoch still leaves the best file
+        result = run.write_output("an error")
+        message += f" The best epoch so far was saved: {result.path}."
+    reporter.failed(message)
+
+
+def _check_face_lora(run: RLRun, expected: str, reporter: Reporter) -> None:
+    if _sha256(run.face_lora) != expected:  # never expected; a loud message if it ever happens
+        reporter.log(f"warning: {run.face_lora.name} changed during RL; retrain it to be safe.")

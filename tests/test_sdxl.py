@@ -1,0 +1,209 @@
+"""SDXL end to end on a tiny SDXL-architecture model (tests/tiny_model.py): prepare, face LoRA with both text
+encoders, RL, generation with both LoRAs, a template portrait; the LoRA's keys; models of other families refused."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+import photos
+from conftest import run_cli, session_data
+from hub_server import HubServer
+from test_model_files import parse_a1111
+
+SIZE = ["--width", "64", "--height", "64"]
+
+
+@pytest.fixture(scope="session")
+def sdxl_dir(tmp_path_factory):
+    from tiny_model import build_tiny_sdxl
+
+    return session_data(tmp_path_factory, "sdxl-model", lambda base: build_tiny_sdxl(base / "tiny-sdxl"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_home(tmp_path_factory, sdxl_dir, astro_photos):
+    """A data dir on the tiny SDXL model: 'astro' prepared, a face LoRA trained with both text encoders, one RL epoch."""
+
+    def build(base):
+        d = base / "data"
+        d.mkdir()
+        (d / "settings.toml").write_text(f"[app]\nmodel = {json.dumps(str(sdxl_dir))}\n")
+        for args in (["prepare", "--user", "astro", *map(str, astro_photos)],
+                     ["train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4", "--alpha", "2",
+                      "--lr", "1e-2", "--resolution", "64", "--train-text-encoder"],
+                     ["rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2",
+                      "--steps", "3", "--resolution", "64"]):
+            r = run_cli(d, *args)
+            assert r.returncode == 0, r.stderr
+        return d
+
+    return session_data(tmp_path_factory, "sdxl-home", build)
+
+
+def _keys(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return set(f.keys()), f.metadata()
+
+
+def test_both_loras_are_sdxl_loras_with_both_text_encoders(sdxl_home):
+    face, meta = _keys(sdxl_home / "loras" / "astro.safetensors")
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
+    for prefix in ("lora_unet_", "lora_te1_text_model_encoder_layers_", "lora_te2_text_model_encoder_layers_"):
+        assert any(k.startswith(prefix) for k in face), prefix
+    rl, rl_meta = _keys(sdxl_home / "loras" / "ddpo_astro.safetensors")
+    assert rl_meta["ss_base_model_version"] == "sdxl_base_v1-0" and all(k.startswith("lora_unet_") for k in rl)
+
+
+def test_the_sdxl_lora_file_loads_in_diffusers_to_the_trained_adapter(sdxl_home, sdxl_dir):
+    """Both text encoders' and the UNet's LoRA, read by diffusers from our file, give what the trained adapters gave in
+    memory (a key diffusers does not read would be dropped with a warning, and the outputs would differ)."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import set_peft_model_state_dict
+
+    from easyphoto_app.families import sdxl
+    from easyphoto_app.lora_io import load_tensors
+    from easyphoto_app.lora_train import TE_TARGETS, UNET_TARGETS
+    from easyphoto_app.models import load_pipeline, resolve_model
+
+    def outputs(pipe):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            cond = sdxl.encode(pipe, ["easyphoto_face, easyphoto, 1person"], "cpu", 64)
+            eps = pipe.unet(torch.randn(1, 4, 8, 8), torch.tensor(500), **cond.unet_kwargs()).sample
+        return cond.hidden, cond.pooled, eps
+
+    model = resolve_model(str(sdxl_dir), sdxl_home)
+    from_file = load_pipeline(model, "cpu", torch.float32)
+    before = outputs(from_file)
+    from_file.load_lora_weights(str(sdxl_home / "loras" / "astro.safetensors"), adapter_name="astro")
+    via_file = outputs(from_file)
+
+    memory = load_pipeline(model, "cpu", torch.float32)
+    state, _ = load_tensors(next((sdxl_home / "users" / "astro" / "lora").glob("checkpoint-*")) / "adapter.safetensors")
+    for name, targets in (("text_encoder", TE_TARGETS), ("text_encoder_2", TE_TARGETS), ("unet", UNET_TARGETS)):
+        part = getattr(memory, name)
+        inject_adapter_in_model(LoraConfig(r=4, lora_alpha=2, target_modules=targets), part, adapter_name="face")
+        set_peft_model_state_dict(part, {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")},
+                                  adapter_name="face")
+    for got, want, base in zip(via_file, outputs(memory), before):
+        assert (got - want).abs().max() < 1e-5
+        assert (got - base).abs().max() > 1e-4  # the LoRA changed it: the comparison is not of two bare models
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sdxl_generates_with_both_loras_stacked_and_a1111s_fields(sdxl_home, precision):
+    r = run_cli(sdxl_home, "--precision", precision, "generate", "--num", "1", "--steps", "2", "--seed", "5", *SIZE,
+                "--prompt", "easyphoto_face, studio <lora:astro:1> <lora:ddpo_astro:0.5>", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "No LoRA keys" not in r.stderr
+    image = Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0])
+    fields = parse_a1111(image.text["parameters"])
+    assert image.size == (64, 64) and fields["Model"] == "tiny-sdxl" and fields["Size"] == "64x64"
+    assert set(dict(h.split(": ") for h in fields["Lora hashes"].split(", "))) == {"astro", "ddpo_astro"}
+    assert len(set(image.getdata())) > 1
+
+
+def test_a_template_portrait_on_sdxl_keeps_the_template_outside_the_face(sdxl_home, tmp_path):
+    import numpy as np
+
+    scene = photos.scene(tmp_path / "scene.jpg")
+    r = run_cli(sdxl_home, "portrait", "--user", "astro", "--template", str(scene), "--num", "1", "--steps", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    x0, y0, side = out["box"]
+    painted = np.asarray(Image.open(out["paths"][0]).convert("RGB")).astype(int)
+    template = np.asarray(Image.open(scene).convert("RGB")).astype(int)
+    outside = np.ones(template.shape[:2], bool)
+    outside[y0:y0 + side, x0:x0 + side] = False
+    assert np.abs(painted - template)[outside].max() <= 1
+    assert np.abs(painted - template)[~outside].max() > 10
+
+
+def test_the_sdxl_portrait_paints_with_sdxls_inpainting_pipeline_on_the_same_unet(sdxl_dir):
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    from easyphoto_app.models import ResolvedModel, load_pipeline
+    from easyphoto_app.portrait import inpaint_pipeline
+
+    pipe = load_pipeline(ResolvedModel("dir", "tiny", sdxl_dir), "cpu", torch.float32)
+    painter = inpaint_pipeline(pipe)
+    assert isinstance(painter, StableDiffusionXLInpaintPipeline) and painter.unet is pipe.unet
+    assert painter.text_encoder_2 is pipe.text_encoder_2
+
+
+def test_sdxl_training_defaults_are_sdxls_unless_given_and_the_panel_shows_them(sdxl_dir, tmp_path):
+    from easyphoto_app.models import ResolvedModel
+    from easyphoto_app.settings import TrainConfig, load_settings
+    from easyphoto_app.train_defaults import model_defaults, panel_defaults
+
+    model = ResolvedModel("dir", "tiny", sdxl_dir)
+    cfg = model_defaults(TrainConfig(), model)
+    assert (cfg.resolution, cfg.rank) == (1024, 32)
+    assert model_defaults(TrainConfig(resolution=512), model, {"resolution"}).resolution == 512
+    settings = load_settings(tmp_path)
+    settings.app.model = str(sdxl_dir)
+    assert panel_defaults(settings).resolution == 1024
+
+
+def test_an_fp16_autoencoder_that_overflows_decodes_in_fp32_and_is_given_back_in_fp16():
+    from diffusers import AutoencoderKL
+
+    from easyphoto_app.models import vae_in_safe_dtype
+
+    for force_upcast, inside in ((True, torch.float32), (False, torch.float16)):
+        vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4, force_upcast=force_upcast).half()
+        with vae_in_safe_dtype(vae) as v:
+            assert v.dtype == inside
+        assert vae.dtype == torch.float16
+
+
+def _diffusers_folder(folder, class_name, **unet):
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+    if unet:
+        (folder / "unet").mkdir()
+        (folder / "unet" / "config.json").write_text(json.dumps(unet))
+    return folder
+
+
+@pytest.mark.parametrize("class_name, unet, says", [
+    ("StableDiffusion3Pipeline", {}, "a Stable Diffusion 3 model"),
+    ("FluxPipeline", {}, "a Flux model"),
+    ("StableDiffusionXLImg2ImgPipeline", {"in_channels": 4}, "an SDXL refiner"),
+    ("StableDiffusionXLPipeline", {"in_channels": 9}, "an SDXL inpainting model"),
+    ("StableDiffusionPipeline", {"in_channels": 4, "cross_attention_dim": 1024}, "a Stable Diffusion 2.x model"),
+    ("StableDiffusionPipeline", {"in_channels": 9, "cross_attention_dim": 768}, "an inpainting model"),
+])
+def test_a_diffusers_model_of_another_family_is_named_in_one_line(tmp_path, class_name, unet, says):
+    from easyphoto_app.errors import UserError
+    from easyphoto_app.models import ResolvedModel
+
+    model = ResolvedModel("dir", "other", _diffusers_folder(tmp_path / "other", class_name, **unet))
+    with pytest.raises(UserError) as refused:
+        model.family  # noqa: B018
+    assert says in str(refused.value) and "SDXL base models" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_hub_repo_of_another_family_is_refused_before_its_weights_download(tmp_path, data_dir):
+    repo = _diffusers_folder(tmp_path / "repo", "StableDiffusion3Pipeline")
+    (repo / "transformer").mkdir()
+    (repo / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 4096)
+    with HubServer("tiny/sd3", repo) as hub:
+        env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1", "HF_ENDPOINT": hub.url}
+        r = run_cli(data_dir, "--model", "tiny/sd3", "generate", "--num", "1", "--steps", "1", env=env)
+    assert r.returncode == 2 and "tiny/sd3 is a Stable Diffusion 3 model" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not any(name.endswith(".safetensors") for name in hub.downloads), hub.downloads
+
+
+def test_an_sdxl_diffusers_folder_resolves_to_the_sdxl_family(sdxl_dir, tmp_path):
+    from easyphoto_app.families import sdxl
+    from easyphoto_app.models import resolve_model
+
+    copy = shutil.copytree(sdxl_dir, tmp_path / "my-sdxl")
+    assert resolve_model(str(copy), tmp_path).family is sdxl
+
