@@ -64,10 +64,6 @@ def load_single_file(path: Path, **kwargs):
     from easyphoto_app.families import pipeline_class
 
     family = checkpoint_family(path)
-    if not family.CONFIG.is_dir():
-        raise UserError(f"{Path(path).name} is {family.LABEL} single file; this version cannot load those offline yet "
-                        f"(its configs are not shipped in {family.CONFIG.name}): use the model as a diffusers folder or "
-                        "a Hugging Face id.")
     return pipeline_class(family).from_single_file(str(path), config=str(family.CONFIG), local_files_only=True, **kwargs)
 
 

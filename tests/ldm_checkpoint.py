@@ -1,9 +1,11 @@
-"""An SD1.5-shaped single-file checkpoint in the original (LDM / WebUI) key layout, with random weights.
+"""Single-file checkpoints in the original (LDM / WebUI) key layout: SD1.5-shaped with random weights, or an SDXL
+pipeline's own weights in Stability's (SGM) layout.
 
 diffusers converts that layout to its own (`from_single_file`) but not back, so the names are mapped here from
-the layout itself: the UNet's input/middle/output blocks, the VAE's down/mid/up, and CLIP under
-`cond_stage_model.transformer.text_model.`. The models are built from assets/sd15 (the configs the app loads
-single files with), so a successful load also checks those configs.
+the layout itself: the UNet's input/middle/output blocks (and SDXL's `label_emb`), the VAE's down/mid/up, CLIP under
+`cond_stage_model.transformer.text_model.` (SDXL: `conditioner.embedders.0.transformer.`) and SDXL's OpenCLIP encoder
+under `conditioner.embedders.1.model.` with q, k and v fused. The SD1.5 models are built from assets/sd15 (the
+configs the app loads single files with), so a successful load also checks those configs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out
 
 def _unet_name(name: str, up_has_attention: list[bool]) -> str:
     fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
     for k, v in fixed.items():
         if name.startswith(k + "."):
             return v + name[len(k):]
@@ -86,7 +89,32 @@ def sd15_models(config: Path, dtype=torch.float16, seed: int = 0):
     return models
 
 
-def ldm_state_dict(unet, vae, text) -> dict:
+OPENCLIP = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc",
+            "mlp.fc2": "mlp.c_proj"}
+
+
+def _openclip_state_dict(text) -> dict:
+    """A CLIPTextModelWithProjection in OpenCLIP's names: resblocks with one in_proj for q, k and v, the projection
+    as a matrix applied from the right."""
+    sd, out = text.state_dict(), {}
+    for k, v in sd.items():
+        m = re.match(r"text_model\.encoder\.layers\.(\d+)\.(.*)", k)
+        if m and not re.match(r"self_attn\.[qkv]_proj\.", m.group(2)):
+            part = next(p for p in OPENCLIP if m.group(2).startswith(p + "."))
+            out[f"transformer.resblocks.{m.group(1)}.{OPENCLIP[part]}{m.group(2)[len(part):]}"] = v
+    for i in range(text.config.num_hidden_layers):
+        for kind in ("weight", "bias"):
+            qkv = [sd[f"text_model.encoder.layers.{i}.self_attn.{p}_proj.{kind}"] for p in "qkv"]
+            out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat(qkv)
+    out.update({"token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+                "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+                "ln_final.weight": sd["text_model.final_layer_norm.weight"], "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+                "text_projection": sd["text_projection.weight"].T})
+    return out
+
+
+def ldm_state_dict(unet, vae, text, text_2=None) -> dict:
+    """SD1.5's layout, or SDXL's (SGM) when a second text encoder is given."""
     up_attn = ["CrossAttn" in t for t in unet.config.up_block_types]
     out = {f"model.diffusion_model.{_unet_name(k, up_attn)}": v for k, v in unet.state_dict().items()}
     blocks = len(vae.config.block_out_channels)
@@ -95,8 +123,19 @@ def ldm_state_dict(unet, vae, text) -> dict:
         if ".mid.attn_1." in ldm and ldm.endswith("weight") and v.ndim == 2:
             v = v[:, :, None, None]  # LDM's VAE attention projections are 1x1 convolutions
         out[f"first_stage_model.{ldm}"] = v
-    out.update({f"cond_stage_model.transformer.text_model.{k}": v for k, v in text.state_dict().items()})
+    clip = "conditioner.embedders.0.transformer." if text_2 is not None else "cond_stage_model.transformer."
+    out.update({f"{clip}text_model.{k.removeprefix('text_model.')}": v for k, v in text.state_dict().items()})
+    if text_2 is not None:
+        out.update({f"conditioner.embedders.1.model.{k}": v for k, v in _openclip_state_dict(text_2).items()})
     return {k: v.contiguous() for k, v in out.items()}
+
+
+def write_sdxl_checkpoint(path: Path, pipe) -> Path:
+    """An SDXL pipeline's weights as one WebUI-style file."""
+    from safetensors.torch import save_file
+
+    save_file(ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2), str(path))
+    return path
 
 
 def write_sd15_checkpoint(path: Path, config: Path, dtype=torch.float16) -> tuple[Path, dict]:

@@ -207,3 +207,44 @@ def test_an_sdxl_diffusers_folder_resolves_to_the_sdxl_family(sdxl_dir, tmp_path
     copy = shutil.copytree(sdxl_dir, tmp_path / "my-sdxl")
     assert resolve_model(str(copy), tmp_path).family is sdxl
 
+
+
+def test_an_sdxl_webui_single_file_loads_offline_to_its_own_weights(sdxl_dir, tmp_path, monkeypatch):
+    """A WebUI-style SDXL file (Stability's key layout: two text encoders, the second OpenCLIP's) is read as SDXL and
+    loads with no network through the app's own path to every weight it holds, configs and tokenizers from the
+    family's folder: assets/sdxl for a real file (its shapes are checked below), the tiny model's own here."""
+    import ldm_checkpoint
+    from diffusers import StableDiffusionXLPipeline
+
+    from easyphoto_app.families import sdxl
+    from easyphoto_app.models import load_pipeline, resolve_model
+
+    original = StableDiffusionXLPipeline.from_pretrained(sdxl_dir)
+    path = ldm_checkpoint.write_sdxl_checkpoint(tmp_path / "my_xl.safetensors", original)
+    monkeypatch.setattr(sdxl, "CONFIG", sdxl_dir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = resolve_model(str(path), tmp_path)
+    assert model.kind == "file" and model.family is sdxl
+    pipe = load_pipeline(model, "cpu", torch.float32)
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        loaded = getattr(pipe, name).state_dict()
+        for key, value in getattr(original, name).state_dict().items():
+            assert torch.equal(loaded[key], value), (name, key)
+    assert pipe.tokenizer_2.pad_token == "!"
+
+
+def test_assets_sdxl_builds_sdxl_base_at_its_published_size():
+    """The configs that load a real SDXL file give SDXL base 1.0's own parameter counts, part by part."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from easyphoto_app.families import sdxl
+
+    c = sdxl.CONFIG
+    with torch.device("meta"):
+        parts = {"unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(c / "unet")),
+                 "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(c / "vae")),
+                 "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(c / "text_encoder")),
+                 "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(c / "text_encoder_2"))}
+    sizes = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
+    assert sizes == {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840}

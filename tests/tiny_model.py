@@ -65,7 +65,9 @@ def build_tiny_sdxl(folder: Path) -> Path:
     """A tiny SDXL-architecture pipeline (random weights) as a diffusers folder: two CLIP text encoders, the second
     with a projection, a UNet with `addition_embed_type="text_time"`; diffusers' own small SDXL test shapes, with SDXL's
     real tokenizers (so the text encoders take CLIP's vocabulary) and a /8 autoencoder that overflows in fp16 as
-    SDXL's does (force_upcast)."""
+    SDXL's does (force_upcast). The second encoder is wider than the first and 10 layers deep, as SDXL's is, so that a
+    single file of this model reads as SDXL base to diffusers (it sniffs layer 9 of that encoder and tells the two
+    encoders apart by their width)."""
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -79,7 +81,7 @@ def build_tiny_sdxl(folder: Path) -> Path:
         sample_size=8, block_out_channels=(32, 64), layers_per_block=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
         addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=32 + 48,
     )
     torch.manual_seed(1)
     vae = AutoencoderKL(
@@ -87,12 +89,13 @@ def build_tiny_sdxl(folder: Path) -> Path:
         up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=16, layers_per_block=1,
         sample_size=64, scaling_factor=0.13025, force_upcast=True,
     )
-    config = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=5,
-                  projection_dim=32, hidden_act="gelu", bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = dict(vocab_size=len(tokenizer), intermediate_size=37, num_attention_heads=4, projection_dim=32, hidden_act="gelu",
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**config, pad_token_id=tokenizer.pad_token_id))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**config, hidden_size=32, num_hidden_layers=5, pad_token_id=tokenizer.pad_token_id))
     torch.manual_seed(3)
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config, pad_token_id=tokenizer_2.pad_token_id))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config, hidden_size=48, num_hidden_layers=10,
+                                                                pad_token_id=tokenizer_2.pad_token_id))
     scheduler = EulerDiscreteScheduler.from_pretrained(SD15_CONFIG / "scheduler")  # SDXL's betas are SD 1.5's
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
                                      tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, add_watermarker=False)
