@@ -52,8 +52,9 @@ def face_images(ws: Workspace, user: str) -> list[Path]:
 # ----------------------------------------------------------------------------- pieces
 
 
-def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = ADAPTER) -> list:
-    """Attach a gaussian-initialised LoRA adapter; return its (fp32) trainable parameters.
+def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = ADAPTER, init="gaussian") -> list:
+    """Attach a LoRA adapter (gaussian-initialised unless `init` says otherwise); return its (fp32) trainable
+    parameters.
 
     peft's own injection, not the model's `add_adapter`: transformers 5.24's wants peft >= 0.22 (DESIGN.md
     pitfall 8) and the text encoder would not train with the pinned peft."""
@@ -61,7 +62,7 @@ def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = 
     from diffusers.models.modeling_utils import ModelMixin
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
+    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=targets)
     if isinstance(model, ModelMixin):  # diffusers' UNet: its own add_adapter keeps the bookkeeping diffusers reads
         model.add_adapter(config, adapter_name=adapter)
     else:
@@ -133,6 +134,7 @@ class FaceLoraTrainer:
         from easyphoto_app.families import of_pipeline
         from easyphoto_app.models import load_pipeline
         from easyphoto_app.precision import pick_precision
+        from easyphoto_app.train_memory import log_estimate
 
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the LoRA's initial weights come from the global generator
@@ -148,6 +150,9 @@ class FaceLoraTrainer:
         for part in (pipe.unet, pipe.vae, *self.text_encoders):
             part.requires_grad_(False)
         self.pipe = pipe
+        if self.device == "cuda":
+            pipe.vae.enable_slicing()  # one photo at a time: SDXL's autoencoder at 1024 px in fp32 is GBs a photo
+            log_estimate(self.reporter, pipe, cfg, self.resolution, self.precision.dtype, len(self.images))
         self.latent_mean, self.latent_std = encode_faces(pipe, self.images, self.resolution, self.device)
         with torch.no_grad():
             self.cond = self.caption()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from easyphoto_app import memory_trace
 from easyphoto_app.ddpo import memory
 from easyphoto_app.ddpo.memory import GB, estimate_rl_memory, lower_settings, preflight
 from easyphoto_app.models import human_size
@@ -23,7 +24,7 @@ _estimates = {}
 
 def estimate(unet, vae, cfg, resolution, dtype=torch.float16, **kw):
     """estimate_rl_memory, each case traced once (about a second each)."""
-    key = repr((cfg, resolution, dtype, sorted(kw.items())))
+    key = repr((unet, vae, cfg, resolution, dtype, sorted(kw.items())))
     if key not in _estimates:
         _estimates[key] = estimate_rl_memory(unet, vae, cfg, resolution, dtype, **kw)
     return _estimates[key]
@@ -34,7 +35,7 @@ def work(cfg=CFG, **kw) -> int:
 
 
 def test_live_bytes_counts_each_storage_once_until_it_is_freed():
-    with memory._LiveBytes() as live:
+    with memory_trace.LiveBytes() as live:
         a = torch.empty(1000)  # 4000 bytes
         b = torch.empty(500, dtype=torch.float16)  # 1000
         view = a[10:]  # the same storage
@@ -48,8 +49,8 @@ def test_live_bytes_counts_each_storage_once_until_it_is_freed():
 
 def test_attention_is_counted_as_the_fused_kernels_hold_it():
     q, k, v = (torch.empty(1, 1, 4096, 8, device="meta", requires_grad=True) for _ in range(3))
-    with memory._LiveBytes() as live:
-        out = memory._fused_sdpa(q, k, v)
+    with memory_trace.LiveBytes() as live:
+        out = memory_trace.fused_sdpa(q, k, v)
         out.sum().backward()
     assert out.shape == (1, 1, 4096, 8) and q.grad.shape == q.shape and v.grad.shape == v.shape
     assert live.peak < 4096 * 4096 * 4 / 16  # no 4096 x 4096 score matrix (64 MiB in float32)
@@ -115,4 +116,13 @@ def test_the_preflight_says_what_to_lower_and_by_how_much(monkeypatch):
     smallest = work(dataclasses.replace(CFG, timestep_batch=1, sample_batch=1, samples_per_epoch=4))
     assert preflight(UNET, VAE, CFG, RES, free_bytes=1024) == (
         f"warning: these RL settings need about {human_size(need)} of GPU memory and {human_size(1024)} is free; "
-        f"even the smallest batch settings need about {human_size(smallest)}: lower the resolution or use a larger GPU.")
+        f"even the smallest settings need about {human_size(smallest)}: lower the resolution or use a larger GPU.")
+
+
+def test_an_autoencoder_that_overflows_in_fp16_is_counted_in_fp32():
+    """SDXL's (force_upcast) decodes RL's samples in fp32 when the run is in fp16: 2 more bytes a weight."""
+    upcast = estimate(UNET, {**VAE, "force_upcast": True}, CFG, RES)
+    vae = sum(p.numel() for p in AutoencoderKL(**VAE).parameters())
+    assert round((upcast.weights_gb - estimate(UNET, VAE, CFG, RES).weights_gb) * GB) == 2 * vae
+    bf16 = estimate(UNET, {**VAE, "force_upcast": True}, CFG, RES, dtype=torch.bfloat16)
+    assert bf16.weights_gb == estimate(UNET, VAE, CFG, RES, dtype=torch.bfloat16).weights_gb
