@@ -21,7 +21,9 @@ GB = 1024**3
 
 
 class LiveBytes(TorchDispatchMode):
-    """Peak bytes of the storages alive at once, counting each storage once until it is freed."""
+    """Peak bytes of the storages made and alive at once, counting each once until it is freed. An output that shares
+    an input's storage (a view such as the transposed weight F.linear makes, or an in-place result) is not new memory:
+    counting it would count the model's weights, which live before and after the trace."""
 
     def __init__(self):
         super().__init__()
@@ -30,10 +32,11 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
-                if storage._cdata not in self._seen:
+                if storage._cdata not in self._seen and storage._cdata not in inputs:
                     self._seen.add(storage._cdata)
                     self.live += storage.nbytes()
                     self.peak = max(self.peak, self.live)

@@ -47,6 +47,15 @@ def test_live_bytes_counts_each_storage_once_until_it_is_freed():
     del b, c
 
 
+def test_views_of_weights_made_before_the_trace_are_not_counted():
+    """F.linear multiplies by a transposed view of the weight: the weight's memory, not new memory."""
+    weight, x = torch.empty(1000, 1000), torch.empty(10, 1000)
+    with memory_trace.LiveBytes() as live:
+        y = torch.nn.functional.linear(x, weight)
+        y.add_(1)  # in place: no new memory either
+    assert live.peak == y.numel() * 4
+
+
 def test_attention_is_counted_as_the_fused_kernels_hold_it():
     q, k, v = (torch.empty(1, 1, 4096, 8, device="meta", requires_grad=True) for _ in range(3))
     with memory_trace.LiveBytes() as live:
