@@ -53,7 +53,7 @@ def training(unet, vae, encoders) -> dict:
 
     from easyphoto_app.settings import TrainConfig
 
-    own = {k: v for k, v in sdxl.TRAIN_DEFAULTS.items() if k in ("rank", "alpha", "lr")}
+    own = {k: v for k, v in sdxl.DEFAULTS["train"].items() if k in ("rank", "alpha", "lr")}
     cfg = TrainConfig(**own)
     out = {"settings": {k: getattr(cfg, k) for k in ("rank", "alpha", "batch_size")}}
     for name, dtype in DTYPES.items():

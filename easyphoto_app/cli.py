@@ -214,6 +214,7 @@ def cmd_doctor(settings: Settings, args) -> int:
 @command("generate", "Generate portraits (with a user's LoRAs when --user is given).")
 def cmd_generate(settings: Settings, args) -> int:
     from easyphoto_app.generate import generate, plan_loras
+    from easyphoto_app.model_defaults import model_defaults
     from easyphoto_app.models import PipelineCache
 
     ws = Workspace(settings.data_dir)
@@ -223,7 +224,8 @@ def cmd_generate(settings: Settings, args) -> int:
     if model.is_demo:
         print(f"note: {model.note or model.label}", file=sys.stderr)
     reporter = reporter_for(args, "generate")
-    result = generate(pipe, model, ws, settings.generate, user=user, use_rl=not args.no_rl,
+    gen = model_defaults(settings.generate, model, settings.given_in("generate"))  # SDXL: 1024 px unless set
+    result = generate(pipe, model, ws, gen, user=user, use_rl=not args.no_rl,
                       progress=reporter.progress, should_stop=reporter.should_stop)
     if result.note:
         print(f"note: {result.note}", file=sys.stderr)
@@ -239,6 +241,7 @@ def cmd_generate(settings: Settings, args) -> int:
 @command("portrait", "Paint a user's face into a template photo; candidates ranked by likeness.")
 def cmd_portrait(settings: Settings, args) -> int:
     from easyphoto_app.faces import get_backend
+    from easyphoto_app.model_defaults import model_defaults
     from easyphoto_app.models import PipelineCache, pick_device
     from easyphoto_app.portrait import paint, plan, resolve_template
 
@@ -248,6 +251,7 @@ def cmd_portrait(settings: Settings, args) -> int:
     job = plan(ws, settings.generate, settings.portrait, user, resolve_template(ws, args.template), backend,
                not args.no_rl, pick_device(settings.app.device))
     pipe, model = PipelineCache().get(settings)
+    job.gen = model_defaults(job.gen, model, settings.given_in("generate"))
     if model.is_demo:
         print(f"note: {model.note or model.label}", file=sys.stderr)
     reporter = reporter_for(args, "portrait")

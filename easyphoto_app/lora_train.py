@@ -22,7 +22,7 @@ from easyphoto_app.lora_io import (
     write_checkpoint_dir,
 )
 from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
-from easyphoto_app.train_defaults import default_steps, model_defaults
+from easyphoto_app.model_defaults import default_steps, model_defaults
 from easyphoto_app.workspace import Workspace, atomic_write_json, ensure_free_space
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]

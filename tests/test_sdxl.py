@@ -139,7 +139,7 @@ def test_the_sdxl_portrait_paints_with_sdxls_inpainting_pipeline_on_the_same_une
 def test_sdxl_training_defaults_are_sdxls_unless_given_and_the_panel_shows_them(sdxl_dir, tmp_path):
     from easyphoto_app.models import ResolvedModel
     from easyphoto_app.settings import TrainConfig, load_settings
-    from easyphoto_app.train_defaults import model_defaults, panel_defaults
+    from easyphoto_app.model_defaults import model_defaults, panel_defaults
 
     model = ResolvedModel("dir", "tiny", sdxl_dir)
     cfg = model_defaults(TrainConfig(), model)
@@ -148,6 +148,24 @@ def test_sdxl_training_defaults_are_sdxls_unless_given_and_the_panel_shows_them(
     settings = load_settings(tmp_path)
     settings.app.model = str(sdxl_dir)
     assert panel_defaults(settings).resolution == 1024
+
+
+def test_sdxl_samples_rl_and_generates_at_1024_px_unless_a_size_is_set(sdxl_home):
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.model_defaults import panel_defaults
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    settings = load_settings(sdxl_home)
+    assert (panel_defaults(settings, "generate").width, panel_defaults(settings, "generate").height) == (1024, 1024)
+    run = RLRun(settings, Workspace(sdxl_home), "astro", Reporter(), reward_fn=lambda images, *a: [0.0] * len(images))
+    assert (run.cfg.resolution, run.resolution) == (1024, 1024)
+    settings.rl.resolution, settings.given = 512, {"rl.resolution"}
+    assert RLRun(settings, Workspace(sdxl_home), "astro", Reporter(), reward_fn=lambda *a: []).resolution == 512
+    r = run_cli(sdxl_home, "generate", "--num", "1", "--steps", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0]).size == (1024, 1024)
 
 
 def test_an_fp16_autoencoder_that_overflows_decodes_in_fp32_and_is_given_back_in_fp16():

@@ -465,7 +465,7 @@ def test_faces_reach_the_vae_as_minus_1_to_1_with_their_mirror_images(tmp_path, 
 
 
 def test_the_default_length_is_200_steps_a_face_up_to_800():
-    from easyphoto_app.train_defaults import default_steps
+    from easyphoto_app.model_defaults import default_steps
 
     assert [default_steps(n) for n in (1, 3, 4, 5, 20)] == [200, 600, 800, 800, 800]
 
@@ -475,7 +475,7 @@ def test_the_demo_models_own_training_defaults_apply_unless_the_user_set_a_value
     other model) do not apply to it, and a value set by the user wins over both."""
     import json
 
-    from easyphoto_app.train_defaults import model_defaults
+    from easyphoto_app.model_defaults import model_defaults
     from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
     from easyphoto_app.settings import TrainConfig
 
@@ -494,7 +494,7 @@ def test_a_flag_equal_to_sd15s_default_still_wins_over_the_demo_models_own(tmp_p
     (it used to be taken for "unset" and replaced by the demo's 5e-5). The training panel shows the demo's values,
     since it hands every value over as a flag."""
     from easyphoto_app.cli import build_parser, make_settings
-    from easyphoto_app.train_defaults import model_defaults, panel_defaults
+    from easyphoto_app.model_defaults import model_defaults, panel_defaults
     from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
     from easyphoto_app.settings import TrainConfig
 

@@ -60,11 +60,11 @@ def load_prompts() -> list[str]:
 
 class RLRun:
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter, reward_fn=None):
+        from easyphoto_app.model_defaults import model_defaults
         from easyphoto_app.models import native_resolution, pick_device, resolve_model
 
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
-        self.cfg: RLConfig = settings.rl
-        if self.cfg.eta <= 0:
+        if settings.rl.eta <= 0:
             raise UserError("RL needs eta > 0: with eta 0 the sampler is deterministic and DDPO has nothing to learn from.")
         self.face_lora = ws.face_lora(user)
         if not self.face_lora.exists():
@@ -76,6 +76,7 @@ class RLRun:
         self.reward_fn = reward_fn
         self.device = pick_device(settings.app.device)
         self.model = resolve_model(settings.app.model, settings.data_dir, self.device)
+        self.cfg: RLConfig = model_defaults(settings.rl, self.model, settings.given_in("rl"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
         self.steps = min(self.cfg.steps, DEMO_MAX_STEPS) if self.model.is_demo else self.cfg.steps
         self.work = ws.ddpo_dir(user)

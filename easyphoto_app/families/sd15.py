@@ -15,7 +15,7 @@ CHECKPOINT_KINDS = ("v1",)  # diffusers' name for an SD 1.x single file
 WEBUI_VERSION = "sd_v1"  # kohya's ss_base_model_version
 LOAD_KWARGS = {"safety_checker": None, "requires_safety_checker": False}  # from_pretrained / from_single_file
 TEXT_ENCODERS = ("text_encoder",)
-TRAIN_DEFAULTS: dict = {}  # TrainConfig's own defaults are SD 1.5's
+DEFAULTS: dict = {}  # the settings' own defaults are SD 1.5's
 
 
 def encode(pipe, prompts: list[str], device, resolution: int) -> Cond:

@@ -6,6 +6,7 @@ import gradio as gr
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, plan_loras, with_overrides
+from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context, footer, friendly, user_choices, with_pipeline
 
@@ -13,7 +14,7 @@ BASE_ONLY = "(base model only)"
 
 
 def build(ctx: Context) -> dict:
-    cfg = ctx.settings.generate
+    cfg = panel_defaults(ctx.settings, "generate")  # the model's own size (SDXL's 1024 px)
     with gr.Row():
         with gr.Column(scale=2):
             user = gr.Dropdown([BASE_ONLY] + user_choices(ctx), value=BASE_ONLY, label="User",

@@ -7,6 +7,7 @@ import gradio as gr
 from easyphoto_app import portrait as core
 from easyphoto_app.errors import UserError
 from easyphoto_app.generate import likeness_caption, with_overrides
+from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context, footer, friendly, user_choices, with_pipeline
 
@@ -14,7 +15,7 @@ LARGEST = -1
 
 
 def build(ctx: Context) -> dict:
-    cfg, gen = ctx.settings.portrait, ctx.settings.generate
+    cfg, gen = ctx.settings.portrait, panel_defaults(ctx.settings, "generate")  # the model's own size (SDXL's 1024 px)
     with gr.Row():
         with gr.Column(scale=2):
             user = gr.Dropdown(user_choices(ctx), label="User", info="Whose face: their face LoRA (and RL LoRA).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from easyphoto_app.train_defaults import panel_defaults
+from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import TrainConfig, config_flags, help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
