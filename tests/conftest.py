@@ -308,3 +308,30 @@ def cache_repo(cache: Path, repo_id: str, files: list[str]) -> Path:
         (snap / name).parent.mkdir(parents=True, exist_ok=True)
         (snap / name).write_text("{}")
     return snap
+
+
+@pytest.fixture(scope="session")
+def sdxl_dir(tmp_path_factory):
+    from tiny_model import build_tiny_sdxl
+
+    return session_data(tmp_path_factory, "sdxl-model", lambda base: build_tiny_sdxl(base / "tiny-sdxl"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_home(tmp_path_factory, sdxl_dir, astro_photos):
+    """A data dir on the tiny SDXL model: 'astro' prepared, a face LoRA trained with both text encoders, one RL epoch."""
+
+    def build(base):
+        d = base / "data"
+        d.mkdir()
+        (d / "settings.toml").write_text(f"[app]\nmodel = {json.dumps(str(sdxl_dir))}\n")
+        for args in (["prepare", "--user", "astro", *map(str, astro_photos)],
+                     ["train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4", "--alpha", "2",
+                      "--lr", "1e-2", "--resolution", "64", "--train-text-encoder"],
+                     ["rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2",
+                      "--steps", "3", "--resolution", "64"]):
+            r = run_cli(d, *args)
+            assert r.returncode == 0, r.stderr
+        return d
+
+    return session_data(tmp_path_factory, "sdxl-home", build)

@@ -255,3 +255,63 @@ def test_settings_downloads_a_hub_model_and_the_banner_follows(data_dir, demo_mo
             browser.close()
         assert "unet/diffusion_pytorch_model.safetensors" in hub.downloads
     assert 'model = "tiny/sd"' in (data_dir / "settings.toml").read_text()
+
+
+def test_the_flow_on_sdxl_in_the_browser(sdxl_home, tmp_path):
+    """On the tiny SDXL model (its prepared user, small sizes set in settings.toml): train with both text encoders,
+    RL, generate with both LoRAs and paint a portrait, all from the browser."""
+    from playwright.sync_api import expect, sync_playwright
+
+    data = tmp_path / "data"
+    shutil.copytree(sdxl_home, data)
+    with open(data / "settings.toml", "a") as f:
+        f.write("\n[train]\nresolution = 64\n\n[rl]\nresolution = 64\n\n[generate]\nwidth = 64\nheight = 64\n\n"
+                "[portrait]\nnum = 1\n")
+    with running_app(data, console=tmp_path / "console.log") as url, sync_playwright() as p:
+        expect.set_options(timeout=TIMEOUT)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(TIMEOUT)
+        page.goto(url)
+        page.locator("#user-id textarea, #user-id input").first.fill("astro")
+        page.locator("#train-advanced").click()
+        fill_number(page, "train-steps", 2)
+        fill_number(page, "train-save-every", 2)
+        page.locator("#train-text-encoder input").check()
+        page.locator("#train-start").click()
+        expect(page.locator("#train-status")).to_contain_text("Face LoRA written")
+
+        page.get_by_role("tab", name="RL").click()
+        page.locator("#rl-user textarea, #rl-user input").first.fill("astro")
+        page.locator("#rl-advanced").click()
+        fill_number(page, "rl-epochs", 1)
+        fill_number(page, "rl-samples-per-epoch", 2)
+        fill_number(page, "rl-steps", 3)
+        page.locator("#rl-start").click()
+        expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
+
+        page.get_by_role("tab", name="Generate").click()
+        pick(page, "gen-user", "astro")
+        page.locator("#gen-advanced").click()
+        fill_number(page, "gen-steps", 2)
+        page.locator("#gen-run").click()
+        expect(page.locator("#gen-info")).to_contain_text("1 image(s)")
+        expect(page.locator("#model-banner")).to_contain_text("SDXL")  # loaded here now: the banner names its family
+
+        page.get_by_role("tab", name="Portrait").click()
+        pick(page, "portrait-user", "astro")
+        page.locator("#portrait-upload input[type=file]").set_input_files(str(photos.scene(tmp_path / "wedding.jpg")))
+        expect(page.locator("#portrait-preview img")).to_be_visible()
+        page.locator("#portrait-advanced").click()
+        fill_number(page, "portrait-steps", 4)
+        page.locator("#portrait-run").click()
+        expect(page.locator("#portrait-info")).to_contain_text("1 portrait(s)")
+        shot(page, "sdxl-portrait")
+        browser.close()
+    from safetensors import safe_open
+
+    with safe_open(str(data / "loras" / "astro.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert any(k.startswith("lora_te2_") for k in keys)  # trained in the browser with both text encoders
+    assert any(k.startswith("lora_te1_") for k in keys)
+    assert "Traceback" not in (tmp_path / "console.log").read_text(errors="replace")

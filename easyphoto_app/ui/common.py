@@ -125,7 +125,7 @@ def _base_model_line(ctx: Context) -> str:
     if spec == DEMO:
         return f"⚠️ **{demo_label()}** Choose a real model in Settings for real portraits."
     if loaded is not None:
-        return f"Base model: **{loaded.label}**"
+        return f"Base model: **{loaded.label}**, {loaded.family.LABEL}"
     from easyphoto_app.models import cached_hub_model
 
     if Path(spec).expanduser().exists() or cached_hub_model(spec):

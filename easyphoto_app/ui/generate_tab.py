@@ -38,8 +38,9 @@ def build(ctx: Context) -> dict:
                     steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps", elem_id="gen-steps", info=help_of(cfg, "steps"))
                     guidance = gr.Slider(1, 15, value=cfg.cfg, step=0.5, label="CFG scale", info=help_of(cfg, "cfg"))
                 with gr.Row():
-                    width = gr.Slider(256, 1024, value=cfg.width, step=64, label="Width", info="The demo model always makes 128 px.")
-                    height = gr.Slider(256, 1024, value=cfg.height, step=64, label="Height", info=help_of(cfg, "height"))
+                    # any multiple of 8 the settings may hold; SDXL's sizes go past 1024 (1152x896, 1216x832)
+                    width = gr.Slider(64, 2048, value=cfg.width, step=8, label="Width", info="The demo model always makes 128 px.")
+                    height = gr.Slider(64, 2048, value=cfg.height, step=8, label="Height", info=help_of(cfg, "height"))
                 scheduler = gr.Dropdown(list(SCHEDULERS), value=cfg.scheduler, label="Sampler")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")

@@ -25,7 +25,7 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
             save_every = gr.Number(value=cfg.save_every, precision=0, label="Checkpoint every N steps", elem_id="train-save-every",
                                    info=help_of(cfg, "save_every"))
         te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)",
-                         info=help_of(cfg, "train_text_encoder"))
+                         info=help_of(cfg, "train_text_encoder"), elem_id="train-text-encoder")
 
     fields = ["steps", "rank", "alpha", "lr", "resolution", "save_every", "train_text_encoder"]
 
