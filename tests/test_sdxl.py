@@ -2,6 +2,7 @@
 encoders, RL, generation with both LoRAs, a template portrait; the LoRA's keys; models of other families refused."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -30,6 +31,51 @@ def test_both_loras_are_sdxl_loras_with_both_text_encoders(sdxl_home):
         assert any(k.startswith(prefix) for k in face), prefix
     rl, rl_meta = _keys(sdxl_home / "loras" / "ddpo_astro.safetensors")
     assert rl_meta["ss_base_model_version"] == "sdxl_base_v1-0" and all(k.startswith("lora_unet_") for k in rl)
+
+
+# ComfyUI's names for a text encoder layer's LoRA-able parts (comfy/lora.py, LORA_CLIP_MAP)
+COMFY_CLIP_PARTS = {"self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj", "mlp_fc1", "mlp_fc2"}
+
+
+def a1111_target(name: str) -> str:
+    """The module of an SGM-layout SDXL checkpoint that A1111 applies a LoRA module to, by its naming rules
+    (extensions-builtin/Lora): a diffusers-style UNet name renumbered into the SGM blocks (three per level), te1 under
+    conditioner embedder 0, te2 under embedder 1 with OpenCLIP's names (q, k and v are slices of its fused in_proj)."""
+    if m := re.fullmatch(r"lora_unet_down_blocks_(\d+)_attentions_(\d+)_(.+)", name):
+        return f"diffusion_model_input_blocks_{1 + 3 * int(m[1]) + int(m[2])}_1_{m[3]}"
+    if m := re.fullmatch(r"lora_unet_up_blocks_(\d+)_attentions_(\d+)_(.+)", name):
+        return f"diffusion_model_output_blocks_{3 * int(m[1]) + int(m[2])}_1_{m[3]}"
+    if m := re.fullmatch(r"lora_unet_mid_block_attentions_0_(.+)", name):
+        return f"diffusion_model_middle_block_1_{m[1]}"
+    if m := re.fullmatch(r"lora_te2_text_model_encoder_layers_(\d+)_(.+)", name):
+        part = m[2].replace("mlp_fc1", "mlp_c_fc").replace("mlp_fc2", "mlp_c_proj").replace("self_attn", "attn")
+        return f"1_model_transformer_resblocks_{m[1]}_{re.sub(r'attn_[qkv]_proj$', 'attn', part)}"
+    return name.replace("lora_te1_text_model_", "0_transformer_text_model_")
+
+
+def test_every_sdxl_lora_module_names_a_layer_as_a1111_and_comfyui_read_them(sdxl_home, sdxl_dir):
+    from ldm_checkpoint import ldm_state_dict
+
+    from easyphoto_app.models import load_pipeline, resolve_model
+
+    pipe = load_pipeline(resolve_model(str(sdxl_dir), sdxl_home), "cpu", torch.float32)
+    names, _ = _keys(sdxl_home / "loras" / "astro.safetensors")
+    modules = {k.split(".")[0] for k in names}
+    assert {m.split("_")[1] for m in modules} == {"unet", "te1", "te2"}
+    sgm = set()  # A1111's module names: the checkpoint's, dots as underscores, without the model's own prefixes
+    for key in ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+        for prefix in ("model.", "conditioner.embedders."):
+            if key.startswith(prefix):
+                sgm.add(key[len(prefix):].rsplit(".", 1)[0].replace(".", "_"))
+    assert {m for m in modules if a1111_target(m) not in sgm} == set()
+    diffusers_unet = {"lora_unet_" + n.replace(".", "_") for n, _ in pipe.unet.named_modules()}
+    layers = {"1": pipe.text_encoder.config.num_hidden_layers, "2": pipe.text_encoder_2.config.num_hidden_layers}
+    for m in modules:
+        if m.startswith("lora_unet_"):
+            assert m in diffusers_unet, m  # ComfyUI: lora_unet_ and a diffusers module name
+        else:
+            te = re.fullmatch(r"lora_te([12])_text_model_encoder_layers_(\d+)_(.+)", m)
+            assert te and int(te[2]) < layers[te[1]] and te[3] in COMFY_CLIP_PARTS, m
 
 
 def test_the_sdxl_lora_file_loads_in_diffusers_to_the_trained_adapter(sdxl_home, sdxl_dir):
