@@ -8,7 +8,9 @@ dir on the built-in demo model (the face model): `prepare`, `generate` on 16 fix
 `train` with the defaults, `generate` with the face LoRA, and for each precision `rl` with a time budget and
 `generate` with both LoRAs. Each image set is scored by the app's likeness (dlib, against the prepared set's
 identity; 0 when no face is found) and by the dlib distance to the original photo (the photo itself, not a
-look made of it). The RL gain is paired by seed, with a bootstrap 95% interval. --keep DIR keeps the images.
+look made of it). The RL gain is paired by seed, with a bootstrap 95% interval. --keep DIR keeps the images;
+--grid PNG draws, per person, the same seeds side by side: base, face LoRA, and face + RL for each precision, each
+image captioned with its likeness.
 """
 
 from __future__ import annotations
@@ -111,10 +113,12 @@ def run_person(name: str, photo: Path, args, work: Path) -> dict:
     row["photos_kept"] = sum(p["accepted"] for p in load_record(Workspace(home), user)["photos"])
     images, row["base_generate_s"] = generate(home, seeds=args.seeds)
     row["base"] = score(home, user, images, original)
+    rows = [("base", images, row["base"]["likeness"])]
     train = ["--steps", str(args.train_steps)] if args.train_steps else []
     _, row["train_s"] = cli(home, "train", "--user", user, *train)
     images, _ = generate(home, "--user", user, "--no-rl", seeds=args.seeds)
     row["face_lora"] = score(home, user, images, original)
+    rows.append(("face LoRA", images, row["face_lora"]["likeness"]))
     row["rl"] = {}
     for precision in args.precisions.split(","):
         shutil.rmtree(home / "users" / user / "ddpo_weights", ignore_errors=True)
@@ -125,9 +129,31 @@ def run_person(name: str, photo: Path, args, work: Path) -> dict:
         scored = score(home, user, images, original)
         row["rl"][precision] = {"rl_s": round(seconds, 1), **scored,
                                 **bootstrap_gain(row["face_lora"]["likeness"], scored["likeness"])}
-        if args.keep:
-            _keep(args.keep, home.name, precision, images)
+        rows.append((f"face + RL ({precision})", images, scored["likeness"]))
+    for label, images, _ in rows if args.keep else []:
+        _keep(args.keep, home.name, label.replace(" ", "_").replace("(", "").replace(")", ""), images)
+    if args.grid:
+        _grid(rows, name, args.grid.with_name(f"{args.grid.stem}_{home.name}{args.grid.suffix}"))
     return row
+
+
+def _grid(rows: list[tuple[str, list[Path], list[float]]], person: str, path: Path, tile: int = 128) -> None:
+    """One row per stage, one column per seed (the same seeds in every row), the likeness under each image."""
+    from PIL import Image, ImageDraw
+
+    label_w, caption_h, cols = 150, 16, len(rows[0][1])
+    sheet = Image.new("RGB", (label_w + cols * tile, 24 + len(rows) * (tile + caption_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 4), f"{person} (held out of the face model): the same {cols} seeds in every row; likeness under each",
+              fill="black")
+    for r, (label, images, likeness) in enumerate(rows):
+        y = 24 + r * (tile + caption_h)
+        draw.text((4, y + tile // 2), f"{label}\nmean {sum(likeness) / len(likeness):.3f}", fill="black")
+        for c, (image, value) in enumerate(zip(images, likeness)):
+            sheet.paste(Image.open(image).convert("RGB").resize((tile, tile)), (label_w + c * tile, y))
+            draw.text((label_w + c * tile + 4, y + tile + 2), f"{value:.2f}", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
 
 
 def _keep(keep: Path, person: str, tag: str, images: list[Path]) -> None:
@@ -151,6 +177,7 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=0, help="0: the app's default")
     ap.add_argument("--seeds", type=int, default=16)
     ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--grid", type=Path, default=None, help="a PNG path; one file per person (the name added)")
     args = ap.parse_args()
     photos = held_out()
     names = [n.strip() for n in args.people.split(",") if n.strip()] or list(photos)

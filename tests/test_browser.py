@@ -75,6 +75,18 @@ def show_settings(page) -> None:
     page.wait_for_timeout(500)
 
 
+def run_rl(page, epochs: int) -> None:
+    """RL for astro from the RL tab's advanced settings: `epochs` of 2 samples of 3 steps, to its end."""
+    from playwright.sync_api import expect
+
+    page.locator("#rl-advanced").click()
+    fill_number(page, "rl-epochs", epochs)
+    fill_number(page, "rl-samples-per-epoch", 2)
+    fill_number(page, "rl-steps", 3)
+    page.locator("#rl-start").click()
+    expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -138,12 +150,7 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     # RL: two epochs with live plots, then a second run stopped by the button
     page.locator("#rl-user textarea, #rl-user input").first.fill("astro")
     expect(page.locator("#rl-hint")).to_have_text("")
-    page.locator("#rl-advanced").click()
-    fill_number(page, "rl-epochs", 2)
-    fill_number(page, "rl-samples-per-epoch", 2)
-    fill_number(page, "rl-steps", 3)
-    page.locator("#rl-start").click()
-    expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
+    run_rl(page, 2)
     assert points(page, "rl-reward-plot") >= 2 and points(page, "rl-memory-plot") >= 1
     expect(page.locator("#rl-live")).to_contain_text("VRAM: n/a (CPU)")
     if ON_FACE_MODEL:
@@ -288,12 +295,7 @@ def test_the_flow_on_sdxl_in_the_browser(sdxl_home, tmp_path):
 
         page.get_by_role("tab", name="RL").click()
         page.locator("#rl-user textarea, #rl-user input").first.fill("astro")
-        page.locator("#rl-advanced").click()
-        fill_number(page, "rl-epochs", 1)
-        fill_number(page, "rl-samples-per-epoch", 2)
-        fill_number(page, "rl-steps", 3)
-        page.locator("#rl-start").click()
-        expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
+        run_rl(page, 1)
 
         page.get_by_role("tab", name="Generate").click()
         pick(page, "gen-user", "astro")
