@@ -1,9 +1,10 @@
 """The settings a model brings with it: SD 1.5's are the settings' own defaults; a family's differ where it needs
-(SDXL trains, samples RL and generates at 1024 px) and the demo model's marker has its own training defaults. What the
-user set always wins."""
+(SDXL trains, samples RL and generates at its native size, 1024 px for SDXL base) and the demo model's marker has its
+own training defaults. What the user set always wins."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -11,6 +12,19 @@ from easyphoto_app.errors import UserError
 from easyphoto_app.settings import GenerateConfig, RLConfig, Settings, TrainConfig
 
 SECTIONS = {TrainConfig: "train", RLConfig: "rl", GenerateConfig: "generate"}
+SIZES = ("resolution", "width", "height")
+
+
+def native_size(model) -> int | None:
+    """The size a model was made for, as diffusers' pipelines default to it: the UNet's sample size times the
+    autoencoder's scale (SDXL base: 128 x 8). None when its configs are not at hand."""
+    folder = model.family.CONFIG if model.kind == "file" else model.path  # a single file: its family's configs
+    try:
+        unet = json.loads((Path(folder) / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((Path(folder) / "vae" / "config.json").read_text(encoding="utf-8"))
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def default_steps(photos: int) -> int:
@@ -26,6 +40,8 @@ def model_defaults(cfg, model, given: set[str] = frozenset()):
 
     section = SECTIONS[type(cfg)]
     own = dict(model.family.DEFAULTS.get(section, {}))
+    size = native_size(model) if any(k in own for k in SIZES) else None
+    own.update({k: size for k in SIZES if k in own and size})  # a family's size is a fallback for the model's own
     if section == "train" and model.is_demo and model.path:
         own.update(demo_marker(model.path).get("train_defaults", {}))
     unset = {f.name for f in fields(cfg) if getattr(cfg, f.name) == f.default and f.name not in given}

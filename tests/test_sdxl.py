@@ -155,36 +155,43 @@ def test_the_sdxl_portrait_paints_with_sdxls_inpainting_pipeline_on_the_same_une
     assert painter.text_encoder_2 is pipe.text_encoder_2
 
 
-def test_sdxl_training_defaults_are_sdxls_unless_given_and_the_panel_shows_them(sdxl_dir, tmp_path):
+def test_sdxl_training_defaults_are_sdxls_at_the_models_native_size_unless_given(sdxl_dir, tmp_path):
+    """The native size is the UNet's sample size times the autoencoder's scale, as diffusers' pipelines default to it:
+    64 px for the tiny model (8 x 8), 1024 px for SDXL base's configs, 1024 px too when the configs are not at hand."""
+    from easyphoto_app.families import sdxl
+    from easyphoto_app.model_defaults import model_defaults, panel_defaults
     from easyphoto_app.models import ResolvedModel
     from easyphoto_app.settings import TrainConfig, load_settings
-    from easyphoto_app.model_defaults import model_defaults, panel_defaults
 
     model = ResolvedModel("dir", "tiny", sdxl_dir)
     cfg = model_defaults(TrainConfig(), model)
-    assert (cfg.resolution, cfg.rank) == (1024, 32)
+    assert (cfg.resolution, cfg.rank) == (64, 32)
     assert model_defaults(TrainConfig(resolution=512), model, {"resolution"}).resolution == 512
+    assert model_defaults(TrainConfig(), ResolvedModel("dir", "sdxl base", sdxl.CONFIG)).resolution == 1024
+    not_here = ResolvedModel("dir", "gone", tmp_path / "gone")
+    not_here.__dict__["family"] = sdxl  # (its family, as a model whose configs are not readable would have)
+    assert model_defaults(TrainConfig(), not_here).resolution == 1024
     settings = load_settings(tmp_path)
     settings.app.model = str(sdxl_dir)
-    assert panel_defaults(settings).resolution == 1024
+    assert panel_defaults(settings).resolution == 64
 
 
-def test_sdxl_samples_rl_and_generates_at_1024_px_unless_a_size_is_set(sdxl_home):
+def test_sdxl_samples_rl_and_generates_at_the_models_native_size_unless_a_size_is_set(sdxl_home):
     from easyphoto_app.ddpo.loop import RLRun
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.model_defaults import panel_defaults
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace
 
-    settings = load_settings(sdxl_home)
-    assert (panel_defaults(settings, "generate").width, panel_defaults(settings, "generate").height) == (1024, 1024)
+    settings = load_settings(sdxl_home)  # the tiny SDXL's native size is 64 px; the settings' default is 512
+    assert (panel_defaults(settings, "generate").width, panel_defaults(settings, "generate").height) == (64, 64)
     run = RLRun(settings, Workspace(sdxl_home), "astro", Reporter(), reward_fn=lambda images, *a: [0.0] * len(images))
-    assert (run.cfg.resolution, run.resolution) == (1024, 1024)
+    assert (run.cfg.resolution, run.resolution) == (64, 64)
     settings.rl.resolution, settings.given = 512, {"rl.resolution"}
     assert RLRun(settings, Workspace(sdxl_home), "astro", Reporter(), reward_fn=lambda *a: []).resolution == 512
     r = run_cli(sdxl_home, "generate", "--num", "1", "--steps", "1", "--json")
     assert r.returncode == 0, r.stderr
-    assert Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0]).size == (1024, 1024)
+    assert Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0]).size == (64, 64)
 
 
 def test_an_fp16_autoencoder_that_overflows_decodes_in_fp32_and_is_given_back_in_fp16():

@@ -18,8 +18,9 @@ CHECKPOINT_KINDS = ("xl_base",)
 WEBUI_VERSION = "sdxl_base_v1-0"
 LOAD_KWARGS = {}  # from_pretrained / from_single_file
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
-# 1024 px is what SDXL was trained at (at 512 it paints poorly), for every job; lr 1e-4 as diffusers' SDXL LoRA
-# examples; rank 32 keeps the file near SD 1.5's rank-128 size (SDXL's attention layers are wider and more numerous)
+# Every job at the model's native size (model_defaults.native_size; 1024 px here when its configs are not at hand):
+# SDXL paints poorly at 512. lr 1e-4 as diffusers' SDXL LoRA examples; rank 32 keeps the file near SD 1.5's rank-128
+# size (SDXL's attention layers are wider and more numerous)
 DEFAULTS = {"train": {"resolution": 1024, "rank": 32, "alpha": 16.0, "lr": 1e-4}, "rl": {"resolution": 1024},
             "generate": {"width": 1024, "height": 1024}}
 
