@@ -316,3 +316,26 @@ def test_sdxl_trains_with_both_text_encoders_and_runs_rl_in_bf16(sdxl_home, tmp_
     assert all(torch.isfinite(v.float()).all() for v in [*face.values(), *rl.values()])
     up = [v for k, v in face.items() if k.startswith("lora_te2_") and k.endswith("lora_up.weight")]
     assert up and any(v.abs().max() > 0 for v in up)  # B starts at zero: non-zero means it trained
+
+
+def test_diffusers_own_tiny_sdxl_shapes_run_the_flow_at_their_native_size(tmp_path, astro_photos):
+    """Someone else's tiny SDXL (diffusers' test shapes: a /2 autoencoder, equal text encoders): prepare, train with
+    both text encoders, RL, generate with both LoRAs, all at its own 64 px with no size given."""
+    from tiny_model import build_tiny_sdxl
+
+    model = build_tiny_sdxl(tmp_path / "their-sdxl", diffusers_shapes=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "settings.toml").write_text(f"[app]\nmodel = {json.dumps(str(model))}\n")
+    for args in (["prepare", "--user", "xl", *map(str, astro_photos)],
+                 ["train", "--user", "xl", "--steps", "2", "--save-every", "2", "--train-text-encoder"],
+                 ["rl", "--user", "xl", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "2"]):
+        r = run_cli(home, *args)
+        assert r.returncode == 0, r.stderr
+    r = run_cli(home, "generate", "--user", "xl", "--num", "1", "--steps", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    image = Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0])
+    assert image.size == (64, 64)
+    assert set(dict(h.split(": ") for h in parse_a1111(image.text["parameters"])["Lora hashes"].split(", "))) == {"xl", "ddpo_xl"}
+    names, _ = _keys(home / "loras" / "xl.safetensors")
+    assert {k.split("_")[1] for k in names} == {"unet", "te1", "te2"}
