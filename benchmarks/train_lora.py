@@ -24,7 +24,8 @@ import torch  # noqa: E402
 import photos  # noqa: E402
 from easyphoto_app.faces.prepare import prepare  # noqa: E402
 from easyphoto_app.jobs import Reporter  # noqa: E402
-from easyphoto_app.lora_train import FaceLoraTrainer, add_lora, UNET_TARGETS  # noqa: E402
+from easyphoto_app.lora_adapters import UNET_TARGETS, add_lora  # noqa: E402
+from easyphoto_app.lora_train import FaceLoraTrainer  # noqa: E402
 from easyphoto_app.settings import FaceConfig, TRIGGER, load_settings  # noqa: E402
 from easyphoto_app.workspace import Workspace  # noqa: E402
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
 from easyphoto_app.faces.prepare import MIN_PHOTOS, load_record
 from easyphoto_app.jobs import Reporter
+from easyphoto_app.lora_adapters import ADAPTER, TE_TARGETS, UNET_TARGETS, add_lora
 from easyphoto_app.lora_io import (
     complete_checkpoints, load_tensors, optimizer_tensors, peft_state, restore_optimizer, save_lora,
     write_checkpoint_dir,
@@ -25,9 +26,6 @@ from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
 from easyphoto_app.model_defaults import default_steps, model_defaults
 from easyphoto_app.workspace import Workspace, atomic_write_json, ensure_free_space
 
-UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-TE_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-ADAPTER = "face"
 VALIDATION_SEEDS = (1234, 5678, 9012, 3456)
 
 
@@ -50,28 +48,6 @@ def face_images(ws: Workspace, user: str) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = ADAPTER, init="gaussian") -> list:
-    """Attach a LoRA adapter (gaussian-initialised unless `init` says otherwise); return its (fp32) trainable
-    parameters.
-
-    peft's own injection, not the model's `add_adapter`: transformers 5.24's wants peft >= 0.22 (DESIGN.md
-    pitfall 8) and the text encoder would not train with the pinned peft."""
-    import torch
-    from diffusers.models.modeling_utils import ModelMixin
-    from peft import LoraConfig, inject_adapter_in_model
-
-    config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=targets)
-    if isinstance(model, ModelMixin):  # diffusers' UNet: its own add_adapter keeps the bookkeeping diffusers reads
-        model.add_adapter(config, adapter_name=adapter)
-    else:
-        inject_adapter_in_model(config, model, adapter_name=adapter)
-    params = [p for n, p in model.named_parameters() if f".{adapter}." in n and "lora_" in n]
-    for p in params:
-        p.data = p.data.to(torch.float32)
-        p.requires_grad_(True)
-    return params
 
 
 def encode_faces(pipe, images: list[Path], resolution: int, device):

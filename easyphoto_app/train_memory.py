@@ -40,7 +40,7 @@ def _step_peak(unet_config: dict, cfg, latent: int, dtype, photos: int, text_lor
     """(the UNet's bytes with its LoRA, the work of one training step)."""
     from diffusers import UNet2DConditionModel
 
-    from easyphoto_app.lora_train import UNET_TARGETS, add_lora
+    from easyphoto_app.lora_adapters import UNET_TARGETS, add_lora
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_config)
@@ -67,7 +67,7 @@ def estimate_train_memory(unet_config: dict, vae_config: dict, text_encoders: li
                           dtype=torch.bfloat16, photos: int = 20) -> Estimate:
     """`text_encoders`: the model's text encoders (real or on the meta device: only their shapes are read); `cfg` a
     TrainConfig (rank, alpha, batch_size, train_text_encoder)."""
-    from easyphoto_app.lora_train import TE_TARGETS
+    from easyphoto_app.lora_adapters import TE_TARGETS
 
     text_bytes = sum(p.numel() for te in text_encoders for p in te.parameters()) * dtype.itemsize
     text_lora = sum(_lora_params(te, TE_TARGETS, cfg.rank) for te in text_encoders) * 4 if cfg.train_text_encoder else 0

@@ -75,7 +75,7 @@ def test_text_encoder_lora_loads_in_diffusers_to_the_trained_outputs(te_home):
     from peft.utils import set_peft_model_state_dict
 
     from easyphoto_app.lora_io import load_tensors
-    from easyphoto_app.lora_train import TE_TARGETS
+    from easyphoto_app.lora_adapters import TE_TARGETS
     from easyphoto_app.models import load_pipeline, resolve_model
 
     def embeddings(pipe):

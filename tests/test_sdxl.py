@@ -86,7 +86,7 @@ def test_the_sdxl_lora_file_loads_in_diffusers_to_the_trained_adapter(sdxl_home,
 
     from easyphoto_app.families import sdxl
     from easyphoto_app.lora_io import load_tensors
-    from easyphoto_app.lora_train import TE_TARGETS, UNET_TARGETS
+    from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS
     from easyphoto_app.models import load_pipeline, resolve_model
 
     def outputs(pipe):

@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from easyphoto_app import train_memory
-from easyphoto_app.lora_train import TE_TARGETS, UNET_TARGETS
+from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS
 from easyphoto_app.memory_trace import GB
 from easyphoto_app.models import human_size
 from easyphoto_app.settings import TrainConfig
