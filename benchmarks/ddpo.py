@@ -196,6 +196,8 @@ def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tu
     sys.path.insert(0, str(ROOT / "tests"))
     import photos
 
+    from easyphoto_app.model_defaults import vae_scale
+
     home = tmp / "data"
     (home).mkdir(parents=True)
     if model_spec == "sd15":
@@ -215,7 +217,7 @@ def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tu
     shutil.copytree(home / "models" / "demo", model)
     cfg = json.loads((model / "unet" / "config.json").read_text())
     vae = json.loads((model / "vae" / "config.json").read_text())
-    cfg["sample_size"] = RES // 2 ** (len(vae["block_out_channels"]) - 1)  # trl samples at the UNet's native size
+    cfg["sample_size"] = RES // vae_scale(vae)  # trl samples at the UNet's native size
     (model / "unet" / "config.json").write_text(json.dumps(cfg))
     return home, model, model_spec
 

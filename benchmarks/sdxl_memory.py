@@ -49,9 +49,8 @@ def timed(fn, *args, **kwargs) -> dict:
 
 
 def training(unet, vae, encoders) -> dict:
-    from easyphoto_app.train_memory import estimate_train_memory
-
     from easyphoto_app.settings import TrainConfig
+    from easyphoto_app.train_memory import estimate_train_memory
 
     own = {k: v for k, v in sdxl.DEFAULTS["train"].items() if k in ("rank", "alpha", "lr")}
     cfg = TrainConfig(**own)

@@ -15,6 +15,11 @@ SECTIONS = {TrainConfig: "train", RLConfig: "rl", GenerateConfig: "generate"}
 SIZES = ("resolution", "width", "height")
 
 
+def vae_scale(vae_config: dict) -> int:
+    """How many pixels a latent spans, as diffusers counts it: halved at each autoencoder block after the first."""
+    return 2 ** (len(vae_config.get("block_out_channels", (64,))) - 1)
+
+
 def native_size(model) -> int | None:
     """The size a model was made for, as diffusers' pipelines default to it: the UNet's sample size times the
     autoencoder's scale (SDXL base: 128 x 8). None when its configs are not at hand."""
@@ -22,7 +27,7 @@ def native_size(model) -> int | None:
     try:
         unet = json.loads((Path(folder) / "unet" / "config.json").read_text(encoding="utf-8"))
         vae = json.loads((Path(folder) / "vae" / "config.json").read_text(encoding="utf-8"))
-        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        return int(unet["sample_size"]) * vae_scale(vae)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -49,7 +54,7 @@ def model_defaults(cfg, model, given: set[str] = frozenset()):
 
 
 def panel_defaults(settings: Settings, section: str = "train"):
-    """What a panel shows: the settings' section, with the model's own defaults (the shipped demo's, SDXL's 1024 px):
+    """What a panel shows: the settings' section, with the model's own defaults (the shipped demo's, SDXL's size):
     a panel hands its values to the job, so it must show the ones the model works with. A model that cannot be
     resolved without a download shows the settings as they are."""
     from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel, cached_hub_model, resolve_model

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from easyphoto_app.memory_trace import GB, Estimate, added_conditions, cast, nbytes, preflight_warning, traced, vae_dtype
+from easyphoto_app.model_defaults import vae_scale
 
 ENCODE_PHOTOS = 1  # photos encoded at once on CUDA (encode_faces with the autoencoder's slicing on)
 
@@ -72,8 +73,7 @@ def estimate_train_memory(unet_config: dict, vae_config: dict, text_encoders: li
     text_bytes = sum(p.numel() for te in text_encoders for p in te.parameters()) * dtype.itemsize
     text_lora = sum(_lora_params(te, TE_TARGETS, cfg.rank) for te in text_encoders) * 4 if cfg.train_text_encoder else 0
     vae_bytes, encode_work = _encode_peak(vae_config, resolution, dtype)
-    latent = resolution // 2 ** (len(vae_config.get("block_out_channels", (64,))) - 1)  # as diffusers counts it
-    unet_bytes, step_work = _step_peak(unet_config, cfg, latent, dtype, photos, 3 * text_lora)
+    unet_bytes, step_work = _step_peak(unet_config, cfg, resolution // vae_scale(vae_config), dtype, photos, 3 * text_lora)
     encoding = Estimate((unet_bytes + vae_bytes + text_bytes) / GB, encode_work / GB)
     stepping = Estimate((unet_bytes + (text_bytes if cfg.train_text_encoder else 0) + text_lora) / GB, step_work / GB)
     return max(encoding, stepping, key=lambda e: e.total_gb)
@@ -96,8 +96,13 @@ def preflight(pipe, cfg, resolution: int, free_bytes: int, dtype, photos: int) -
     encoders = [getattr(pipe, name) for name in of_pipeline(pipe).TEXT_ENCODERS]
     loaded = sum(nbytes(m.parameters()) for m in (pipe.unet, pipe.vae, *encoders))
 
+    traced_once: dict[str, Estimate] = {}  # SDXL's take seconds each: the line and the warning share them
+
     def estimate(c) -> Estimate:
-        return estimate_train_memory(dict(pipe.unet.config), dict(pipe.vae.config), encoders, c, resolution, dtype, photos)
+        if repr(c) not in traced_once:
+            traced_once[repr(c)] = estimate_train_memory(dict(pipe.unet.config), dict(pipe.vae.config), encoders, c,
+                                                         resolution, dtype, photos)
+        return traced_once[repr(c)]
 
     e = estimate(cfg)
     line = (f"GPU memory estimate for this training: about {human_size(int(e.total_gb * GB))} at its peak "

@@ -143,3 +143,12 @@ def test_the_training_log_carries_the_estimate_and_the_warning(tiny_pipe, monkey
     events.clear()
     train_memory.log_estimate(Reporter(listeners=[events.append]), tiny_pipe, CFG, RES, torch.float32, 4)
     assert [e["message"] for e in events] == ["(no memory estimate: RuntimeError: no such config)"]
+
+
+def test_the_preflight_traces_each_setting_once(tiny_pipe, monkeypatch):
+    """The line and the warning share the first estimate (SDXL's takes seconds)."""
+    calls = []
+    real = train_memory.estimate_train_memory
+    monkeypatch.setattr(train_memory, "estimate_train_memory", lambda *a: calls.append(a[3]) or real(*a))
+    train_memory.preflight(tiny_pipe, CFG, RES, 1024, torch.float32, 4)  # too little: every lower setting is tried
+    assert len(calls) == len({repr(c) for c in calls}) == 1 + len(train_memory.lower_settings(CFG))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from easyphoto_app.memory_trace import GB, Estimate, added_conditions, cast, nbytes, preflight_warning, traced, vae_dtype
+from easyphoto_app.model_defaults import vae_scale
 
 
 def _meta_models(unet_config: dict, vae_config: dict, rank: int, dtype):
@@ -33,7 +34,7 @@ def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int
     if cuda_savings:
         unet.enable_gradient_checkpointing()
         vae.enable_slicing()
-    c, h = unet.config.in_channels, resolution // 2 ** (len(vae.config.block_out_channels) - 1)  # as diffusers counts it
+    c, h = unet.config.in_channels, resolution // vae_scale(vae.config)
     ctx_len, ctx_dim = 77, unet.config.cross_attention_dim
     meta = {"device": "meta", "dtype": dtype}
     with traced() as live:
