@@ -1,5 +1,6 @@
 """The real UI in a real browser (Debian's chromium driven by Playwright), on the demo model."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,8 +25,9 @@ def app(data_dir):
         yield url, data_dir
 
 
-@pytest.fixture
-def page(app):
+@contextlib.contextmanager
+def browser_page(url: str, height: int = 1000):
+    """Debian's chromium on the app's page, waiting up to TIMEOUT for what a busy machine is slow at."""
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT)
@@ -33,11 +35,17 @@ def page(app):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+        page = browser.new_page(viewport={"width": 1280, "height": height}, accept_downloads=True)
         page.set_default_timeout(TIMEOUT)
-        page.goto(app[0])
+        page.goto(url)
         yield page
         browser.close()
+
+
+@pytest.fixture
+def page(app):
+    with browser_page(app[0]) as page:
+        yield page
 
 
 def points(page, plot_id: str) -> int:
@@ -85,6 +93,37 @@ def run_rl(page, epochs: int) -> None:
     fill_number(page, "rl-steps", 3)
     page.locator("#rl-start").click()
     expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
+
+
+def generate_one(page, steps: int) -> None:
+    """One image for astro from the Generate tab, with both LoRAs."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Generate").click()
+    pick(page, "gen-user", "astro")
+    page.locator("#gen-advanced").click()
+    fill_number(page, "gen-steps", steps)
+    page.locator("#gen-run").click()
+    expect(page.locator("#gen-info")).to_contain_text("1 image(s)")
+
+
+def add_template(page, tmp_path) -> None:
+    """The Portrait tab for astro, with a template photo uploaded and its faces shown."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Portrait").click()
+    pick(page, "portrait-user", "astro")
+    page.locator("#portrait-upload input[type=file]").set_input_files(str(photos.scene(tmp_path / "wedding.jpg")))
+    expect(page.locator("#portrait-preview img")).to_be_visible()
+
+
+def paint(page, steps: int, made: str) -> None:
+    from playwright.sync_api import expect
+
+    page.locator("#portrait-advanced").click()
+    fill_number(page, "portrait-steps", steps)
+    page.locator("#portrait-run").click()
+    expect(page.locator("#portrait-info")).to_contain_text(made)
 
 
 def shot(page, name: str) -> None:
@@ -171,29 +210,18 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     shot(page, "tab-rl")
 
     # generate with both LoRAs, then Compare
-    page.get_by_role("tab", name="Generate").click()
-    pick(page, "gen-user", "astro")
-    page.locator("#gen-advanced").click()
-    fill_number(page, "gen-steps", 4)
-    page.locator("#gen-run").click()
-    expect(page.locator("#gen-info")).to_contain_text("1 image(s)")
+    generate_one(page, 4)
     page.locator("#gen-compare").click()
     expect(page.locator("#gen-info")).to_contain_text("Same seeds")
     expect(page.locator("#gen-gallery")).to_contain_text("face + RL")
     shot(page, "tab-generate")
 
     # portrait: upload a template, see its faces boxed, paint two candidates into it
-    page.get_by_role("tab", name="Portrait").click()
-    pick(page, "portrait-user", "astro")
-    page.locator("#portrait-upload input[type=file]").set_input_files(str(photos.scene(tmp_path / "wedding.jpg")))
+    add_template(page, tmp_path)
     expect(page.locator("#portrait-template input").first).to_have_value("wedding.jpg")
-    expect(page.locator("#portrait-preview img")).to_be_visible()
     expect(page.locator("#portrait-faces-note")).to_contain_text("Ignored 1 box(es) crossed out in red: not a face")
     assert (data / "templates" / "wedding.jpg").is_file()
-    page.locator("#portrait-advanced").click()
-    fill_number(page, "portrait-steps", 4)
-    page.locator("#portrait-run").click()
-    expect(page.locator("#portrait-info")).to_contain_text("2 portrait(s)")
+    paint(page, 4, "2 portrait(s)")
     expect(page.locator("#portrait-gallery")).to_contain_text("#1 · seed")
     shot(page, "tab-portrait")
 
@@ -273,19 +301,14 @@ def test_settings_downloads_a_hub_model_and_the_banner_follows(data_dir, demo_mo
 def test_the_flow_on_sdxl_in_the_browser(sdxl_home, tmp_path):
     """On the tiny SDXL model (its prepared user, small sizes set in settings.toml): train with both text encoders,
     RL, generate with both LoRAs and paint a portrait, all from the browser."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     data = tmp_path / "data"
     shutil.copytree(sdxl_home, data)
     with open(data / "settings.toml", "a") as f:
         f.write("\n[train]\nresolution = 64\n\n[rl]\nresolution = 64\n\n[generate]\nwidth = 64\nheight = 64\n\n"
                 "[portrait]\nnum = 1\n")
-    with running_app(data, console=tmp_path / "console.log") as url, sync_playwright() as p:
-        expect.set_options(timeout=TIMEOUT)
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(TIMEOUT)
-        page.goto(url)
+    with running_app(data, console=tmp_path / "console.log") as url, browser_page(url) as page:
         page.locator("#user-id textarea, #user-id input").first.fill("astro")
         page.locator("#train-advanced").click()
         fill_number(page, "train-steps", 2)
@@ -298,24 +321,12 @@ def test_the_flow_on_sdxl_in_the_browser(sdxl_home, tmp_path):
         page.locator("#rl-user textarea, #rl-user input").first.fill("astro")
         run_rl(page, 1)
 
-        page.get_by_role("tab", name="Generate").click()
-        pick(page, "gen-user", "astro")
-        page.locator("#gen-advanced").click()
-        fill_number(page, "gen-steps", 2)
-        page.locator("#gen-run").click()
-        expect(page.locator("#gen-info")).to_contain_text("1 image(s)")
+        generate_one(page, 2)
         expect(page.locator("#model-banner")).to_contain_text("SDXL")  # loaded here now: the banner names its family
 
-        page.get_by_role("tab", name="Portrait").click()
-        pick(page, "portrait-user", "astro")
-        page.locator("#portrait-upload input[type=file]").set_input_files(str(photos.scene(tmp_path / "wedding.jpg")))
-        expect(page.locator("#portrait-preview img")).to_be_visible()
-        page.locator("#portrait-advanced").click()
-        fill_number(page, "portrait-steps", 4)
-        page.locator("#portrait-run").click()
-        expect(page.locator("#portrait-info")).to_contain_text("1 portrait(s)")
+        add_template(page, tmp_path)
+        paint(page, 4, "1 portrait(s)")
         shot(page, "sdxl-portrait")
-        browser.close()
     from safetensors import safe_open
 
     with safe_open(str(data / "loras" / "astro.safetensors"), "pt") as f:
