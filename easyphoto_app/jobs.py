@@ -213,6 +213,22 @@ def check_can_start(ws: Workspace, kind: str, user: str) -> None:
 JOB_NAMES = {"train": "training", "rl": "RL"}  # the UI records a job by its command; the CLI locks with these
 
 
+def previous_work(ws: Workspace, kind: str, user: str) -> str | None:
+    """What a new run (not a Resume) would start over from, in words; None when there is nothing."""
+    from easyphoto_app.lora_io import complete_checkpoints, previous_lora
+
+    lora = ws.face_lora(user) if kind == "train" else ws.ddpo_lora(user)
+    work = ws.lora_work_dir(user) if kind == "train" else ws.ddpo_dir(user)
+    kept = f"a new run keeps it as {previous_lora(lora).name}"
+    if lora.exists():
+        written = time.strftime("%d %b %H:%M", time.localtime(lora.stat().st_mtime))
+        return f"'{user}' already has {'a face' if kind == 'train' else 'an RL'} LoRA ({lora.name}, {written}): {kept}."
+    if complete_checkpoints(work, "checkpoint" if kind == "train" else "epoch"):
+        return f"'{user}' has an unfinished {JOB_NAMES[kind]} run: Resume continues it, a new run starts over."
+    return None
+
+
+
 def busy_message(info: dict) -> str:
     started = time.strftime("%H:%M", time.localtime(info.get("started", time.time())))
     kind = info.get("kind", "GPU")
@@ -275,13 +291,13 @@ class JobManager:
             history = before.history_offset if before.history_offset >= 0 else before.offset
         record = JobRecord(proc.pid, kind, user, str(events), offset, time.time(), str(log_path), history)
         atomic_write_json(self.record_path, asdict(record))
-        self._proc = proc  # keep a handle so the child is reaped on POSIX
+        threading.Thread(target=proc.wait, daemon=True).start()  # reaps the child when it ends: no <defunct> left
         return record
 
-    def stop(self) -> bool:
-        """Ask the running job to save and stop. True if there was one."""
+    def stop(self, kind: str | None = None) -> bool:
+        """Ask the running job (of this kind, if given) to save and stop. True if there was one."""
         job = self.running()
-        if not job:
+        if not job or (kind and job.kind != kind):
             return False
         Path(job.events).with_suffix(".stop").touch()
         return True
@@ -294,11 +310,13 @@ class JobManager:
         return read_events(Path(job.events), job.history_offset if job.history_offset >= 0 else job.offset)[0]
 
     def state(self, job: JobRecord | None = None) -> str:
-        """running | done | failed | stopped (killed without a final event) | none."""
+        """running | done | stopped (by Stop, saved) | failed | interrupted (killed without a final event) | none."""
         job = job or self.current()
         if job is None:
             return "none"
         if pid_alive(job.pid):
             return "running"
         final = [e for e in self.events(job) if e["type"] in ("done", "failed")]
-        return final[-1]["type"] if final else "stopped"
+        if not final:
+            return "interrupted"
+        return "stopped" if final[-1].get("stopped") else final[-1]["type"]

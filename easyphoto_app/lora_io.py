@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
-
 from easyphoto_app.workspace import atomic_path
 
 TE_KEY = re.compile(r"^(lora_te[12]?_)(?!text_model_)")  # a text encoder key without CLIP's `text_model_`
@@ -129,3 +128,27 @@ def complete_checkpoints(folder: Path, prefix: str) -> list[Path]:
         return []
     found = [p for p in Path(folder).iterdir() if p.is_dir() and p.name.startswith(prefix + "-")]
     return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
+
+
+def previous_lora(lora: Path) -> Path:
+    """Where a new run keeps the LoRA it will replace: <name>.prev.safetensors beside it."""
+    return lora.with_name(lora.stem + ".prev" + lora.suffix)
+
+
+def set_aside_previous(lora: Path, checkpoints: list[Path], keep: Path | None = None) -> None:
+    """Before a new run (not a resume): the last run's LoRA is kept as <name>.prev.safetensors and one of its
+    checkpoints (`keep`, else the newest) in previous/ beside them; the others go, so that a crash now cannot
+    resume the older run."""
+    if lora.exists():
+        with atomic_path(previous_lora(lora)) as tmp:
+            shutil.copyfile(lora, tmp)
+    if not checkpoints:
+        return
+    keep = keep or checkpoints[-1]
+    shelf = keep.parent / "previous"
+    shutil.rmtree(shelf, ignore_errors=True)
+    shelf.mkdir()
+    keep.rename(shelf / keep.name)
+    for old in checkpoints:
+        if old != keep:
+            shutil.rmtree(old)

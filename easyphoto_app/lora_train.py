@@ -20,7 +20,7 @@ from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_adapters import ADAPTER, TE_TARGETS, UNET_TARGETS, add_lora
 from easyphoto_app.lora_io import (
     complete_checkpoints, load_tensors, optimizer_tensors, peft_state, restore_optimizer, save_lora,
-    write_checkpoint_dir,
+    set_aside_previous, write_checkpoint_dir,
 )
 from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
 from easyphoto_app.model_defaults import default_steps, model_defaults
@@ -284,18 +284,18 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
     from easyphoto_app.faces.likeness import scorer_or_none
 
     scorer = scorer_or_none(ws, user)
+    cfg = trainer.cfg
     reporter.log(f"Training a face LoRA for '{user}': {len(trainer.images)} faces, {trainer.total} steps at "
-                 f"{trainer.resolution}px on {trainer.device}. Base model: {trainer.model.label}")
+                 f"{trainer.resolution}px on {trainer.device}, rank {cfg.rank}, alpha {cfg.alpha:g}, learning rate "
+                 f"{cfg.lr:g}. Base model: {trainer.model.label}", settings=vars(cfg), steps=trainer.total)
     ckpts = complete_checkpoints(trainer.work, "checkpoint")
     if resume and ckpts:
         trainer.adopt_settings(ckpts[-1])
     elif resume:
         reporter.log("No checkpoint to resume from; starting at step 0.")
-    else:
-        import shutil
-
-        for old in ckpts:  # before anything slow, so a crash now cannot resume an older run
-            shutil.rmtree(old)
+    else:  # before anything slow, so a crash now cannot resume an older run
+        best = _best_checkpoint(trainer.work, load_tensors(ckpts[-1] / "adapter.safetensors")[1]["validation"]) if ckpts else None
+        set_aside_previous(ws.face_lora(user), ckpts, best)
     try:
         trainer.setup()
         reporter.log(f"Precision: {trainer.precision.name} ({trainer.precision.reason}).")

@@ -36,35 +36,48 @@ def default_steps(photos: int) -> int:
     return min(200 * photos, 800)
 
 
+def demo_defaults(folder) -> dict[str, dict]:
+    """The demo model's own settings, per section: its marker's training defaults (SD 1.5's rank and learning rate
+    turn the tiny face model's samples into noise), and the size and RL steps it always runs at."""
+    from easyphoto_app.models import DEMO_RESOLUTION, DEMO_RL_STEPS, demo_marker
+
+    marker = demo_marker(folder)
+    size = int(marker.get("resolution", DEMO_RESOLUTION))
+    return {"train": marker.get("train_defaults", {}), "rl": {"steps": DEMO_RL_STEPS, "resolution": size},
+            "generate": {"width": size, "height": size}}
+
+
 def model_defaults(cfg, model, given: set[str] = frozenset()):
-    """`cfg` (a TrainConfig, RLConfig or GenerateConfig) with the model's own defaults: its family's and, for training,
-    the demo's marker's train_defaults (SD 1.5's rank and learning rate turn the tiny face model's samples into noise).
+    """`cfg` (a TrainConfig, RLConfig or GenerateConfig) with the model's own defaults: its family's and the demo's.
     A value the user set is kept: one given as a flag (`given`, even if it equals SD 1.5's default) or changed in
     settings.toml."""
-    from easyphoto_app.models import demo_marker
-
     section = SECTIONS[type(cfg)]
     own = dict(model.family.DEFAULTS.get(section, {}))
     size = native_size(model) if any(k in own for k in SIZES) else None
     own.update({k: size for k in SIZES if k in own and size})  # a family's size is a fallback for the model's own
-    if section == "train" and model.is_demo and model.path:
-        own.update(demo_marker(model.path).get("train_defaults", {}))
+    if model.is_demo and model.path:
+        own.update(demo_defaults(model.path)[section])
     unset = {f.name for f in fields(cfg) if getattr(cfg, f.name) == f.default and f.name not in given}
     return replace(cfg, **{k: v for k, v in own.items() if k in unset})
 
 
-def panel_defaults(settings: Settings, section: str = "train"):
-    """What a panel shows: the settings' section, with the model's own defaults (the shipped demo's, SDXL's size):
-    a panel hands its values to the job, so it must show the ones the model works with. A model that cannot be
-    resolved without a download shows the settings as they are."""
+def panel_model(settings: Settings):
+    """The model a job started now would run on, found without a download: a model that is not at hand is the demo,
+    as a job falls back to it offline (online, the job downloads the model and takes its defaults itself)."""
     from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel, cached_hub_model, resolve_model
 
-    cfg, spec = getattr(settings, section), settings.app.model
-    if spec == DEMO:
-        return model_defaults(cfg, ResolvedModel(DEMO, DEMO, FACE_MODEL))
-    if not (Path(spec).expanduser().exists() or cached_hub_model(spec)):
-        return cfg  # not at hand (it would resolve to the demo until downloaded)
+    spec = settings.app.model
+    if spec == DEMO or not (Path(spec).expanduser().exists() or cached_hub_model(spec)):
+        return ResolvedModel(DEMO, spec, FACE_MODEL)
     try:
-        return model_defaults(cfg, resolve_model(spec, settings.data_dir, download=False))
+        return resolve_model(spec, settings.data_dir, download=False)
     except UserError:
-        return cfg
+        return None
+
+
+def panel_defaults(settings: Settings, section: str = "train"):
+    """What a panel shows: the settings' section with the defaults of the model a job would run on now (the demo's
+    when the configured model is not downloaded, SDXL's size). A panel hands over only what the user changed, so the
+    job still takes its own model's defaults for the rest."""
+    cfg, model = getattr(settings, section), panel_model(settings)
+    return model_defaults(cfg, model) if model else cfg

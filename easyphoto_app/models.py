@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DEMO = "demo"
 DEMO_VERSION = 4  # 4: the face model trained on real photos (assets/face_model) replaces random weights
 DEMO_RESOLUTION = 128  # what the demo pipeline generates and trains at (unless its marker says otherwise)
+DEMO_RL_STEPS = 10  # the most DDIM steps RL samples the demo with
 FACE_MODEL = Path(__file__).resolve().parent.parent / "assets" / "face_model"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 DEMO_LABEL = ("Demo model (built in, offline): a tiny model trained on {photos} photos of {people} people; it paints "
@@ -250,7 +251,7 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
         return _demo_fallback(spec, data_dir, "it is not downloaded yet")
     offline = hub_unreachable(spec)
     if offline:
-        return _demo_fallback(spec, data_dir, f"it is not downloaded and the Hub cannot be reached ({offline})")
+        return _demo_fallback(spec, data_dir, "it is not downloaded and the Hub cannot be reached", offline)
     try:
         path, size = download_hub_model(spec, device == "cuda")
         return ResolvedModel("hub", spec, path, note=f"Downloaded {spec} ({human_size(size)}).")
@@ -258,7 +259,7 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
         raise
     except Exception as exc:  # noqa: BLE001 - network errors come in many types
         log.warning("Download of %s failed: %s", spec, exc)
-        return _demo_fallback(spec, data_dir, f"it could not be downloaded ({type(exc).__name__}; offline?)")
+        return _demo_fallback(spec, data_dir, "it could not be downloaded (offline?)", f"{type(exc).__name__}: {exc}")
 
 
 def _one_checkpoint_of(folder: Path, spec: str) -> ResolvedModel:
@@ -274,13 +275,12 @@ def _one_checkpoint_of(folder: Path, spec: str) -> ResolvedModel:
     raise UserError(f"{spec} holds {len(found)} checkpoints; choose one: {names} (e.g. --model {found[0]}).")
 
 
-def _demo_fallback(spec: str, data_dir: Path, why: str) -> ResolvedModel:
-    note = (
-        f"Using the built-in demo model because {spec} is not available: {why}. "
-        "Connect to the internet and choose the model in Settings (or run "
-        f"'python -m easyphoto_app --model {spec} doctor') to download it once."
-    )
-    log.warning(note)
+def _demo_fallback(spec: str, data_dir: Path, why: str, detail: str = "") -> ResolvedModel:
+    """The demo model in place of `spec`, with a one-line note for the page; `detail` (an errno, say) goes to the
+    log only."""
+    note = (f"Using the built-in demo model because {spec} is not available: {why}. Connect to the internet and "
+            f"choose the model in Settings (or run 'python -m easyphoto_app --model {spec} doctor') to download it once.")
+    log.warning("%s%s", note, f" ({detail})" if detail else "")
     return ResolvedModel(DEMO, spec, ensure_demo_model(data_dir), note=note)
 
 

@@ -222,15 +222,20 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def config_flags(cls, names: list[str], values) -> list[str]:
-    """Values from the UI as the CLI flags of a job, each converted to its setting's type."""
+def config_flags(cls, names: list[str], values, shown=None) -> list[str]:
+    """Values from the UI as the CLI flags of a job, each converted to its setting's type. With `shown` (what the
+    panel showed), only the values the user changed: an untouched one must not pass for the user's choice, or it
+    would override the defaults of the model the job runs on."""
     kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
     out: list[str] = []
-    for name, value in zip(names, values, strict=True):
+    for i, (name, value) in enumerate(zip(names, values, strict=True)):
+        value = kinds[name](value)
+        if shown is not None and value == kinds[name](shown[i]):
+            continue
         if kinds[name] is bool:
             out.append(flag_of(name) if value else flag_of("no_" + name))
         else:
-            out += [flag_of(name), str(kinds[name](value))]
+            out += [flag_of(name), str(value)]
     return out
 
 

@@ -22,8 +22,11 @@ def test_closing_the_app_stops_its_job_with_a_checkpoint(home_copy):
     from easyphoto_app.workspace import Workspace
 
     with running_app(home_copy) as url:
-        Client(url, verbose=False).predict("astro", 5000, 4, 4.0, 1e-4, 512, 1000, False, api_name="/train_start")
+        client = Client(url, verbose=False)
         manager = JobManager(Workspace(home_copy), [])
+        client.predict("astro", 5000, 4, 4.0, 1e-4, 512, 1000, False, api_name="/train_start")
+        assert manager.current() is None  # astro has a face LoRA: the first Start asks, and starts nothing
+        client.predict("astro", 5000, 4, 4.0, 1e-4, 512, 1000, False, api_name="/train_start")
         job = manager.current()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(e["type"] == "progress" for e in manager.events(job)):
@@ -264,14 +267,15 @@ def test_a_jobs_state_is_read_from_its_process_and_its_last_event(tmp_path):
     assert manager.state() == "none" and manager.current() is None and not manager.stop()
     events = tmp_path / "e.jsonl"
     old = [{"type": "done"}]
-    for lines, state in (([{"type": "progress"}], "stopped"), ([{"type": "done"}, {"type": "failed"}], "failed"),
-                         ([{"type": "failed"}, {"type": "done"}], "done")):
+    for lines, state in (([{"type": "progress"}], "interrupted"), ([{"type": "done"}, {"type": "failed"}], "failed"),
+                         ([{"type": "failed"}, {"type": "done"}], "done"), ([{"type": "done", "stopped": True}], "stopped")):
         job = write_job(ws, events, old + lines, dead_pid(), offset=len(json.dumps(old[0])) + 1)
         assert manager.state() == state and manager.state(job) == state
         assert manager.running() is None
     write_job(ws, events, [], os.getpid())
     assert manager.state() == "running" and manager.running().pid == os.getpid()
-    assert manager.stop() and events.with_suffix(".stop").exists()
+    assert not manager.stop("rl") and not events.with_suffix(".stop").exists()  # another tab's Stop: not this job
+    assert manager.stop("train") and events.with_suffix(".stop").exists()
     (ws.jobs_dir / "current.json").write_text('{"pid": 1}')  # an older record's shape
     assert manager.current() is None
 
@@ -295,6 +299,9 @@ class FakePopen:
     def __init__(self, cmd, **kw):
         FakePopen.calls.append((cmd, kw))
         self.pid = dead_pid()
+
+    def wait(self):
+        return 0
 
 
 def fake_popen(monkeypatch):

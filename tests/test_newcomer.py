@@ -122,3 +122,72 @@ def test_banners_tell_the_truth_about_the_model(data_dir):
     s.app.model = "demo"
     _, chosen = cache.get(s)
     assert chosen.is_demo and chosen.note == "" and "not available" not in model_banner(ctx)
+
+
+def test_with_nothing_changed_a_panel_shows_and_hands_over_the_defaults_of_the_model_the_job_runs_on(tmp_path):
+    """Default settings, offline, SD 1.5 not downloaded: a job falls back to the built-in face model, so the panels
+    show its defaults, and a Start with nothing changed hands over no flag (SD 1.5's rank 128 and learning rate 1e-4
+    went over as the user's choice: 800 steps, an hour on a busy CPU, then noise)."""
+    from easyphoto_app.model_defaults import panel_defaults
+    from easyphoto_app.settings import DEFAULT_MODEL, TrainConfig, config_flags, load_settings
+
+    settings = load_settings(tmp_path)
+    assert settings.app.model == DEFAULT_MODEL
+    train = panel_defaults(settings, "train")
+    assert (train.steps, train.rank, train.alpha, train.lr) == (300, 16, 16.0, 5e-5)
+    assert panel_defaults(settings, "rl").steps == 10 and panel_defaults(settings, "generate").width == 128
+    names = ["steps", "rank", "lr", "train_text_encoder"]
+    shown = [getattr(train, n) for n in names]
+    assert config_flags(TrainConfig, names, shown, shown) == []
+    assert config_flags(TrainConfig, names, [300.0, 32, 5e-5, True], shown) == ["--rank", "32", "--train-text-encoder"]
+
+
+def test_train_with_no_flags_on_a_fresh_folder_runs_the_face_models_own_settings(tmp_path, astro_photos):
+    """The CLI as a newcomer types it: no --model, no settings file, offline. Stopped once it has said what it runs."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    data = tmp_path / "data"
+    assert run_cli(data, "prepare", "--user", "astro", *map(str, astro_photos)).returncode == 0
+    events = tmp_path / "train.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "easyphoto_app", "--data-dir", str(data), "train", "--user", "astro",
+                             "--events", str(events)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and '"progress"' not in (events.read_text() if events.exists() else ""):
+        time.sleep(0.2)
+    events.with_suffix(".stop").touch()
+    assert proc.wait(timeout=300) == 0
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    said = next(e for e in lines if e["type"] == "log" and e["message"].startswith("Training a face LoRA"))
+    assert "300 steps at 128px" in said["message"] and "rank 16, alpha 16, learning rate 5e-05" in said["message"]
+    assert {k: said["settings"][k] for k in ("rank", "alpha", "lr")} == {"rank": 16, "alpha": 16.0, "lr": 5e-5}
+    assert lines[-1]["type"] == "done" and lines[-1]["stopped"]
+
+
+def test_a_job_that_ends_is_reaped_and_leaves_no_defunct_child(home_copy):
+    import psutil
+
+    from easyphoto_app.jobs import JobManager
+    from easyphoto_app.workspace import Workspace
+
+    ws = Workspace(home_copy)
+    job = JobManager(ws, ["--data-dir", str(home_copy)]).start("train", "nobody", ws.job_events("train", "nobody"), [])
+    deadline = time.monotonic() + 120  # the refusal takes seconds; a child nobody waits for stays <defunct> for ever
+    while time.monotonic() < deadline and psutil.pid_exists(job.pid):
+        time.sleep(0.1)
+    assert not psutil.pid_exists(job.pid), f"the ended job is a {psutil.Process(job.pid).status()} child"
+
+
+def test_the_status_line_says_stopped_for_a_stop_and_minutes_for_the_time_left():
+    from easyphoto_app.ui.job_view import progress_html, time_left
+
+    assert [time_left(s) for s in (20, 330, 5400, 43200)] == [
+        "under a minute left", "about 6 min left", "about 1 h 30 min left", "about 12 h 00 min left"]
+    running = progress_html([{"type": "progress", "step": 0, "total": 100, "phase": "sampling 2/8", "eta_s": 5230}],
+                            "running")
+    assert "step 0 / 100 · sampling 2/8 · about 87 min left" in running
+    stopped = progress_html([{"type": "progress", "step": 198, "total": 800},
+                             {"type": "done", "stopped": True, "message": "Stopped at step 198 of 800."}], "stopped")
+    assert "stopped · step 198 / 800" in stopped and "killed or crashed" not in stopped

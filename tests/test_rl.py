@@ -79,6 +79,12 @@ def test_rl_writes_lora_events_and_keeps_face_lora(home_copy):
     assert epochs[0]["no_face_rate"] == 1.0 and epochs[0]["reward_mean"] == 0.0  # demo images hold no face: reward 0
     assert memory and memory[0]["rss_mb"] > 0 and "vram_alloc_mb" in memory[0]
     assert abs(epochs[0]["ratio_first"] - 1.0) < 1e-5  # the PPO ratio is 1 at the first inner step
+    # the first minutes move: each sample batch of the first evaluation and epoch reports, with an estimate
+    first = events[:next(i for i, e in enumerate(events) if e.get("kind") == "epoch")]
+    phases = [(e["phase"], e["eta_s"]) for e in first if e["type"] == "progress" and e.get("phase")]
+    assert [p for p, _ in phases] == ["evaluating 2/8", "evaluating 4/8", "evaluating 6/8", "evaluating 8/8",
+                                      "sampling 2/4", "sampling 4/4"]
+    assert all(eta > 0 for _, eta in phases)
     from safetensors import safe_open
 
     with safe_open(str(home_copy / "loras" / "ddpo_astro.safetensors"), "pt") as f:

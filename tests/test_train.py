@@ -491,8 +491,8 @@ def test_the_demo_models_own_training_defaults_apply_unless_the_user_set_a_value
 
 def test_a_flag_equal_to_sd15s_default_still_wins_over_the_demo_models_own(tmp_path):
     """`train --lr 1e-4` on the demo trains at 1e-4: a flag is the user's choice even when it equals SD 1.5's default
-    (it used to be taken for "unset" and replaced by the demo's 5e-5). The training panel shows the demo's values,
-    since it hands every value over as a flag."""
+    (it used to be taken for "unset" and replaced by the demo's 5e-5). The training panel shows the demo's values
+    also for a model that is not downloaded, since offline the job falls back to the demo."""
     from easyphoto_app.cli import build_parser, make_settings
     from easyphoto_app.model_defaults import model_defaults, panel_defaults
     from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
@@ -505,5 +505,30 @@ def test_a_flag_equal_to_sd15s_default_still_wins_over_the_demo_models_own(tmp_p
     cfg = model_defaults(settings.train, demo, settings.given_in("train"))
     assert cfg.lr == TrainConfig().lr and cfg.rank != TrainConfig().rank
     assert panel_defaults(settings).rank == cfg.rank
-    settings.app.model = "some/other-model"
-    assert panel_defaults(settings).rank == TrainConfig().rank
+    settings.app.model = "some/other-model"  # not downloaded: a job started now would fall back to the demo
+    assert panel_defaults(settings).rank == cfg.rank
+
+
+def test_a_new_run_keeps_the_last_lora_and_one_checkpoint_until_it_replaces_them(home_copy):
+    """A second Start (not Resume) used to delete the earlier run's checkpoints: now its LoRA stays beside the new
+    one as astro.prev.safetensors, and one of its checkpoints moves to previous/."""
+    lora, work = home_copy / "loras" / "astro.safetensors", home_copy / "users" / "astro" / "lora"
+    before, old = lora.read_bytes(), {p.name for p in work.glob("checkpoint-*")}
+    r = run_cli(home_copy, "train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4")
+    assert r.returncode == 0, r.stderr
+    assert (home_copy / "loras" / "astro.prev.safetensors").read_bytes() == before and lora.read_bytes() != before
+    kept = [p.name for p in (work / "previous").iterdir()]
+    assert len(kept) == 1 and kept[0] in old and (work / "previous" / kept[0] / "adapter.safetensors").exists()
+    assert sorted(p.name for p in work.glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+def test_the_checkpoint_kept_from_a_replaced_run_is_the_one_asked_for(tmp_path):
+    from easyphoto_app.lora_io import previous_lora, set_aside_previous
+
+    ckpts = [tmp_path / f"checkpoint-{n}" for n in (2, 4, 6)]
+    for c in ckpts:
+        c.mkdir()
+    set_aside_previous(tmp_path / "absent.safetensors", ckpts, keep=ckpts[1])
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["previous"]
+    assert [p.name for p in (tmp_path / "previous").iterdir()] == ["checkpoint-4"]
+    assert not previous_lora(tmp_path / "absent.safetensors").exists()

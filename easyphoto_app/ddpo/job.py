@@ -3,13 +3,11 @@ with the RL LoRA written, its diagnoses said, and the face LoRA checked untouche
 
 from __future__ import annotations
 
-import shutil
-
 from easyphoto_app import parallel
 from easyphoto_app.ddpo.loop import RLResult, RLRun, _sha256
 from easyphoto_app.errors import OutOfMemoryError, oom_message
 from easyphoto_app.jobs import Reporter
-from easyphoto_app.lora_io import complete_checkpoints
+from easyphoto_app.lora_io import complete_checkpoints, set_aside_previous
 from easyphoto_app.monitor import Monitor
 from easyphoto_app.settings import Settings
 from easyphoto_app.workspace import Workspace
@@ -24,8 +22,7 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     if resume and ckpts:
         run.adopt_settings(ckpts[-1])
     elif not resume and parallel.is_main():
-        for old in ckpts:
-            shutil.rmtree(old)
+        set_aside_previous(ws.ddpo_lora(user), ckpts)
     fitted = run.fit_eval_budget()
     if fitted:
         reporter.log(fitted)
@@ -63,7 +60,8 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     for code, message in due:
         reporter.warning(code, message)
     result.message = f"{result.message} {summary}"
-    reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs)
+    reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs,
+                  stopped=reason == "Stop")
     return result
 
 
@@ -71,7 +69,7 @@ def _train_epochs(run: RLRun, reporter: Reporter) -> str:
     """Epochs (with their evaluations) until the epoch count, the budget or Stop; returns which ended them."""
     while run.epoch < run.cfg.epochs:
         reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
-                          time_left_s=round(run.budget.left(), 1))
+                          time_left_s=round(run.budget.left(), 1), eta_s=run.eta_s())
         if run.epoch % max(1, run.cfg.eval_every) == 0 and not run.evaluated_now():
             run.evaluate()
         if not run.run_epoch():

@@ -25,6 +25,7 @@ from easyphoto_app.ddpo.diagnose import Diagnostics
 from easyphoto_app.errors import UserError
 from easyphoto_app.families.conditioning import Cond
 from easyphoto_app.jobs import Reporter
+from easyphoto_app.models import DEMO_RL_STEPS
 from easyphoto_app.lora_io import (
     complete_checkpoints, load_tensors, optimizer_tensors, peft_state, restore_optimizer, save_lora,
     write_checkpoint_dir,
@@ -34,7 +35,6 @@ from easyphoto_app.workspace import Workspace, atomic_write_json
 
 DDPO_ADAPTER = "ddpo"
 FACE_ADAPTER = "face"
-DEMO_MAX_STEPS = 10
 EVAL_SHARE_LIMIT = 0.15  # evaluation's share of the run's time
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
@@ -78,7 +78,7 @@ class RLRun:
         self.model = resolve_model(settings.app.model, settings.data_dir, self.device)
         self.cfg: RLConfig = model_defaults(settings.rl, self.model, settings.given_in("rl"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
-        self.steps = min(self.cfg.steps, DEMO_MAX_STEPS) if self.model.is_demo else self.cfg.steps
+        self.steps = min(self.cfg.steps, DEMO_RL_STEPS) if self.model.is_demo else self.cfg.steps
         self.work = ws.ddpo_dir(user)
         self.prompts = load_prompts()
         # On a GPU the next batch is sampled while the face backend (on the CPU) scores the last one;
@@ -206,6 +206,7 @@ class RLRun:
             trajs.append(traj)
             images += batch_images
             prompts += batch
+            self.report_phase("sampling", len(images), self.local_samples)
         t_sample = time.perf_counter() - t0
         rewards, info = _merge_rewards([r.result() if self.reward_pool else r for r in scored])
         reward_t, all_prompts, info = self._gather(rewards, prompts, info)
@@ -247,6 +248,20 @@ class RLRun:
                 self.save_checkpoint()
         return True
 
+    def eta_s(self) -> float | None:
+        """The seconds the run still needs, within its budget, from the slowest sample batch so far: an epoch samples
+        its batches and trains them at about twice that again per inner epoch (eval_share's cost model). None
+        before a batch has been timed."""
+        cfg, batch_s = self.cfg, self.budget.batch_s
+        if not batch_s:
+            return None
+        per_epoch = -(-self.local_samples // cfg.sample_batch) * batch_s * (1 + 2 * cfg.timestep_fraction * cfg.inner_epochs)
+        return round(min(self.budget.left(), (cfg.epochs - self.epoch) * per_epoch), 1)
+
+    def report_phase(self, phase: str, done: int, total: int) -> None:
+        """Progress inside an epoch or evaluation, so that the first minutes show movement and an estimate."""
+        self.reporter.progress(self.epoch, self.cfg.epochs, phase=f"{phase} {done}/{total}", eta_s=self.eta_s())
+
     def eval_prompts(self) -> list[str]:
         """Fixed prompts: the list's first ones, in order (cycled if the list is short), as many as asked rounded
         up to a multiple of the process count, so that every process scores an equal share."""
@@ -284,6 +299,7 @@ class RLRun:
                 traj = sample(self.pipe.unet, self.pipe.scheduler, Cond.cat([self.prompt_emb[p] for p in batch]),
                               self.uncond, batch, self.steps, cfg.guidance, cfg.eta, shape, generator, self.precision)
                 parts.append(self.reward_fn(decode(self.pipe.vae, traj.latents[:, -1])))
+            self.report_phase("evaluating", start + len(batch), len(mine))
         rewards, info = _merge_rewards(parts)
         reward_t, _, info = self._gather(rewards, mine, info)
         reward = float(reward_t.mean())

@@ -31,21 +31,34 @@ def build_app(ctx: Context) -> gr.Blocks:
         banner = gr.Markdown(model_banner(ctx), elem_id="model-banner")
         with gr.Tabs():
             with gr.Tab("Photos & Training", id="photos"):
-                photos_tab.build(ctx)
+                photos = photos_tab.build(ctx)
             with gr.Tab("RL", id="rl"):
-                rl_tab.build(ctx)
+                rl = rl_tab.build(ctx)
             with gr.Tab("Generate", id="generate") as gen_tab:
-                refresh_on_show(gen_tab, generate_tab.build(ctx))
+                refresh_on_show(gen_tab, generate_tab.build(ctx, photos["user"]))
             with gr.Tab("Portrait", id="portrait") as portrait:
-                refresh_on_show(portrait, portrait_tab.build(ctx))
+                refresh_on_show(portrait, portrait_tab.build(ctx, photos["user"]))
             with gr.Tab("Gallery", id="gallery") as gallery:
                 refresh_on_show(gallery, gallery_tab.build(ctx))
             with gr.Tab("Settings", id="settings") as settings:
-                refresh_on_show(settings, settings_tab.build(ctx, banner))
+                settings_built = settings_tab.build(ctx, banner)
+                refresh_on_show(settings, settings_built)
+        share_user_id(photos["user"], rl["user"])
+        for fn, outputs in (photos["refresh_defaults"], rl["refresh_defaults"]):
+            demo.load(fn, None, outputs, queue=False)
+            settings_built["model_loaded"].then(fn, None, outputs, queue=False)
         demo.load(lambda: model_banner(ctx), None, banner)
         # every open tab follows a model change made in another one
         gr.Timer(5.0).tick(lambda: model_banner(ctx), None, banner, show_progress="hidden", queue=False)
     return demo
+
+
+def share_user_id(*boxes: gr.Textbox) -> None:
+    """One person at a time: an id typed in one tab's box is the id in the others (typed: a box filled by a job's
+    view does not spread)."""
+    for box in boxes:
+        others = [b for b in boxes if b is not box]
+        box.input(lambda value: [value] * len(others), box, others, queue=False, show_progress="hidden")
 
 
 def stop_jobs_on_exit(ctx: Context) -> None:

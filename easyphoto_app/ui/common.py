@@ -87,7 +87,8 @@ def footer(ctx: Context, model, text: str) -> str:
     """A result's last lines: whether it was cancelled, and the demo model's label when that made it."""
     if ctx.cancel_generate.is_set():
         text += " Cancelled."
-    return text + (f"\n\n_{model.note or model.label}_" if model.is_demo else "")
+    return text + ("\n\n_Made with the built-in demo model (the note at the top of the page says why)._"
+                   if model.is_demo else "")
 
 
 def user_id_hint(value: str) -> str:
@@ -103,6 +104,14 @@ def user_id_hint(value: str) -> str:
 
 def user_choices(ctx: Context) -> list[str]:
     return ctx.ws.list_users()
+
+
+def user_update(ctx: Context, person: str, current, first: list[str] = ()):
+    """A user picker's fresh choices, set to the id typed in the Photos tab when that user exists (else kept)."""
+    choices = [*first, *user_choices(ctx)]
+    if person in choices[len(first):]:
+        return gr.update(choices=choices, value=person)
+    return gr.update(choices=choices, value=current if current in choices else (first[0] if first else None))
 
 
 def model_banner(ctx: Context) -> str:

@@ -8,12 +8,13 @@ from easyphoto_app.errors import UserError
 from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, plan_loras, with_overrides
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
-from easyphoto_app.ui.common import Context, footer, friendly, user_choices, with_pipeline
+from easyphoto_app.ui.common import Context, footer, friendly, user_choices, user_update, with_pipeline
 
 BASE_ONLY = "(base model only)"
 
 
-def build(ctx: Context) -> dict:
+def build(ctx: Context, person: gr.Textbox) -> dict:
+    """`person`: the user id typed in the Photos tab, chosen here when the tab is shown."""
     cfg = panel_defaults(ctx.settings, "generate")  # the model's own size (SDXL's 1024 px)
     with gr.Row():
         with gr.Column(scale=2):
@@ -91,4 +92,5 @@ def build(ctx: Context) -> dict:
     run.click(on_generate, [user, use_rl, *values], [gallery, info], api_name="generate", concurrency_limit=1)
     compare_btn.click(on_compare, [user, *values], [gallery, info], api_name="compare", concurrency_limit=1)
     cancel.click(on_cancel, None, None, queue=False)
-    return {"on_show": (lambda: gr.update(choices=[BASE_ONLY] + user_choices(ctx)), user)}
+    on_show = (lambda person_v, user_v: user_update(ctx, person_v, user_v, first=[BASE_ONLY]), user)
+    return {"on_show": on_show, "show_inputs": [person, user]}

@@ -12,9 +12,21 @@ from typing import Callable
 import gradio as gr
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.jobs import check_can_start
+from easyphoto_app.jobs import JOB_NAMES, check_can_start, previous_work
+from easyphoto_app.model_defaults import panel_defaults
+from easyphoto_app.settings import config_flags
 from easyphoto_app.ui.common import Context, friendly
 from easyphoto_app.workspace import validate_user_id
+
+
+def time_left(seconds: float) -> str:
+    """An estimate in the unit a person reads it in."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute left"
+    if minutes < 90:
+        return f"about {minutes} min left"
+    return f"about {minutes // 60} h {minutes % 60:02d} min left"
 
 
 def progress_html(events: list[dict], state: str) -> str:
@@ -24,14 +36,16 @@ def progress_html(events: list[dict], state: str) -> str:
     step, total = (prog[-1]["step"], prog[-1]["total"]) if prog else (0, 1)
     parts = [f'<progress value="{step}" max="{total}" style="width:100%"></progress>']
     line = f"step {step} / {total}" if prog else ("did not start" if final else "waiting to start")
-    if prog and "eta_s" in prog[-1] and state == "running":
-        line += f" · about {prog[-1]['eta_s']:.0f} s left"
-    parts.append(f"<div>{html.escape(state)} · {line}</div>")
+    if prog and prog[-1].get("phase") and state == "running":
+        line += f" · {prog[-1]['phase']}"
+    if prog and prog[-1].get("eta_s") is not None and state == "running":
+        line += f" · {time_left(prog[-1]['eta_s'])}"
+    parts.append(f"<div>{html.escape(state)} · {html.escape(line)}</div>")
     if final and final[-1].get("refused"):
         parts.append(f"<div><b>Refused: {html.escape(final[-1]['message'])}</b></div>")
     elif final:
         parts.append(f"<div><b>{html.escape(final[-1].get('message') or final[-1]['type'])}</b></div>")
-    elif state == "stopped":
+    elif state == "interrupted":
         parts.append("<div><b>The job ended without finishing (killed or crashed). Press Resume to continue from the last checkpoint.</b></div>")
     parts += [f"<div style='opacity:.7'>{html.escape(m)}</div>" for m in logs]
     return "\n".join(parts)
@@ -49,10 +63,20 @@ def series(events: list[dict], event_type: str, x: str, ys: list[str], filt: Cal
     return pd.DataFrame(rows, columns=["x", "value", "series"]).astype({"x": float, "value": float, "series": str})
 
 
-def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_args, start_label: str,
+def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields: dict, start_label: str,
                  layout_views: Callable[[], list[tuple]]) -> dict:
-    """Start / Resume / Stop, a status line, and the live views that `layout_views` lays out below it:
-    it returns (component, events -> value) pairs, refreshed every second from the job's events."""
+    """Start / Resume / Stop, a status line, and the live views that `layout_views` lays out below it: it returns
+    (component, events -> value) pairs, refreshed every second from the job's events. `fields` maps the settings of
+    `section` to the panel's inputs; a job gets only the ones the user changed from what the panel showed."""
+    names, inputs = list(fields), list(fields.values())
+    cls = type(getattr(ctx.settings, section))
+
+    def defaults() -> list:
+        cfg = panel_defaults(ctx.settings, section)
+        return [getattr(cfg, name) for name in names]
+
+    shown = gr.State(defaults())
+    asked = gr.State("")  # the user whose earlier run a second Start would replace, once they were told
     with gr.Row():
         start = gr.Button(start_label, variant="primary", elem_id=f"{kind}-start")
         resume = gr.Button("Resume", elem_id=f"{kind}-resume")
@@ -61,21 +85,6 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_a
     status = gr.HTML(elem_id=f"{kind}-status")
     views = layout_views()
     timer = gr.Timer(1.0)
-
-    def current_view(user_v):
-        """The job of this tab, whoever it is for (a reload or another typed id still shows it); an empty user
-        box is filled with its user, so Resume works after a reload."""
-        job = ctx.jobs.current()
-        if job is None or job.kind != kind:
-            return (gr.skip(), "<div>No job yet.</div>", *(fn([]) for _, fn in views))
-        state = ctx.jobs.state(job)
-        head = f"<div><b>{html.escape(kind)}</b> for <b>{html.escape(job.user)}</b>"
-        if user_v and user_v != job.user:
-            head += f" (not <b>{html.escape(user_v)}</b>, the id typed above)"
-        head += "</div>"
-        fill = job.user if not user_v else gr.skip()
-        history = ctx.jobs.history(job)
-        return (fill, head + progress_html(ctx.jobs.events(job), state), *(fn(history) for _, fn in views))
 
     def hint_for(user_v):
         """What is missing before Start can work, said before anything starts."""
@@ -87,24 +96,54 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, inputs: list, make_a
             return f"⚠️ {exc}"
         return ""
 
+    def current_view(user_v):
+        """The job of this tab, whoever it is for (a reload or another typed id still shows it); an empty user
+        box is filled with its user, so Resume works after a reload. The hint follows the photos and the jobs."""
+        job = ctx.jobs.current()
+        if job is None or job.kind != kind:
+            return (gr.skip(), hint_for(user_v), "<div>No job yet.</div>", *(fn([]) for _, fn in views))
+        state = ctx.jobs.state(job)
+        head = f"<div><b>{html.escape(JOB_NAMES[kind])}</b> for <b>{html.escape(job.user)}</b>"
+        if user_v and user_v != job.user:
+            head += f" (not <b>{html.escape(user_v)}</b>, the id typed above)"
+        head += "</div>"
+        fill = job.user if not user_v else gr.skip()
+        history = ctx.jobs.history(job)
+        return (fill, hint_for(user_v or job.user), head + progress_html(ctx.jobs.events(job), state),
+                *(fn(history) for _, fn in views))
+
     @friendly
-    def on_start(user_v, *values, resume_run=False):
+    def on_start(user_v, asked_v, shown_v, *values, resume_run=False):
         user_v = validate_user_id(user_v)
         check_can_start(ctx.ws, kind, user_v)
-        args = make_args(*values) + (["--resume"] if resume_run else [])
+        earlier = None if resume_run else previous_work(ctx.ws, kind, user_v)
+        if earlier and asked_v != user_v:
+            gr.Warning(f"{earlier} Press {start_label} again to start a new run, or Resume.")
+            return (*(gr.skip() for _ in outputs[:-1]), user_v)
+        args = config_flags(cls, names, values, shown_v) + (["--resume"] if resume_run else [])
         ctx.jobs.start(kind, user_v, ctx.ws.job_events(kind, user_v), args, keep_history=resume_run)
-        gr.Info(f"{kind} started for {user_v}.")
-        return current_view(user_v)
+        gr.Info(f"{JOB_NAMES[kind].capitalize()} started for {user_v}.")
+        return (*current_view(user_v), "")
 
     def on_stop(user_v):
-        if not ctx.jobs.stop():
-            raise UserError("No job is running.")
+        running = ctx.jobs.running()
+        if running is None:
+            raise UserError(f"No {JOB_NAMES[kind]} job is running.")
+        if running.kind != kind:
+            raise UserError(f"No {JOB_NAMES[kind]} job is running: the running job is {JOB_NAMES[running.kind]} "
+                            f"for '{running.user}' (stop it in its own tab).")
+        ctx.jobs.stop(kind)
         gr.Info("Stopping: the job saves a checkpoint first.")
 
-    outputs = [user, status, *(component for component, _ in views)]
-    start.click(on_start, [user, *inputs], outputs, api_name=f"{kind}_start", concurrency_limit=1)
-    resume.click(lambda *a: on_start(*a, resume_run=True), [user, *inputs], outputs, concurrency_limit=1)
+    outputs = [user, hint, status, *(component for component, _ in views), asked]
+    start.click(on_start, [user, asked, shown, *inputs], outputs, api_name=f"{kind}_start", concurrency_limit=1)
+    resume.click(lambda *a: on_start(*a, resume_run=True), [user, asked, shown, *inputs], outputs, concurrency_limit=1)
     stop.click(friendly(on_stop), user, None)
-    timer.tick(current_view, user, outputs, show_progress="hidden", queue=False)
+    timer.tick(current_view, user, outputs[:-1], show_progress="hidden", queue=False)
     user.change(hint_for, user, hint, show_progress="hidden", queue=False)
-    return {"status": status, "start": start, "stop": stop}
+    def refresh():
+        """The defaults of the model a job would run on now (when the page loads, and after the model changes)."""
+        values = defaults()
+        return [values, *values]
+
+    return {"status": status, "start": start, "stop": stop, "refresh_defaults": (refresh, [shown, *inputs])}

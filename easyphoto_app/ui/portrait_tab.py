@@ -9,12 +9,13 @@ from easyphoto_app.errors import UserError
 from easyphoto_app.generate import likeness_caption, with_overrides
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
-from easyphoto_app.ui.common import Context, footer, friendly, user_choices, with_pipeline
+from easyphoto_app.ui.common import Context, footer, friendly, user_choices, user_update, with_pipeline
 
 LARGEST = -1
 
 
-def build(ctx: Context) -> dict:
+def build(ctx: Context, person: gr.Textbox) -> dict:
+    """`person`: the user id typed in the Photos tab, chosen here when the tab is shown."""
     cfg, gen = ctx.settings.portrait, panel_defaults(ctx.settings, "generate")  # the model's own size (SDXL's 1024 px)
     with gr.Row():
         with gr.Column(scale=2):
@@ -112,10 +113,10 @@ def build(ctx: Context) -> dict:
               api_name="portrait", concurrency_limit=1)
     cancel.click(ctx.cancel_generate.set, None, None, queue=False)
 
-    def on_show():
-        return gr.update(choices=user_choices(ctx)), gr.update(choices=_template_names(ctx))
+    def on_show(person_v, user_v):
+        return user_update(ctx, person_v, user_v), gr.update(choices=_template_names(ctx))
 
-    return {"on_show": (on_show, [user, template])}
+    return {"on_show": (on_show, [user, template]), "show_inputs": [person, user]}
 
 
 def ignored_note(ignored) -> str:

@@ -7,13 +7,14 @@ import json
 import gradio as gr
 
 from easyphoto_app.monitor import format_vram
-from easyphoto_app.settings import RLConfig, config_flags, help_of
+from easyphoto_app.model_defaults import panel_defaults
+from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
 
 
-def build(ctx: Context) -> None:
-    cfg = ctx.settings.rl
+def build(ctx: Context) -> dict:
+    cfg = panel_defaults(ctx.settings, "rl")
     gr.Markdown("Improve the face LoRA's likeness with reinforcement learning (DDPO). The result is a second LoRA, "
                 "`ddpo_<id>`, always written when the run ends (budget, epochs, Stop). The face LoRA is never changed.")
     with gr.Row():
@@ -35,8 +36,8 @@ def build(ctx: Context) -> None:
             timestep_batch = gr.Number(value=cfg.timestep_batch, precision=0, label="Timestep batch",
                                        info=help_of(cfg, "timestep_batch"))
 
-    fields = ["max_hours", "epochs", "samples_per_epoch", "steps", "lr", "guidance", "clip_range", "sample_batch", "timestep_batch"]
-    inputs = [hours, epochs, samples, steps, lr, guidance, clip, sample_batch, timestep_batch]
+    fields = {"max_hours": hours, "epochs": epochs, "samples_per_epoch": samples, "steps": steps, "lr": lr,
+              "guidance": guidance, "clip_range": clip, "sample_batch": sample_batch, "timestep_batch": timestep_batch}
 
     def views():
         with gr.Row():
@@ -50,8 +51,7 @@ def build(ctx: Context) -> None:
         return [(reward_plot, reward_series), (memory_plot, memory_series), (notice, notice_text), (live, live_text),
                 (samples_view, lambda events: latest_samples(ctx, events))]
 
-    job_controls(ctx, "rl", user, inputs, lambda *values: config_flags(RLConfig, fields, values), start_label="Start RL",
-                 layout_views=views)
+    return {"user": user, **job_controls(ctx, "rl", user, "rl", fields, start_label="Start RL", layout_views=views)}
 
 
 def epoch_rows(events: list[dict]) -> list[dict]:

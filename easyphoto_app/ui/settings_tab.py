@@ -79,12 +79,12 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
 
     structure.input(on_structure, structure, status, concurrency_limit=1).then(
         lambda: ctx.settings.portrait.controlnet, None, structure)
-    load.click(on_load, model, [status, banner], concurrency_limit=1)
+    loaded = load.click(on_load, model, [status, banner], concurrency_limit=1)
     settings_tab_shown = (lambda shown: model_field_on_show(shown, ctx.settings.app.model), model)
     faces.change(on_faces, faces, status)
     precision.change(on_precision, precision, status)
     check.click(on_doctor, None, report)
-    return {"on_show": settings_tab_shown, "show_inputs": model}
+    return {"on_show": settings_tab_shown, "show_inputs": model, "model_loaded": loaded}
 
 
 def model_field_on_show(shown: str, in_use: str):

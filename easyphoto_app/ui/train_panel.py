@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from easyphoto_app.model_defaults import panel_defaults
-from easyphoto_app.settings import TrainConfig, config_flags, help_of
+from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
 
@@ -13,7 +13,7 @@ from easyphoto_app.ui.job_view import job_controls, series
 def build(ctx: Context, user: gr.Textbox) -> dict:
     cfg = panel_defaults(ctx.settings)
     gr.Markdown("### Train the face LoRA\nUses the accepted faces above. On a GPU this takes 10-30 minutes; "
-                "on the demo model a few seconds.")
+                "on the built-in demo model a few minutes on the CPU.")
     with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
         with gr.Row():
             steps = gr.Number(value=cfg.steps, precision=0, label="Steps", info="0 = min(200 x photos, 800).", elem_id="train-steps")
@@ -27,13 +27,23 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
         te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)",
                          info=help_of(cfg, "train_text_encoder"), elem_id="train-text-encoder")
 
-    fields = ["steps", "rank", "alpha", "lr", "resolution", "save_every", "train_text_encoder"]
+    fields = {"steps": steps, "rank": rank, "alpha": alpha, "lr": lr, "resolution": resolution, "save_every": save_every,
+              "train_text_encoder": te}
 
     def views():
-        plot = gr.LinePlot(x="x", y="value", color="series", title="Training loss", x_title="step", y_title="loss",
-                           height=240, elem_id="train-plot")
-        return [(plot, lambda events: series(events, "progress", "step", ["loss"]))]
+        with gr.Row():
+            plot = gr.LinePlot(x="x", y="value", color="series", title="Training loss", x_title="step", y_title="loss",
+                               height=240, elem_id="train-plot")
+            likeness = gr.LinePlot(x="x", y="value", color="series", title="Likeness at each checkpoint",
+                                   x_title="step", y_title="likeness", height=240, elem_id="train-likeness-plot")
+        return [(plot, lambda events: series(events, "progress", "step", ["loss"])),
+                (likeness, validation_series)]
 
-    return job_controls(ctx, "train", user, [steps, rank, alpha, lr, resolution, save_every, te],
-                        lambda *values: config_flags(TrainConfig, fields, values),
-                        start_label="Start training", layout_views=views)
+    return job_controls(ctx, "train", user, "train", fields, start_label="Start training", layout_views=views)
+
+
+def validation_series(events: list[dict]):
+    """The validation images' mean likeness (the best checkpoint by it is the LoRA written) and their face rate."""
+    rows = [{**e, "likeness": e["score"], "face rate": 1.0 - e.get("no_face_rate", 1.0)} for e in events
+            if e.get("kind") == "validation"]
+    return series(rows, "metric", "step", ["likeness", "face rate"])
