@@ -19,6 +19,7 @@ def prepared(tmp_path_factory, astro_photos):
     a = photos.astronaut()
     photos.exif_rotated(good / "astro_exif.jpg", a)
     photos.save(a, good / "astro_copy.png")
+    photos.save(photos.close_up(), good / "astro_close.png")
     from easyphoto_app.faces.images import load_rgb
 
     group = load_rgb(photos.insightface_image("t1.jpg"))
@@ -54,6 +55,24 @@ def test_astronaut_accepted_in_each_format_or_only_a_duplicate(prepared, name):
 def test_bad_photos_rejected_with_their_reason(prepared, name, reason):
     p = prepared[1][name]
     assert not p["accepted"] and reason in p["reason"], p
+
+
+def test_a_face_that_fills_the_frame_is_found(prepared):
+    p = prepared[1]["astro_close.png"]
+    assert p["faces_found"] == 1 and (p["accepted"] or p["reason"].startswith("duplicate of")), p
+
+
+def test_a_face_that_fills_the_frame_is_found_where_it_is():
+    """Found on a copy with a border around it; its box and landmarks are given in the close-up's own pixels."""
+    from easyphoto_app.faces.dlib_backend import DlibBackend
+
+    backend, close = DlibBackend(), photos.close_up()
+    assert backend.detect(close) == []  # the detector alone misses it
+    (found,) = backend.analyze(close)
+    in_close_up = lambda *xy: (np.array(xy, np.float32).reshape(-1, 2) - [189, 93]) * 3  # noqa: E731
+    box = in_close_up((179, 83), (266, 170)).ravel()  # dlib's box of her face in the whole photo
+    assert np.abs(found.bbox - box).max() < 0.05 * (box[2] - box[0]), found.bbox  # reaches past the close-up: -30
+    assert np.abs(found.kps[:3] - in_close_up((203.5, 102), (246, 104.5), (224, 135))).max() < 8  # eyes, nose
 
 
 def test_edited_copies_of_one_photo_are_duplicates_of_the_one_kept(prepared):
