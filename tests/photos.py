@@ -110,6 +110,8 @@ def bad_files(folder: Path) -> dict[str, Path]:
         "coffee": save(data.coffee(), folder / "coffee.png"),
         "blurred": save(cv2.GaussianBlur(a, (0, 0), 3), folder / "blurred.jpg"),  # dlib still finds it; sharpness 0.09
         "tiny": save(canvas, folder / "tiny_face.jpg"),
+        "small": save(cv2.resize(a[60:190, 160:290], (40, 40), interpolation=cv2.INTER_AREA), folder / "small.png"),
+        "small_far": save(cv2.resize(a, (48, 48), interpolation=cv2.INTER_AREA), folder / "small_far.png"),
         "empty": folder / "empty.jpg",
         "text": folder / "notes.jpg",
         "truncated": truncated,

@@ -48,13 +48,26 @@ def test_astronaut_accepted_in_each_format_or_only_a_duplicate(prepared, name):
 
 
 @pytest.mark.parametrize("name, reason", [
-    ("cat.jpg", "no face"), ("coffee.png", "no face"), ("blurred.jpg", "blurry"), ("tiny_face.jpg", "too small"),
+    ("cat.jpg", "no face"), ("coffee.png", "no face"), ("blurred.jpg", "blurry"),
+    ("tiny_face.jpg", "too small"), ("tiny_face.jpg", "px): use a closer photo"),  # a big photo, the face far away
+    ("small.png", "face too small"), ("small.png", "px): use a larger photo (more pixels; this one is only 40x40 px)"),
+    ("small_far.png", "no face found; the photo is too small: use a larger photo (more pixels; this one is only 48x48 px)"),
     ("empty.jpg", "empty file"), ("notes.jpg", "not an image"), ("truncated.jpg", "truncated"),
     ("hanks.png", "different person"),
 ])
 def test_bad_photos_rejected_with_their_reason(prepared, name, reason):
     p = prepared[1][name]
     assert not p["accepted"] and reason in p["reason"], p
+
+
+@pytest.mark.parametrize("shape, small", [((40, 40), True), ((140, 2000), True), ((141, 141), False), ((600, 600), False)])
+def test_a_closer_photo_is_advised_only_where_the_photo_could_hold_a_big_enough_face(shape, small):
+    """min_face_px 64 with the crop's 2.2x context: a close-up needs a photo of at least 141 px a side."""
+    from easyphoto_app.faces.prepare import _small_photo
+    from easyphoto_app.settings import FaceConfig
+
+    advice = _small_photo(shape, FaceConfig())
+    assert (advice == f"use a larger photo (more pixels; this one is only {shape[1]}x{shape[0]} px)") if small else advice is None
 
 
 def test_a_face_that_fills_the_frame_is_found(prepared):
