@@ -8,7 +8,7 @@ import numpy as np
 
 # The border `detect_padded` adds on each side, as a fraction of the photo's longer side. benchmarks/face_border.py:
 # dlib found 11 of 72 tight cuts of 8 real faces as they are; 39 with a border of the photo's median colour 0.25 wide
-# (0.1: 23, 0.5: 34, 1.0: 26; grey 30, black 10, replicated edges 26, mirrored 27). Looking again costs 2-2.5x
+# (0.1: 23, 0.5: 34, 1.0: 26; grey 30, black 10, replicated edges 26, mirrored 27). Looking again costs 1.2-2.6x
 # the first look, on photos without a face only.
 DETECTION_BORDER = 0.25
 
