@@ -19,6 +19,7 @@ def prepared(tmp_path_factory, astro_photos):
     a = photos.astronaut()
     photos.exif_rotated(good / "astro_exif.jpg", a)
     photos.save(a, good / "astro_copy.png")
+    photos.save(photos.close_up(), good / "astro_close.png")
     from easyphoto_app.faces.images import load_rgb
 
     group = load_rgb(photos.insightface_image("t1.jpg"))
@@ -47,13 +48,44 @@ def test_astronaut_accepted_in_each_format_or_only_a_duplicate(prepared, name):
 
 
 @pytest.mark.parametrize("name, reason", [
-    ("cat.jpg", "no face"), ("coffee.png", "no face"), ("blurred.jpg", "blurry"), ("tiny_face.jpg", "too small"),
+    ("cat.jpg", "no face"), ("coffee.png", "no face"), ("blurred.jpg", "blurry"),
+    ("tiny_face.jpg", "too small"), ("tiny_face.jpg", "px): use a closer photo"),  # a big photo, the face far away
+    ("small.png", "face too small"), ("small.png", "px): use a larger photo (more pixels; this one is only 40x40 px)"),
+    ("small_far.png", "no face found; the photo is too small: use a larger photo (more pixels; this one is only 48x48 px)"),
     ("empty.jpg", "empty file"), ("notes.jpg", "not an image"), ("truncated.jpg", "truncated"),
     ("hanks.png", "different person"),
 ])
 def test_bad_photos_rejected_with_their_reason(prepared, name, reason):
     p = prepared[1][name]
     assert not p["accepted"] and reason in p["reason"], p
+
+
+@pytest.mark.parametrize("shape, small", [((40, 40), True), ((140, 2000), True), ((141, 141), False), ((600, 600), False)])
+def test_a_closer_photo_is_advised_only_where_the_photo_could_hold_a_big_enough_face(shape, small):
+    """min_face_px 64 with the crop's 2.2x context: a close-up needs a photo of at least 141 px a side."""
+    from easyphoto_app.faces.prepare import _small_photo
+    from easyphoto_app.settings import FaceConfig
+
+    advice = _small_photo(shape, FaceConfig())
+    assert (advice == f"use a larger photo (more pixels; this one is only {shape[1]}x{shape[0]} px)") if small else advice is None
+
+
+def test_a_face_that_fills_the_frame_is_found(prepared):
+    p = prepared[1]["astro_close.png"]
+    assert p["faces_found"] == 1 and (p["accepted"] or p["reason"].startswith("duplicate of")), p
+
+
+def test_a_face_that_fills_the_frame_is_found_where_it_is():
+    """Found on a copy with a border around it; its box and landmarks are given in the close-up's own pixels."""
+    from easyphoto_app.faces.dlib_backend import DlibBackend
+
+    backend, close = DlibBackend(), photos.close_up()
+    assert backend.detect(close) == []  # the detector alone misses it
+    (found,) = backend.analyze(close)
+    in_close_up = lambda *xy: (np.array(xy, np.float32).reshape(-1, 2) - [189, 93]) * 3  # noqa: E731
+    box = in_close_up((179, 83), (266, 170)).ravel()  # dlib's box of her face in the whole photo
+    assert np.abs(found.bbox - box).max() < 0.05 * (box[2] - box[0]), found.bbox  # reaches past the close-up: -30
+    assert np.abs(found.kps[:3] - in_close_up((203.5, 102), (246, 104.5), (224, 135))).max() < 8  # eyes, nose
 
 
 def test_edited_copies_of_one_photo_are_duplicates_of_the_one_kept(prepared):

@@ -44,7 +44,8 @@ def test_the_reward_is_the_likeness_of_the_most_alike_face_and_0_without_one():
     cos = float(unit(1, 1, 0) @ me)
     assert rewards == [round(backend.likeness(cos), 4), 0.0, 1.0]
     assert info == {"no_face_rate": pytest.approx(1 / 3)}
-    assert backend.seen == [(64, 64, 3)] * 3  # a grey PIL image reaches the detector as RGB
+    # a grey PIL image reaches the detector as RGB; the image without a face is looked at again with a border
+    assert backend.seen == [(64, 64, 3), (64, 64, 3), (96, 96, 3), (64, 64, 3)]
     two = scorer.score(images[0])
     assert (two.faces, two.face_index, two.cosine) == (2, 1, round(cos, 4))
     assert two.reason == "2 faces: scored the most alike, face 2 from the left"

@@ -143,12 +143,24 @@ def _analyze(backend: FaceBackend, path: Path, cfg: FaceConfig) -> PhotoResult:
     result._rgb = rgb
     result._all = backend.analyze(rgb)
     result.faces_found = len(result._all)
+    small = _small_photo(rgb.shape, cfg)
     if not result._all:
-        if quality.sharpness(rgb) < cfg.min_sharpness / 2:
+        if small:
+            result.reject(f"no face found; the photo is too small: {small}")
+        elif quality.sharpness(rgb) < cfg.min_sharpness / 2:
             result.reject("no face found; the photo is too blurry")
         else:
             result.reject("no face found (use a photo where the face is clearly visible, looking at the camera)")
     return result
+
+
+def _small_photo(shape, cfg: FaceConfig) -> str | None:
+    """The advice when the photo itself has too few pixels: even a face filling it, with the crop's context around,
+    would be smaller than min_face_px, so a closer photo of this size cannot help. None for a photo large enough."""
+    h, w = shape[:2]
+    if min(h, w) >= quality.CONTEXT * cfg.min_face_px:
+        return None
+    return f"use a larger photo (more pixels; this one is only {w}x{h} px)"
 
 
 def _main_face(faces: list[DetectedFace], shape) -> DetectedFace:
@@ -206,7 +218,8 @@ def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -
         if r.scores["sharpness"] < cfg.min_sharpness:
             r.reject(f"face too blurry (sharpness {r.scores['sharpness']:.2f} < {cfg.min_sharpness})")
         elif r.scores["face_px"] < cfg.min_face_px:
-            r.reject(f"face too small ({r.scores['face_px']:.0f} px; needs at least {cfg.min_face_px} px): use a closer photo")
+            advice = _small_photo(r._rgb.shape, cfg) or "use a closer photo"
+            r.reject(f"face too small ({r.scores['face_px']:.0f} px; needs at least {cfg.min_face_px} px): {advice}")
         else:
             r.accepted = True
             candidates.append(r)

@@ -10,6 +10,10 @@ from easyphoto_app.faces.base import DetectedFace
 
 CONTEXT = 2.2  # crop side = CONTEXT x face size: hair, chin and some background
 SHARPNESS_SCALE = 60.0  # Laplacian variance at which sharpness reaches 0.5
+# Past the photo's edge (backdrop): blur sigma and fade distance as fractions of the crop side; plain colour darkening.
+BACKDROP_BLUR = 0.06
+BACKDROP_FADE = 0.25
+BACKDROP_DARKEN = 0.7
 
 
 def eye_angle(face: DetectedFace) -> float:
@@ -21,18 +25,63 @@ def eye_angle(face: DetectedFace) -> float:
 
 
 def align_crop(rgb: np.ndarray, face: DetectedFace, size: int) -> np.ndarray:
-    """A size x size crop centred on the face, eyes level, with context around it."""
+    """A size x size crop centred on the face, eyes level, with context around it. Where the crop reaches past the
+    photo's edge it shows a blurred copy of the photo fading into a darker plain colour (`backdrop`), not the edge
+    pixels stretched into streaks; what lies inside the photo is left as it is."""
     import cv2
 
-    cx, cy = face.center
-    scale = size / (CONTEXT * max(face.bbox[2] - face.bbox[0], face.bbox[3] - face.bbox[1]))
-    if scale < 1:  # warpAffine has no area filter (INTER_AREA acts as linear there), so shrinking there aliases
-        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        cx, cy, scale = cx * scale, cy * scale, 1.0
-    m = cv2.getRotationMatrix2D((cx, cy), eye_angle(face), scale)
+    inside = photo_mask(rgb.shape, face, size)
+    shrink = min(1.0, _scale(face, size))
+    if shrink < 1:  # warpAffine has no area filter (INTER_AREA acts as linear there), so shrinking there aliases
+        rgb = cv2.resize(rgb, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    m = _transform(face, size, shrink)
+    crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    if inside.min() == 1.0:
+        return crop
+    mirrored = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    a = inside[..., None]
+    return np.rint(crop * a + backdrop(mirrored, inside) * (1 - a)).astype(np.uint8)
+
+
+def _scale(face: DetectedFace, size: int) -> float:
+    return size / (CONTEXT * max(face.bbox[2] - face.bbox[0], face.bbox[3] - face.bbox[1]))
+
+
+def _transform(face: DetectedFace, size: int, shrink: float = 1.0) -> np.ndarray:
+    """The 2x3 matrix from the photo, shrunk by `shrink` first, onto the crop."""
+    import cv2
+
+    cx, cy = face.center[0] * shrink, face.center[1] * shrink
+    m = cv2.getRotationMatrix2D((cx, cy), eye_angle(face), _scale(face, size) / shrink)
     m[0, 2] += size / 2 - cx
     m[1, 2] += size / 2 - cy
-    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return m
+
+
+def photo_mask(shape: tuple, face: DetectedFace, size: int) -> np.ndarray:
+    """How much of each pixel of the face's crop lies inside a photo of this shape: 1 inside, 0 past its edge, a
+    ramp one photo pixel wide between (what sampling an all-ones photo with a zero border gives)."""
+    import cv2
+
+    inverse = cv2.invertAffineTransform(_transform(face, size))
+    ys, xs = np.mgrid[:size, :size].astype(np.float32)
+    x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    h, w = shape[:2]
+    return np.clip(np.minimum.reduce([x + 1, w - x, y + 1, h - y]), 0.0, 1.0)
+
+
+def backdrop(mirrored: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """What a crop shows past the photo's edge (FFHQ's recipe for its aligned faces): the photo mirrored at its edge
+    and blurred, fading with the distance from the edge into the photo's median colour, darkened."""
+    import cv2
+
+    size = inside.shape[0]
+    soft = cv2.GaussianBlur(mirrored.astype(np.float32), (0, 0), BACKDROP_BLUR * size)
+    away = cv2.distanceTransform((inside < 0.5).astype(np.uint8), cv2.DIST_L2, 5)
+    fade = np.clip(away / (BACKDROP_FADE * size), 0.0, 1.0)[..., None]
+    plain = np.median(mirrored[inside >= 0.5], axis=0) * BACKDROP_DARKEN
+    return soft * (1 - fade) + plain * fade
 
 
 def _gray(rgb: np.ndarray, side: int) -> np.ndarray:
