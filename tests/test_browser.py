@@ -95,16 +95,18 @@ def run_rl(page, epochs: int) -> None:
     expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
 
 
-def generate_one(page, steps: int) -> None:
-    """One image for astro from the Generate tab, with both LoRAs."""
+def generate_one(page, steps: int, num: int = 1) -> None:
+    """`num` images for astro from the Generate tab, with both LoRAs."""
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Generate").click()
     pick(page, "gen-user", "astro")
     page.locator("#gen-advanced").click()
     fill_number(page, "gen-steps", steps)
+    if num != 1:
+        fill_number(page, "gen-num", num)
     page.locator("#gen-run").click()
-    expect(page.locator("#gen-info")).to_contain_text("1 image(s)")
+    expect(page.locator("#gen-info")).to_contain_text(f"{num} image(s)")
 
 
 def add_template(page, tmp_path) -> None:
@@ -147,10 +149,12 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     expect(page.locator("#user-hint")).to_contain_text("valid user id")
     page.locator("#photo-upload input[type=file]").set_input_files([str(p) for p in astro_photos] + [str(notes)])
     page.wait_for_timeout(1500)
+    expect(page.locator("#train-hint")).to_contain_text("No user 'astro' yet")
     page.locator("#prepare-run").click()
     expect(page.locator("#rejected")).to_contain_text("not an image")
     expect(page.locator("#faces-summary")).to_contain_text("face(s) accepted")
     expect(page.locator("#accepted img").first).to_be_visible()
+    expect(page.locator("#train-hint")).to_have_text("")  # the hint follows the photos, not only a retyped id
 
     # training: a long run to watch, reload and refuse a second start, then stop; then a short run to the end
     page.locator("#train-advanced").click()
@@ -166,14 +170,24 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     expect(page.locator("#user-id textarea, #user-id input").first).to_have_value("astro")  # and Resume has its user
     page.locator("#train-start").click()
     expect(page.get_by_text("already running").first).to_be_visible()
+    page.get_by_role("tab", name="RL").click()  # another tab's Stop leaves the training alone
+    expect(page.locator("#rl-user textarea, #rl-user input").first).to_have_value("astro")  # one id across tabs
+    page.locator("#rl-stop").click()
+    expect(page.get_by_text("No RL job is running: the running job is training").first).to_be_visible()
+    page.get_by_role("tab", name="Photos & Training").click()
+    expect(page.locator("#train-status")).to_contain_text("running")
     page.locator("#train-stop").click()
     expect(page.locator("#train-status")).to_contain_text("Stopped at step")
-    expect(page.locator("#train-status")).to_contain_text("done · step")  # the process has ended
+    expect(page.locator("#train-status")).to_contain_text("stopped · step")  # the process has ended
     page.locator("#train-advanced").click()
     fill_number(page, "train-steps", 6)
     fill_number(page, "train-save-every", 3)
+    page.locator("#train-start").click()  # a new run over an unfinished one asks first
+    expect(page.get_by_text("has an unfinished training run").first).to_be_visible()
+    expect(page.locator("#train-status")).to_contain_text("stopped · step")
     page.locator("#train-start").click()
     expect(page.locator("#train-status")).to_contain_text("Face LoRA written")
+    wait_points(page, "train-likeness-plot", 0)  # the checkpoints' likeness beside the loss
     assert (data / "loras" / "astro.safetensors").exists()
     shot(page, "tab-photos")
 
@@ -201,12 +215,16 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     expect(page.locator("#rl-status")).to_contain_text("done · step")
     fill_number(page, "rl-epochs", 500)
     page.locator("#rl-start").click()
+    expect(page.get_by_text("already has an RL LoRA").first).to_be_visible()  # asked first: it is kept as .prev
+    page.locator("#rl-start").click()
     expect(page.locator("#rl-status")).to_contain_text("running")
+    expect(page.locator("#rl-status")).to_contain_text(re.compile(r"(min|under a minute) left"))
     wait_points(page, "rl-reward-plot", 0)
     wait_points(page, "rl-reward-plot", points(page, "rl-reward-plot"))
     page.locator("#rl-stop").click()
     expect(page.locator("#rl-status")).to_contain_text("ended by Stop")
-    assert (data / "loras" / "ddpo_astro.safetensors").exists()
+    expect(page.locator("#rl-status")).to_contain_text("stopped · step")
+    assert (data / "loras" / "ddpo_astro.safetensors").exists() and (data / "loras" / "ddpo_astro.prev.safetensors").exists()
     shot(page, "tab-rl")
 
     # generate with both LoRAs, then Compare
@@ -334,3 +352,36 @@ def test_the_flow_on_sdxl_in_the_browser(sdxl_home, tmp_path):
     assert any(k.startswith("lora_te2_") for k in keys)  # trained in the browser with both text encoders
     assert any(k.startswith("lora_te1_") for k in keys)
     assert "Traceback" not in (tmp_path / "console.log").read_text(errors="replace")
+
+
+def test_a_newcomers_first_portraits_with_nothing_changed(tmp_path, astro_photos):
+    """As a newcomer meets it: no --model, no settings file, offline, so the default SD 1.5 is not downloaded and the
+    built-in face model stands in. Photos checked, Start training with nothing changed, then Generate. The job runs
+    the face model's own settings (its log line) and steps, not SD 1.5's, and the images have faces."""
+    import json
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    from easyphoto_app.faces.likeness import scorer_for
+    from easyphoto_app.workspace import Workspace
+
+    data = tmp_path / "data"
+    with running_app(data, console=tmp_path / "console.log") as url, browser_page(url) as page:
+        expect(page.locator("#model-banner")).to_contain_text("not downloaded yet")
+        page.locator("#user-id textarea, #user-id input").first.fill("astro")
+        page.locator("#photo-upload input[type=file]").set_input_files([str(p) for p in astro_photos])
+        page.wait_for_timeout(1500)
+        page.locator("#prepare-run").click()
+        expect(page.locator("#faces-summary")).to_contain_text("face(s) accepted")
+        page.locator("#train-start").click()
+        expect(page.locator("#train-status")).to_contain_text(re.compile(r"step \d+ / 300"))
+        expect(page.locator("#train-status")).to_contain_text("Face LoRA written", timeout=4 * TIMEOUT)
+        generate_one(page, 25, num=4)
+    events = [json.loads(line) for line in Workspace(data).job_events("train", "astro").open()]
+    said = next(e["message"] for e in events if e["type"] == "log" and e["message"].startswith("Training a face LoRA"))
+    assert "300 steps at 128px" in said and "rank 16, alpha 16, learning rate 5e-05" in said
+    images = sorted((data / "outputs" / "astro").rglob("*.png"))
+    scorer = scorer_for(Workspace(data), "astro")
+    with_face = [p.name for p in images if scorer.score(Image.open(p)).likeness is not None]
+    assert len(images) == 4 and len(with_face) >= 3, with_face

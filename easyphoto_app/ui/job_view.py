@@ -98,16 +98,17 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields
 
     def current_view(user_v):
         """The job of this tab, whoever it is for (a reload or another typed id still shows it); an empty user
-        box is filled with its user, so Resume works after a reload. The hint follows the photos and the jobs."""
+        box is filled with the last job's user, so Resume works after a reload. The hint follows the photos and
+        the jobs."""
         job = ctx.jobs.current()
+        fill = job.user if job and not user_v else gr.skip()  # whichever tab's job: one person at a time
         if job is None or job.kind != kind:
-            return (gr.skip(), hint_for(user_v), "<div>No job yet.</div>", *(fn([]) for _, fn in views))
+            return (fill, hint_for(user_v), "<div>No job yet.</div>", *(fn([]) for _, fn in views))
         state = ctx.jobs.state(job)
         head = f"<div><b>{html.escape(JOB_NAMES[kind])}</b> for <b>{html.escape(job.user)}</b>"
         if user_v and user_v != job.user:
             head += f" (not <b>{html.escape(user_v)}</b>, the id typed above)"
         head += "</div>"
-        fill = job.user if not user_v else gr.skip()
         history = ctx.jobs.history(job)
         return (fill, hint_for(user_v or job.user), head + progress_html(ctx.jobs.events(job), state),
                 *(fn(history) for _, fn in views))
