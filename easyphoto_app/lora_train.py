@@ -294,8 +294,8 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
     elif resume:
         reporter.log("No checkpoint to resume from; starting at step 0.")
     else:  # before anything slow, so a crash now cannot resume an older run
-        best = _best_checkpoint(trainer.work, load_tensors(ckpts[-1] / "adapter.safetensors")[1]["validation"]) if ckpts else None
-        set_aside_previous(ws.face_lora(user), ckpts, best)
+        validation = load_tensors(ckpts[-1] / "adapter.safetensors")[1]["validation"] if ckpts else []
+        set_aside_previous(ws.face_lora(user), ckpts, _best_checkpoint(trainer.work, validation) if ckpts else None)
     try:
         trainer.setup()
         reporter.log(f"Precision: {trainer.precision.name} ({trainer.precision.reason}).")

@@ -64,13 +64,10 @@ def model_defaults(cfg, model, given: set[str] = frozenset()):
 def panel_model(settings: Settings):
     """The model a job started now would run on, found without a download: a model that is not at hand is the demo,
     as a job falls back to it offline (online, the job downloads the model and takes its defaults itself)."""
-    from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel, cached_hub_model, resolve_model
+    from easyphoto_app.models import resolve_model
 
-    spec = settings.app.model
-    if spec == DEMO or not (Path(spec).expanduser().exists() or cached_hub_model(spec)):
-        return ResolvedModel(DEMO, spec, FACE_MODEL)
     try:
-        return resolve_model(spec, settings.data_dir, download=False)
+        return resolve_model(settings.app.model, settings.data_dir, download=False)
     except UserError:
         return None
 

@@ -247,8 +247,8 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
     cached = cached_hub_model(spec)
     if cached is not None:
         return ResolvedModel("hub", spec, cached)
-    if not download:
-        return _demo_fallback(spec, data_dir, "it is not downloaded yet")
+    if not download:  # asked before any job runs (a panel's defaults): nothing has fallen back yet, nothing to log
+        return _demo_fallback(spec, data_dir, "it is not downloaded yet", quiet=True)
     offline = hub_unreachable(spec)
     if offline:
         return _demo_fallback(spec, data_dir, "it is not downloaded and the Hub cannot be reached", offline)
@@ -275,12 +275,14 @@ def _one_checkpoint_of(folder: Path, spec: str) -> ResolvedModel:
     raise UserError(f"{spec} holds {len(found)} checkpoints; choose one: {names} (e.g. --model {found[0]}).")
 
 
-def _demo_fallback(spec: str, data_dir: Path, why: str, detail: str = "") -> ResolvedModel:
+def _demo_fallback(spec: str, data_dir: Path, why: str, detail: str = "", quiet: bool = False) -> ResolvedModel:
     """The demo model in place of `spec`, with a one-line note for the page; `detail` (an errno, say) goes to the
     log only."""
     note = (f"Using the built-in demo model because {spec} is not available: {why}. Connect to the internet and "
-            f"choose the model in Settings (or run 'python -m easyphoto_app --model {spec} doctor') to download it once.")
-    log.warning("%s%s", note, f" ({detail})" if detail else "")
+            f"choose the model in Settings (or run 'python -m easyphoto_app --model {spec} doctor') to download it "
+            "once.")
+    if not quiet:
+        log.warning("%s%s", note, f" ({detail})" if detail else "")
     return ResolvedModel(DEMO, spec, ensure_demo_model(data_dir), note=note)
 
 

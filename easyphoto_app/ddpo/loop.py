@@ -255,7 +255,8 @@ class RLRun:
         cfg, batch_s = self.cfg, self.budget.batch_s
         if not batch_s:
             return None
-        per_epoch = -(-self.local_samples // cfg.sample_batch) * batch_s * (1 + 2 * cfg.timestep_fraction * cfg.inner_epochs)
+        batches = -(-self.local_samples // cfg.sample_batch)
+        per_epoch = batches * batch_s * (1 + 2 * cfg.timestep_fraction * cfg.inner_epochs)
         return round(min(self.budget.left(), (cfg.epochs - self.epoch) * per_epoch), 1)
 
     def report_phase(self, phase: str, done: int, total: int) -> None:

@@ -33,7 +33,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
                                  info="Off: the face LoRA alone (like --no-rl).")
             with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
                 with gr.Row():
-                    num = gr.Slider(1, 8, value=cfg.num, step=1, label="Images", info=help_of(cfg, "num"), elem_id="gen-num")
+                    num = gr.Slider(1, 8, value=cfg.num, step=1, label="Images", info=help_of(cfg, "num"),
+                                    elem_id="gen-num")
                     seed = gr.Number(value=cfg.seed, precision=0, label="Seed", info="-1 = random; the seed used is shown below.")
                 with gr.Row():
                     steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps", elem_id="gen-steps", info=help_of(cfg, "steps"))

@@ -27,8 +27,8 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
         te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)",
                          info=help_of(cfg, "train_text_encoder"), elem_id="train-text-encoder")
 
-    fields = {"steps": steps, "rank": rank, "alpha": alpha, "lr": lr, "resolution": resolution, "save_every": save_every,
-              "train_text_encoder": te}
+    fields = {"steps": steps, "rank": rank, "alpha": alpha, "lr": lr, "resolution": resolution,
+              "save_every": save_every, "train_text_encoder": te}
 
     def views():
         with gr.Row():
