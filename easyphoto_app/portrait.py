@@ -195,12 +195,13 @@ def load_template(path: Path) -> np.ndarray:
         raise UserError(f"Template {Path(path).name}: {exc}.") from None
 
 
-def add_template(ws: Workspace, source: Path) -> Path:
-    """Keep an uploaded template in templates/ (checked first; never overwrites another)."""
+def add_template(ws: Workspace, source: Path, backend) -> Path:
+    """Keep an uploaded template in templates/ once it is checked as painting checks it (an image, with a face
+    large enough to paint): a refused one is never kept. Never overwrites another."""
     from easyphoto_app.faces.images import sanitize_name
     from easyphoto_app.workspace import atomic_path
 
-    load_template(source)
+    place(backend, load_template(source), PortraitConfig())
     name = Path(sanitize_name(Path(source).name))
     target, n = ws.templates_dir / name, 1
     while target.exists():

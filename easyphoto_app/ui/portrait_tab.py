@@ -54,7 +54,7 @@ def build(ctx: Context) -> dict:
     def on_upload(file):
         if not file:
             return gr.skip(), gr.skip()
-        kept = core.add_template(ctx.ws, file)
+        kept = core.add_template(ctx.ws, file, _backend(ctx))
         return gr.update(choices=_template_names(ctx), value=kept.name), None
 
     @friendly
