@@ -235,8 +235,8 @@ def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeat
     assert scorer.crops == [(side, side, 3)] * 2  # each candidate scored on the square it painted
     assert result.seeds == [4, 3] and result.likeness == [0.8, 0.3]
     params = [Image.open(p).text["parameters"] for p in result.paths]
-    assert "Face likeness: 0.800" in params[0] and "Face likeness: 0.300" in params[1]
-    assert all("Size: 64x64," in p and "Template: scene.jpg" in p for p in params)
+    assert "Face likeness: 0.80," in params[0] and "Face likeness: 0.30," in params[1]
+    assert all("Size: 1200x900," in p and "Template: scene.jpg" in p for p in params)  # the file's size, not 64 px
     again = paint(pipe, model, ws, plan(ws, gen, PortraitConfig(num=1, seed=4), "astro", scene, get_backend("auto", rl_copy)))
     assert np.array_equal(np.asarray(Image.open(again.paths[0])), np.asarray(Image.open(result.paths[0])))
 
