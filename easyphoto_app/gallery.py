@@ -40,6 +40,42 @@ def list_images(ws: Workspace, user: str, day: str | None = None) -> list[Item]:
     return items
 
 
+def caption(item: Item) -> str:
+    """The grid's caption: the image's date and the likeness written into it (if any)."""
+    from easyphoto_app.generate import caption as image_caption
+
+    return image_caption(item.parameters, item.date)
+
+
+def likeness_line(ws: Workspace, user: str, item: Item) -> str:
+    """One sentence for an image's detail view: the likeness written when it was made. Only an image with
+    none written (made before likeness was written, or without a recognizer) is scored, here and now."""
+    from easyphoto_app.generate import format_likeness, read_likeness
+
+    written, value = read_likeness(item.parameters)
+    why = "scored when it was made"
+    if not written:
+        try:
+            value, why = _score_now(ws, user, item.path)
+        except UserError as exc:
+            return f"No likeness: {exc}"
+    if value is None:
+        return f"Likeness to {user}: none (no face found)."
+    return f"Likeness to {user}: **{format_likeness(value)}** (0 stranger, 0.5 threshold, 1 identical; {why})."
+
+
+def _score_now(ws: Workspace, user: str, path: Path) -> tuple[float | None, str]:
+    from PIL import Image
+
+    from easyphoto_app.faces.likeness import scorer_for
+    from easyphoto_app.generate import likeness_value
+
+    scorer = scorer_for(ws, user)
+    with Image.open(path) as img:
+        score = scorer.score(img)
+    return likeness_value(score), score.reason
+
+
 def dates(ws: Workspace, user: str) -> list[str]:
     root = ws.outputs_dir(user)
     return sorted((p.name for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []

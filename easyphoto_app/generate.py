@@ -180,6 +180,49 @@ def png_parameters(prompt: str, loras: list[LoraChoice], cfg: GenerateConfig, se
     return f"{full_prompt}\nNegative prompt: {cfg.negative_prompt}\n" + ", ".join(parts)
 
 
+LIKENESS_FIELD = "Face likeness"  # ours, in A1111's settings line: "none" = scored, no face found
+LIKENESS_WRITTEN = re.compile(rf"(?:^|, ){LIKENESS_FIELD}: (none|\d+(?:\.\d+)?)(?=,|$)")
+
+
+def likeness_value(score) -> float | None:
+    """The one number an image keeps (faces.likeness.Score -> its likeness as every caption shows it)."""
+    return None if score is None or score.likeness is None else round(score.likeness, 2)
+
+
+def format_likeness(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f}"
+
+
+def likeness_fields(score) -> tuple[str, ...]:
+    """The PNG info field for a Score; none for an image that was not scored (no recognizer)."""
+    return () if score is None else (f"{LIKENESS_FIELD}: {format_likeness(likeness_value(score))}",)
+
+
+def read_likeness(parameters: str) -> tuple[bool, float | None]:
+    """(written, value) of an image's likeness field; a value of None means scored but no face was found."""
+    found = LIKENESS_WRITTEN.findall(parameters.rsplit("\n", 1)[-1])
+    if not found:
+        return False, None
+    return True, None if found[-1] == "none" else float(found[-1])
+
+
+def likeness_caption(value: float | None) -> str:
+    return "likeness: no face found" if value is None else f"likeness {format_likeness(value)}"
+
+
+def caption(parameters: str, *head: str) -> str:
+    """An image's caption: head (e.g. its seed), then the likeness written into it (nothing when none was)."""
+    written, value = read_likeness(parameters)
+    return " · ".join([*head, likeness_caption(value)] if written else head)
+
+
+def save_with_parameters(image, folder: Path, stem: str, prompt: str, loras: list[LoraChoice], cfg: GenerateConfig,
+                         seed: int, model, extra: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """Save image with its parameters (Size: the file's own width x height); returns its path and that text."""
+    parameters = png_parameters(prompt, loras, cfg, seed, *image.size, model, extra)
+    return save_png(image, folder, stem, parameters), parameters
+
+
 def save_png(image, folder: Path, stem: str, parameters: str) -> Path:
     from PIL.PngImagePlugin import PngInfo
 
@@ -219,13 +262,19 @@ class Generated:
     parameters: list[str] = field(default_factory=list)
     seconds: float = 0.0
     note: str | None = None  # e.g. a prompt longer than the model reads
+    likeness: list[float | None] = field(default_factory=list)  # as written; all None when not scored
+
+    def captions(self, *head: str) -> list[str]:
+        return [caption(params, *head, f"seed {seed}") for params, seed in zip(self.parameters, self.seeds)]
 
 
 def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None = None, use_rl: bool = True,
              progress=None, should_stop=None, out_folder: Path | None = None) -> Generated:
-    """Generate cfg.num images, one seed each (seed, seed+1, ...), saved with their parameters."""
+    """Generate cfg.num images, one seed each (seed, seed+1, ...), saved with their parameters and, for a user
+    with a face recognizer, their likeness to that user."""
     import torch
 
+    from easyphoto_app.faces.likeness import scorer_or_none
     from easyphoto_app.models import native_resolution
 
     text, loras = plan_loras(ws, cfg, user, use_rl)
@@ -237,6 +286,7 @@ def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None =
     set_scheduler(pipe, cfg.scheduler)
     apply_loras(pipe, loras)
     folder = out_folder or ws.outputs_dir(user or "_base") / date.today().isoformat()
+    scorer = scorer_or_none(ws, user) if user else None
     result, start = Generated(note=prompt_note(pipe.tokenizer, text)), time.perf_counter()
     total = cfg.num * cfg.steps
     for i in range(cfg.num):
@@ -248,11 +298,13 @@ def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None =
                              generator=torch.Generator("cpu").manual_seed(seed))
         if should_stop and should_stop():
             break
-        params = png_parameters(text, loras, cfg, seed, width, height, model)
-        stem = f"{time.strftime('%H%M%S')}-{seed}"
-        result.paths.append(save_png(image, folder, stem, params))
+        score = scorer.score(image) if scorer else None
+        path, params = save_with_parameters(image, folder, f"{time.strftime('%H%M%S')}-{seed}", text, loras, cfg,
+                                             seed, model, likeness_fields(score))
+        result.paths.append(path)
         result.seeds.append(seed)
         result.parameters.append(params)
+        result.likeness.append(likeness_value(score))
     result.seconds = time.perf_counter() - start
     return result
 
@@ -265,12 +317,24 @@ def with_overrides(base: GenerateConfig, /, **changes) -> GenerateConfig:
 class Comparison:
     face_only: Generated
     stacked: Generated
-    face_scores: list[float | None]
-    stacked_scores: list[float | None]
+
+    @property
+    def face_scores(self) -> list[float | None]:
+        return self.face_only.likeness
+
+    @property
+    def stacked_scores(self) -> list[float | None]:
+        return self.stacked.likeness
+
+    def items(self) -> list[tuple[str, str]]:
+        """(path, caption) pairs, each seed's face-LoRA image next to its face + RL image."""
+        left, right = self.face_only.captions("face LoRA"), self.stacked.captions("face + RL")
+        pairs = zip(self.face_only.paths, left, self.stacked.paths, right)
+        return [item for a, ca, b, cb in pairs for item in ((str(a), ca), (str(b), cb))]
 
 
 def compare(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str, progress=None, should_stop=None) -> Comparison:
-    """The same seeds with the face LoRA alone and with face + RL LoRA, each scored for likeness."""
+    """The same seeds with the face LoRA alone and with face + RL LoRA, each scored for likeness as it is made."""
     if not ws.ddpo_lora(user).exists():
         raise UserError(f"User '{user}' has no RL LoRA yet: run RL first (RL tab or 'rl --user {user}').")
     text, _ = parse_lora_tags(cfg.prompt or default_prompt(cfg.style))
@@ -282,17 +346,4 @@ def compare(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str, progress
 
     face = generate(pipe, model, ws, cfg, user, use_rl=False, progress=half(0), should_stop=should_stop)
     stacked = generate(pipe, model, ws, cfg, user, use_rl=True, progress=half(cfg.num * cfg.steps), should_stop=should_stop)
-    from easyphoto_app.faces.likeness import scorer_or_none
-
-    scorer = scorer_or_none(ws, user)
-
-    def scores(result: Generated) -> list[float | None]:
-        from PIL import Image
-
-        return [scorer.score(Image.open(p)).likeness if scorer else None for p in result.paths]
-
-    return Comparison(face, stacked, scores(face), scores(stacked))
-
-
-def likeness_caption(score: float | None) -> str:
-    return "likeness: no face found" if score is None else f"likeness {score:.2f}"
+    return Comparison(face, stacked)

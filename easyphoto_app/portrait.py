@@ -195,12 +195,13 @@ def load_template(path: Path) -> np.ndarray:
         raise UserError(f"Template {Path(path).name}: {exc}.") from None
 
 
-def add_template(ws: Workspace, source: Path) -> Path:
-    """Keep an uploaded template in templates/ (checked first; never overwrites another)."""
+def add_template(ws: Workspace, source: Path, backend) -> Path:
+    """Keep an uploaded template in templates/ once it is checked as painting checks it (an image, with a face
+    large enough to paint): a refused one is never kept. Never overwrites another."""
     from easyphoto_app.faces.images import sanitize_name
     from easyphoto_app.workspace import atomic_path
 
-    load_template(source)
+    place(backend, load_template(source), PortraitConfig())
     name = Path(sanitize_name(Path(source).name))
     target, n = ws.templates_dir / name, 1
     while target.exists():
@@ -245,12 +246,20 @@ class Candidate:
 class Portraits:
     paths: list[Path] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
-    likeness: list[float | None] = field(default_factory=list)
+    likeness: list[float | None] = field(default_factory=list)  # as written; all None when not scored
+    parameters: list[str] = field(default_factory=list)
     seconds: float = 0.0
     face_index: int = 0
     faces: int = 0
     box: tuple[int, int, int] = (0, 0, 0)  # the square painted: x0, y0, side
     notes: list[str] = field(default_factory=list)
+
+    def captions(self) -> list[str]:
+        """Rank, seed and the likeness written into each file, best first."""
+        from easyphoto_app.generate import caption
+
+        return [caption(params, f"#{n}", f"seed {seed}")
+                for n, (params, seed) in enumerate(zip(self.parameters, self.seeds), 1)]
 
 
 def _painting_steps(gen: GenerateConfig, strength: float) -> int:
@@ -348,30 +357,31 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
         patch = resize_square(match_colour(np.asarray(painted.convert("RGB")), crop, alpha_small), side)
         out = paste(job.rgb, patch, alpha, spot.box)
         candidates.append(Candidate(out, seed, scorer.score(out[y0:y0 + side, x0:x0 + side]) if scorer else None))
-    result = save_ranked(ws, job, model, size, rank(candidates))
+    result = save_ranked(ws, job, model, rank(candidates))
     result.notes = notes
     result.seconds = time.perf_counter() - start
     return result
 
 
-def save_ranked(ws: Workspace, job: Plan, model, size: int, candidates: list[Candidate]) -> Portraits:
+def save_ranked(ws: Workspace, job: Plan, model, candidates: list[Candidate]) -> Portraits:
     from PIL import Image
 
-    from easyphoto_app.generate import png_parameters, save_png
+    from easyphoto_app.generate import likeness_fields, likeness_value, save_with_parameters
 
     result = Portraits(face_index=job.spot.index, faces=len(job.spot.faces), box=job.spot.box)
     folder = ws.outputs_dir(job.user) / date.today().isoformat()
     for n, c in enumerate(candidates, 1):
-        value = None if c.score is None else c.score.likeness
         extra = (f"Denoising strength: {job.cfg.strength:g}", f"Template: {job.template.name}",
-                 f"Template face: {job.spot.index}", f"Face likeness: {'none' if value is None else f'{value:.3f}'}")
+                 f"Template face: {job.spot.index}", *likeness_fields(c.score))
         if job.control:  # as A1111's ControlNet extension writes it
             from easyphoto_app.controlnet import CANNY_REPO
 
             extra += (f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, Weight: {job.cfg.control_weight:g}"',)
-        params = png_parameters(job.prompt, job.loras, job.gen, c.seed, size, size, model, extra)
         stem = f"{time.strftime('%H%M%S')}-portrait{n}-{c.seed}"
-        result.paths.append(save_png(Image.fromarray(c.image), folder, stem, params))
+        path, params = save_with_parameters(Image.fromarray(c.image), folder, stem, job.prompt, job.loras, job.gen,
+                                            c.seed, model, extra)
+        result.paths.append(path)
         result.seeds.append(c.seed)
-        result.likeness.append(value)
+        result.parameters.append(params)
+        result.likeness.append(likeness_value(c.score))
     return result

@@ -10,6 +10,7 @@ import zipfile
 import pytest
 from PIL import Image, PngImagePlugin
 
+import photos
 from easyphoto_app import gallery
 from easyphoto_app.errors import UserError
 from easyphoto_app.workspace import Workspace
@@ -111,3 +112,55 @@ def test_an_export_with_nothing_to_export_says_what_to_do(ws):
     with pytest.raises(UserError, match="No user 'dan'"):
         gallery.export_zip(ws, "dan")
     assert not ws.exports_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def astro_reference(tmp_path_factory):
+    """A data dir whose user 'ann' has the astronaut's dlib embedding as her identity, and the astronaut photo."""
+    from easyphoto_app.faces.dlib_backend import DlibBackend
+
+    ws = Workspace(tmp_path_factory.mktemp("likeness"))
+    ws.user_dir("ann").mkdir(parents=True)
+    face = DlibBackend().analyze(photos.astronaut())[0]
+    reference = {"backend": "dlib", "mean_embedding": face.embedding.tolist()}
+    (ws.user_dir("ann") / "reference.json").write_text(json.dumps(reference))
+    return ws
+
+
+def astro_png(ws, name, parameters):
+    path = ws.outputs_dir("ann") / "2026-01-02" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters)
+    Image.fromarray(photos.astronaut()).save(path, pnginfo=info)
+    return next(it for it in gallery.list_images(ws, "ann") if it.path == path)
+
+
+SETTINGS = "a portrait\nNegative prompt: blurry\nSteps: 4, Seed: 7, Size: 512x512"
+
+
+def test_the_gallery_shows_the_likeness_written_into_an_image_and_never_scores_it_again(astro_reference):
+    """The astronaut scores about 1 against her own face; what was written when an image was made is shown instead."""
+    ws = astro_reference
+    written = astro_png(ws, "a.png", f"{SETTINGS}, Face likeness: 0.12, Version: EasyPhoto 0.1.0")
+    assert gallery.likeness_line(ws, "ann", written) == ("Likeness to ann: **0.12** (0 stranger, 0.5 threshold, "
+                                                         "1 identical; scored when it was made).")
+    assert gallery.caption(written) == "2026-01-02 · likeness 0.12"
+    older = astro_png(ws, "b.png", f"{SETTINGS}, Face likeness: 0.188")  # portraits wrote 3 decimals before
+    assert "**0.19**" in gallery.likeness_line(ws, "ann", older) and gallery.caption(older).endswith("likeness 0.19")
+    no_face = astro_png(ws, "c.png", f"{SETTINGS}, Face likeness: none, Version: EasyPhoto 0.1.0")
+    assert gallery.likeness_line(ws, "ann", no_face) == "Likeness to ann: none (no face found)."
+    assert gallery.caption(no_face) == "2026-01-02 · likeness: no face found"
+
+
+def test_an_image_with_no_likeness_written_is_scored_when_shown(astro_reference):
+    ws = astro_reference
+    unscored = astro_png(ws, "d.png", SETTINGS)
+    line = gallery.likeness_line(ws, "ann", unscored)
+    scored = r"Likeness to ann: \*\*(0\.9\d|1\.00)\*\* \(0 stranger, 0\.5 threshold, 1 identical; one face\)\."
+    assert re.fullmatch(scored, line), line  # the astronaut against her own face
+    assert gallery.caption(unscored) == "2026-01-02"  # the grid reads, it does not score
+    in_prompt = astro_png(ws, "e.png", "Face likeness: 0.5, at dusk\nNegative prompt: x\nSteps: 4, Seed: 7")
+    assert "one face" in gallery.likeness_line(ws, "ann", in_prompt)  # the prompt's words are not a written number
+    ws.user_dir("bo").mkdir(exist_ok=True)
+    assert gallery.likeness_line(ws, "bo", unscored).startswith("No likeness: User 'bo' has no reference face yet")

@@ -88,6 +88,7 @@ def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
     from PIL import Image
 
     from conftest import running_app
+    from easyphoto_app.generate import caption, read_likeness
 
     with running_app(rl_home) as url:
         client = Client(url, verbose=False)
@@ -95,10 +96,12 @@ def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
         gallery, info = client.predict("astro", True, *common, api_name="/generate")
         params = Image.open(gallery[0]["image"]).text["parameters"]
         assert "<lora:astro:0.8>" in params and "<lora:ddpo_astro:1.2>" in params and "Seed: 11" in params
+        assert read_likeness(params)[0] and gallery[0]["caption"] == caption(params, "seed 11")  # as written
         pairs, info = client.predict("astro", *common, api_name="/compare")
         captions = [item["caption"] for item in pairs]
         assert len(pairs) == 2 and captions[0].startswith("face LoRA · seed 11") and captions[1].startswith("face + RL · seed 11")
         assert all("likeness" in c for c in captions)
+        assert captions[1] == caption(Image.open(pairs[1]["image"]).text["parameters"], "face + RL", "seed 11")
         assert "<lora:ddpo_astro" not in Image.open(pairs[0]["image"]).text["parameters"]
         assert "<lora:ddpo_astro:1.2>" in Image.open(pairs[1]["image"]).text["parameters"]
 

@@ -235,8 +235,8 @@ def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeat
     assert scorer.crops == [(side, side, 3)] * 2  # each candidate scored on the square it painted
     assert result.seeds == [4, 3] and result.likeness == [0.8, 0.3]
     params = [Image.open(p).text["parameters"] for p in result.paths]
-    assert "Face likeness: 0.800" in params[0] and "Face likeness: 0.300" in params[1]
-    assert all("Size: 64x64," in p and "Template: scene.jpg" in p for p in params)
+    assert "Face likeness: 0.80," in params[0] and "Face likeness: 0.30," in params[1]
+    assert all("Size: 1200x900," in p and "Template: scene.jpg" in p for p in params)  # the file's size, not 64 px
     again = paint(pipe, model, ws, plan(ws, gen, PortraitConfig(num=1, seed=4), "astro", scene, get_backend("auto", rl_copy)))
     assert np.array_equal(np.asarray(Image.open(again.paths[0])), np.asarray(Image.open(result.paths[0])))
 
@@ -261,11 +261,15 @@ def test_portrait_paints_the_face_chosen_by_index_in_a_group_photo(rl_home, tmp_
     assert "ddpo_astro" not in params and "Template face: 2" in params
 
 
-@pytest.mark.parametrize("case, expected", [
+BAD_TEMPLATES = [
     ("coffee", "No face found in the template"),
     ("tiny", "portraits need at least 64 px"),
     ("truncated", "damaged or truncated"),
     ("text", "not an image file"),
+]
+
+
+@pytest.mark.parametrize("case, expected", BAD_TEMPLATES + [
     ("index", "face index 9 does not exist"),
     ("no-lora", "has no face LoRA yet"),
 ])
@@ -346,13 +350,15 @@ def test_controlnet_canny_downloads_once_changes_the_painting_and_then_works_off
 
 def test_templates_are_kept_under_safe_new_names_listed_and_deleted(tmp_path):
     from easyphoto_app import portrait
+    from easyphoto_app.faces import get_backend
     from easyphoto_app.workspace import Workspace
 
     ws = Workspace(tmp_path / "data")
     assert portrait.list_templates(ws) == []  # no templates folder yet
     src = tmp_path / "My Photo (1).JPG"
     Image.fromarray(photos.astronaut()).save(src, format="JPEG")
-    first, second, third = (portrait.add_template(ws, src) for _ in range(3))
+    backend = get_backend("auto", ws.root)
+    first, second, third = (portrait.add_template(ws, src, backend) for _ in range(3))
     assert (first.name, second.name, third.name) == ("My_Photo_1.jpg", "My_Photo_1-1.jpg", "My_Photo_1-2.jpg")  # never overwrites
     assert first.read_bytes() == src.read_bytes() == second.read_bytes() == third.read_bytes()
     (ws.templates_dir / ".partial").write_bytes(b"")  # hidden files and folders are not templates
@@ -368,8 +374,25 @@ def test_templates_are_kept_under_safe_new_names_listed_and_deleted(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")
     with pytest.raises(UserError, match="^Template notes.jpg: "):
-        portrait.add_template(ws, bad)
+        portrait.add_template(ws, bad, backend)
     assert portrait.list_templates(ws) == [second, third]
+
+
+@pytest.mark.parametrize("case, expected", BAD_TEMPLATES)
+def test_a_refused_template_is_not_kept(tmp_path, case, expected):
+    """An upload that painting would refuse (no face, a face too small, not an image) leaves nothing in templates/,
+    so it never shows in the Template list."""
+    from easyphoto_app import portrait
+    from easyphoto_app.faces import get_backend
+    from easyphoto_app.workspace import Workspace
+
+    ws = Workspace(tmp_path / "data")
+    bad = photos.bad_files(tmp_path / "bad")[case]
+    with pytest.raises(UserError) as refused:
+        portrait.add_template(ws, bad, get_backend("auto", ws.root))
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+    assert portrait.list_templates(ws) == []
+    assert not ws.templates_dir.exists() or not any(ws.templates_dir.iterdir())  # no temp file left either
 
 
 def test_a_huge_template_is_scaled_to_the_largest_side_painted(tmp_path, monkeypatch):

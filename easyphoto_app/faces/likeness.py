@@ -70,17 +70,3 @@ def scorer_or_none(ws: Workspace, user: str) -> LikenessScorer | None:
     except UserError:
         return None
 
-
-def likeness_line(ws: Workspace, user: str, image_path) -> str:
-    """One sentence for an image's detail view: its likeness to the user, or why there is none."""
-    from PIL import Image
-
-    try:
-        scorer = scorer_for(ws, user)
-    except UserError as exc:
-        return f"No likeness: {exc}"
-    with Image.open(image_path) as img:
-        score = scorer.score(img)
-    if score.likeness is None:
-        return f"Likeness to {user}: none ({score.reason})."
-    return f"Likeness to {user}: **{score.likeness:.2f}** (0 stranger, 0.5 threshold, 1 identical; {score.reason})."

@@ -17,7 +17,7 @@ def build(ctx: Context) -> dict:
         refresh = gr.Button("Refresh", size="sm")
     images = gr.Gallery(label="Images", columns=5, height=420, elem_id="gallery-images")
     selected = gr.State(None)
-    shown = gr.State([])  # (path, parameters) of the images in the grid, read once per listing
+    shown = gr.State([])  # the listed images (gallery.Item), their parameters read once per listing
     params = gr.Textbox(label="Parameters of the selected image (WebUI PNG Info format)", lines=3, interactive=False,
                         elem_id="gallery-params")
     likeness = gr.Markdown(elem_id="gallery-likeness")
@@ -32,17 +32,15 @@ def build(ctx: Context) -> dict:
             return [], [], gr.update(choices=[]), gr.update(choices=ctx.ws.list_users())
         user_v = validate_user_id(user_v)
         items = gallery.list_images(ctx.ws, user_v, day_v or None)
-        return ([(str(i.path), f"{i.date}") for i in items], [(str(i.path), i.parameters) for i in items],
+        return ([(str(i.path), gallery.caption(i)) for i in items], items,
                 gr.update(choices=[""] + gallery.dates(ctx.ws, user_v)), gr.update(choices=ctx.ws.list_users()))
 
     @friendly
     def on_select(items, user_v, evt: gr.SelectData):
-        from easyphoto_app.faces.likeness import likeness_line
-
         if evt.index >= len(items):
             return None, "", ""
-        path, parameters = items[evt.index]
-        return path, parameters, likeness_line(ctx.ws, validate_user_id(user_v), path)
+        item = items[evt.index]
+        return str(item.path), item.parameters, gallery.likeness_line(ctx.ws, validate_user_id(user_v), item)
 
     @friendly
     def on_delete(user_v, path, day_v):

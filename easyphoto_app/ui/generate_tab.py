@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.generate import SCHEDULERS, compare, generate, likeness_caption, load_styles, plan_loras, with_overrides
+from easyphoto_app.generate import SCHEDULERS, compare, generate, load_styles, plan_loras, with_overrides
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context, footer, friendly, user_choices, user_update, with_pipeline
@@ -65,7 +65,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         result, model = with_pipeline(ctx, progress, lambda pipe, model: generate(
             pipe, model, ctx.ws, request, user=who, use_rl=use_rl_v, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Generating")))
-        items = [(str(p), f"seed {s}") for p, s in zip(result.paths, result.seeds)]
+        items = list(zip(map(str, result.paths), result.captions()))
         text = f"{len(items)} image(s) in {result.seconds:.1f} s, seeds {', '.join(map(str, result.seeds))}. Saved under `outputs/`."
         if result.note:
             text += f"\n\n⚠️ {result.note}"
@@ -79,10 +79,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         c, model = with_pipeline(ctx, progress, lambda pipe, model: compare(
             pipe, model, ctx.ws, request, user_v, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Comparing")))
-        items = []
-        for pa, sa, pb, sb, seed in zip(c.face_only.paths, c.face_scores, c.stacked.paths, c.stacked_scores, c.face_only.seeds):
-            items += [(str(pa), f"face LoRA · seed {seed} · {likeness_caption(sa)}"),
-                      (str(pb), f"face + RL · seed {seed} · {likeness_caption(sb)}")]
+        items = c.items()
         text = "Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical (as `likeness` prints it)."
         return items, footer(ctx, model, text)
 

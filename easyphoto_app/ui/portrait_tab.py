@@ -6,7 +6,7 @@ import gradio as gr
 
 from easyphoto_app import portrait as core
 from easyphoto_app.errors import UserError
-from easyphoto_app.generate import likeness_caption, with_overrides
+from easyphoto_app.generate import with_overrides
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context, footer, friendly, user_choices, user_update, with_pipeline
@@ -55,7 +55,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
     def on_upload(file):
         if not file:
             return gr.skip(), gr.skip()
-        kept = core.add_template(ctx.ws, file)
+        kept = core.add_template(ctx.ws, file, _backend(ctx))
         return gr.update(choices=_template_names(ctx), value=kept.name), None
 
     @friendly
@@ -97,8 +97,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         result, model = with_pipeline(ctx, progress, lambda pipe, model: core.paint(
             pipe, model, ctx.ws, job, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Painting")))
-        items = [(str(p), f"#{rank} · seed {s} · {likeness_caption(v)}")
-                 for rank, (p, s, v) in enumerate(zip(result.paths, result.seeds, result.likeness), 1)]
+        items = list(zip(map(str, result.paths), result.captions()))
         text = (f"{len(items)} portrait(s) in {result.seconds:.1f} s, face {result.face_index} of the template, most alike "
                 "first (likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical). Saved under `outputs/`.")
         if job.control:
