@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from easyphoto_app import fusion
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces.base import DetectedFace
+from easyphoto_app.fusion import match_colour
 from easyphoto_app.settings import GenerateConfig, PortraitConfig
 from easyphoto_app.workspace import Workspace
 
@@ -104,21 +106,6 @@ def feathered_mask(face: DetectedFace, box: tuple[int, int, int], size: int) -> 
     alpha[alpha < 1 / 512] = 0.0  # the blur's reflected border leaves crumbs (up to 6e-4) at the crop's edge
     alpha[alpha > 1 - 1 / 512] = 1.0
     return alpha
-
-
-def match_colour(painted: np.ndarray, reference: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """painted with the mean and spread of reference's colour (in LAB) inside the mask."""
-    import cv2
-
-    inside = alpha > 0.5
-    if inside.sum() < 16:
-        return painted
-    src = cv2.cvtColor(painted, cv2.COLOR_RGB2LAB).astype(np.float32)
-    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB).astype(np.float32)
-    s_mean, s_std = src[inside].mean(0), src[inside].std(0) + 1e-3
-    r_mean, r_std = ref[inside].mean(0), ref[inside].std(0)
-    out = (src - s_mean) / s_std * r_std + r_mean
-    return cv2.cvtColor(np.clip(out, 0, 255).round().astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
 def resize_square(img: np.ndarray, side: int) -> np.ndarray:
@@ -284,6 +271,7 @@ class Plan:
     rgb: np.ndarray
     spot: Placement
     control: Path | None = None  # the ControlNet's folder when structure control is on
+    sources: list = field(default_factory=list)  # the user's faces that fusion may take (fusion.Source)
 
 
 def plan(ws: Workspace, gen: GenerateConfig, cfg: PortraitConfig, user: str, template: Path, backend,
@@ -300,7 +288,14 @@ def plan(ws: Workspace, gen: GenerateConfig, cfg: PortraitConfig, user: str, tem
         from easyphoto_app.controlnet import ensure_controlnet
 
         control = ensure_controlnet(device)
-    return Plan(gen, cfg, user, Path(template), text, loras, rgb, spot, control)
+    sources = fusion.user_sources(ws, user, backend) if cfg.fusion else []
+    return Plan(gen, cfg, user, Path(template), text, loras, rgb, spot, control, sources)
+
+
+def in_square(spot: Placement, size: int) -> np.ndarray:
+    """The chosen face's landmarks in the painted square, scaled to size x size."""
+    x0, y0, side = spot.box
+    return (np.asarray(spot.face.kps, np.float32) - (x0, y0)) * (size / side)
 
 
 def rank(candidates: list[Candidate]) -> list[Candidate]:
@@ -325,6 +320,8 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
     size = native_resolution(model, gen.width)
     x0, y0, side = spot.box
     crop = resize_square(job.rgb[y0:y0 + side, x0:x0 + side], size)
+    source, not_fused = fusion.pick(spot.face, job.sources) if cfg.fusion else (None, None)
+    image = fusion.fuse(crop, in_square(spot, size), source) if source else crop
     alpha_small, alpha = feathered_mask(spot.face, spot.box, size), feathered_mask(spot.face, spot.box, side)
     mask = Image.fromarray(((alpha_small > 0) * 255).astype(np.uint8))
     set_scheduler(pipe, gen.scheduler)
@@ -336,10 +333,13 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
         from easyphoto_app.controlnet import canny_edges, control_pipeline
 
         painter = control_pipeline(pipe, job.control)
-        control = {"control_image": Image.fromarray(canny_edges(crop)), "controlnet_conditioning_scale": cfg.control_weight}
+        control = {"control_image": Image.fromarray(canny_edges(image)), "controlnet_conditioning_scale": cfg.control_weight}
     set_scheduler(painter, gen.scheduler)
     scorer = scorer_or_none(ws, job.user)
     notes = [n for n in (spot.note, prompt_note(pipe.tokenizer, job.prompt)) if n]
+    if not_fused:
+        notes.append(f"Face {spot.index} of the template was not fused with {job.user}'s own face: {not_fused}. "
+                     "It was painted by the LoRAs alone.")
     if scorer is None:
         notes.append("No likeness scores: this user's photos were checked without a face recognizer.")
     base_seed = cfg.seed if cfg.seed >= 0 else random.randrange(2**31)
@@ -348,13 +348,15 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
         seed = base_seed + i
         painted = run_pipeline(painter, i * steps, cfg.num * steps, progress, should_stop,
                                "the number of candidates or the steps",
-                               prompt=job.prompt, negative_prompt=gen.negative_prompt or None, image=Image.fromarray(crop),
+                               prompt=job.prompt, negative_prompt=gen.negative_prompt or None, image=Image.fromarray(image),
                                mask_image=mask, strength=cfg.strength, num_inference_steps=gen.steps,
                                guidance_scale=gen.cfg, width=size, height=size,
                                generator=torch.Generator("cpu").manual_seed(seed), **control)
         if should_stop and should_stop():
             break
         patch = resize_square(match_colour(np.asarray(painted.convert("RGB")), crop, alpha_small), side)
+        if source and cfg.fusion_weight > 0:  # the person's eyes, nose and mouth again, over what the model painted
+            patch = fusion.fuse(patch, in_square(spot, side), source, cfg.fusion_weight)
         out = paste(job.rgb, patch, alpha, spot.box)
         candidates.append(Candidate(out, seed, scorer.score(out[y0:y0 + side, x0:x0 + side]) if scorer else None))
     result = save_ranked(ws, job, model, rank(candidates))

@@ -116,6 +116,11 @@ class PortraitConfig:
     controlnet: bool = opt(False, "Structure control: ControlNet canny keeps the template's outlines (downloads once when "
                                   "turned on: 723 MB on an NVIDIA GPU, 1.45 GB otherwise).")
     control_weight: float = opt(0.6, "How strongly ControlNet holds the template's outlines (0-2).")
+    fusion: bool = opt(True, "Face fusion: the user's own photo, warped onto the template's face, colour-matched and "
+                             "blended in before painting, so the LoRAs paint over the person's own features.")
+    fusion_weight: float = opt(0.5, "Fuse the user's photo in once more after painting, at this weight, so the eyes, "
+                                    "nose and mouth keep the person's shape (0 = off, 1 = the photo's features as "
+                                    "they are).")
 
 
 SECTIONS = {"app": AppConfig, "faces": FaceConfig, "train": TrainConfig, "rl": RLConfig, "generate": GenerateConfig,

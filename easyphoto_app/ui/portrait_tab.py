@@ -34,6 +34,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
                                info="Which face to paint, numbered from the left as in the preview.", elem_id="portrait-face")
             strength = gr.Slider(0.1, 1.0, value=cfg.strength, step=0.05, label="Strength", info=help_of(cfg, "strength"),
                                  elem_id="portrait-strength")
+            fusion = gr.Checkbox(value=cfg.fusion, label="Face fusion (the person's own photo blended in)",
+                                 info=help_of(cfg, "fusion"), elem_id="portrait-fusion")
             with gr.Row():
                 num = gr.Slider(1, 8, value=cfg.num, step=1, label="Candidates", info=help_of(cfg, "num"))
                 seed = gr.Number(value=cfg.seed, precision=0, label="Seed", info="-1 = random; each image shows its seed.")
@@ -41,6 +43,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
                 with gr.Row():
                     lora_w = gr.Slider(0, 1.5, value=gen.lora_weight, step=0.05, label="Face LoRA weight")
                     rl_w = gr.Slider(0, 1.5, value=gen.rl_weight, step=0.05, label="RL LoRA weight")
+                fusion_w = gr.Slider(0, 1, value=cfg.fusion_weight, step=0.05, label="Fusion after painting",
+                                     info=help_of(cfg, "fusion_weight"), elem_id="portrait-fusion-weight")
                 use_rl = gr.Checkbox(value=True, label="Use the RL LoRA when there is one")
                 steps = gr.Slider(1, 100, value=gen.steps, step=1, label="Steps",
                                   info="Steps at strength 1; a strength of 0.45 runs 45% of them.", elem_id="portrait-steps")
@@ -81,14 +85,15 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         return gr.update(choices=_template_names(ctx), value=None)
 
     @friendly
-    def on_run(user_v, name, face_v, strength_v, num_v, seed_v, lw, rw, use_rl_v, steps_v,
+    def on_run(user_v, name, face_v, strength_v, num_v, seed_v, lw, rw, use_rl_v, steps_v, fusion_v, fusion_w_v,
                progress=gr.Progress(track_tqdm=True)):
         if not user_v:
             raise UserError("Choose whose face to paint (User).")
         if not name:
             raise UserError("Add or choose a template photo first.")
         path = core.resolve_template(ctx.ws, name)
-        request = with_overrides(cfg, strength=float(strength_v), num=int(num_v), seed=int(seed_v), face_index=int(face_v))
+        request = with_overrides(cfg, strength=float(strength_v), num=int(num_v), seed=int(seed_v),
+                                 face_index=int(face_v), fusion=bool(fusion_v), fusion_weight=float(fusion_w_v))
         gen_request = with_overrides(gen, lora_weight=lw, rl_weight=rw, steps=int(steps_v))
         from easyphoto_app.models import pick_device
 
@@ -108,8 +113,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
     upload.upload(on_upload, upload, [template, upload])
     template.change(on_template, template, [preview, face, faces_note])
     delete.click(on_delete, template, template)
-    run.click(on_run, [user, template, face, strength, num, seed, lora_w, rl_w, use_rl, steps], [gallery, info],
-              api_name="portrait", concurrency_limit=1)
+    run.click(on_run, [user, template, face, strength, num, seed, lora_w, rl_w, use_rl, steps, fusion, fusion_w],
+              [gallery, info], api_name="portrait", concurrency_limit=1)
     cancel.click(ctx.cancel_generate.set, None, None, queue=False)
 
     def on_show(person_v, user_v):
