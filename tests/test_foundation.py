@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, free_port, run_cli
+from conftest import ROOT, free_port, gpu_lock_held, run_cli
 from easyphoto_app.errors import UserError
 from easyphoto_app.settings import load_settings
 from easyphoto_app.workspace import validate_user_id
@@ -68,18 +68,12 @@ def test_gpu_lock_refuses_a_second_job(data_dir):
     from easyphoto_app.workspace import Workspace
 
     ws = Workspace(data_dir)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        (ws.jobs_dir).mkdir(parents=True)
-        (ws.jobs_dir / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "training", "user": "bob", "started": time.time()}))
+    with gpu_lock_held(data_dir, "training", "bob"):
         with pytest.raises(BusyError, match="training job for 'bob'"):
             with GpuLock(ws, "RL", "anna"):
                 pass
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    with GpuLock(ws, "RL", "anna"):  # the holder died: the stale lock is taken over
-        assert json.loads((ws.jobs_dir / "gpu.lock").read_text())["user"] == "anna"
+    with GpuLock(ws, "RL", "anna"):  # the holder died: its lock went with it
+        assert json.loads((ws.jobs_dir / "gpu.json").read_text())["user"] == "anna"
 
 
 def test_read_events_waits_for_whole_lines(tmp_path):
