@@ -159,11 +159,14 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+def no_space_message(path: Path, need_bytes: int, what: str, advice: str = "Free some space and try again.") -> str:
+    free = free_bytes(path)
+    size = lambda n: f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"  # noqa: E731
+    return (f"Not enough free disk space for {what}: need about {size(need_bytes)}, {size(free)} free on the drive "
+            f"holding {path}. {advice}")
+
+
 def ensure_free_space(path: Path, need_bytes: int, what: str) -> None:
     """Refuse before starting when the disk cannot hold what the job will write."""
-    free = free_bytes(path)
-    if free < need_bytes:
-        raise UserError(
-            f"Not enough free disk space for {what}: need about {need_bytes / 2**30:.1f} GB, "
-            f"{free / 2**30:.1f} GB free on the drive holding {path}. Free some space and try again."
-        )
+    if free_bytes(path) < need_bytes:
+        raise UserError(no_space_message(path, need_bytes, what))

@@ -159,15 +159,8 @@ def test_checkpoints_are_ordered_by_number_not_as_text(tmp_path):
 def test_cli_train_while_another_job_holds_the_gpu_exits_2_with_who_holds_it(home_copy):
     lora = home_copy / "loras" / "astro.safetensors"
     before = lora.read_bytes()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (home_copy / "jobs").mkdir(parents=True, exist_ok=True)
-        (home_copy / "jobs" / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "RL", "user": "bob",
-                                                                "started": time.time()}))
+    with gpu_lock_held(home_copy, "RL", "bob"):
         r = run_cli(home_copy, "train", "--user", "astro", "--steps", "2")
-    finally:
-        sleeper.kill()
-        sleeper.wait()
     assert r.returncode == 2, r.stderr
     assert "RL job for 'bob'" in r.stderr and "Traceback" not in r.stderr
     assert lora.read_bytes() == before
