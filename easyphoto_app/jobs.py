@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -156,6 +157,91 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
         except json.JSONDecodeError:
             continue  # a torn line from a killed writer
     return events, offset + end
+
+
+class Thinned:
+    """A series held to at most `cap` points however long it grows: the newest `recent` at full resolution, the
+    older ones evenly thinned (every 2nd, 4th, 8th... point: the stride doubles each time they fill their share),
+    the first point always kept."""
+
+    def __init__(self, cap: int = 1000, recent: int = 200):
+        self.recent: deque = deque()
+        self.older: list = []
+        self.recent_cap, self.older_cap = recent, cap - recent
+        self.stride, self.aged = 1, 0
+
+    def add(self, point) -> None:
+        self.recent.append(point)
+        if len(self.recent) > self.recent_cap:
+            self._age(self.recent.popleft())
+
+    def _age(self, point) -> None:
+        if self.aged % self.stride == 0:
+            self.older.append(point)
+        self.aged += 1
+        if len(self.older) >= self.older_cap:
+            self.older, self.stride = self.older[::2], self.stride * 2
+
+    def points(self) -> list:
+        return self.older + list(self.recent)
+
+
+def channel_of(event: dict) -> str:
+    """What a view may depend on: a metric's kind (memory, epoch, eval, validation), else the event's type."""
+    return event.get("kind") or event.get("type", "")
+
+
+class EventLog:
+    """The events of a file from a byte offset on, read incrementally: refresh() parses only what was appended since
+    the last call. They are held by channel (channel_of); the many (progress, memory samples every 2 s) are thinned
+    (Thinned), logs keep their last LOGS, the rest (epochs, evaluations, warnings, the end) are kept whole. So a
+    view costs the same in hour 12 of a run as in hour 1."""
+
+    LOGS = 200
+    POINTS, RECENT = 600, 150  # a plot is about 600 px wide; 150 memory rows are its last 5 minutes
+
+    def __init__(self, path: Path, offset: int = 0):
+        self.path, self.offset = Path(path), offset
+        self.channels: dict = {"progress": Thinned(self.POINTS, self.RECENT),
+                               "memory": Thinned(self.POINTS, self.RECENT), "log": deque(maxlen=self.LOGS)}
+
+    def refresh(self) -> set[str]:
+        """Read what was appended; the channels that got events."""
+        new, self.offset = read_events(self.path, self.offset)
+        for event in new:
+            held = self.channels.setdefault(channel_of(event), [])
+            (held.add if isinstance(held, Thinned) else held.append)(event)
+        return {channel_of(e) for e in new}
+
+    def events(self, channels=None) -> list[dict]:
+        """The events held, of the given channels (all by default), each channel in the order written (a view
+        filters by type or kind, so channels need no interleaving)."""
+        held = [self.channels[c] for c in (self.channels if channels is None else channels) if c in self.channels]
+        return [e for h in held for e in (h.points() if isinstance(h, Thinned) else h)]
+
+
+class JobFollower:
+    """One open page's reading of one job: the events of its run (the status line) and of its plotted history (a
+    resumed run continues the curves of the run it resumed), each read incrementally."""
+
+    def __init__(self, job: "JobRecord"):
+        self.key = job_key(job)
+        self.run = EventLog(Path(job.events), job.offset)
+        start = job.history_offset if job.history_offset >= 0 else job.offset
+        self.history = self.run if start == job.offset else EventLog(Path(job.events), start)
+        self._fresh = True
+
+    def refresh(self) -> set[str] | None:
+        """Read what the job appended: the channels that got events (channel_of), None on the first read (all)."""
+        changed = self.run.refresh()
+        if self.history is not self.run:
+            changed |= self.history.refresh()
+        fresh, self._fresh = self._fresh, False
+        return None if fresh else changed
+
+
+def job_key(job: "JobRecord") -> tuple:
+    return job.pid, job.events, job.offset, job.history_offset
 
 
 def pid_alive(pid: int, born_by: float | None = None) -> bool:
@@ -372,14 +458,15 @@ class JobManager:
         """The events to plot: this run's, preceded by those of the runs it resumed."""
         return read_events(Path(job.events), job.history_offset if job.history_offset >= 0 else job.offset)[0]
 
-    def state(self, job: JobRecord | None = None) -> str:
-        """running | done | stopped (by Stop, saved) | failed | interrupted (killed without a final event) | none."""
+    def state(self, job: JobRecord | None = None, events: list[dict] | None = None) -> str:
+        """running | done | stopped (by Stop, saved) | failed | interrupted (killed without a final event) | none.
+        `events`: the job's, when the caller has read them already."""
         job = job or self.current()
         if job is None:
             return "none"
         if pid_alive(job.pid, job.started):
             return "running"
-        final = [e for e in self.events(job) if e["type"] in ("done", "failed")]
+        final = [e for e in (self.events(job) if events is None else events) if e["type"] in ("done", "failed")]
         if not final:
             return "interrupted"
         return "stopped" if final[-1].get("stopped") else final[-1]["type"]

@@ -240,6 +240,65 @@ def test_eight_starters_at_once_run_one_job_and_a_killed_holder_frees_the_gpu_at
         assert jobs.GpuLock(ws, "rl", "u0").holder() is None
 
 
+def test_twelve_hours_of_rl_events_plot_a_bounded_number_of_points(tmp_path):
+    """720 epochs and a memory row every 2 s (21,600): the memory plot keeps at most 600 of them (its first, the
+    last 150 at full resolution, the rest evenly thinned), every epoch's point, and reads the file incrementally."""
+    from long_run_events import rl_events, write_events
+
+    from easyphoto_app.ui.rl_tab import memory_series, reward_series
+
+    written = rl_events(12 * 3600, 720)
+    path = write_events(tmp_path / "events.jsonl", written[:5000])
+    log = jobs.EventLog(path)
+    assert log.refresh() and log.offset == path.stat().st_size and not log.refresh()
+    with path.open("a") as fh:
+        fh.write("".join(json.dumps(e) + "\n" for e in written[5000:]))
+    assert log.refresh() and log.offset == path.stat().st_size
+    memory = [e for e in written if e.get("kind") == "memory"]
+    kept = [e for e in log.events() if e.get("kind") == "memory"]
+    assert len(memory) == 21_600 and len(kept) <= 600 and kept[0] == memory[0] and kept[-150:] == memory[-150:]
+    older = [memory.index(e) for e in kept[:-150]]
+    assert len({b - a for a, b in zip(older, older[1:])}) == 1  # evenly spaced
+    assert len(memory_series(log.events())) <= 4 * 600
+    epochs = [e for e in log.events() if e.get("kind") == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(720))
+    assert len(reward_series(log.events())) == 720 * 2 + 72  # training reward and face rate per epoch, evaluations
+    progress = [e for e in log.events() if e["type"] == "progress"]
+    assert len(progress) <= 600 and progress[-1] == [e for e in written if e["type"] == "progress"][-1]
+    whole = jobs.EventLog(path)
+    whole.refresh()
+    assert whole.events() == log.events()  # read in two parts or in one: the same points
+
+
+def test_a_page_redraws_only_the_views_whose_events_came_and_each_page_follows_on_its_own(tmp_path):
+    import gradio as gr
+
+    from easyphoto_app.ui.job_view import Followers, view_values
+
+    events = tmp_path / "events.jsonl"
+    write_job(Workspace(tmp_path), events, [{"t": 1, "type": "metric", "kind": "memory", "rss_mb": 1}], 0, kind="rl")
+    job = jobs.JobManager(Workspace(tmp_path), []).current()
+    drawn = []
+    views = [(None, lambda ev: drawn.append(("memory", len(ev))) or "m", {"memory"}),
+             (None, lambda ev: drawn.append(("epoch", len(ev))) or "e", {"epoch"}),
+             (None, lambda ev: drawn.append(("all", len(ev))) or "a")]
+    pages = Followers(keep=2)
+    page = pages.of(job, "tab-1")
+    assert view_values(page, views) == ["m", "e", "a"]  # a new page draws everything
+    assert drawn == [("memory", 1), ("epoch", 0), ("all", 1)]
+    with events.open("a") as fh:
+        fh.write(json.dumps({"t": 2, "type": "metric", "kind": "memory", "rss_mb": 2}) + "\n")
+    drawn.clear()
+    assert view_values(page, views)[::2] == ["m", "a"] and drawn == [("memory", 2), ("all", 2)]
+    skipped = view_values(page, views)  # nothing new: nothing drawn, nothing sent
+    assert drawn == [("memory", 2), ("all", 2)] and all(v == gr.skip() for v in skipped)
+    assert pages.of(job, "tab-1") is page and pages.of(job, "tab-2") is not page
+    pages.of(job, "tab-3")
+    assert "tab-1" not in pages.by_session  # the oldest page is forgotten past `keep`
+    job.offset = 5  # a new run in the same file
+    assert pages.of(job, "tab-3").key == jobs.job_key(job)
+
+
 def test_a_busy_message_names_the_job_the_user_and_when_it_started():
     started = time.mktime((2026, 1, 2, 9, 5, 0, 0, 0, -1))
     assert jobs.busy_message({"kind": "rl", "user": "ann", "started": started}) == (
