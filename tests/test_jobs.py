@@ -447,6 +447,38 @@ def test_a_second_job_is_refused_while_one_runs_or_holds_the_gpu(tmp_path, monke
     manager.start("train", "bo", tmp_path / "b.jsonl", [])
 
 
+def test_two_pages_pressing_start_at_once_start_one_job_and_the_other_hears_who_runs(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    children = []
+
+    def sleeper(cmd, **kw):
+        children.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
+        return children[-1]
+
+    monkeypatch.setattr(jobs, "subprocess", SimpleNamespace(**{**vars(subprocess), "Popen": sleeper}))
+    manager = jobs.JobManager(Workspace(tmp_path), [])
+    both = threading.Barrier(2)
+    said = []
+
+    def press(kind):
+        both.wait()
+        try:
+            said.append(manager.start(kind, "ann", tmp_path / f"{kind}.jsonl", []).kind)
+        except BusyError as exc:
+            said.append(str(exc))
+
+    pages = [threading.Thread(target=press, args=(kind,)) for kind in ("train", "rl")]
+    try:
+        [page.start() for page in pages]
+        [page.join() for page in pages]
+    finally:
+        [child.kill() or child.wait() for child in children]
+    assert len(children) == 1 and manager.current().pid == children[0].pid
+    ran = manager.current().kind
+    assert sorted(said, key=len) == [ran, jobs.busy_message(asdict(manager.current()))]
+
+
 @pytest.mark.parametrize("last", ["done", "failed"])
 def test_a_job_that_said_it_ended_and_is_exiting_is_waited_for_not_refused(tmp_path, monkeypatch, last):
     ws = Workspace(tmp_path)
