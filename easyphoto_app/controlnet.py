@@ -38,17 +38,20 @@ def cached_controlnet(repo_id: str = CANNY_REPO) -> Path | None:
 
 def ensure_controlnet(device: str, repo_id: str = CANNY_REPO) -> Path:
     """The ControlNet's folder: from the cache, or downloaded now (once); offline and absent -> a clear refusal."""
-    from easyphoto_app.models import download_hub_model, hub_unreachable
+    from easyphoto_app.models import HubUnreachable, download_hub_model, hub_unreachable
 
     folder = cached_controlnet(repo_id)
     if folder is not None:
         return folder
     offline = hub_unreachable(repo_id)
-    if offline:
-        raise UserError(f"Structure control needs {repo_id}, which is not downloaded yet, and the Hugging Face Hub cannot "
-                        f"be reached ({offline}). Connect once to download it, or turn structure control off.")
-    folder, _ = download_hub_model(repo_id, want_fp16=device == "cuda", index="config.json", what="a ControlNet repository")
-    return folder
+    try:
+        if not offline:
+            return download_hub_model(repo_id, want_fp16=device == "cuda", index="config.json",
+                                      what="a ControlNet repository")[0]
+    except HubUnreachable as exc:
+        offline = str(exc)
+    raise UserError(f"Structure control needs {repo_id}, which is not downloaded yet, and the Hugging Face Hub cannot "
+                    f"be reached ({offline}). Connect once to download it, or turn structure control off.")
 
 
 def control_pipeline(pipe, folder: Path):

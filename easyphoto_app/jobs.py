@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -97,6 +98,20 @@ class Reporter:
             signal.signal(signal.SIGTERM, self.request_stop)
 
 
+def download_progress(reporter: "Reporter", every_s: float = 1.0) -> Callable[[int, int], None]:
+    """A download's bytes as progress events in whole MB, at most one every `every_s` seconds and the last: a job's
+    panel shows a base model of several GB arriving instead of 'waiting to start'."""
+    last = [float("-inf")]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or done >= total:
+            last[0] = now
+            reporter.progress(done // 2**20, max(total // 2**20, 1), phase="downloading the base model (MB)")
+
+    return report
+
+
 class TqdmListener:
     """Renders progress events as a tqdm bar on the console."""
 
@@ -144,11 +159,100 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     return events, offset + end
 
 
-def pid_alive(pid: int) -> bool:
+class Thinned:
+    """A series held to at most `cap` points however long it grows: the newest `recent` at full resolution, the
+    older ones evenly thinned (every 2nd, 4th, 8th... point: the stride doubles each time they fill their share),
+    the first point always kept."""
+
+    def __init__(self, cap: int = 1000, recent: int = 200):
+        self.recent: deque = deque()
+        self.older: list = []
+        self.recent_cap, self.older_cap = recent, cap - recent
+        self.stride, self.aged = 1, 0
+
+    def add(self, point) -> None:
+        self.recent.append(point)
+        if len(self.recent) > self.recent_cap:
+            self._age(self.recent.popleft())
+
+    def _age(self, point) -> None:
+        if self.aged % self.stride == 0:
+            self.older.append(point)
+        self.aged += 1
+        if len(self.older) >= self.older_cap:
+            self.older, self.stride = self.older[::2], self.stride * 2
+
+    def points(self) -> list:
+        return self.older + list(self.recent)
+
+
+def channel_of(event: dict) -> str:
+    """What a view may depend on: a metric's kind (memory, epoch, eval, validation), else the event's type."""
+    return event.get("kind") or event.get("type", "")
+
+
+class EventLog:
+    """The events of a file from a byte offset on, read incrementally: refresh() parses only what was appended since
+    the last call. They are held by channel (channel_of); the many (progress, memory samples every 2 s) are thinned
+    (Thinned), logs keep their last LOGS, the rest (epochs, evaluations, warnings, the end) are kept whole. So a
+    view costs the same in hour 12 of a run as in hour 1."""
+
+    LOGS = 200
+    POINTS, RECENT = 600, 150  # a plot is about 600 px wide; 150 memory rows are its last 5 minutes
+
+    def __init__(self, path: Path, offset: int = 0):
+        self.path, self.offset = Path(path), offset
+        self.channels: dict = {"progress": Thinned(self.POINTS, self.RECENT),
+                               "memory": Thinned(self.POINTS, self.RECENT), "log": deque(maxlen=self.LOGS)}
+
+    def refresh(self) -> set[str]:
+        """Read what was appended; the channels that got events."""
+        new, self.offset = read_events(self.path, self.offset)
+        for event in new:
+            held = self.channels.setdefault(channel_of(event), [])
+            (held.add if isinstance(held, Thinned) else held.append)(event)
+        return {channel_of(e) for e in new}
+
+    def events(self, channels=None) -> list[dict]:
+        """The events held, of the given channels (all by default), each channel in the order written (a view
+        filters by type or kind, so channels need no interleaving)."""
+        held = [self.channels[c] for c in (self.channels if channels is None else channels) if c in self.channels]
+        return [e for h in held for e in (h.points() if isinstance(h, Thinned) else h)]
+
+
+class JobFollower:
+    """One open page's reading of one job: the events of its run (the status line) and of its plotted history (a
+    resumed run continues the curves of the run it resumed), each read incrementally."""
+
+    def __init__(self, job: "JobRecord"):
+        self.key = job_key(job)
+        self.run = EventLog(Path(job.events), job.offset)
+        start = job.history_offset if job.history_offset >= 0 else job.offset
+        self.history = self.run if start == job.offset else EventLog(Path(job.events), start)
+        self._fresh = True
+
+    def refresh(self) -> set[str] | None:
+        """Read what the job appended: the channels that got events (channel_of), None on the first read (all)."""
+        changed = self.run.refresh()
+        if self.history is not self.run:
+            changed |= self.history.refresh()
+        fresh, self._fresh = self._fresh, False
+        return None if fresh else changed
+
+
+def job_key(job: "JobRecord") -> tuple:
+    return job.pid, job.events, job.offset, job.history_offset
+
+
+def pid_alive(pid: int, born_by: float | None = None) -> bool:
+    """True while process `pid` runs; with `born_by` (a time it had started by), a process that was created later
+    holds a reused pid and is not the one meant."""
     import psutil
 
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        reused = born_by is not None and process.create_time() > born_by + 2  # + 2: boot time is rounded to 1 s
+        return not reused and process.status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, ValueError):  # ValueError: a negative pid
         return False
 
@@ -165,39 +269,78 @@ class JobRecord:
     history_offset: int = -1  # where the plotted history starts: a resumed run keeps the run it resumes (-1: offset)
 
 
+def _live_note(note) -> bool:
+    """A lock note written by a process that still runs (not by an earlier process with the same pid)."""
+    if not isinstance(note, dict) or not isinstance(note.get("pid"), int):
+        return False
+    started = note.get("started")
+    return pid_alive(note["pid"], started if isinstance(started, (int, float)) else None)
+
+
 class GpuLock:
-    """At most one GPU job (train / rl) at a time, across the UI and terminals."""
+    """At most one GPU job (train / rl) at a time, across the UI and terminals.
+
+    The operating system keeps the lock (filelock: flock / msvcrt), so a killed holder frees it at once and no
+    starter can remove another's lock. Who holds it is in a note beside it, written once the lock is taken.
+    """
+
+    WAIT_S = 0.25  # how long a starter waits for the lock: outlasts another process's holder() probe (microseconds)
 
     def __init__(self, ws: Workspace, kind: str, user: str):
         self.path = ws.jobs_dir / "gpu.lock"
+        self.note_path = ws.jobs_dir / "gpu.json"
         self.kind, self.user = kind, user
+        self._lock = None
+
+    def _os_lock(self, timeout: float):
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.path, timeout=timeout, thread_local=False)
 
     def holder(self) -> dict | None:
+        """The note of the job holding the lock, or None when it is free (or held by this process)."""
+        from filelock import Timeout
+
+        probe = self._os_lock(timeout=0)
         try:
-            info = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        pid = info.get("pid") if isinstance(info, dict) else None  # a lock written by hand or half-written: stale
-        return info if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid) else None
+            probe.acquire()
+        except Timeout:
+            note = self._note()
+            return None if note.get("pid") == os.getpid() else note
+        probe.release()
+        return None
+
+    def _note(self, tries: int = 20) -> dict:
+        """The holder's note ({} if it has none). A holder that has just taken the lock may not have replaced its
+        killed predecessor's note yet, so a note of a dead process is read again for a moment."""
+        for _ in range(tries):
+            try:
+                note = json.loads(self.note_path.read_text())
+            except (OSError, ValueError):
+                note = None
+            if _live_note(note):
+                return note
+            time.sleep(0.05)
+        return {}
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                other = self.holder()
-                if other:
-                    raise BusyError(busy_message(other)) from None
-                self.path.unlink(missing_ok=True)  # left by a killed job
-                continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"pid": os.getpid(), "kind": self.kind, "user": self.user, "started": time.time()}, fh)
-            return self
-        raise BusyError("Could not take the GPU job lock; try again in a moment.")
+        from filelock import Timeout
+
+        lock = self._os_lock(timeout=self.WAIT_S)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise BusyError(busy_message(self._note())) from None
+        self._lock = lock
+        atomic_write_json(self.note_path, {"pid": os.getpid(), "kind": self.kind, "user": self.user,
+                                           "started": time.time()})
+        return self
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        self.note_path.unlink(missing_ok=True)  # ours: the lock is still held
+        self._lock.release()
+        self._lock = None
 
 
 def check_can_start(ws: Workspace, kind: str, user: str) -> None:
@@ -244,6 +387,7 @@ class JobManager:
     def __init__(self, ws: Workspace, global_args: list[str]):
         self.ws, self.global_args = ws, list(global_args)
         self.record_path = ws.jobs_dir / "current.json"
+        self._starting = threading.Lock()
 
     def current(self) -> JobRecord | None:
         """The job started last, if any (running or finished)."""
@@ -254,19 +398,24 @@ class JobManager:
 
     def running(self) -> JobRecord | None:
         job = self.current()
-        return job if job and pid_alive(job.pid) else None
+        return job if job and pid_alive(job.pid, job.started) else None
 
     def _wait_if_finishing(self, job: JobRecord, seconds: float = 15.0) -> None:
         """A job that has reported done/failed is only saving and exiting: wait for it rather than refuse."""
         if not any(e["type"] in ("done", "failed") for e in self.events(job)):
             return
         deadline = time.monotonic() + seconds
-        while pid_alive(job.pid) and time.monotonic() < deadline:
+        while pid_alive(job.pid, job.started) and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def start(self, kind: str, user: str, events: Path, args: list[str], keep_history: bool = False) -> JobRecord:
         """Start `kind` for `user` as a child process. keep_history (a Resume): its plots continue the curves of
-        the run it resumes instead of starting empty."""
+        the run it resumes instead of starting empty. Two pages pressing Start at once: the second finds the
+        first's job."""
+        with self._starting:
+            return self._start(kind, user, events, args, keep_history)
+
+    def _start(self, kind: str, user: str, events: Path, args: list[str], keep_history: bool) -> JobRecord:
         job = self.running()
         if job:
             self._wait_if_finishing(job)
@@ -309,14 +458,15 @@ class JobManager:
         """The events to plot: this run's, preceded by those of the runs it resumed."""
         return read_events(Path(job.events), job.history_offset if job.history_offset >= 0 else job.offset)[0]
 
-    def state(self, job: JobRecord | None = None) -> str:
-        """running | done | stopped (by Stop, saved) | failed | interrupted (killed without a final event) | none."""
+    def state(self, job: JobRecord | None = None, events: list[dict] | None = None) -> str:
+        """running | done | stopped (by Stop, saved) | failed | interrupted (killed without a final event) | none.
+        `events`: the job's, when the caller has read them already."""
         job = job or self.current()
         if job is None:
             return "none"
-        if pid_alive(job.pid):
+        if pid_alive(job.pid, job.started):
             return "running"
-        final = [e for e in self.events(job) if e["type"] in ("done", "failed")]
+        final = [e for e in (self.events(job) if events is None else events) if e["type"] in ("done", "failed")]
         if not final:
             return "interrupted"
         return "stopped" if final[-1].get("stopped") else final[-1]["type"]

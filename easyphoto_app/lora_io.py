@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.workspace import atomic_path
+from easyphoto_app.workspace import atomic_path, refused_when_disk_full
 
 TE_KEY = re.compile(r"^(lora_te[12]?_)(?!text_model_)")  # a text encoder key without CLIP's `text_model_`
 
@@ -73,11 +73,15 @@ def read_metadata(path: Path) -> dict:
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    with atomic_path(path) as tmp:
+        _write_tensors(tmp, tensors, metadata)
+
+
+def _write_tensors(path: Path, tensors: dict, metadata: dict | None) -> None:
     from safetensors.torch import save_file
 
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path),
+              metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
 
 
 def load_tensors(path: Path) -> tuple[dict, dict]:
@@ -113,9 +117,14 @@ def write_checkpoint_dir(target: Path, files: dict[str, tuple[dict, dict]]) -> P
     target = Path(target)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name, (tensors, meta) in files.items():
-        save_tensors(staging / name, tensors, meta)
+    try:
+        with refused_when_disk_full(target.parent, f"checkpoint {target.name}"):
+            staging.mkdir(parents=True)
+            for name, (tensors, meta) in files.items():
+                _write_tensors(staging / name, tensors, meta)  # the folder's rename below is the atomic step
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

@@ -91,12 +91,14 @@ def make_optimizer(params_groups: list[dict], device: str):
 
 class FaceLoraTrainer:
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter):
+        from easyphoto_app.jobs import download_progress
         from easyphoto_app.models import native_resolution, pick_device, resolve_model
 
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
         self.images = face_images(ws, user)
         self.device = pick_device(settings.app.device)
-        self.model = resolve_model(settings.app.model, settings.data_dir, self.device)
+        self.model = resolve_model(settings.app.model, settings.data_dir, self.device,
+                                   progress=download_progress(reporter))
         self.cfg: TrainConfig = model_defaults(settings.train, self.model, settings.given_in("train"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
         self.total = self.cfg.steps or default_steps(len(self.images))

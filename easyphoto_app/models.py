@@ -17,6 +17,10 @@ from functools import cached_property
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
+from easyphoto_app.hub import (  # noqa: F401 - hub downloads moved to hub.py; their old names still work here
+    HubUnreachable, _check_hub_family, _pick_hub_files, cached_hub_model, download_hub_model, hub_unreachable,
+    human_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,98 +137,9 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~", "\\")) or "\\" in spec or (len(spec) > 1 and spec[1] == ":") or spec.count("/") > 1
 
 
-def _pick_hub_files(files: list[str], want_fp16: bool) -> list[str]:
-    """Config files plus one safetensors file per component folder, or of a one-model repo's top level (a
-    ControlNet): the fp16 variant when wanted and present."""
-    skip = ("safety_checker/", "feature_extractor/")
-    keep = [f for f in files if f.endswith((".json", ".txt")) and not f.startswith(skip)]
-    weights = [f for f in files if f.endswith(".safetensors") and not f.startswith(skip)]
-    by_folder: dict[str, list[str]] = {}
-    for f in weights:
-        by_folder.setdefault(f.rpartition("/")[0], []).append(f)
-    for group in by_folder.values():
-        fp16 = [f for f in group if ".fp16." in f]
-        plain = [f for f in group if ".fp16." not in f and ".non_ema." not in f and ".ema." not in f]
-        keep += fp16 if (want_fp16 and fp16) or not plain else plain
-    return sorted(set(keep))
-
-
-def download_hub_model(repo_id: str, want_fp16: bool, index: str = "model_index.json",
-                       what: str = "a diffusers model repository") -> tuple[Path, int]:
-    """Download (or resume) only what the pipeline (or one model, with index="config.json") needs; returns the
-    snapshot folder and its size. huggingface_hub's progress bars show on the console and, through track_tqdm,
-    in the UI."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.hf_api import RepoFile
-
-    sizes = {f.path: f.size for f in HfApi().list_repo_tree(repo_id, recursive=True) if isinstance(f, RepoFile)}
-    if index not in sizes:
-        raise UserError(f"{repo_id} is not {what} (no {index}).")
-    if not any(f.endswith(".safetensors") for f in sizes):
-        raise UserError(f"{repo_id} has no .safetensors weights; EasyPhoto never loads pickled weights.")
-    pipeline = index == "model_index.json"  # a pipeline's parts are in folders; a single model's files are not
-    if pipeline:
-        _check_hub_family(repo_id, sizes)
-    chosen = _pick_hub_files([f for f in sizes if f == index or ("/" in f) == pipeline], want_fp16)
-    total = sum(sizes[f] for f in chosen)
-    log.warning("Downloading %s: %s in %d files (once; it stays in the Hugging Face cache).", repo_id, human_size(total), len(chosen))
-    return Path(snapshot_download(repo_id, allow_patterns=chosen)), total
-
-
-def _check_hub_family(repo_id: str, files) -> None:
-    """Refuse a repository of another model family before its weights are downloaded: its model_index.json and UNet
-    config (a few kB) say what it is."""
-    from huggingface_hub import hf_hub_download
-
-    from easyphoto_app import families
-
-    index = json.loads(Path(hf_hub_download(repo_id, "model_index.json")).read_text())
-    unet = json.loads(Path(hf_hub_download(repo_id, "unet/config.json")).read_text()) if "unet/config.json" in files else None
-    families.of_index(index, unet, repo_id)
-
-
-def human_size(n: int) -> str:
-    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
-
-
-def hub_unreachable(repo_id: str, timeout: float = 5.0) -> str | None:
-    """Why the Hub cannot be reached, or None. One quick request, so an offline start falls back
-    to the demo model at once instead of after huggingface_hub's retries (about 25 s)."""
-    import urllib.error
-    import urllib.request
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    try:
-        urllib.request.urlopen(f"{constants.ENDPOINT}/api/models/{repo_id}", timeout=timeout).close()
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403, 404):
-            raise UserError(f"{repo_id} was not found on the Hugging Face Hub (or it needs a login): check the name.") from None
-    except (urllib.error.URLError, OSError) as exc:
-        return getattr(exc, "reason", None) and str(exc.reason) or type(exc).__name__
-    return None
-
-
-def cached_hub_model(repo_id: str) -> Path | None:
-    """The cached snapshot, if the files the pipeline needs are there. (snapshot_download with
-    local_files_only would call a snapshot incomplete because we skip the repo's other weights.)"""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        index = try_to_load_from_cache(repo_id, "model_index.json")
-    except Exception:  # noqa: BLE001 - an invalid id is simply "not cached"
-        return None
-    if not isinstance(index, str):
-        return None
-    folder = Path(index).parent
-    needed = [name for name, spec in json.loads(Path(index).read_text()).items()
-              if isinstance(spec, list) and name in ("unet", "vae", "text_encoder", "text_encoder_2")]
-    return folder if all(any((folder / name).glob("*.safetensors")) for name in needed) else None
-
-
-def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool = True) -> ResolvedModel:
+def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool = True,
+                  progress=None) -> ResolvedModel:
+    """What `spec` names, downloaded if it must be (`progress(bytes, total)` hears the download)."""
     spec = (spec or "").strip() or DEMO
     if spec == DEMO:
         return ResolvedModel(DEMO, spec, ensure_demo_model(data_dir))
@@ -253,13 +168,10 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
     if offline:
         return _demo_fallback(spec, data_dir, "it is not downloaded and the Hub cannot be reached", offline)
     try:
-        path, size = download_hub_model(spec, device == "cuda")
-        return ResolvedModel("hub", spec, path, note=f"Downloaded {spec} ({human_size(size)}).")
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - network errors come in many types
-        log.warning("Download of %s failed: %s", spec, exc)
-        return _demo_fallback(spec, data_dir, "it could not be downloaded (offline?)", f"{type(exc).__name__}: {exc}")
+        path, size = download_hub_model(spec, device == "cuda", progress=progress)
+    except HubUnreachable as exc:  # the only failure the demo stands in for: any other is refused in one line
+        return _demo_fallback(spec, data_dir, "the connection to the Hub failed before the download began", str(exc))
+    return ResolvedModel("hub", spec, path, note=f"Downloaded {spec} ({human_size(size)}).")
 
 
 def _one_checkpoint_of(folder: Path, spec: str) -> ResolvedModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -119,21 +120,40 @@ class Workspace:
             return False
 
 
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space left, or the user's quota spent
+
+
+@contextlib.contextmanager
+def refused_when_disk_full(folder: Path, what: str):
+    """A write into `folder` that finds the disk full becomes one sentence naming the folder (the caller keeps the
+    previous file and leaves no temporary one)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise UserError(f"The drive holding {folder} is full: {what} was not written (the previous one, if any, is "
+                        "kept). Free some space and try again.") from exc
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path, suffix: str | None = None):
-    """Yield a temp path beside target; on success it replaces target in one rename."""
+    """Yield a temp path beside target; on success it replaces target in one rename. On a failure (a full disk
+    too: refused_when_disk_full) target is as it was and the temp path is gone."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix + ".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; user files should read like any other
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with refused_when_disk_full(target.parent, target.name):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                   suffix=suffix or target.suffix + ".tmp")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; user files should read like any other
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:
@@ -159,11 +179,14 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+def no_space_message(path: Path, need_bytes: int, what: str, advice: str = "Free some space and try again.") -> str:
+    free = free_bytes(path)
+    size = lambda n: f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"  # noqa: E731
+    return (f"Not enough free disk space for {what}: need about {size(need_bytes)}, {size(free)} free on the drive "
+            f"holding {path}. {advice}")
+
+
 def ensure_free_space(path: Path, need_bytes: int, what: str) -> None:
     """Refuse before starting when the disk cannot hold what the job will write."""
-    free = free_bytes(path)
-    if free < need_bytes:
-        raise UserError(
-            f"Not enough free disk space for {what}: need about {need_bytes / 2**30:.1f} GB, "
-            f"{free / 2**30:.1f} GB free on the drive holding {path}. Free some space and try again."
-        )
+    if free_bytes(path) < need_bytes:
+        raise UserError(no_space_message(path, need_bytes, what))

@@ -137,6 +137,21 @@ def kill_9_when(data_dir: Path, args: list[str], marker: Path, timeout: float = 
 
 
 @contextlib.contextmanager
+def gpu_lock_held(data_dir: Path, kind: str, user: str):
+    """Another process holding the GPU lock, as a job started from a terminal does; yields the process."""
+    code = ("import sys, time; from easyphoto_app.jobs import GpuLock; from easyphoto_app.workspace import Workspace\n"
+            f"with GpuLock(Workspace({str(data_dir)!r}), {kind!r}, {user!r}):\n"
+            "    print('held', flush=True)\n    time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "held\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
 def running_app(data_dir: Path, env: dict | None = None, console: Path | None = None):
     """`python app.py` on a free port; yields its URL once it answers, stops it afterwards. `console` keeps
     what it prints (what a user sees in the terminal window)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import gpu_lock_held
 from easyphoto_app import cli
 from easyphoto_app.errors import UserError
 from easyphoto_app.workspace import Workspace
@@ -236,7 +237,7 @@ class Ran:
         self.outcome, self.calls = outcome, []
 
     def __call__(self, settings, ws, user, reporter, resume=False):
-        lock = ws.jobs_dir / "gpu.lock"
+        lock = ws.jobs_dir / "gpu.json"  # the lock holder's note
         self.calls.append({"user": user, "resume": resume, "events": reporter.events_path,
                            "lock": json.loads(lock.read_text()) if lock.exists() else None, "steps": settings.train.steps})
         if isinstance(self.outcome, Exception):
@@ -264,7 +265,7 @@ def test_train_holds_the_gpu_lock_writes_events_beside_its_checkpoints_and_print
     assert call["user"] == "anna" and call["resume"] is True and call["steps"] == 5
     assert call["events"] == ws.job_events("train", "anna")
     assert call["lock"]["pid"] == os.getpid() and (call["lock"]["kind"], call["lock"]["user"]) == ("training", "anna")
-    assert not (ws.jobs_dir / "gpu.lock").exists()  # given back
+    assert not (ws.jobs_dir / "gpu.json").exists()  # given back
     assert signal.getsignal(signal.SIGINT).__self__.events_path == call["events"]  # Ctrl+C asks that job to stop
 
 
@@ -313,14 +314,8 @@ def test_a_second_gpu_job_is_refused_with_who_holds_the_gpu(home, capsys, monkey
     ws = prepared(home, "anna")
     fake = Ran()
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        ws.jobs_dir.mkdir()
-        (ws.jobs_dir / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "RL", "user": "bob"}))
+    with gpu_lock_held(home, "RL", "bob"):
         code, out, err = run(capsys, "--data-dir", home, "train", "--user", "anna")
-    finally:
-        sleeper.kill()
-        sleeper.wait()
     assert (code, out, fake.calls) == (2, "", [])
     assert err.startswith("error: The RL job for 'bob' is already running")
     last = json.loads(ws.job_events("train", "anna").read_text().splitlines()[-1])

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, free_port, run_cli
+from conftest import ROOT, free_port, gpu_lock_held, run_cli
 from easyphoto_app.errors import UserError
 from easyphoto_app.settings import load_settings
 from easyphoto_app.workspace import validate_user_id
@@ -68,18 +68,12 @@ def test_gpu_lock_refuses_a_second_job(data_dir):
     from easyphoto_app.workspace import Workspace
 
     ws = Workspace(data_dir)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        (ws.jobs_dir).mkdir(parents=True)
-        (ws.jobs_dir / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "training", "user": "bob", "started": time.time()}))
+    with gpu_lock_held(data_dir, "training", "bob"):
         with pytest.raises(BusyError, match="training job for 'bob'"):
             with GpuLock(ws, "RL", "anna"):
                 pass
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    with GpuLock(ws, "RL", "anna"):  # the holder died: the stale lock is taken over
-        assert json.loads((ws.jobs_dir / "gpu.lock").read_text())["user"] == "anna"
+    with GpuLock(ws, "RL", "anna"):  # the holder died: its lock went with it
+        assert json.loads((ws.jobs_dir / "gpu.json").read_text())["user"] == "anna"
 
 
 def test_read_events_waits_for_whole_lines(tmp_path):
@@ -134,22 +128,78 @@ def test_ui_values_become_cli_flags_that_parse_back():
         assert {k: parsed[f"{cls.__name__}.{k}"] for k in values} == {k: type(getattr(cls(), k))(v) for k, v in values.items()}
 
 
-def test_a_write_that_fails_halfway_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+def _disk_fills(write):
+    """`write(path, data)` made to write half its bytes and then find the disk full, as a filling disk does."""
+    import errno
+
+    def failing(path, data):
+        write(path, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return failing
+
+
+def _write_settings(folder, monkeypatch):
     import os
 
-    from easyphoto_app.workspace import atomic_write_text
+    from easyphoto_app.settings import save_settings
 
-    target = tmp_path / "faces.json"
-    atomic_write_text(target, '{"old": true}')
+    settings = load_settings(folder)
+    settings.train.rank = 8
 
-    def disk_full(fd):
+    def disk_full(fd):  # the bytes are written, then the disk refuses them
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", disk_full)  # the bytes are written, then the disk refuses them
-    with pytest.raises(OSError, match="No space"):
-        atomic_write_text(target, '{"new": "' + "x" * 10_000 + '"}')
-    assert target.read_text() == '{"old": true}'
-    assert [p.name for p in tmp_path.iterdir()] == ["faces.json"]  # no temp file left beside it
+    monkeypatch.setattr(os, "fsync", disk_full)
+    save_settings(settings)
+
+
+def _write_lora(folder, monkeypatch):
+    from pathlib import Path
+
+    import torch
+
+    from easyphoto_app.lora_io import save_lora
+
+    monkeypatch.setattr(Path, "write_bytes", _disk_fills(Path.write_bytes))
+    state = {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.ones(4, 8),
+             "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight": torch.ones(8, 4)}
+    save_lora(folder / "ann.safetensors", state, 4.0, {})
+
+
+def _write_checkpoint(folder, monkeypatch):
+    import safetensors.torch
+    import torch
+
+    from easyphoto_app.lora_io import write_checkpoint_dir
+
+    def second_file_fills_the_disk(tensors, path, metadata=None):
+        if path.endswith("optimizer.safetensors"):
+            return _disk_fills(lambda p, d: open(p, "wb").write(d))(path, safetensors.torch.save(tensors))
+        return real(tensors, path, metadata=metadata)
+
+    real = safetensors.torch.save_file
+    monkeypatch.setattr(safetensors.torch, "save_file", second_file_fills_the_disk)
+    write_checkpoint_dir(folder / "checkpoint-4", {"adapter.safetensors": ({"a": torch.ones(3)}, {}),
+                                                   "optimizer.safetensors": ({"b": torch.ones(3)}, {})})
+
+
+@pytest.mark.parametrize("write, written, previous", [
+    (_write_settings, "settings.toml", "settings.toml"), (_write_lora, "ann.safetensors", "ann.safetensors"),
+    (_write_checkpoint, "checkpoint checkpoint-4", "checkpoint-4/adapter.safetensors")])
+def test_a_write_that_fills_the_disk_keeps_the_previous_file_leaves_no_temp_and_names_the_folder(
+        tmp_path, monkeypatch, write, written, previous):
+    load_settings(tmp_path)  # settings.toml: what a data folder holds
+    (tmp_path / previous).parent.mkdir(exist_ok=True)
+    if not (tmp_path / previous).exists():
+        (tmp_path / previous).write_bytes(b"the previous file")
+    before = {p: p.read_bytes() if p.is_file() else "folder" for p in tmp_path.rglob("*")}
+    with pytest.raises(UserError) as refused:
+        write(tmp_path, monkeypatch)
+    monkeypatch.undo()
+    assert str(refused.value) == (f"The drive holding {tmp_path} is full: {written} was not written (the previous "
+                                  "one, if any, is kept). Free some space and try again.")
+    assert {p: p.read_bytes() if p.is_file() else "folder" for p in tmp_path.rglob("*")} == before  # nothing left
 
 
 def test_checkpoints_are_ordered_by_number_not_as_text(tmp_path):
@@ -165,15 +215,8 @@ def test_checkpoints_are_ordered_by_number_not_as_text(tmp_path):
 def test_cli_train_while_another_job_holds_the_gpu_exits_2_with_who_holds_it(home_copy):
     lora = home_copy / "loras" / "astro.safetensors"
     before = lora.read_bytes()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (home_copy / "jobs").mkdir(parents=True, exist_ok=True)
-        (home_copy / "jobs" / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "RL", "user": "bob",
-                                                                "started": time.time()}))
+    with gpu_lock_held(home_copy, "RL", "bob"):
         r = run_cli(home_copy, "train", "--user", "astro", "--steps", "2")
-    finally:
-        sleeper.kill()
-        sleeper.wait()
     assert r.returncode == 2, r.stderr
     assert "RL job for 'bob'" in r.stderr and "Traceback" not in r.stderr
     assert lora.read_bytes() == before

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import running_app
+from conftest import gpu_lock_held, running_app
 from easyphoto_app import jobs
 from easyphoto_app.errors import BusyError, UserError
 from easyphoto_app.workspace import Workspace, atomic_write_json
@@ -151,74 +152,151 @@ def test_pid_alive_is_false_for_ended_and_zombie_processes():
     assert not jobs.pid_alive(child.pid) and not jobs.pid_alive(2**22 + 7) and not jobs.pid_alive(-1)
 
 
-def test_the_gpu_lock_names_its_holder_and_is_released_or_taken_over(tmp_path):
-    ws = Workspace(tmp_path)
+def test_the_gpu_lock_notes_its_holder_and_leaves_nothing_behind(tmp_path):
+    ws = Workspace(tmp_path / "not" / "made")  # the first job of a new data folder
     lock = jobs.GpuLock(ws, "rl", "ann")
     assert lock.holder() is None
     with lock:
-        info = json.loads(lock.path.read_text())
-        assert (info["pid"], info["kind"], info["user"]) == (os.getpid(), "rl", "ann")
+        note = json.loads(lock.note_path.read_text())
+        assert (note["pid"], note["kind"], note["user"]) == (os.getpid(), "rl", "ann")
+        assert abs(note["started"] - time.time()) < 60
         assert lock.holder() is None  # this process is not in its own way
-    assert not lock.path.exists()
-    lock.path.write_text("{torn")  # a job killed while writing it
-    with jobs.GpuLock(ws, "train", "bo"):
-        assert json.loads(lock.path.read_text())["user"] == "bo"
+    assert not lock.note_path.exists() and lock.holder() is None
 
 
-def test_the_gpu_lock_refuses_while_another_live_process_holds_it(tmp_path):
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        ws = Workspace(tmp_path / "not" / "made")  # the first job of a new data folder
-        with jobs.GpuLock(ws, "rl", "ann") as lock:
-            info = json.loads(lock.path.read_text())
-            assert abs(info["started"] - time.time()) < 60
-        info["pid"] = other.pid
-        lock.path.write_text(json.dumps(info))
-        assert lock.holder() == info
+@pytest.mark.parametrize("note", ["{torn", {"kind": "rl"}, {"pid": -1}, [1, 2], "live"])
+def test_a_note_without_the_os_lock_holds_nothing(tmp_path, note):
+    """A note left by a killed job, torn or naming a live process (a reused pid) is no lock."""
+    ws = Workspace(tmp_path)
+    lock = jobs.GpuLock(ws, "train", "bo")
+    lock.note_path.parent.mkdir(parents=True)
+    note = {"pid": os.getppid(), "kind": "rl", "user": "ann"} if note == "live" else note
+    lock.note_path.write_text(note if isinstance(note, str) else json.dumps(note))
+    assert lock.holder() is None
+    with lock:
+        assert json.loads(lock.note_path.read_text())["user"] == "bo"
+
+
+def test_the_gpu_lock_refuses_while_another_process_holds_it_and_is_free_once_it_is_killed(tmp_path):
+    ws = Workspace(tmp_path)
+    with gpu_lock_held(ws.root, "train", "bo") as other:
+        note = jobs.GpuLock(ws, "rl", "ann").holder()
+        assert (note["pid"], note["user"]) == (other.pid, "bo")
         with pytest.raises(BusyError) as refused:
-            jobs.GpuLock(ws, "train", "bo").__enter__()
-        assert str(refused.value) == jobs.busy_message(info) and "(started " in str(refused.value)
-        assert json.loads(lock.path.read_text()) == info  # left to its holder
-    finally:
+            jobs.GpuLock(ws, "rl", "ann").__enter__()
+        assert str(refused.value) == jobs.busy_message(note) and "(started " in str(refused.value)
+        assert json.loads(ws.jobs_dir.joinpath("gpu.json").read_text()) == note  # left to its holder
         other.kill()
         other.wait()
+        assert jobs.GpuLock(ws, "rl", "ann").holder() is None  # kill -9 freed it, at once
+        with jobs.GpuLock(ws, "rl", "ann"):
+            assert json.loads(ws.jobs_dir.joinpath("gpu.json").read_text())["user"] == "ann"
 
 
-@pytest.mark.parametrize("written", [{"kind": "rl"}, {"pid": -1}, {"pid": "12"}, [1, 2], {"pid": 1.5}])
-def test_a_lock_file_without_a_usable_pid_is_stale(tmp_path, written):
-    ws = Workspace(tmp_path)
-    lock = jobs.GpuLock(ws, "rl", "ann")
-    lock.path.parent.mkdir(parents=True)
-    lock.path.write_text(json.dumps(written))
-    assert lock.holder() is None
-    with lock:
-        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+CONTENDER = Path(__file__).parent / "gpu_contender.py"
 
 
-def test_the_gpu_lock_copes_with_another_process_racing_for_it(tmp_path, monkeypatch):
-    ws = Workspace(tmp_path)
-    lock = jobs.GpuLock(ws, "rl", "ann")
-    lock.path.parent.mkdir(parents=True)
-    lock.path.write_text("{}")
+def wait_until(done, what: str, seconds: float = 120) -> None:
+    """Poll `done`; the deadline only keeps a broken lock from hanging the suite."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting for {what}")
+        time.sleep(0.01)
 
-    def stale_and_removed_by_another():  # the other process cleared the stale lock first
-        lock.path.unlink()
-        return None
 
-    monkeypatch.setattr(lock, "holder", stale_and_removed_by_another)
-    with lock:
-        lock.path.unlink()  # the jobs folder emptied by hand while the job ran
-    tries = []
+def start_at_once(data_dir: Path, gate: Path, users: list[str]) -> tuple[list[str], dict]:
+    """One CLI `rl` starter per user, all pressing Start at the same moment. The users whose job ran, and each
+    other user's (exit status, stderr); the jobs that ran are killed with kill -9 once every starter is through."""
+    gate.mkdir()
+    launcher = subprocess.Popen([sys.executable, str(CONTENDER), str(data_dir), str(gate), "0.3", *users])
+    through = lambda u: (gate / f"ran-{u}").exists() or (gate / f"exit-{u}").exists()  # noqa: E731
+    wait_until(lambda: all(map(through, users)) or launcher.poll() is not None, "every starter")
+    ran = sorted(u for u in users if (gate / f"ran-{u}").exists())
+    for user in ran:
+        os.kill(int((gate / f"ran-{user}").read_text()), signal.SIGKILL)
+    assert launcher.wait() == 0
+    return ran, {u: (int((gate / f"exit-{u}").read_text()), (gate / f"err-{u}").read_text())
+                 for u in users if u not in ran}
 
-    def always_taken(*a):  # every try finds a fresh stale lock: give up after one retry, with a message
-        tries.append(a)
-        raise FileExistsError
 
-    monkeypatch.setattr(lock, "holder", lambda: None)
-    monkeypatch.setattr(jobs.os, "open", always_taken)
-    with pytest.raises(BusyError, match=r"^Could not take the GPU job lock; try again in a moment\.$"):
-        lock.__enter__()
-    assert len(tries) == 2
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the starters are forks of one prepared process")
+def test_eight_starters_at_once_run_one_job_and_a_killed_holder_frees_the_gpu_at_once(tmp_path):
+    """20 rounds of 8 simultaneous starts; each round's job is killed with kill -9 and the next round starts at
+    once. The starters widen the gap between judging a lock stale and removing it: a lock that reads its file to
+    judge staleness lets two or more jobs run here every time."""
+    ws = Workspace(tmp_path / "data")
+    users = [f"u{i}" for i in range(8)]
+    ws.loras_dir.mkdir(parents=True)
+    for user in users:
+        ws.faces_dir(user).mkdir(parents=True)
+        ws.face_lora(user).write_bytes(b"a face LoRA")
+    for round_ in range(20):
+        ran, refused = start_at_once(ws.root, tmp_path / f"round-{round_}", users)
+        assert len(ran) == 1, f"round {round_}: {ran} all ran"
+        for code, err in refused.values():
+            assert code == 2 and err.startswith(f"error: The RL job for '{ran[0]}' is already running (started "), err
+            assert "Traceback" not in err
+        assert jobs.GpuLock(ws, "rl", "u0").holder() is None
+
+
+def test_twelve_hours_of_rl_events_plot_a_bounded_number_of_points(tmp_path):
+    """720 epochs and a memory row every 2 s (21,600): the memory plot keeps at most 600 of them (its first, the
+    last 150 at full resolution, the rest evenly thinned), every epoch's point, and reads the file incrementally."""
+    from long_run_events import rl_events, write_events
+
+    from easyphoto_app.ui.rl_tab import memory_series, reward_series
+
+    written = rl_events(12 * 3600, 720)
+    path = write_events(tmp_path / "events.jsonl", written[:5000])
+    log = jobs.EventLog(path)
+    assert log.refresh() and log.offset == path.stat().st_size and not log.refresh()
+    with path.open("a") as fh:
+        fh.write("".join(json.dumps(e) + "\n" for e in written[5000:]))
+    assert log.refresh() and log.offset == path.stat().st_size
+    memory = [e for e in written if e.get("kind") == "memory"]
+    kept = [e for e in log.events() if e.get("kind") == "memory"]
+    assert len(memory) == 21_600 and len(kept) <= 600 and kept[0] == memory[0] and kept[-150:] == memory[-150:]
+    older = [memory.index(e) for e in kept[:-150]]
+    assert len({b - a for a, b in zip(older, older[1:])}) == 1  # evenly spaced
+    assert len(memory_series(log.events())) <= 4 * 600
+    epochs = [e for e in log.events() if e.get("kind") == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(720))
+    assert len(reward_series(log.events())) == 720 * 2 + 72  # training reward and face rate per epoch, evaluations
+    progress = [e for e in log.events() if e["type"] == "progress"]
+    assert len(progress) <= 600 and progress[-1] == [e for e in written if e["type"] == "progress"][-1]
+    whole = jobs.EventLog(path)
+    whole.refresh()
+    assert whole.events() == log.events()  # read in two parts or in one: the same points
+
+
+def test_a_page_redraws_only_the_views_whose_events_came_and_each_page_follows_on_its_own(tmp_path):
+    import gradio as gr
+
+    from easyphoto_app.ui.job_view import Followers, view_values
+
+    events = tmp_path / "events.jsonl"
+    write_job(Workspace(tmp_path), events, [{"t": 1, "type": "metric", "kind": "memory", "rss_mb": 1}], 0, kind="rl")
+    job = jobs.JobManager(Workspace(tmp_path), []).current()
+    drawn = []
+    views = [(None, lambda ev: drawn.append(("memory", len(ev))) or "m", {"memory"}),
+             (None, lambda ev: drawn.append(("epoch", len(ev))) or "e", {"epoch"}),
+             (None, lambda ev: drawn.append(("all", len(ev))) or "a")]
+    pages = Followers(keep=2)
+    page = pages.of(job, "tab-1")
+    assert view_values(page, views) == ["m", "e", "a"]  # a new page draws everything
+    assert drawn == [("memory", 1), ("epoch", 0), ("all", 1)]
+    with events.open("a") as fh:
+        fh.write(json.dumps({"t": 2, "type": "metric", "kind": "memory", "rss_mb": 2}) + "\n")
+    drawn.clear()
+    assert view_values(page, views)[::2] == ["m", "a"] and drawn == [("memory", 2), ("all", 2)]
+    skipped = view_values(page, views)  # nothing new: nothing drawn, nothing sent
+    assert drawn == [("memory", 2), ("all", 2)] and all(v == gr.skip() for v in skipped)
+    assert pages.of(job, "tab-1") is page and pages.of(job, "tab-2") is not page
+    pages.of(job, "tab-3")
+    assert "tab-1" not in pages.by_session  # the oldest page is forgotten past `keep`
+    job.offset = 5  # a new run in the same file
+    assert pages.of(job, "tab-3").key == jobs.job_key(job)
 
 
 def test_a_busy_message_names_the_job_the_user_and_when_it_started():
@@ -256,7 +334,8 @@ def dead_pid() -> int:
 def write_job(ws, events, lines, pid, **kw):
     events.parent.mkdir(parents=True, exist_ok=True)
     events.write_text("".join(json.dumps(e) + "\n" for e in lines))
-    record = jobs.JobRecord(pid, kw.pop("kind", "train"), "ann", str(events), kw.pop("offset", 0), time.time(), **kw)
+    record = jobs.JobRecord(pid, kw.pop("kind", "train"), "ann", str(events), kw.pop("offset", 0),
+                            kw.pop("started", time.time()), **kw)
     atomic_write_json(ws.jobs_dir / "current.json", asdict(record))
     return record
 
@@ -278,6 +357,20 @@ def test_a_jobs_state_is_read_from_its_process_and_its_last_event(tmp_path):
     assert manager.stop("train") and events.with_suffix(".stop").exists()
     (ws.jobs_dir / "current.json").write_text('{"pid": 1}')  # an older record's shape
     assert manager.current() is None
+
+
+def test_a_reused_pid_does_not_make_an_ended_job_look_alive(tmp_path):
+    ws = Workspace(tmp_path)
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        write_job(ws, tmp_path / "e.jsonl", [{"type": "progress"}], later.pid, started=time.time() - 3600)
+        manager = jobs.JobManager(ws, [])
+        assert manager.running() is None and manager.state() == "interrupted"
+        write_job(ws, tmp_path / "e.jsonl", [{"type": "progress"}], later.pid)
+        assert manager.running().pid == later.pid and manager.state() == "running"
+    finally:
+        later.kill()
+        later.wait()
 
 
 def test_a_resumed_jobs_history_starts_where_the_first_run_began(tmp_path):
@@ -345,13 +438,45 @@ def test_a_second_job_is_refused_while_one_runs_or_holds_the_gpu(tmp_path, monke
         with pytest.raises(BusyError, match="The RL job for 'ann' is already running"):
             manager.start("train", "bo", tmp_path / "b.jsonl", [])
         (ws.jobs_dir / "current.json").unlink()
-        (ws.jobs_dir / "gpu.lock").write_text(json.dumps({"pid": sleeper.pid, "kind": "train", "user": "cy"}))
-        with pytest.raises(BusyError, match="The training job for 'cy'"):  # a job started from a terminal
-            manager.start("train", "bo", tmp_path / "b.jsonl", [])
+        with gpu_lock_held(ws.root, "train", "cy"):
+            with pytest.raises(BusyError, match="The training job for 'cy'"):  # a job started from a terminal
+                manager.start("train", "bo", tmp_path / "b.jsonl", [])
     finally:
         sleeper.kill()
         sleeper.wait()
     manager.start("train", "bo", tmp_path / "b.jsonl", [])
+
+
+def test_two_pages_pressing_start_at_once_start_one_job_and_the_other_hears_who_runs(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    children = []
+
+    def sleeper(cmd, **kw):
+        children.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
+        return children[-1]
+
+    monkeypatch.setattr(jobs, "subprocess", SimpleNamespace(**{**vars(subprocess), "Popen": sleeper}))
+    manager = jobs.JobManager(Workspace(tmp_path), [])
+    both = threading.Barrier(2)
+    said = []
+
+    def press(kind):
+        both.wait()
+        try:
+            said.append(manager.start(kind, "ann", tmp_path / f"{kind}.jsonl", []).kind)
+        except BusyError as exc:
+            said.append(str(exc))
+
+    pages = [threading.Thread(target=press, args=(kind,)) for kind in ("train", "rl")]
+    try:
+        [page.start() for page in pages]
+        [page.join() for page in pages]
+    finally:
+        [child.kill() or child.wait() for child in children]
+    assert len(children) == 1 and manager.current().pid == children[0].pid
+    ran = manager.current().kind
+    assert sorted(said, key=len) == [ran, jobs.busy_message(asdict(manager.current()))]
 
 
 @pytest.mark.parametrize("last", ["done", "failed"])

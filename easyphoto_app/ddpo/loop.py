@@ -61,6 +61,7 @@ def load_prompts() -> list[str]:
 class RLRun:
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter, reward_fn=None):
         from easyphoto_app.model_defaults import model_defaults
+        from easyphoto_app.jobs import download_progress
         from easyphoto_app.models import native_resolution, pick_device, resolve_model
 
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
@@ -75,7 +76,8 @@ class RLRun:
             reward_fn = scorer_for(ws, user)  # raises a clear UserError without a reference face
         self.reward_fn = reward_fn
         self.device = pick_device(settings.app.device)
-        self.model = resolve_model(settings.app.model, settings.data_dir, self.device)
+        self.model = resolve_model(settings.app.model, settings.data_dir, self.device,
+                                   progress=download_progress(reporter))
         self.cfg: RLConfig = model_defaults(settings.rl, self.model, settings.given_in("rl"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
         self.steps = min(self.cfg.steps, DEMO_RL_STEPS) if self.model.is_demo else self.cfg.steps

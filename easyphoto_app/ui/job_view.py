@@ -12,7 +12,7 @@ from typing import Callable
 import gradio as gr
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.jobs import JOB_NAMES, check_can_start, previous_work
+from easyphoto_app.jobs import JOB_NAMES, JobFollower, check_can_start, job_key, previous_work
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import config_flags
 from easyphoto_app.ui.common import Context, friendly
@@ -27,6 +27,9 @@ def time_left(seconds: float) -> str:
     if minutes < 90:
         return f"about {minutes} min left"
     return f"about {minutes // 60} h {minutes % 60:02d} min left"
+
+
+STATUS_CHANNELS = ("progress", "done", "failed", "log")  # what progress_html and the job's state read
 
 
 def progress_html(events: list[dict], state: str) -> str:
@@ -63,11 +66,46 @@ def series(events: list[dict], event_type: str, x: str, ys: list[str], filt: Cal
     return pd.DataFrame(rows, columns=["x", "value", "series"]).astype({"x": float, "value": float, "series": str})
 
 
+class Followers:
+    """Each open page's JobFollower, by its session: a page reads only what its job appended since its last tick.
+    The oldest are forgotten past `keep` pages (a closed tab says nothing)."""
+
+    def __init__(self, keep: int = 64):
+        self.keep, self.by_session = keep, {}
+
+    def of(self, job, session: str | None) -> JobFollower:
+        follower = self.by_session.get(session)
+        if follower is None or follower.key != job_key(job):
+            follower = JobFollower(job)
+            if session is not None:
+                self.by_session.pop(session, None)
+                self.by_session[session] = follower
+                while len(self.by_session) > self.keep:
+                    self.by_session.pop(next(iter(self.by_session)))
+        return follower
+
+
+def view_values(follower: JobFollower, views: list[tuple]) -> list:
+    """Each view's value from the job's plotted history, made again only when a channel it reads got events: a
+    view is (component, fn) or (component, fn, channels), and reads every channel without them. The others are
+    skipped: nothing of them is sent."""
+    changed = follower.refresh()
+    values = []
+    for component, fn, *reads in views:
+        reads = set(reads[0]) if reads else None
+        if changed is None or (changed and (reads is None or changed & reads)):
+            values.append(fn(follower.history.events(reads)))  # only the channels it reads: less to go through
+        else:
+            values.append(gr.skip())
+    return values
+
+
 def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields: dict, start_label: str,
                  layout_views: Callable[[], list[tuple]]) -> dict:
     """Start / Resume / Stop, a status line, and the live views that `layout_views` lays out below it: it returns
-    (component, events -> value) pairs, refreshed every second from the job's events. `fields` maps the settings of
-    `section` to the panel's inputs; a job gets only the ones the user changed from what the panel showed."""
+    (component, events -> value[, channels read]) tuples, refreshed every second from the job's events. `fields`
+    maps the settings of `section` to the panel's inputs; a job gets only the ones the user changed from what the
+    panel showed."""
     names, inputs = list(fields), list(fields.values())
     cls = type(getattr(ctx.settings, section))
 
@@ -96,22 +134,24 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields
             return f"⚠️ {exc}"
         return ""
 
-    def current_view(user_v):
+    followers = Followers()
+
+    def current_view(user_v, request: gr.Request = None):
         """The job of this tab, whoever it is for (a reload or another typed id still shows it); an empty user
         box is filled with the last job's user, so Resume works after a reload. The hint follows the photos and
-        the jobs."""
+        the jobs. Each page reads only what the job appended since its last tick."""
         job = ctx.jobs.current()
         fill = job.user if job and not user_v else gr.skip()  # whichever tab's job: one person at a time
         if job is None or job.kind != kind:
-            return (fill, hint_for(user_v), "<div>No job yet.</div>", *(fn([]) for _, fn in views))
-        state = ctx.jobs.state(job)
+            return (fill, hint_for(user_v), "<div>No job yet.</div>", *(view[1]([]) for view in views))
+        follower = followers.of(job, getattr(request, "session_hash", None))
+        values = view_values(follower, views)
+        events = follower.run.events(STATUS_CHANNELS)
         head = f"<div><b>{html.escape(JOB_NAMES[kind])}</b> for <b>{html.escape(job.user)}</b>"
         if user_v and user_v != job.user:
             head += f" (not <b>{html.escape(user_v)}</b>, the id typed above)"
         head += "</div>"
-        history = ctx.jobs.history(job)
-        return (fill, hint_for(user_v or job.user), head + progress_html(ctx.jobs.events(job), state),
-                *(fn(history) for _, fn in views))
+        return (fill, hint_for(user_v or job.user), head + progress_html(events, ctx.jobs.state(job, events)), *values)
 
     @friendly
     def on_start(user_v, asked_v, shown_v, *values, resume_run=False):
@@ -136,7 +176,7 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields
         ctx.jobs.stop(kind)
         gr.Info("Stopping: the job saves a checkpoint first.")
 
-    outputs = [user, hint, status, *(component for component, _ in views), asked]
+    outputs = [user, hint, status, *(view[0] for view in views), asked]
     start.click(on_start, [user, asked, shown, *inputs], outputs, api_name=f"{kind}_start", concurrency_limit=1)
     resume.click(lambda *a: on_start(*a, resume_run=True), [user, asked, shown, *inputs], outputs, concurrency_limit=1)
     stop.click(friendly(on_stop), user, None)

@@ -48,8 +48,8 @@ def build(ctx: Context) -> dict:
         notice = gr.Markdown(elem_id="rl-notice")
         live = gr.Markdown(elem_id="rl-live")
         samples_view = gr.Gallery(label="Latest samples (reward)", columns=8, height=160, elem_id="rl-samples")
-        return [(reward_plot, reward_series), (memory_plot, memory_series), (notice, notice_text), (live, live_text),
-                (samples_view, lambda events: latest_samples(ctx, events))]
+        shown = [(c, fn, reads) for c, (fn, reads) in zip((reward_plot, memory_plot, notice, live), EVENT_VIEWS)]
+        return [*shown, (samples_view, lambda events: latest_samples(ctx, events), {"epoch"})]
 
     return {"user": user, **job_controls(ctx, "rl", user, "rl", fields, start_label="Start RL", layout_views=views)}
 
@@ -58,10 +58,7 @@ def epoch_rows(events: list[dict]) -> list[dict]:
     return [e for e in events if e.get("kind") == "epoch"]
 
 
-def memory_rows(events: list[dict]) -> list[dict]:
-    """Memory samples with their seconds since the first one."""
-    mem = [e for e in events if e.get("kind") == "memory"]
-    return [{**e, "secs": round(e["t"] - mem[0]["t"], 1)} for e in mem]
+MEMORY_LINES = ["rss_mb", "ram_used_mb", "vram_alloc_mb", "vram_reserved_mb"]
 
 
 REWARD_LINES = (("epoch", "training", lambda e: e["reward_mean"]), ("eval", "evaluation", lambda e: e["reward_mean"]),
@@ -87,7 +84,12 @@ def reward_series(events: list[dict]):
 
 
 def memory_series(events: list[dict]):
-    return series(memory_rows(events), "metric", "secs", ["rss_mb", "ram_used_mb", "vram_alloc_mb", "vram_reserved_mb"])
+    """The memory samples' lines against the seconds since the first sample."""
+    import pandas as pd
+
+    mem = [e for e in events if e.get("kind") == "memory"]
+    rows = [(e["t"] - mem[0]["t"], e[y], y) for y in MEMORY_LINES for e in mem if e.get(y) is not None]
+    return pd.DataFrame(rows, columns=["x", "value", "series"]).astype({"x": float, "value": float}) if rows else None
 
 
 def latest_samples(ctx: Context, events: list[dict]) -> list:
@@ -106,7 +108,8 @@ def notice_text(events: list[dict]) -> str:
 def live_text(events: list[dict]) -> str:
     """The latest memory sample and epoch figures, in words."""
     parts = []
-    memory, epochs = memory_rows(events)[-1:], epoch_rows(events)[-1:]
+    memory = next(([e] for e in reversed(events) if e.get("kind") == "memory"), [])
+    epochs = next(([e] for e in reversed(events) if e.get("kind") == "epoch"), [])
     if memory:
         m = memory[0]
         parts.append(f"RSS {m['rss_mb']:.0f} MB · RAM {m['ram_used_mb']:.0f}/{m['ram_total_mb']:.0f} MB · {format_vram(m)}")
@@ -120,3 +123,9 @@ def live_text(events: list[dict]) -> str:
         parts.append(f"best evaluation: {evals[-1]['best_reward']:.3f} after {evals[-1]['best_epoch']} epoch(s) "
                      f"(last: {evals[-1]['reward_mean']:.3f} after {evals[-1]['epoch']}); that LoRA is the one written")
     return "\n\n".join(parts)
+
+
+# The views drawn from events, with the channels each reads (jobs.channel_of): each is made again only when one of
+# its channels got events, so a memory row every 2 s does not redraw the reward plot.
+EVENT_VIEWS = ((reward_series, {"epoch", "eval"}), (memory_series, {"memory"}), (notice_text, {"warning"}),
+               (live_text, {"memory", "epoch", "eval"}))

@@ -36,8 +36,8 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
                                height=240, elem_id="train-plot")
             likeness = gr.LinePlot(x="x", y="value", color="series", title="Likeness at each checkpoint",
                                    x_title="step", y_title="likeness", height=240, elem_id="train-likeness-plot")
-        return [(plot, lambda events: series(events, "progress", "step", ["loss"])),
-                (likeness, validation_series)]
+        return [(plot, lambda events: series(events, "progress", "step", ["loss"]), {"progress"}),
+                (likeness, validation_series, {"validation"})]
 
     return job_controls(ctx, "train", user, "train", fields, start_label="Start training", layout_views=views)
 
