@@ -106,7 +106,7 @@ def test_app_answers_http_and_gradio_client(data_dir):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         gallery, info = client.predict("(base model only)", True, "studio", "", "", 1.0, 1.0, 1, 5, 3, 7.0, 512, 512,
                                        "DDIM", api_name="/generate")
-        assert len(gallery) == 1 and "seeds 5" in info and "Demo model" in info
+        assert len(gallery) == 1 and "seeds 5" in info and "built-in demo model" in info
         # files outside the data dir are not served
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/file={ROOT / 'README.md'}", timeout=5)
