@@ -565,8 +565,9 @@ def test_the_reward_plot_has_both_lines_from_its_first_frame():
 
     from easyphoto_app.ui.rl_tab import reward_series
 
-    first = reward_series([{"type": "metric", "kind": "eval", "epoch": 0, "reward_mean": 0.4}])
-    assert set(first["series"]) == {"training", "evaluation", "face rate"}
+    first = reward_series([{"type": "metric", "kind": "eval", "epoch": 0, "reward_mean": 0.4, "diversity": 0.17}])
+    assert set(first["series"]) == {"training", "evaluation", "face rate", "sample diversity"}
+    assert first[first["series"] == "sample diversity"]["value"].iloc[0] == pytest.approx(0.17)
     assert math.isnan(first[first["series"] == "training"]["value"].iloc[0])
     assert reward_series([]) is None
 
