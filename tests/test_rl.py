@@ -370,6 +370,8 @@ def test_data_parallel_rl_with_two_processes(home_copy):
     epochs = [e for e in events if e.get("kind") == "epoch"]
     assert [(e["epoch"], e["samples"], e["processes"]) for e in epochs] == [(0, 4, 2), (1, 4, 2)]
     assert epochs[0]["reward_std"] > 0 and epochs[0]["loss"] != 0  # the LoRA really moved
+    evals = [e for e in events if e.get("kind") == "eval"]
+    assert evals and all(e["samples"] == 2 and e["diversity"] > 0 for e in evals)  # across the processes' samples
     assert (home_copy / "loras" / "ddpo_astro.safetensors").exists()
     r = launch(unsynced, "--no-grad-sync")
     assert r.returncode != 0 and "differs between processes" in r.stderr
