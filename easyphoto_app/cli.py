@@ -324,7 +324,8 @@ def cmd_rl(settings: Settings, args) -> int:
     return _gpu_job(settings, args, "rl", run_rl, data_parallel=True)
 
 
-@command("likeness", "Score images: how much each face looks like the user (0 stranger, 0.5 threshold, 1 identical).")
+@command("likeness", "Score images: how much each face looks like the user (0 stranger, 0.5 threshold, 1 as alike as "
+         "their own photos).")
 def cmd_likeness(settings: Settings, args) -> int:
     from easyphoto_app.faces.images import BadImage, load_rgb
     from easyphoto_app.faces.likeness import Score, scorer_for
@@ -340,7 +341,8 @@ def cmd_likeness(settings: Settings, args) -> int:
             score = Score(None, None, 0, None, str(exc))
         rows.append({"image": path, **asdict(score)})
     if args.json:
-        print(json.dumps({"user": user, "backend": scorer.backend.name, "images": rows}, indent=2))
+        print(json.dumps({"user": user, "backend": scorer.backend.name, "scale": scorer.scale(), "images": rows},
+                         indent=2))
     else:
         for r in rows:
             value = "  -  " if r["likeness"] is None else f"{r['likeness']:.3f}"

@@ -50,6 +50,7 @@ def caption(item: Item) -> str:
 def likeness_line(ws: Workspace, user: str, item: Item) -> str:
     """One sentence for an image's detail view: the likeness written when it was made. Only an image with
     none written (made before likeness was written, or without a recognizer) is scored, here and now."""
+    from easyphoto_app.faces.likeness import SCALE_WORDS
     from easyphoto_app.generate import format_likeness, read_likeness
 
     written, value = read_likeness(item.parameters)
@@ -61,7 +62,7 @@ def likeness_line(ws: Workspace, user: str, item: Item) -> str:
             return f"No likeness: {exc}"
     if value is None:
         return f"Likeness to {user}: none (no face found)."
-    return f"Likeness to {user}: **{format_likeness(value)}** (0 stranger, 0.5 threshold, 1 identical; {why})."
+    return f"Likeness to {user}: **{format_likeness(value)}** ({SCALE_WORDS}; {why})."
 
 
 def _score_now(ws: Workspace, user: str, path: Path) -> tuple[float | None, str]:

@@ -445,6 +445,8 @@ def test_likeness_scores_each_image_and_says_why_one_has_no_score(home_copy, cap
     code, out, _ = run(capsys, "--data-dir", home_copy, "likeness", "--user", "astro", face, junk, "--json")
     result = json.loads(out)
     assert code == 0 and result["user"] == "astro" and result["backend"]
+    scale = result["scale"]  # the cosines at 0, 0.5 and 1: 1 is the user's own photos' spread, against all of them
+    assert scale["stranger"] < scale["threshold"] < scale["full"] < 1 and scale["faces"] == 4
     scored, unread = result["images"]
     assert scored["image"] == str(face) and scored["likeness"] > 0.5 and scored["faces"] == 1
     assert unread["image"] == str(junk) and unread["likeness"] is None and unread["faces"] == 0 and unread["reason"]

@@ -144,7 +144,7 @@ def test_the_gallery_shows_the_likeness_written_into_an_image_and_never_scores_i
     ws = astro_reference
     written = astro_png(ws, "a.png", f"{SETTINGS}, Face likeness: 0.12, Version: EasyPhoto 0.1.0")
     assert gallery.likeness_line(ws, "ann", written) == ("Likeness to ann: **0.12** (0 stranger, 0.5 threshold, "
-                                                         "1 identical; scored when it was made).")
+                                                         "1 as alike as their own photos; scored when it was made).")
     assert gallery.caption(written) == "2026-01-02 · likeness 0.12"
     older = astro_png(ws, "b.png", f"{SETTINGS}, Face likeness: 0.188")  # portraits wrote 3 decimals before
     assert "**0.19**" in gallery.likeness_line(ws, "ann", older) and gallery.caption(older).endswith("likeness 0.19")
@@ -157,7 +157,8 @@ def test_an_image_with_no_likeness_written_is_scored_when_shown(astro_reference)
     ws = astro_reference
     unscored = astro_png(ws, "d.png", SETTINGS)
     line = gallery.likeness_line(ws, "ann", unscored)
-    scored = r"Likeness to ann: \*\*(0\.9\d|1\.00)\*\* \(0 stranger, 0\.5 threshold, 1 identical; one face\)\."
+    scored = (r"Likeness to ann: \*\*(0\.9\d|1\.00)\*\* "
+              r"\(0 stranger, 0\.5 threshold, 1 as alike as their own photos; one face\)\.")
     assert re.fullmatch(scored, line), line  # the astronaut against her own face
     assert gallery.caption(unscored) == "2026-01-02"  # the grid reads, it does not score
     in_prompt = astro_png(ws, "e.png", "Face likeness: 0.5, at dusk\nNegative prompt: x\nSteps: 4, Seed: 7")

@@ -370,6 +370,8 @@ def test_data_parallel_rl_with_two_processes(home_copy):
     epochs = [e for e in events if e.get("kind") == "epoch"]
     assert [(e["epoch"], e["samples"], e["processes"]) for e in epochs] == [(0, 4, 2), (1, 4, 2)]
     assert epochs[0]["reward_std"] > 0 and epochs[0]["loss"] != 0  # the LoRA really moved
+    evals = [e for e in events if e.get("kind") == "eval"]
+    assert evals and all(e["samples"] == 2 and e["diversity"] > 0 for e in evals)  # across the processes' samples
     assert (home_copy / "loras" / "ddpo_astro.safetensors").exists()
     r = launch(unsynced, "--no-grad-sync")
     assert r.returncode != 0 and "differs between processes" in r.stderr
@@ -565,8 +567,9 @@ def test_the_reward_plot_has_both_lines_from_its_first_frame():
 
     from easyphoto_app.ui.rl_tab import reward_series
 
-    first = reward_series([{"type": "metric", "kind": "eval", "epoch": 0, "reward_mean": 0.4}])
-    assert set(first["series"]) == {"training", "evaluation", "face rate"}
+    first = reward_series([{"type": "metric", "kind": "eval", "epoch": 0, "reward_mean": 0.4, "diversity": 0.17}])
+    assert set(first["series"]) == {"training", "evaluation", "face rate", "sample diversity"}
+    assert first[first["series"] == "sample diversity"]["value"].iloc[0] == pytest.approx(0.17)
     assert math.isnan(first[first["series"] == "training"]["value"].iloc[0])
     assert reward_series([]) is None
 

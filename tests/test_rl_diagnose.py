@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import run_cli
-from easyphoto_app.ddpo.diagnose import PERSIST, Diagnostics
+from easyphoto_app.ddpo.diagnose import COLLAPSE, PERSIST, Diagnostics, diversity, thumbnail
 
 HEALTHY = {"epoch": 0, "no_face_rate": 0.25, "reward_mean": 0.4, "reward_std": 0.1, "updates": 8, "skipped_updates": 0,
            "update_norm": 1e-3, "lora_norm": 1.0, "ratio_one_frac": 0.1, "clipfrac": 0.3, "precision": "fp16"}
@@ -51,6 +52,36 @@ def test_without_a_gain_the_summary_names_the_likeliest_reason_and_says_it_as_a_
     assert Diagnostics(1e-4).closing([], 0)[0] == "No evaluation finished, so whether RL helped is not known."
 
 
+def test_collapsing_is_said_once_when_the_evaluated_diversity_falls_below_half_of_its_first_value():
+    d = Diagnostics(lr=1e-4)
+    evals = [{"epoch": 0, "diversity": 0.2}]
+    assert d.evaluated(evals) == []
+    for value in (0.15, 0.101, None):  # less diverse, but not yet half; an evaluation of one sample has no figure
+        evals.append({"epoch": len(evals), "diversity": value})
+        assert d.evaluated(evals) == []
+    evals.append({"epoch": 4, "diversity": 0.09})
+    [(code, message)] = d.evaluated(evals)
+    assert code == "collapsing" and "now differ 45% as much as at the start (diversity 0.090, first 0.200)" in message
+    assert "lower learning rate (now 0.0001)" in message
+    evals.append({"epoch": 5, "diversity": 0.05})
+    assert d.evaluated(evals) == []  # said once per run
+    assert Diagnostics(1e-4).evaluated([{"diversity": None}, {"diversity": 0.0}]) == []  # no first figure: no verdict
+
+
+def test_diversity_is_the_mean_distance_between_samples_and_shrinks_with_them_towards_one_look():
+    import photos
+
+    looks = [thumbnail(img) for img in photos.distinct_looks(photos.astronaut()).values()]
+    assert thumbnail(Image.fromarray(photos.astronaut())).shape == (32, 32, 3)
+    spread = diversity(looks)
+    pairs = [np.sqrt(((a - b) ** 2).mean()) for i, a in enumerate(looks) for b in looks[i + 1:]]
+    assert spread == pytest.approx(np.mean(pairs), rel=1e-5) and spread > 0.05
+    one = thumbnail(Image.open(photos.insightface_image("Tom_Hanks_54745.png")))
+    halfway = [0.5 * t + 0.5 * one for t in looks]  # each sample halfway to one photo
+    assert diversity(halfway) == pytest.approx(spread / 2, rel=1e-4)
+    assert diversity([looks[0]] * 3) == 0.0 and diversity(looks[:1]) is None
+
+
 def events_of(home):
     return [json.loads(line) for line in (home / "users" / "astro" / "ddpo_weights" / "events.jsonl").open()]
 
@@ -84,16 +115,46 @@ def run_in_process(home, monkeypatch=None, precision="fp32", **rl):
         setattr(s.rl, key, value)
     events = []
     run_rl(s, Workspace(home), "astro", Reporter(None, [events.append]), reward_fn=brightness)
-    return [e for e in events if e.get("kind") == "epoch"], [e for e in events if e["type"] == "warning"]
+    return ([e for e in events if e.get("kind") == "epoch"], [e for e in events if e["type"] == "warning"],
+            [e for e in events if e.get("kind") == "eval"])
 
 
 def test_a_healthy_run_moves_its_lora_and_says_nothing(home_copy):
-    epochs, warnings = run_in_process(home_copy)
+    epochs, warnings, evals = run_in_process(home_copy, eval_samples=4)
     assert warnings == [] and all(e["update_norm"] > 0 and e["skipped_updates"] == 0 for e in epochs)
+    first, *later = [e["diversity"] for e in evals]  # each evaluation says how different its fixed-noise samples are
+    assert len(later) >= 1 and first > 0.02 and all(d > COLLAPSE * first for d in later), evals
+
+
+def test_a_run_whose_samples_become_one_look_is_told_it_is_collapsing(home_copy, monkeypatch):
+    """Built to collapse: after the first evaluation, every decoded sample is 80% one photo (the astronaut), as the
+    samples of an RL LoRA that copies one look become. Their differences shrink to a fifth."""
+    import photos
+    from easyphoto_app.ddpo import ppo
+
+    real_decode, calls = ppo.decode, []
+    look = Image.fromarray(photos.astronaut())
+
+    def collapsing_decode(vae, latents):
+        images = real_decode(vae, latents)
+        calls.append(len(images))
+        if sum(calls) <= 4:  # the first evaluation's 4 samples are the run's own
+            return images
+        one = np.asarray(look.resize(images[0].size), dtype=np.float32)
+        return [Image.fromarray((0.2 * np.asarray(im, dtype=np.float32) + 0.8 * one).astype(np.uint8)) for im in images]
+
+    monkeypatch.setattr(ppo, "decode", collapsing_decode)
+    _, warnings, evals = run_in_process(home_copy, eval_samples=4, epochs=1)  # evaluated before and after
+    first, last = evals[0]["diversity"], evals[-1]["diversity"]
+    assert last == pytest.approx(0.2 * first, abs=0.01)
+    assert [w["code"] for w in warnings] == ["collapsing"], warnings
+    message = warnings[0]["message"]
+    assert message.startswith("The samples are collapsing into one look") and f"first {first:.3f}" in message
+    assert "lower learning rate (now 0.003)" in message
 
 
 def test_a_learning_rate_of_0_is_told_the_lora_did_not_move(home_copy):
-    epochs, warnings = run_in_process(home_copy, lr=0.0)
+    epochs, warnings, _ = run_in_process(home_copy, lr=0.0)
     assert all(e["update_norm"] == 0 for e in epochs)
     assert [w["code"] for w in warnings] == ["not_moving"] and "Raise the learning rate (now 0)" in warnings[0]["message"]
 
@@ -104,6 +165,6 @@ def test_fp16_updates_skipped_by_the_gradient_scaler_are_counted_and_told(home_c
 
     real = torch.amp.GradScaler
     monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **k: real(*a, **{**k, "init_scale": 2.0 ** 120}))
-    epochs, warnings = run_in_process(home_copy, precision="fp16")
+    epochs, warnings, _ = run_in_process(home_copy, precision="fp16")
     assert all(e["skipped_updates"] == e["updates"] > 0 and e["update_norm"] == 0 for e in epochs)
     assert "skipped_updates" in [w["code"] for w in warnings]

@@ -4,6 +4,10 @@ A condition is said once per run, as an event {"type": "warning", "code", "messa
 PERSIST epochs in a row. At the end, `closing` says whether the evaluated reward (the likeness) rose and by how
 much, and if it did not, the likeliest reason: the first condition below that held in the last epoch (said as a
 warning too, if it had not been).
+
+Each evaluation also measures its samples' diversity (`diversity`). `collapsing` is said once, at the first evaluation
+where it falls below COLLAPSE of the first evaluation's, without waiting for PERSIST: on fixed prompts and noise a
+fall comes from the weights, not from chance.
 """
 
 from __future__ import annotations
@@ -11,9 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 PERSIST = 2  # epochs in a row
 CLIPPED = 0.9  # a clip fraction from here up: the ratio is rounding noise, not a step
 STILL = 1e-6  # an epoch's change of the RL LoRA below this fraction of its size: it did not move
+COLLAPSE = 0.5  # evaluated diversity below this share of the first evaluation's: the samples are becoming one look
+THUMB = 32  # diversity compares the samples at this size: composition, light and colour, not the finest texture
+COLLAPSING = ("The samples are collapsing into one look: on the evaluation's fixed prompts and noise they now differ "
+              "{ratio:.0%} as much as at the start (diversity {diversity:.3f}, first {first:.3f}), so the RL LoRA is "
+              "copying one look rather than learning the face. Use the RL LoRA at a lower weight, or run again with a "
+              "lower learning rate (now {lr:g}) or fewer epochs.")
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,23 @@ CONDITIONS = [
 ]
 
 
+def thumbnail(image) -> np.ndarray:
+    """An image (PIL or array) as THUMB x THUMB RGB floats in 0-1, what `diversity` compares."""
+    from PIL import Image
+
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    return np.asarray(img.convert("RGB").resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32) / 255
+
+
+def diversity(thumbs: list[np.ndarray]) -> float | None:
+    """The mean pairwise RMS distance between thumbnails (0 = all the same image); None for fewer than two."""
+    if len(thumbs) < 2:
+        return None
+    flat = np.stack(thumbs).reshape(len(thumbs), -1).astype(np.float64)
+    pairs = [np.sqrt(((flat[i + 1:] - flat[i]) ** 2).mean(axis=1)) for i in range(len(flat) - 1)]
+    return float(np.concatenate(pairs).mean())
+
+
 class Diagnostics:
     def __init__(self, lr: float):
         self.lr = lr
@@ -71,6 +100,14 @@ class Diagnostics:
 
     def _words(self, c: Condition) -> str:
         return c.message.format(**{**self.last, "n": self.streak[c.code], "lr": self.lr})
+
+    def evaluated(self, evals: list[dict]) -> list[tuple[str, str]]:
+        """`collapsing` once, when the last evaluation's diversity is below COLLAPSE of the first one's."""
+        first, last = (evals[0].get("diversity"), evals[-1].get("diversity")) if evals else (None, None)
+        if not first or last is None or last >= COLLAPSE * first or "collapsing" in self.said:
+            return []
+        self.said.add("collapsing")
+        return [("collapsing", COLLAPSING.format(ratio=last / first, diversity=last, first=first, lr=self.lr))]
 
     def likely_reason(self) -> tuple[str, str] | None:
         """The first condition that held in the last epoch, as (code, message)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from easyphoto_app.ddpo.budget import Budget
-from easyphoto_app.ddpo.diagnose import Diagnostics
+from easyphoto_app.ddpo.diagnose import Diagnostics, diversity, thumbnail
 from easyphoto_app.errors import UserError
 from easyphoto_app.families.conditioning import Cond
 from easyphoto_app.jobs import Reporter
@@ -280,6 +280,8 @@ class RLRun:
         row["eval_s"] = round(self.budget.eval_s, 3)
         self.evals.append(row)
         self.reporter.metric(kind="eval", **row)
+        for code, message in self.diagnostics.evaluated(self.evals):
+            self.reporter.warning(code, message)
         return row
 
     def _evaluate(self) -> dict:
@@ -294,14 +296,16 @@ class RLRun:
         mine = prompts[rank * share:(rank + 1) * share]
         shape = self.latent_shape()
         self.pipe.unet.eval()
-        parts = []
+        parts, thumbs = [], []
         for start in range(0, len(mine), cfg.sample_batch):
             batch = mine[start:start + cfg.sample_batch]
             generator = torch.Generator("cpu").manual_seed(cfg.seed + 7919 * (rank * share + start + 1))  # the same noise each time
             with self.budget.timing("batch_s"):  # a training batch takes as long: the first one's estimate
                 traj = sample(self.pipe.unet, self.pipe.scheduler, Cond.cat([self.prompt_emb[p] for p in batch]),
                               self.uncond, batch, self.steps, cfg.guidance, cfg.eta, shape, generator, self.precision)
-                parts.append(self.reward_fn(decode(self.pipe.vae, traj.latents[:, -1])))
+                images = decode(self.pipe.vae, traj.latents[:, -1])
+                parts.append(self.reward_fn(images))
+            thumbs += [thumbnail(im) for im in images]
             self.report_phase("evaluating", start + len(batch), len(mine))
         rewards, info = _merge_rewards(parts)
         reward_t, _, info = self._gather(rewards, mine, info)
@@ -309,7 +313,14 @@ class RLRun:
         if reward > self.best_reward:
             self.best_reward, self.best_epoch, self.best_state = reward, self.epoch, self.adapter_state()
         return {"epoch": self.epoch, "samples": len(reward_t), "reward_mean": reward, **info,
-                "best_epoch": self.best_epoch, "best_reward": self.best_reward}
+                "diversity": self._diversity(thumbs), "best_epoch": self.best_epoch, "best_reward": self.best_reward}
+
+    def _diversity(self, thumbs: list) -> float | None:
+        """The evaluation samples' diversity (ddpo.diagnose), over every process's samples."""
+        from accelerate.utils import gather_object
+
+        value = diversity(thumbs if self.accelerator.num_processes == 1 else gather_object(thumbs))
+        return None if value is None else round(value, 4)
 
     def fit_eval_budget(self, limit: float = EVAL_SHARE_LIMIT) -> str | None:
         """Evaluate less often when the settings would spend more than `limit` of the run on it; says so."""

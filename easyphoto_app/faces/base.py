@@ -66,11 +66,12 @@ class FaceBackend:
             f.kps = None if f.kps is None else f.kps - pad
         return faces
 
-    def likeness(self, cosine: float) -> float:
+    def likeness(self, cosine: float, full: float = 1.0) -> float:
         """A 0-1 scale that means the same on every backend: 0 = a typical stranger, 0.5 = the same-person
-        threshold, 1 = an identical face; piecewise linear in the backend's cosine between those points."""
+        threshold, 1 = the cosine `full` (an identical face unless told; the user's own spread: faces.likeness);
+        piecewise linear in the backend's cosine between those points."""
         t, s = self.same_person_threshold, self.stranger_similarity
-        value = 0.5 * (cosine - s) / (t - s) if cosine < t else 0.5 + 0.5 * (cosine - t) / (1.0 - t)
+        value = 0.5 * (cosine - s) / (t - s) if cosine < t else 0.5 + 0.5 * (cosine - t) / (full - t)
         return float(min(1.0, max(0.0, value)))
 
 

@@ -78,11 +78,41 @@ def load_record(ws: Workspace, user: str) -> dict | None:
 
 
 def load_reference(ws: Workspace, user: str) -> dict:
-    """The reference crop path, its embedding and the set's mean embedding (for the RL reward)."""
+    """The reference crop path, its embedding, the set's mean embedding and every accepted face's embedding
+    ("faces": what likeness is measured against)."""
     path = ws.user_dir(user) / "reference.json"
     if not path.exists():
         raise UserError(f"User '{user}' has no reference face yet: add photos on the Photos tab (or run 'prepare --user {user} PHOTOS').")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def reference_faces(ws: Workspace, user: str, ref: dict, backend: FaceBackend) -> np.ndarray:
+    """The embeddings of the user's accepted faces, one row each. A reference.json written before they were kept
+    is upgraded once, from the accepted crops in faces/; where no face can be read from them, the set's mean
+    embedding stands alone (the old reference)."""
+    if "faces" not in ref:
+        ref = _with_faces_from_crops(ws, user, ref, backend)
+    rows = [f["embedding"] for f in ref.get("faces") or []] or [ref["mean_embedding"]]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _with_faces_from_crops(ws: Workspace, user: str, ref: dict, backend: FaceBackend) -> dict:
+    photos = (load_record(ws, user) or {}).get("photos", [])
+    faces = []
+    for p in photos:
+        path = ws.root / p["crop"] if p.get("accepted") and p.get("crop") else None
+        found = backend.analyze(load_rgb(path)) if path is not None and path.is_file() else []
+        if found:  # the crop is centred on the accepted face, which fills it most
+            faces.append({"source": p["source"], "embedding": _rounded(max(found, key=lambda f: f.size).embedding)})
+    if not faces:
+        return ref
+    ref = {**ref, "faces": faces}
+    atomic_write_json(ws.user_dir(user) / "reference.json", ref)
+    return ref
+
+
+def _rounded(v) -> list[float]:
+    return [round(float(x), 6) for x in v]
 
 
 # ----------------------------------------------------------------------------- importing
@@ -329,8 +359,8 @@ def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBa
         record.reference = {"source": ref.source, "crop": str(ref_path.relative_to(ws.root))}
         atomic_write_json(ws.user_dir(user) / "reference.json", {
             "backend": backend.name, "source": ref.source, "crop": str(ref_path.relative_to(ws.root)),
-            "embedding": [round(float(x), 6) for x in ref._face.embedding],
-            "mean_embedding": [round(float(x), 6) for x in mean],
+            "embedding": _rounded(ref._face.embedding), "mean_embedding": _rounded(mean),
+            "faces": [{"source": r.source, "embedding": _rounded(r._face.embedding)} for r in record.accepted],
         })
     else:
         (ws.user_dir(user) / "reference.json").unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from easyphoto_app.errors import UserError
+from easyphoto_app.faces.likeness import SCALE_WORDS
 from easyphoto_app.generate import SCHEDULERS, compare, generate, load_styles, plan_loras, with_overrides
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
@@ -80,7 +81,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             pipe, model, ctx.ws, request, user_v, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Comparing")))
         items = c.items()
-        text = "Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical (as `likeness` prints it)."
+        text = (f"Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness: {SCALE_WORDS} "
+                "(as `likeness` prints it).")
         return items, footer(ctx, model, text)
 
     def on_cancel():

@@ -6,6 +6,7 @@ import gradio as gr
 
 from easyphoto_app import portrait as core
 from easyphoto_app.errors import UserError
+from easyphoto_app.faces.likeness import SCALE_WORDS
 from easyphoto_app.generate import with_overrides
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
@@ -104,7 +105,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             progress=lambda s, t: progress((s, t), desc="Painting")))
         items = list(zip(map(str, result.paths), result.captions()))
         text = (f"{len(items)} portrait(s) in {result.seconds:.1f} s, face {result.face_index} of the template, most alike "
-                "first (likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical). Saved under `outputs/`.")
+                f"first (likeness: {SCALE_WORDS}). Saved under `outputs/`.")
         if job.control:
             text += " The template's outlines were held by ControlNet canny (Settings)."
         text += "".join(f"\n\n⚠️ {note}" for note in result.notes)

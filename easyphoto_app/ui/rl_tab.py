@@ -41,7 +41,8 @@ def build(ctx: Context) -> dict:
 
     def views():
         with gr.Row():
-            reward_plot = gr.LinePlot(x="x", y="value", color="series", title="Reward (training, evaluation) and face rate",
+            reward_plot = gr.LinePlot(x="x", y="value", color="series",
+                                      title="Reward (training, evaluation), face rate, diversity",
                                       x_title="epoch", height=240, elem_id="rl-reward-plot")
             memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
                                       height=240, elem_id="rl-memory-plot")
@@ -62,13 +63,15 @@ MEMORY_LINES = ["rss_mb", "ram_used_mb", "vram_alloc_mb", "vram_reserved_mb"]
 
 
 REWARD_LINES = (("epoch", "training", lambda e: e["reward_mean"]), ("eval", "evaluation", lambda e: e["reward_mean"]),
-                ("epoch", "face rate", lambda e: 1.0 - e["no_face_rate"] if "no_face_rate" in e else None))
+                ("epoch", "face rate", lambda e: 1.0 - e["no_face_rate"] if "no_face_rate" in e else None),
+                ("eval", "sample diversity", lambda e: e.get("diversity")))
 
 
 def reward_series(events: list[dict]):
     """The training samples' mean reward (random prompts and noise, noisy), the evaluation's (fixed prompts and
-    noise), which chooses the weights that are written, and the share of training samples with a face: with no
-    face the reward is 0 and there is nothing to learn."""
+    noise), which chooses the weights that are written, the share of training samples with a face (with no face
+    the reward is 0 and there is nothing to learn), and how different the evaluation's samples are (falling to half:
+    the RL LoRA is copying one look)."""
     import pandas as pd
 
     frames = {label: series([{**e, label: value(e)} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
