@@ -385,3 +385,48 @@ def test_a_newcomers_first_portraits_with_nothing_changed(tmp_path, astro_photos
     scorer = scorer_for(Workspace(data), "astro")
     with_face = [p.name for p in images if scorer.score(Image.open(p)).likeness is not None]
     assert len(images) == 4 and len(with_face) >= 3, with_face
+
+
+def test_two_pages_press_start_at_once_one_job_runs_and_both_follow_it(home_copy, tmp_path):
+    """Two browser tabs on one app: Start training in one and Start RL in the other, at the same moment. One job
+    runs, the other page says it is busy (and who runs), and both pages then show the running job's progress."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from easyphoto_app.jobs import JOB_NAMES, JobManager
+    from easyphoto_app.workspace import Workspace
+
+    tab_of = {"train": "Photos & Training", "rl": "RL"}
+    with running_app(home_copy, console=tmp_path / "console.log") as url, sync_playwright() as p:
+        expect.set_options(timeout=TIMEOUT)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        a, b = (browser.new_page(viewport={"width": 1280, "height": 1000}) for _ in range(2))
+        for page in (a, b):
+            page.set_default_timeout(TIMEOUT)
+            page.goto(url)
+        a.locator("#user-id textarea, #user-id input").first.fill("astro")
+        a.locator("#train-advanced").click()
+        fill_number(a, "train-steps", 400)
+        a.locator("#train-start").click()  # astro has a face LoRA: the first press asks
+        expect(a.get_by_text("already has a face LoRA").first).to_be_visible()
+        b.get_by_role("tab", name="RL").click()
+        b.locator("#rl-user textarea, #rl-user input").first.fill("astro")
+        b.locator("#rl-advanced").click()
+        fill_number(b, "rl-epochs", 500)
+        a.locator("#train-start").click()
+        b.locator("#rl-start").click()
+        manager = JobManager(Workspace(home_copy), [])
+        for _ in range(600):  # the pages' requests are answered in the app's own time
+            if (job := manager.running()) is not None:
+                break
+            a.wait_for_timeout(100)
+        assert job is not None
+        loser = b if job.kind == "train" else a
+        expect(loser.get_by_text(f"The {JOB_NAMES[job.kind]} job for 'astro' is already running").first).to_be_visible()
+        for page in (a, b):
+            page.get_by_role("tab", name=tab_of[job.kind]).click()
+            expect(page.locator(f"#{job.kind}-status")).to_contain_text("running")
+            expect(page.locator(f"#{job.kind}-status")).to_contain_text(re.compile(r"step \d+ /"))
+        assert manager.stop(job.kind)
+        expect(a.locator(f"#{job.kind}-status")).to_contain_text("stopped")
+        browser.close()
+    assert "Traceback" not in (tmp_path / "console.log").read_text(errors="replace")
