@@ -114,8 +114,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             progress=lambda s, t: progress((s, t), desc="Painting")))
         items = list(zip(map(str, result.paths), result.captions()))
         text = (f"{len(items)} portrait(s) in {result.seconds:.1f} s, {result.where()} of the template, most alike "
-                f"first (likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical{result.ranked_by()}). "
-                "Saved under `outputs/`.")
+                "first (likeness: 0 = a stranger, 0.5 = the same-person threshold, 1 = identical"
+                f"{result.ranked_by()}). Saved under `outputs/`.")
         if job.control:
             text += " The template's outlines were held by ControlNet canny (Settings)."
         text += "".join(f"\n\n⚠️ {note}" for note in result.notes)
