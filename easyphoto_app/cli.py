@@ -88,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, GenerateConfig)
 
     p = subs["portrait"]
-    p.add_argument("--user", required=True, help="Whose face (their face LoRA, and RL LoRA unless --no-rl).")
+    p.add_argument("--user", default=None, help="Whose face (their face LoRA, and RL LoRA unless --no-rl).")
     p.add_argument("--template", required=True, help="The photo to paint the face into (a path, or a name in templates/).")
+    p.add_argument("--face", action="append", default=[], metavar="FACE=USER",
+                   help="Several people: paint USER on face FACE (numbered from 0, from the left), e.g. --face 0=anna "
+                        "--face 1=ben; other faces are kept as they are. A --user given too goes on --face-index.")
     p.add_argument("--no-rl", action="store_true", help="Face LoRA only, without the RL LoRA.")
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     add_config_args(p, PortraitConfig)
@@ -241,15 +244,18 @@ def cmd_generate(settings: Settings, args) -> int:
 @command("portrait", "Paint a user's face into a template photo; candidates ranked by likeness.")
 def cmd_portrait(settings: Settings, args) -> int:
     from easyphoto_app.faces import get_backend
+    from easyphoto_app.group import main_and_others, parse_faces
     from easyphoto_app.model_defaults import model_defaults
     from easyphoto_app.models import PipelineCache, pick_device
     from easyphoto_app.portrait import paint, plan, resolve_template
 
     ws = Workspace(settings.data_dir)
-    user = ws.require_user(args.user)
+    user, settings.portrait.face_index, others = main_and_others(args.user, settings.portrait.face_index,
+                                                                 parse_faces(args.face))
+    user = ws.require_user(user)
     backend = get_backend(settings.faces.backend, settings.data_dir)
     job = plan(ws, settings.generate, settings.portrait, user, resolve_template(ws, args.template), backend,
-               not args.no_rl, pick_device(settings.app.device))
+               not args.no_rl, pick_device(settings.app.device), others)
     pipe, model = PipelineCache().get(settings)
     job.gen = model_defaults(job.gen, model, settings.given_in("generate"))
     if model.is_demo:
@@ -261,7 +267,7 @@ def cmd_portrait(settings: Settings, args) -> int:
     reporter.done(f"{len(result.paths)} portrait(s)", paths=[str(p) for p in result.paths])
     if args.json:
         print(json.dumps({"paths": [str(p) for p in result.paths], "seeds": result.seeds, "likeness": result.likeness,
-                          "face_index": result.face_index, "faces": result.faces,
+                          "face_index": result.face_index, "faces": result.faces, "people": result.people,
                           "box": result.box, "seconds": round(result.seconds, 3)}))
     else:
         for path, seed, value in zip(result.paths, result.seeds, result.likeness):

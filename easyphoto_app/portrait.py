@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from easyphoto_app import fusion
+from easyphoto_app import fusion, group
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces.base import DetectedFace
 from easyphoto_app.fusion import match_colour
@@ -128,8 +128,16 @@ def paste(template: np.ndarray, patch: np.ndarray, alpha: np.ndarray, box: tuple
 def place(backend, rgb: np.ndarray, cfg: PortraitConfig) -> Placement:
     faces = faces_left_to_right(backend, rgb)
     index, note = choose_face(faces, cfg.face_index)
+    return place_at(faces, index, rgb, cfg, note)
+
+
+def place_at(faces: list[DetectedFace], index: int, rgb: np.ndarray, cfg: PortraitConfig,
+             note: str | None = None) -> Placement:
+    """The square painted around faces[index], once that face is known to be large enough to paint."""
+    index, _ = choose_face(faces, index)
     if faces[index].size < MIN_FACE_PX:
-        raise UserError(f"The face in the template is {faces[index].size:.0f} px; portraits need at least {MIN_FACE_PX} px "
+        which = "The face in the template" if len(faces) == 1 else f"Face {index} of the template"
+        raise UserError(f"{which} is {faces[index].size:.0f} px; portraits need at least {MIN_FACE_PX} px "
                         "(shorter side of the face): use a larger photo or one taken closer.")
     box = square_around(faces[index], rgb.shape[1], rgb.shape[0], cfg.crop_scale)
     return Placement(faces, index, box, note)
@@ -226,7 +234,8 @@ def inpaint_pipeline(pipe):
 class Candidate:
     image: np.ndarray
     seed: int
-    score: object | None  # faces.likeness.Score, None without a likeness scorer
+    score: object | None  # faces.likeness.Score (the lowest of several people's), None without a likeness scorer
+    scores: list = field(default_factory=list)  # each person's on their own face, as Plan.sitters lists them
 
 
 @dataclass
@@ -240,6 +249,16 @@ class Portraits:
     faces: int = 0
     box: tuple[int, int, int] = (0, 0, 0)  # the square painted: x0, y0, side
     notes: list[str] = field(default_factory=list)
+    people: list[tuple[int, str]] = field(default_factory=list)  # (face, user) of each person painted, left to right
+
+    def where(self) -> str:
+        """Which faces were painted, in words: 'face 2', or 'face 0 (ben) and face 2 (astro)'."""
+        if len(self.people) < 2:
+            return f"face {self.face_index}"
+        return " and ".join(f"face {face} ({who})" for face, who in self.people)
+
+    def ranked_by(self) -> str:
+        return "; ranked by the least alike person" if len(self.people) > 1 else ""
 
     def captions(self) -> list[str]:
         """Rank, seed and the likeness written into each file, best first."""
@@ -259,12 +278,22 @@ def _painting_steps(gen: GenerateConfig, strength: float) -> int:
 
 
 @dataclass
+class Sitter:
+    """One person painted into the template: on which face, with which LoRAs, from which of their own photos."""
+
+    user: str
+    spot: Placement
+    loras: list
+    sources: list = field(default_factory=list)  # fusion.Source
+
+
+@dataclass
 class Plan:
     """Everything checked and computed before the model is needed (a refusal comes before a model load)."""
 
     gen: GenerateConfig
     cfg: PortraitConfig
-    user: str
+    user: str  # the main person (their outputs/ folder keeps the portraits)
     template: Path
     prompt: str
     loras: list
@@ -272,24 +301,35 @@ class Plan:
     spot: Placement
     control: Path | None = None  # the ControlNet's folder when structure control is on
     sources: list = field(default_factory=list)  # the user's faces that fusion may take (fusion.Source)
+    others: list[Sitter] = field(default_factory=list)  # more people, each on a face of their own
+
+    @property
+    def sitters(self) -> list[Sitter]:
+        return [Sitter(self.user, self.spot, self.loras, self.sources), *self.others]
 
 
 def plan(ws: Workspace, gen: GenerateConfig, cfg: PortraitConfig, user: str, template: Path, backend,
-         use_rl: bool = True, device: str = "cpu") -> Plan:
+         use_rl: bool = True, device: str = "cpu", others: dict[int, str] | None = None) -> Plan:
+    """user on cfg.face_index (the largest when -1); each of others ({face: user}) on a face of their own."""
     from easyphoto_app.generate import choose_loras, default_prompt, parse_lora_tags
 
     _painting_steps(gen, cfg.strength)
     text, tags = parse_lora_tags(gen.prompt or default_prompt(gen.style))
-    loras = choose_loras(ws, user, tags, gen, use_rl)
+    users = [ws.require_user(u) for u in [user, *(others or {}).values()]] if others else [user]
     rgb = load_template(template)
     spot = place(backend, rgb, cfg)
+    spots = [spot, *(place_at(spot.faces, face, rgb, cfg) for face in (others or {}))]
+    group.check_one_per_face([(s.index, u) for s, u in zip(spots, users)])
+    sitters = [Sitter(u, s, choose_loras(ws, u, tags, gen, use_rl)) for u, s in zip(users, spots)]
     control = None
     if cfg.controlnet:
         from easyphoto_app.controlnet import ensure_controlnet
 
         control = ensure_controlnet(device)
-    sources = fusion.user_sources(ws, user, backend) if cfg.fusion else []
-    return Plan(gen, cfg, user, Path(template), text, loras, rgb, spot, control, sources)
+    for sitter in sitters:
+        sitter.sources = fusion.user_sources(ws, sitter.user, backend) if cfg.fusion else []
+    main = sitters[0]
+    return Plan(gen, cfg, main.user, Path(template), text, main.loras, rgb, spot, control, main.sources, sitters[1:])
 
 
 def in_square(spot: Placement, size: int) -> np.ndarray:
@@ -306,8 +346,45 @@ def rank(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(candidates, key=key)
 
 
+@dataclass
+class Sitting:
+    """A sitter's face made ready to paint at the model's size: their photo to fuse in (or why none), the masks."""
+
+    sitter: Sitter
+    source: fusion.Source | None
+    not_fused: str | None
+    alpha_small: np.ndarray  # the paste mask at the model's size
+    alpha: np.ndarray  # and at the square's own
+
+    @classmethod
+    def of(cls, sitter: Sitter, cfg: PortraitConfig, size: int) -> "Sitting":
+        spot = sitter.spot
+        source, why = fusion.pick(spot.face, sitter.sources) if cfg.fusion else (None, None)
+        return cls(sitter, source, why, feathered_mask(spot.face, spot.box, size),
+                   feathered_mask(spot.face, spot.box, spot.box[2]))
+
+
+def paint_face(face: Sitting, canvas: np.ndarray, size: int, weight: float, draw) -> np.ndarray | None:
+    """canvas with face's square painted by draw(image, mask) (the pipeline's picture, None once stopped): fused
+    with the person's photo before and, at weight, after; pasted back through the feathered mask."""
+    from PIL import Image
+
+    spot, source = face.sitter.spot, face.source
+    x0, y0, side = spot.box
+    crop = resize_square(canvas[y0:y0 + side, x0:x0 + side], size)
+    image = fusion.fuse(crop, in_square(spot, size), source) if source else crop
+    painted = draw(image, Image.fromarray(((face.alpha_small > 0) * 255).astype(np.uint8)))
+    if painted is None:
+        return None
+    patch = resize_square(match_colour(np.asarray(painted.convert("RGB")), crop, face.alpha_small), side)
+    if source and weight > 0:  # the person's eyes, nose and mouth again, over what the model painted
+        patch = fusion.fuse(patch, in_square(spot, side), source, weight)
+    return paste(canvas, patch, face.alpha, spot.box)
+
+
 def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None) -> Portraits:
-    """job.cfg.num candidates (seeds seed, seed+1, ...) of the user's face in the template, saved best first."""
+    """job.cfg.num candidates (seeds seed, seed+1, ...), each with every sitter painted on their face with their own
+    LoRAs, saved best first (by the least alike of the people)."""
     import torch
     from PIL import Image
 
@@ -315,73 +392,107 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
     from easyphoto_app.generate import apply_loras, prompt_note, run_pipeline, set_scheduler
     from easyphoto_app.models import native_resolution
 
-    gen, cfg, spot = job.gen, job.cfg, job.spot
+    gen, cfg = job.gen, job.cfg
     steps = _painting_steps(gen, cfg.strength)
     size = native_resolution(model, gen.width)
-    x0, y0, side = spot.box
-    crop = resize_square(job.rgb[y0:y0 + side, x0:x0 + side], size)
-    source, not_fused = fusion.pick(spot.face, job.sources) if cfg.fusion else (None, None)
-    image = fusion.fuse(crop, in_square(spot, size), source) if source else crop
-    alpha_small, alpha = feathered_mask(spot.face, spot.box, size), feathered_mask(spot.face, spot.box, side)
-    mask = Image.fromarray(((alpha_small > 0) * 255).astype(np.uint8))
+    faces = [Sitting.of(s, cfg, size) for s in job.sitters]
     set_scheduler(pipe, gen.scheduler)
     apply_loras(pipe, job.loras)  # fused into the shared UNet and text encoder
     # A plain (4-channel) UNet never reads the masked image's latents; handing the pipeline any 4-channel tensor
     # spares it a VAE encoding per candidate (seconds on a CPU).
-    painter, control = inpaint_pipeline(pipe), {"masked_image_latents": torch.zeros(1, 4, size // pipe.vae_scale_factor, size // pipe.vae_scale_factor)}
+    latent = size // pipe.vae_scale_factor
+    painter, control = inpaint_pipeline(pipe), {"masked_image_latents": torch.zeros(1, 4, latent, latent)}
     if job.control:
-        from easyphoto_app.controlnet import canny_edges, control_pipeline
+        from easyphoto_app.controlnet import control_pipeline
 
         painter = control_pipeline(pipe, job.control)
-        control = {"control_image": Image.fromarray(canny_edges(image)), "controlnet_conditioning_scale": cfg.control_weight}
     set_scheduler(painter, gen.scheduler)
-    scorer = scorer_or_none(ws, job.user)
-    notes = [n for n in (spot.note, prompt_note(pipe.tokenizer, job.prompt)) if n]
-    if not_fused:
-        notes.append(f"Face {spot.index} of the template was not fused with {job.user}'s own face: {not_fused}. "
-                     "It was painted by the LoRAs alone.")
-    if scorer is None:
-        notes.append("No likeness scores: this user's photos were checked without a face recognizer.")
+    scorers = {s.user: scorer_or_none(ws, s.user) for s in job.sitters}
+    notes = [n for n in (job.spot.note, prompt_note(pipe.tokenizer, job.prompt)) if n] + _notes(faces, scorers)
     base_seed = cfg.seed if cfg.seed >= 0 else random.randrange(2**31)
-    start, candidates = time.perf_counter(), []
-    for i in range(cfg.num):
-        seed = base_seed + i
-        painted = run_pipeline(painter, i * steps, cfg.num * steps, progress, should_stop,
+    start, candidates, done = time.perf_counter(), [], 0
+
+    def draw(image, mask, seed):
+        nonlocal done
+        extra = control
+        if job.control:
+            from easyphoto_app.controlnet import canny_edges
+
+            extra = {"control_image": Image.fromarray(canny_edges(image)),
+                     "controlnet_conditioning_scale": cfg.control_weight}
+        painted = run_pipeline(painter, done * steps, cfg.num * len(faces) * steps, progress, should_stop,
                                "the number of candidates or the steps",
-                               prompt=job.prompt, negative_prompt=gen.negative_prompt or None, image=Image.fromarray(image),
-                               mask_image=mask, strength=cfg.strength, num_inference_steps=gen.steps,
-                               guidance_scale=gen.cfg, width=size, height=size,
-                               generator=torch.Generator("cpu").manual_seed(seed), **control)
-        if should_stop and should_stop():
+                               prompt=job.prompt, negative_prompt=gen.negative_prompt or None,
+                               image=Image.fromarray(image), mask_image=mask, strength=cfg.strength,
+                               num_inference_steps=gen.steps, guidance_scale=gen.cfg, width=size, height=size,
+                               generator=torch.Generator("cpu").manual_seed(seed), **extra)
+        done += 1
+        return None if should_stop and should_stop() else painted
+
+    for i in range(cfg.num):
+        seed, out = base_seed + i, job.rgb
+        for face in faces:
+            apply_loras(pipe, face.sitter.loras)  # unchanged for one person: nothing to do
+            out = paint_face(face, out, size, cfg.fusion_weight, lambda image, mask: draw(image, mask, seed))
+            if out is None:
+                break
+        if out is None:
             break
-        patch = resize_square(match_colour(np.asarray(painted.convert("RGB")), crop, alpha_small), side)
-        if source and cfg.fusion_weight > 0:  # the person's eyes, nose and mouth again, over what the model painted
-            patch = fusion.fuse(patch, in_square(spot, side), source, cfg.fusion_weight)
-        out = paste(job.rgb, patch, alpha, spot.box)
-        candidates.append(Candidate(out, seed, scorer.score(out[y0:y0 + side, x0:x0 + side]) if scorer else None))
-    result = save_ranked(ws, job, model, rank(candidates))
+        scores = [_score(scorers[f.sitter.user], out, f.sitter.spot.box) for f in faces]
+        candidates.append(Candidate(out, seed, group.lowest(scores), scores))
+    result = save_ranked(ws, job, model, rank(candidates), faces)
     result.notes = notes
     result.seconds = time.perf_counter() - start
     return result
 
 
-def save_ranked(ws: Workspace, job: Plan, model, candidates: list[Candidate]) -> Portraits:
+def _score(scorer, image: np.ndarray, box: tuple[int, int, int]):
+    x0, y0, side = box
+    return scorer.score(image[y0:y0 + side, x0:x0 + side]) if scorer else None
+
+
+def _notes(faces: list[Sitting], scorers: dict) -> list[str]:
+    notes = [f"Face {f.sitter.spot.index} of the template was not fused with {f.sitter.user}'s own face: "
+             f"{f.not_fused}. It was painted by the LoRAs alone." for f in faces if f.not_fused]
+    unscored = [user for user, scorer in scorers.items() if scorer is None]
+    if unscored:
+        whose = "this user's" if len(scorers) == 1 else f"{' and '.join(unscored)}'s"
+        notes.append(f"No likeness scores: {whose} photos were checked without a face recognizer.")
+    return notes
+
+
+def _fields(job: Plan, faces: list[Sitting], c: Candidate) -> tuple[str, ...]:
+    """A portrait's own PNG info fields: strength, template, who is where, fusion, likeness."""
+    from easyphoto_app.generate import likeness_fields
+
+    people = [(f.sitter.spot.index, f.sitter.user) for f in faces]
+    where = (f"Template face: {job.spot.index}",) if len(faces) == 1 else (group.people_field(people),)
+    unfused = sorted(f.sitter.spot.index for f in faces if f.source is None)
+    each = (group.likenesses_field([p[0] for p in people], c.scores),) if len(faces) > 1 and c.score else ()
+    extra = (f"Denoising strength: {job.cfg.strength:g}", f"Template: {job.template.name}", *where,
+             group.fusion_field(job.cfg.fusion, job.cfg.fusion_weight, unfused, len(faces)),
+             *likeness_fields(c.score), *each)
+    if job.control:  # as A1111's ControlNet extension writes it
+        from easyphoto_app.controlnet import CANNY_REPO
+
+        extra += (f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, '
+                  f'Weight: {job.cfg.control_weight:g}"',)
+    return extra
+
+
+def save_ranked(ws: Workspace, job: Plan, model, candidates: list[Candidate], faces: list[Sitting]) -> Portraits:
     from PIL import Image
 
-    from easyphoto_app.generate import likeness_fields, likeness_value, save_with_parameters
+    from easyphoto_app.generate import likeness_value, save_with_parameters
 
-    result = Portraits(face_index=job.spot.index, faces=len(job.spot.faces), box=job.spot.box)
+    people = sorted((f.sitter.spot.index, f.sitter.user) for f in faces)
+    result = Portraits(face_index=job.spot.index, faces=len(job.spot.faces), box=job.spot.box, people=people)
+    loras = list({lora.name: lora for f in faces for lora in f.sitter.loras}.values())  # each LoRA once
     folder = ws.outputs_dir(job.user) / date.today().isoformat()
     for n, c in enumerate(candidates, 1):
-        extra = (f"Denoising strength: {job.cfg.strength:g}", f"Template: {job.template.name}",
-                 f"Template face: {job.spot.index}", *likeness_fields(c.score))
-        if job.control:  # as A1111's ControlNet extension writes it
-            from easyphoto_app.controlnet import CANNY_REPO
-
-            extra += (f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, Weight: {job.cfg.control_weight:g}"',)
         stem = f"{time.strftime('%H%M%S')}-portrait{n}-{c.seed}"
-        path, params = save_with_parameters(Image.fromarray(c.image), folder, stem, job.prompt, job.loras, job.gen,
-                                            c.seed, model, extra)
+        path, params = save_with_parameters(Image.fromarray(c.image), folder, stem, job.prompt, loras, job.gen,
+                                            c.seed, model, _fields(job, faces, c))
         result.paths.append(path)
         result.seeds.append(c.seed)
         result.parameters.append(params)

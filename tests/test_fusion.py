@@ -5,6 +5,7 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 import photos
 from easyphoto_app import fusion
@@ -42,13 +43,17 @@ def kps_face(kps, size=200.0) -> DetectedFace:
                         np.zeros(4, np.float32))
 
 
-def likeness(backend, image: np.ndarray, face: DetectedFace, to: np.ndarray) -> float:
-    """The backend's 0-1 likeness to `to` of the face found around `face` (a crop of twice its size)."""
+def embedding_near(backend, image: np.ndarray, face: DetectedFace) -> np.ndarray:
+    """The embedding of the face found around `face` (a crop of twice its size)."""
     x1, y1, x2, y2 = (int(v) for v in face.bbox)
     pad = x2 - x1
     crop = np.ascontiguousarray(image[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad])
-    found = max(backend.analyze(crop), key=lambda f: f.size)
-    return backend.likeness(float(found.embedding @ to))
+    return max(backend.analyze(crop), key=lambda f: f.size).embedding
+
+
+def likeness(backend, image: np.ndarray, face: DetectedFace, to: np.ndarray) -> float:
+    """The backend's 0-1 likeness to `to` of the face found around `face`."""
+    return backend.likeness(float(embedding_near(backend, image, face) @ to))
 
 
 def test_similarity_recovers_a_known_turn_scale_and_shift_and_never_mirrors():
@@ -190,3 +195,39 @@ def test_a_turned_face_is_painted_without_fusion_and_the_portrait_says_so(face_m
                      "camera (nearly in profile). It was painted by the LoRAs alone.")
     without, _, _ = portrait_of(face_model, ws, group, 1, astro, False)
     assert np.array_equal(with_fusion, without)
+
+
+def test_two_people_in_a_group_photo_each_land_on_their_own_face_and_the_rest_is_kept(
+        face_model, tmp_path, dlib_backend, astro, others):
+    """The astronaut on face 2 of t1.jpg and Tom Hanks on face 3, each from their own photo: each painted face is
+    more like its own person than like the other and than it was, and the faces nobody was given keep every pixel."""
+    from easyphoto_app import portrait
+    from easyphoto_app.settings import GenerateConfig, PortraitConfig
+    from easyphoto_app.workspace import Workspace
+
+    pipe, model = face_model
+    group = photos.insightface_image("t1.jpg")
+    rgb = load_rgb(group, 4096)
+    hanks_image, hanks_face = others["hanks"]
+    hanks = fusion.Source(hanks_image, hanks_face, 1.0, "hanks")
+    gen = GenerateConfig(prompt="1person, portrait photo", steps=12, width=128, height=128)
+    cfg = PortraitConfig(num=1, seed=7, face_index=2)
+    spot = portrait.place(_dlib(), rgb, cfg)
+    ben = portrait.Sitter("hanks", portrait.place_at(spot.faces, 3, rgb, cfg), [], [hanks])
+    job = portrait.Plan(gen, cfg, "astro", group, gen.prompt, [], rgb, spot, sources=[astro], others=[ben])
+    result = portrait.paint(pipe, model, Workspace(tmp_path / "data"), job)
+    out = load_rgb(result.paths[0], 4096)
+    assert result.people == [(2, "astro"), (3, "hanks")]
+    for face, own, other in ((spot.faces[2], astro, hanks), (spot.faces[3], hanks, astro)):
+        found = embedding_near(dlib_backend, out, face)
+        to_own, to_other = float(found @ own.face.embedding), float(found @ other.face.embedding)
+        was = float(embedding_near(dlib_backend, rgb, face) @ own.face.embedding)
+        # dlib cosines measured: face 2 was 0.85 like the astronaut, painted 0.94, and 0.85 like Hanks; face 3 was
+        # 0.88 like Hanks, painted 0.89, and 0.84 like the astronaut
+        assert to_own > to_other + 0.03 and to_own > was, (was, to_own, to_other)
+    for i in (0, 1, 4, 5):
+        x1, y1, x2, y2 = (int(v) for v in spot.faces[i].bbox)
+        assert np.array_equal(out[y1:y2, x1:x2], rgb[y1:y2, x1:x2]), f"face {i} was nobody's and is kept"
+    params = Image.open(result.paths[0]).text["parameters"]
+    assert 'Template faces: "2: astro, 3: hanks"' in params
+    assert f'Face fusion: "before, after {cfg.fusion_weight:g}"' in params

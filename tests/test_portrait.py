@@ -432,3 +432,73 @@ def test_resize_square_shrinks_by_area_and_enlarges_smoothly():
     step[:, 4:] = 255
     big = portrait.resize_square(step, 64)
     assert big.shape == (64, 64, 3) and len(np.unique(big[0])) > 4  # a smooth edge, not blocks
+
+
+def test_several_people_are_each_painted_with_their_own_loras_and_ranked_by_the_least_alike(rl_copy, demo_pipe,
+                                                                                           monkeypatch):
+    """astro on face 2 of t1.jpg and ben (a second user with a face LoRA of his own) on face 0: while each face is
+    painted, that person's LoRAs are the fused ones; a candidate ranks by the lower of its two likenesses."""
+    import shutil
+
+    from easyphoto_app import generate
+    from easyphoto_app.faces import get_backend
+    from easyphoto_app.portrait import paint, plan, resize_square
+    from easyphoto_app.settings import GenerateConfig, PortraitConfig
+    from easyphoto_app.workspace import Workspace
+
+    ws, pipe = Workspace(rl_copy), demo_pipe[0]
+    shutil.copytree(ws.user_dir("astro"), ws.user_dir("ben"))
+    shutil.copyfile(ws.face_lora("astro"), ws.face_lora("ben"))
+    painted, real_run = [], generate.run_pipeline
+
+    def spy(painter, *args, **call):
+        painted.append((tuple(a for a, *_ in pipe.__dict__["_ep_state"]["fused"]), np.asarray(call["image"])))
+        return real_run(painter, *args, **call)
+
+    likeness = {"astro": iter([0.9, 0.4]), "ben": iter([0.3, 0.7])}  # per candidate, seed 3 then 4
+
+    class Scorer:
+        def __init__(self, user):
+            self.user = user
+
+        def score(self, crop):
+            return Score(next(likeness[self.user]), 0.0, 1, 0, "")
+
+    monkeypatch.setattr(generate, "run_pipeline", spy)
+    monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: Scorer(user))
+    group = photos.insightface_image("t1.jpg")
+    gen = GenerateConfig(steps=4, width=64, height=64, scheduler="DDIM")
+    job = plan(ws, gen, PortraitConfig(num=2, seed=3, face_index=2, fusion=False), "astro", group,
+               get_backend("auto", rl_copy), others={0: "ben"})
+    result = paint(pipe, demo_pipe[1], ws, job)
+    size = painted[0][1].shape[0]
+    squares = [resize_square(job.rgb[y0:y0 + side, x0:x0 + side], size) for x0, y0, side in
+               (s.spot.box for s in job.sitters)]
+    assert [p[0] for p in painted] == [("ep_astro", "ep_ddpo_astro"), ("ep_ben",)] * 2
+    assert all(np.array_equal(image, squares[n % 2]) for n, (_, image) in enumerate(painted))
+    assert result.seeds == [4, 3] and result.likeness == [0.4, 0.3] and result.people == [(0, "ben"), (2, "astro")]
+    params = Image.open(result.paths[0]).text["parameters"]
+    assert "<lora:astro:1> <lora:ddpo_astro:1> <lora:ben:1>" in params and "Face fusion: off" in params
+    assert 'Template faces: "0: ben, 2: astro"' in params and 'Face likenesses: "0: 0.70, 2: 0.40"' in params
+    assert "Face likeness: 0.40," in params and "Template face:" not in params
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--face", "0:astro"], "--face takes FACE=USER"),
+    (["--user", "astro", "--face", "1=astro", "--face", "1=astro"], "Face 1 is given twice (astro and astro)"),
+    (["--face", "2=astro", "--face", "2=astro"], "Face 2 is given to both astro and astro"),
+    (["--user", "astro", "--face-index", "2", "--face", "2=astro"], "Face 2 is given to both astro and astro"),
+    (["--user", "astro", "--face", "9=astro"], "face index 9 does not exist"),
+    (["--user", "astro", "--face", "0=nobody"], "No user 'nobody' yet"),
+    ([], "Say whose face to paint"),
+])
+def test_several_people_refusals_are_one_line_before_a_model_loads(home_copy, args, expected, capsys,
+                                                                   cli_process_state, monkeypatch):
+    from easyphoto_app import cli
+    from easyphoto_app.models import PipelineCache
+
+    monkeypatch.setattr(PipelineCache, "get", lambda *a: pytest.fail("a refused portrait loaded a model"))
+    code = cli.main(["--data-dir", str(home_copy), "portrait", "--template",
+                     str(photos.insightface_image("t1.jpg")), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err

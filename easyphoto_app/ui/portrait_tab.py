@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from easyphoto_app import portrait as core
+from easyphoto_app import group, portrait as core
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces.likeness import SCALE_WORDS
 from easyphoto_app.generate import with_overrides
@@ -13,6 +13,8 @@ from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context, footer, friendly, user_choices, user_update, with_pipeline
 
 LARGEST = -1
+MAX_PEOPLE = 8  # pickers for several people: one per numbered face of the template, up to this many
+KEEP = ("keep as is", "")
 
 
 def build(ctx: Context, person: gr.Textbox) -> dict:
@@ -33,6 +35,11 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             faces_note = gr.Markdown(elem_id="portrait-faces-note")
             face = gr.Dropdown([("the largest", LARGEST)], value=LARGEST, label="Face",
                                info="Which face to paint, numbered from the left as in the preview.", elem_id="portrait-face")
+            with gr.Accordion("Several people (group photos)", open=False, elem_id="portrait-people"):
+                gr.Markdown("Give other numbered faces a person of their own: each is painted with their own LoRAs "
+                            "and photos. Faces left as they are keep every pixel.")
+                pickers = [gr.Dropdown([KEEP, *user_choices(ctx)], value="", label=f"Face {i}", visible=False,
+                                       elem_id=f"portrait-person-{i}") for i in range(MAX_PEOPLE)]
             strength = gr.Slider(0.1, 1.0, value=cfg.strength, step=0.05, label="Strength", info=help_of(cfg, "strength"),
                                  elem_id="portrait-strength")
             fusion = gr.Checkbox(value=cfg.fusion, label="Face fusion (the person's own photo blended in)",
@@ -67,16 +74,17 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
     def on_template(name):
         only_largest = gr.update(choices=[("the largest", LARGEST)], value=LARGEST)
         if not name:
-            return None, only_largest, ""
+            return None, only_largest, "", *people_pickers(0)
         rgb = core.load_template(core.resolve_template(ctx.ws, name))
         faces, ignored = core.boxes_left_to_right(_backend(ctx), rgb)
         note = ignored_note(ignored)
         if not faces:
             gr.Warning("No face found in this template: choose a photo where one face is clearly visible.")
-            return core.annotate(rgb, [], None, ignored), only_largest, note
+            return core.annotate(rgb, [], None, ignored), only_largest, note, *people_pickers(0)
         largest, _ = core.choose_face(faces, LARGEST)
         choices = [("the largest", LARGEST)] + [(f"face {i}" + (" (largest)" if i == largest else ""), i) for i in range(len(faces))]
-        return core.annotate(rgb, faces, largest, ignored), gr.update(choices=choices, value=LARGEST), note
+        return (core.annotate(rgb, faces, largest, ignored), gr.update(choices=choices, value=LARGEST), note,
+                *people_pickers(len(faces) if len(faces) > 1 else 0))
 
     @friendly
     def on_delete(name):
@@ -87,41 +95,49 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
 
     @friendly
     def on_run(user_v, name, face_v, strength_v, num_v, seed_v, lw, rw, use_rl_v, steps_v, fusion_v, fusion_w_v,
-               progress=gr.Progress(track_tqdm=True)):
-        if not user_v:
-            raise UserError("Choose whose face to paint (User).")
+               *people, progress=gr.Progress(track_tqdm=True)):
+        picked = [(i, who) for i, who in enumerate(people) if who]
+        if not user_v and not picked:
+            raise UserError("Choose whose face to paint (User), or a person for each face (Several people).")
         if not name:
             raise UserError("Add or choose a template photo first.")
         path = core.resolve_template(ctx.ws, name)
+        user_v, face_v, others = group.main_and_others(user_v, int(face_v), picked)
         request = with_overrides(cfg, strength=float(strength_v), num=int(num_v), seed=int(seed_v),
                                  face_index=int(face_v), fusion=bool(fusion_v), fusion_weight=float(fusion_w_v))
         gen_request = with_overrides(gen, lora_weight=lw, rl_weight=rw, steps=int(steps_v))
         from easyphoto_app.models import pick_device
 
         job = core.plan(ctx.ws, gen_request, request, user_v, path, _backend(ctx), use_rl=use_rl_v,
-                        device=pick_device(ctx.settings.app.device))
+                        device=pick_device(ctx.settings.app.device), others=others)
         result, model = with_pipeline(ctx, progress, lambda pipe, model: core.paint(
             pipe, model, ctx.ws, job, should_stop=ctx.cancel_generate.is_set,
             progress=lambda s, t: progress((s, t), desc="Painting")))
         items = list(zip(map(str, result.paths), result.captions()))
-        text = (f"{len(items)} portrait(s) in {result.seconds:.1f} s, face {result.face_index} of the template, most alike "
-                f"first (likeness: {SCALE_WORDS}). Saved under `outputs/`.")
+        text = (f"{len(items)} portrait(s) in {result.seconds:.1f} s, {result.where()} of the template, most alike "
+                f"first (likeness: {SCALE_WORDS}{result.ranked_by()}). Saved under `outputs/`.")
         if job.control:
             text += " The template's outlines were held by ControlNet canny (Settings)."
         text += "".join(f"\n\n⚠️ {note}" for note in result.notes)
         return items, footer(ctx, model, text)
 
     upload.upload(on_upload, upload, [template, upload])
-    template.change(on_template, template, [preview, face, faces_note])
+    template.change(on_template, template, [preview, face, faces_note, *pickers])
     delete.click(on_delete, template, template)
-    run.click(on_run, [user, template, face, strength, num, seed, lora_w, rl_w, use_rl, steps, fusion, fusion_w],
+    run.click(on_run, [user, template, face, strength, num, seed, lora_w, rl_w, use_rl, steps, fusion, fusion_w, *pickers],
               [gallery, info], api_name="portrait", concurrency_limit=1)
     cancel.click(ctx.cancel_generate.set, None, None, queue=False)
 
     def on_show(person_v, user_v):
-        return user_update(ctx, person_v, user_v), gr.update(choices=_template_names(ctx))
+        people = [gr.update(choices=[KEEP, *user_choices(ctx)]) for _ in pickers]
+        return user_update(ctx, person_v, user_v), gr.update(choices=_template_names(ctx)), *people
 
-    return {"on_show": (on_show, [user, template]), "show_inputs": [person, user]}
+    return {"on_show": (on_show, [user, template, *pickers]), "show_inputs": [person, user]}
+
+
+def people_pickers(faces: int) -> list:
+    """One person picker per numbered face (none for a template of one face), each back to 'keep as is'."""
+    return [gr.update(visible=i < min(faces, MAX_PEOPLE), value="") for i in range(MAX_PEOPLE)]
 
 
 def ignored_note(ignored) -> str:
