@@ -83,7 +83,16 @@ def show_settings(page) -> None:
     page.wait_for_timeout(500)
 
 
-def run_rl(page, epochs: int) -> None:
+def start_again(page, kind: str, question: str) -> None:
+    """Start over an earlier run: the first press asks (and starts nothing), the second starts."""
+    from playwright.sync_api import expect
+
+    page.locator(f"#{kind}-start").click()
+    expect(page.get_by_text(question).first).to_be_visible()
+    page.locator(f"#{kind}-start").click()
+
+
+def run_rl(page, epochs: int, over_earlier: bool = False) -> None:
     """RL for astro from the RL tab's advanced settings: `epochs` of 2 samples of 3 steps, to its end."""
     from playwright.sync_api import expect
 
@@ -91,7 +100,10 @@ def run_rl(page, epochs: int) -> None:
     fill_number(page, "rl-epochs", epochs)
     fill_number(page, "rl-samples-per-epoch", 2)
     fill_number(page, "rl-steps", 3)
-    page.locator("#rl-start").click()
+    if over_earlier:
+        start_again(page, "rl", "already has an RL LoRA")
+    else:
+        page.locator("#rl-start").click()
     expect(page.locator("#rl-status")).to_contain_text("RL LoRA written")
 
 
@@ -158,11 +170,11 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
 
     # training: a long run to watch, reload and refuse a second start, then stop; then a short run to the end
     page.locator("#train-advanced").click()
-    fill_number(page, "train-steps", 400)
+    fill_number(page, "train-steps", 5000)  # long enough that Stop comes first, also on a quiet machine
     fill_number(page, "train-save-every", 5)
     page.locator("#train-start").click()
     expect(page.locator("#train-status")).to_contain_text("running")
-    expect(page.locator("#train-status")).to_contain_text(re.compile(r"step [1-9]\d* / 400"))
+    expect(page.locator("#train-status")).to_contain_text(re.compile(r"step [1-9]\d* / 5000"))
     wait_points(page, "train-plot", 0)
     wait_points(page, "train-plot", points(page, "train-plot"))  # the loss plot gains points while it runs
     page.reload()
@@ -182,10 +194,7 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     page.locator("#train-advanced").click()
     fill_number(page, "train-steps", 6)
     fill_number(page, "train-save-every", 3)
-    page.locator("#train-start").click()  # a new run over an unfinished one asks first
-    expect(page.get_by_text("has an unfinished training run").first).to_be_visible()
-    expect(page.locator("#train-status")).to_contain_text("stopped · step")
-    page.locator("#train-start").click()
+    start_again(page, "train", "has an unfinished training run")  # a new run over an unfinished one asks first
     expect(page.locator("#train-status")).to_contain_text("Face LoRA written")
     wait_points(page, "train-likeness-plot", 0)  # the checkpoints' likeness beside the loss
     assert (data / "loras" / "astro.safetensors").exists()
@@ -214,9 +223,7 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
         expect(page.locator("#rl-status")).to_contain_text("RL did not raise the evaluated likeness")
     expect(page.locator("#rl-status")).to_contain_text("done · step")
     fill_number(page, "rl-epochs", 500)
-    page.locator("#rl-start").click()
-    expect(page.get_by_text("already has an RL LoRA").first).to_be_visible()  # asked first: it is kept as .prev
-    page.locator("#rl-start").click()
+    start_again(page, "rl", "already has an RL LoRA")  # asked first: it is kept as .prev
     expect(page.locator("#rl-status")).to_contain_text("running")
     expect(page.locator("#rl-status")).to_contain_text(re.compile(r"(min|under a minute) left"))
     wait_points(page, "rl-reward-plot", 0)
@@ -332,12 +339,12 @@ def test_the_flow_on_sdxl_in_the_browser(sdxl_home, tmp_path):
         fill_number(page, "train-steps", 2)
         fill_number(page, "train-save-every", 2)
         page.locator("#train-text-encoder input").check()
-        page.locator("#train-start").click()
+        start_again(page, "train", "already has a face LoRA")  # the prepared user's earlier LoRA: kept as .prev
         expect(page.locator("#train-status")).to_contain_text("Face LoRA written")
 
         page.get_by_role("tab", name="RL").click()
         page.locator("#rl-user textarea, #rl-user input").first.fill("astro")
-        run_rl(page, 1)
+        run_rl(page, 1, over_earlier=True)
 
         generate_one(page, 2)
         expect(page.locator("#model-banner")).to_contain_text("SDXL")  # loaded here now: the banner names its family

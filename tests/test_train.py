@@ -137,6 +137,7 @@ def test_lora_of_another_user_is_not_overwritten(tmp_path):
 def test_a_lora_write_that_fails_halfway_keeps_the_old_lora(tmp_path, monkeypatch):
     from pathlib import Path
 
+    from easyphoto_app.errors import UserError
     from easyphoto_app.lora_io import save_lora
 
     state = {"down_blocks.0.attentions.0.to_q.lora_A.weight": torch.ones(4, 8),
@@ -150,7 +151,7 @@ def test_a_lora_write_that_fails_halfway_keeps_the_old_lora(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", half_then_disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(UserError, match="is full: anna.safetensors was not written"):
         save_lora(target, {k: v * 2 for k, v in state.items()}, 4.0, {"easyphoto_user": "anna"}, owner="anna")
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["anna.safetensors"]
