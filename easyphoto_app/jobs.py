@@ -415,7 +415,9 @@ class JobManager:
         with self._starting:
             return self._start(kind, user, events, args, keep_history)
 
-    def _start(self, kind: str, user: str, events: Path, args: list[str], keep_history: bool) -> JobRecord:
+    def refuse_if_busy(self, kind: str, user: str) -> None:
+        """The busy message when a job runs (this app's, or a terminal's that holds the GPU lock); a job that has
+        reported done/failed and is only exiting is waited for."""
         job = self.running()
         if job:
             self._wait_if_finishing(job)
@@ -425,6 +427,9 @@ class JobManager:
         other = GpuLock(self.ws, kind, user).holder()
         if other:
             raise BusyError(busy_message(other))
+
+    def _start(self, kind: str, user: str, events: Path, args: list[str], keep_history: bool) -> JobRecord:
+        self.refuse_if_busy(kind, user)
         events = Path(events)
         events.parent.mkdir(parents=True, exist_ok=True)
         offset = events.stat().st_size if events.exists() else 0

@@ -157,6 +157,7 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields
     def on_start(user_v, asked_v, shown_v, *values, resume_run=False):
         user_v = validate_user_id(user_v)
         check_can_start(ctx.ws, kind, user_v)
+        ctx.jobs.refuse_if_busy(kind, user_v)  # a running job is the answer before any question about earlier runs
         earlier = None if resume_run else previous_work(ctx.ws, kind, user_v)
         if earlier and asked_v != user_v:
             gr.Warning(f"{earlier} Press {start_label} again to start a new run, or Resume.")
