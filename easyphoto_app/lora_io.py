@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.workspace import atomic_path, refused_when_disk_full
+from easyphoto_app.workspace import atomic_path, previous_lora, refused_when_disk_full
 
 TE_KEY = re.compile(r"^(lora_te[12]?_)(?!text_model_)")  # a text encoder key without CLIP's `text_model_`
 
@@ -137,11 +137,6 @@ def complete_checkpoints(folder: Path, prefix: str) -> list[Path]:
         return []
     found = [p for p in Path(folder).iterdir() if p.is_dir() and p.name.startswith(prefix + "-")]
     return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
-
-
-def previous_lora(lora: Path) -> Path:
-    """Where a new run keeps the LoRA it will replace: <name>.prev.safetensors beside it."""
-    return lora.with_name(lora.stem + ".prev" + lora.suffix)
 
 
 def set_aside_previous(lora: Path, checkpoints: list[Path], keep: Path | None = None) -> None:

@@ -108,8 +108,9 @@ class Workspace:
         user_id = self.require_user(user_id)
         shutil.rmtree(self.user_dir(user_id))
         shutil.rmtree(self.outputs_dir(user_id), ignore_errors=True)
-        for f in (self.face_lora(user_id), self.ddpo_lora(user_id)):
-            f.unlink(missing_ok=True)
+        for lora in (self.face_lora(user_id), self.ddpo_lora(user_id)):
+            for f in (lora, previous_lora(lora)):
+                f.unlink(missing_ok=True)
 
     def contains(self, path: Path) -> bool:
         """True if path resolves inside the data dir (used before serving a file)."""
@@ -154,6 +155,11 @@ def atomic_path(target: Path, suffix: str | None = None):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def previous_lora(lora: Path) -> Path:
+    """Where a new run keeps the LoRA it will replace: <name>.prev.safetensors beside it."""
+    return lora.with_name(lora.stem + ".prev" + lora.suffix)
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:

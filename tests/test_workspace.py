@@ -77,9 +77,12 @@ def test_deleting_a_user_removes_their_files_and_nobody_elses(tmp_path):
         ws.loras_dir.mkdir(exist_ok=True)
         ws.face_lora(user).write_bytes(b"l")
         ws.ddpo_lora(user).write_bytes(b"d")
+        (ws.loras_dir / f"{user}.prev.safetensors").write_bytes(b"p")  # kept by a second training run
     ws.delete_user("ann")
     assert not ws.user_dir("ann").exists() and not ws.outputs_dir("ann").exists()
     assert not ws.face_lora("ann").exists() and not ws.ddpo_lora("ann").exists()
+    assert sorted(p.name for p in ws.loras_dir.iterdir()) == ["bo.prev.safetensors", "bo.safetensors",
+                                                              "ddpo_bo.safetensors"]
     assert ws.list_users() == ["bo"] and ws.face_lora("bo").exists() and ws.ddpo_lora("bo").exists()
     assert ws.outputs_dir("bo").is_dir()
     ws.photos_dir("cy").mkdir(parents=True)
