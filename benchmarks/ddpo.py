@@ -56,11 +56,17 @@ def gpu_memory_mb() -> dict:
 
     import torch
 
-    out = {"peak_vram_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-           "peak_vram_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
+    out = {
+        "peak_vram_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+        "peak_vram_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
+    }
     try:
-        rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=30).stdout.splitlines()
+        rows = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.splitlines()
         mine = [int(r.split(",")[1]) for r in rows if r.split(",")[0].strip() == str(os.getpid())]
         out["nvidia_smi_process_mb"] = mine[0] if mine else f"not listed: {rows[:3]}"
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
@@ -69,8 +75,16 @@ def gpu_memory_mb() -> dict:
     return out
 
 
-def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cpu", model: str = "demo",
-             steps: int = STEPS, reward: str = "brightness", eval_samples: int = 8) -> dict:
+def run_ours(
+    home: Path,
+    epochs: int,
+    precision: str = "fp32",
+    device: str = "cpu",
+    model: str = "demo",
+    steps: int = STEPS,
+    reward: str = "brightness",
+    eval_samples: int = 8,
+) -> dict:
     from easyphoto_app.ddpo.loop import RLRun
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
@@ -88,24 +102,31 @@ def run_ours(home: Path, epochs: int, precision: str = "fp32", device: str = "cp
         run.run_epoch()
     last = run.evaluate()
     timed = run.history[1:]
-    out = {"precision": run.precision.name, "device": run.device, "resolution": run.resolution, "steps": run.steps,
-           "epoch_s_each": [round(h["epoch_s"], 2) for h in run.history],
-           "s_per_epoch": _mean([h["epoch_s"] for h in timed]),
-           "sample_per_s": _mean([h["sample_per_s"] for h in timed]),
-           "train_per_s": _mean([h["train_per_s"] for h in timed]), "peak_rss_mb": round(peak_rss_mb(), 1),
-           # numerics of the PPO update, over every epoch
-           "grad_zero_frac": _mean([h["grad_zero_frac"] for h in run.history], 6),
-           "ratio_one_frac": _mean([h["ratio_one_frac"] for h in run.history]),
-           "approx_kl": [float(f"{h['approx_kl']:.3g}") for h in run.history],
-           "clipfrac": [round(h["clipfrac"], 3) for h in run.history],
-           "grad_scale": [h.get("grad_scale") for h in run.history],  # fp16's GradScaler after each epoch
-           "skipped_updates": [f"{h['skipped_updates']}/{h['updates']}" for h in run.history],
-           "update_norm": [float(f"{h['update_norm']:.3g}") for h in run.history],
-           "no_face_rate": _mean([h["no_face_rate"] for h in run.history]),
-           "first_ratio_error": _mean([abs(h["ratio_first"] - 1) for h in run.history], 8),
-           "reward_mean": [round(h["reward_mean"], 4) for h in run.history],
-           "eval_reward_before": round(first["reward_mean"], 4), "eval_reward_after": round(last["reward_mean"], 4),
-           "eval_gain": round(last["reward_mean"] - first["reward_mean"], 4)}
+    out = {
+        "precision": run.precision.name,
+        "device": run.device,
+        "resolution": run.resolution,
+        "steps": run.steps,
+        "epoch_s_each": [round(h["epoch_s"], 2) for h in run.history],
+        "s_per_epoch": _mean([h["epoch_s"] for h in timed]),
+        "sample_per_s": _mean([h["sample_per_s"] for h in timed]),
+        "train_per_s": _mean([h["train_per_s"] for h in timed]),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        # numerics of the PPO update, over every epoch
+        "grad_zero_frac": _mean([h["grad_zero_frac"] for h in run.history], 6),
+        "ratio_one_frac": _mean([h["ratio_one_frac"] for h in run.history]),
+        "approx_kl": [float(f"{h['approx_kl']:.3g}") for h in run.history],
+        "clipfrac": [round(h["clipfrac"], 3) for h in run.history],
+        "grad_scale": [h.get("grad_scale") for h in run.history],  # fp16's GradScaler after each epoch
+        "skipped_updates": [f"{h['skipped_updates']}/{h['updates']}" for h in run.history],
+        "update_norm": [float(f"{h['update_norm']:.3g}") for h in run.history],
+        "no_face_rate": _mean([h["no_face_rate"] for h in run.history]),
+        "first_ratio_error": _mean([abs(h["ratio_first"] - 1) for h in run.history], 8),
+        "reward_mean": [round(h["reward_mean"], 4) for h in run.history],
+        "eval_reward_before": round(first["reward_mean"], 4),
+        "eval_reward_after": round(last["reward_mean"], 4),
+        "eval_gain": round(last["reward_mean"] - first["reward_mean"], 4),
+    }
     if run.device == "cuda":
         out.update(gpu_memory_mb())
     return out
@@ -117,10 +138,19 @@ def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
 
     PartialState(cpu=True)  # trl's pipeline logs through accelerate before its trainer makes one
 
-    config = DDPOConfig(num_epochs=epochs, mixed_precision="no", sample_num_steps=STEPS, sample_batch_size=BATCH,
-                        sample_num_batches_per_epoch=SAMPLES // BATCH, train_batch_size=1,
-                        train_gradient_accumulation_steps=1, save_freq=10**6, logdir=str(workdir / "logs"),
-                        per_prompt_stat_tracking=False, accelerator_kwargs={"cpu": True})
+    config = DDPOConfig(
+        num_epochs=epochs,
+        mixed_precision="no",
+        sample_num_steps=STEPS,
+        sample_batch_size=BATCH,
+        sample_num_batches_per_epoch=SAMPLES // BATCH,
+        train_batch_size=1,
+        train_gradient_accumulation_steps=1,
+        save_freq=10**6,
+        logdir=str(workdir / "logs"),
+        per_prompt_stat_tracking=False,
+        accelerator_kwargs={"cpu": True},
+    )
     pipe = DefaultDDPOStableDiffusionPipeline(str(model_dir), use_lora=True)
     stamps: list[dict] = []
     original_sample, original_train = DDPOTrainer._generate_samples, DDPOTrainer._train_batched_samples
@@ -131,12 +161,17 @@ def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
             out = fn(*a, **k)
             stamps.append({"phase": name, "s": time.perf_counter() - t})
             return out
+
         return wrapper
 
     DDPOTrainer._generate_samples = timed("sample", original_sample)
     DDPOTrainer._train_batched_samples = timed("train", original_train)
-    trainer = DDPOTrainer(config, lambda ims, prompts, meta: (__import__("torch").tensor(brightness(_pil(ims))), {}),
-                          lambda: ("easyphoto_face, easyphoto, 1person", {}), pipe)
+    trainer = DDPOTrainer(
+        config,
+        lambda ims, prompts, meta: (__import__("torch").tensor(brightness(_pil(ims))), {}),
+        lambda: ("easyphoto_face, easyphoto, 1person", {}),
+        pipe,
+    )
     starts = []
     original_step = trainer.step
 
@@ -150,8 +185,12 @@ def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
     sample_s = [x["s"] for x in stamps if x["phase"] == "sample"][1:]
     train_s = [x["s"] for x in stamps if x["phase"] == "train"][1:]
     epoch_s = [b - a for a, b in zip(starts, starts[1:])][1:]
-    return {"s_per_epoch": _mean(epoch_s), "sample_per_s": round(SAMPLES / _mean(sample_s), 3),
-            "train_per_s": round(SAMPLES / _mean(train_s), 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "s_per_epoch": _mean(epoch_s),
+        "sample_per_s": round(SAMPLES / _mean(sample_s), 3),
+        "train_per_s": round(SAMPLES / _mean(train_s), 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def _pil(images):
@@ -175,18 +214,36 @@ def sd15_estimate() -> dict:
     from easyphoto_app.ddpo.memory import estimate_rl_memory
     from easyphoto_app.settings import RLConfig
 
-    sd15_vae = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
-                "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "latent_channels": 4, "sample_size": 512}
+    sd15_vae = {
+        "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "layers_per_block": 2,
+        "latent_channels": 4,
+        "sample_size": 512,
+    }
     with torch.device("meta"):  # CLIP ViT-L/14's text tower, for its weight bytes only
-        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                            num_hidden_layers=12, projection_dim=768))
+        text = CLIPTextModel(
+            CLIPTextConfig(
+                hidden_size=768,
+                intermediate_size=3072,
+                num_attention_heads=12,
+                num_hidden_layers=12,
+                projection_dim=768,
+            )
+        )
     text_bytes = sum(p.numel() for p in text.parameters()) * 2
     out = {}
     for tb in (4, 1):
         cfg = RLConfig(steps=50, sample_batch=4, train_batch=1, samples_per_epoch=8, timestep_batch=tb)
-        e = estimate_rl_memory({}, sd15_vae, cfg, 512, torch.float16, text_encoder_bytes=text_bytes)  # {} = SD1.5's UNet
-        out[f"timestep_batch_{tb}"] = {"weights_gb": round(e.weights_gb, 2), "work_gb": round(e.work_gb, 2),
-                                       "total_gb_before_cuda_context": round(e.total_gb, 2)}
+        e = estimate_rl_memory(
+            {}, sd15_vae, cfg, 512, torch.float16, text_encoder_bytes=text_bytes
+        )  # {} = SD1.5's UNet
+        out[f"timestep_batch_{tb}"] = {
+            "weights_gb": round(e.weights_gb, 2),
+            "work_gb": round(e.work_gb, 2),
+            "total_gb_before_cuda_context": round(e.total_gb, 2),
+        }
     return out
 
 
@@ -206,8 +263,10 @@ def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tu
         model_spec = random_sd15(tmp)
     (home / "settings.toml").write_text(f'[app]\nmodel = {json.dumps(model_spec)}\ndevice = "{device}"\n')
     cli = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(home)]
-    for step in (["prepare", "--user", "bench", *map(str, photos.astronaut_set(tmp / "photos"))],
-                 ["train", "--user", "bench", "--steps", "2", "--rank", "4", "--alpha", "4"]):
+    for step in (
+        ["prepare", "--user", "bench", *map(str, photos.astronaut_set(tmp / "photos"))],
+        ["train", "--user", "bench", "--steps", "2", "--rank", "4", "--alpha", "4"],
+    ):
         done = subprocess.run([*cli, *step], cwd=ROOT, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"{step[0]} failed:\n{done.stderr[-3000:]}")
@@ -228,10 +287,18 @@ def main() -> None:
     ap.add_argument("--trl-path", default=None)
     ap.add_argument("--precisions", default="fp32,fp16,bf16", help="ours, one process each (trl runs in fp32)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (ours)")
-    ap.add_argument("--model", default="demo", help="demo, sd15 (random weights of SD1.5's shape) or a model path (ours)")
-    ap.add_argument("--steps", type=int, default=STEPS, help="DDIM steps per sample (ours; the demo model caps them at 10)")
-    ap.add_argument("--reward", choices=["brightness", "face"], default="brightness",
-                    help="brightness (every sample differs) or the user's face reward (0 without a face)")
+    ap.add_argument(
+        "--model", default="demo", help="demo, sd15 (random weights of SD1.5's shape) or a model path (ours)"
+    )
+    ap.add_argument(
+        "--steps", type=int, default=STEPS, help="DDIM steps per sample (ours; the demo model caps them at 10)"
+    )
+    ap.add_argument(
+        "--reward",
+        choices=["brightness", "face"],
+        default="brightness",
+        help="brightness (every sample differs) or the user's face reward (0 without a face)",
+    )
     ap.add_argument("--eval-samples", type=int, default=8, help="fixed-noise samples of the before/after evaluation")
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
@@ -239,7 +306,11 @@ def main() -> None:
     ap.add_argument("--trl-model", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side == "ours":
-        print(json.dumps(run_ours(Path(a.home), a.epochs, a.precision, a.device, a.model, a.steps, a.reward, a.eval_samples)))
+        print(
+            json.dumps(
+                run_ours(Path(a.home), a.epochs, a.precision, a.device, a.model, a.steps, a.reward, a.eval_samples)
+            )
+        )
         return
     if a.side == "trl":
         sys.path.insert(0, a.trl_path)
@@ -248,21 +319,53 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     try:
         home, trl_model, model = prepare_home(tmp, a.model, a.device)
-        result = {"benchmark": "ddpo", "model": a.model, "device": a.device,
-                  "reward": a.reward, "samples_per_epoch": SAMPLES, "sample_batch": BATCH, "timed_epochs": a.epochs - 1}
+        result = {
+            "benchmark": "ddpo",
+            "model": a.model,
+            "device": a.device,
+            "reward": a.reward,
+            "samples_per_epoch": SAMPLES,
+            "sample_batch": BATCH,
+            "timed_epochs": a.epochs - 1,
+        }
         base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--trl-model", str(trl_model)]
         for precision in a.precisions.split(","):
-            out = subprocess.run([*base, "--side", "ours", "--precision", precision, "--device", a.device,
-                                  "--model", model, "--steps", str(a.steps), "--reward", a.reward,
-                                  "--eval-samples", str(a.eval_samples)],
-                                 capture_output=True, text=True, cwd=ROOT)
-            result[f"ours_{precision}"] = (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0
-                                           else {"error": out.stderr[-1500:]})
+            out = subprocess.run(
+                [
+                    *base,
+                    "--side",
+                    "ours",
+                    "--precision",
+                    precision,
+                    "--device",
+                    a.device,
+                    "--model",
+                    model,
+                    "--steps",
+                    str(a.steps),
+                    "--reward",
+                    a.reward,
+                    "--eval-samples",
+                    str(a.eval_samples),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+            )
+            result[f"ours_{precision}"] = (
+                json.loads(out.stdout.strip().splitlines()[-1])
+                if out.returncode == 0
+                else {"error": out.stderr[-1500:]}
+            )
             print(json.dumps({precision: result[f"ours_{precision}"]}), file=sys.stderr, flush=True)  # progress
         result["ours"] = result.get("ours_fp32", {"error": "fp32 not run"})
         if a.trl_path and a.model == "demo":
-            out = subprocess.run([*base, "--side", "trl", "--trl-path", a.trl_path], capture_output=True, text=True, cwd=ROOT)
-            result["trl_ddpo"] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-800:]}
+            out = subprocess.run(
+                [*base, "--side", "trl", "--trl-path", a.trl_path], capture_output=True, text=True, cwd=ROOT
+            )
+            result["trl_ddpo"] = (
+                json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-800:]}
+            )
             if "error" not in result["trl_ddpo"] and "error" not in result["ours"]:
                 result["sample_speedup"] = round(result["ours"]["sample_per_s"] / result["trl_ddpo"]["sample_per_s"], 3)
                 result["train_speedup"] = round(result["ours"]["train_per_s"] / result["trl_ddpo"]["train_per_s"], 3)

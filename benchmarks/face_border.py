@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import photos  # noqa: E402
+
 from easyphoto_app.faces.dlib_backend import DlibBackend  # noqa: E402
 from easyphoto_app.faces.images import load_rgb  # noqa: E402
 
@@ -30,8 +31,11 @@ SCALES = (0.5, 1.0, 3.0)
 def faces(backend) -> list[tuple[np.ndarray, np.ndarray]]:
     """(photo, face box) for the 8 people."""
     out = []
-    for img in (photos.astronaut(), load_rgb(photos.insightface_image("Tom_Hanks_54745.png")),
-                load_rgb(photos.insightface_image("t1.jpg"))):
+    for img in (
+        photos.astronaut(),
+        load_rgb(photos.insightface_image("Tom_Hanks_54745.png")),
+        load_rgb(photos.insightface_image("t1.jpg")),
+    ):
         out += [(img, f.bbox) for f in backend.analyze(img)]
     return out
 
@@ -43,7 +47,7 @@ def tight_cuts(people) -> list[tuple[np.ndarray, np.ndarray]]:
         for cut in CUTS:
             d = cut * (x2 - x1)
             left, top = int(max(0, x1 + d)), int(max(0, y1 + d))
-            part = img[top:int(y2 - d), left:int(x2 - d)]
+            part = img[top : int(y2 - d), left : int(x2 - d)]
             for k in SCALES:
                 small = cv2.resize(part, None, fx=k, fy=k, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
                 out.append((small, (np.array([x1, y1, x2, y2]) - [left, top, left, top]) * k))
@@ -71,14 +75,20 @@ def found(backend, img, box, kind, frac) -> bool:
 def main():
     backend = DlibBackend()
     cuts = tight_cuts(faces(backend))
-    borders = [("none", 0)] + [("median", f) for f in (0.1, 0.25, 0.5, 1.0)] + \
-              [(k, 0.25) for k in ("grey", "black", "replicate", "mirror")]
+    borders = (
+        [("none", 0)]
+        + [("median", f) for f in (0.1, 0.25, 0.5, 1.0)]
+        + [(k, 0.25) for k in ("grey", "black", "replicate", "mirror")]
+    )
     table = {f"{k} {f}": sum(found(backend, img, box, k, f) for img, box in cuts) for k, f in borders}
     from skimage import data
 
     costs = {}
-    for name, img in {"cat 451x300": data.chelsea(), "coffee 600x400": data.coffee(),
-                      "coffee 1800x1200": cv2.resize(data.coffee(), (1800, 1200))}.items():
+    for name, img in {
+        "cat 451x300": data.chelsea(),
+        "coffee 600x400": data.coffee(),
+        "coffee 1800x1200": cv2.resize(data.coffee(), (1800, 1200)),
+    }.items():
         start = time.perf_counter()
         backend.detect(img)
         once = time.perf_counter() - start

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import photos  # noqa: E402
+
 from easyphoto_app.faces.dlib_backend import CHECK_BELOW, DlibBackend  # noqa: E402
 from easyphoto_app.faces.images import load_rgb  # noqa: E402
 
@@ -32,7 +33,7 @@ def images(folder: Path) -> dict[str, tuple[np.ndarray, list[tuple[float, float]
     out = {}
     for x, y in [(300, 200), (100, 50), (600, 300)]:
         canvas = np.full((900, 1200, 3), 90, np.uint8)
-        canvas[y:y + 512, x:x + 512] = a
+        canvas[y : y + 512, x : x + 512] = a
         out[f"pasted_{x}_{y}"] = (canvas, [(x + ASTRONAUT_FACE[0], y + ASTRONAUT_FACE[1])])
     for path in photos.astronaut_set(folder):
         out[path.name] = (load_rgb(path), None)
@@ -58,19 +59,42 @@ def main() -> None:
                     face = True
                 else:
                     face = float(f.embedding @ her) >= backend.same_person_threshold
-                rows.append({"image": name, "hog_score": round(f.score, 3), "size": round(f.size), "face": face,
-                             "kept": f.ignored is None, "checked": f.score < CHECK_BELOW})
-            checks.append({"image": name, "boxes": len(boxes), "detect_s": round(seconds, 3),
-                           "checked": sum(f.score < CHECK_BELOW for f in boxes)})
+                rows.append(
+                    {
+                        "image": name,
+                        "hog_score": round(f.score, 3),
+                        "size": round(f.size),
+                        "face": face,
+                        "kept": f.ignored is None,
+                        "checked": f.score < CHECK_BELOW,
+                    }
+                )
+            checks.append(
+                {
+                    "image": name,
+                    "boxes": len(boxes),
+                    "detect_s": round(seconds, 3),
+                    "checked": sum(f.score < CHECK_BELOW for f in boxes),
+                }
+            )
     faces = [r for r in rows if r["face"]]
     false = [r for r in rows if not r["face"]]
-    print(json.dumps({
-        "boxes": len(rows), "faces": len(faces), "false_detections": len(false),
-        "faces_kept": sum(r["kept"] for r in faces), "false_detections_kept": sum(r["kept"] for r in false),
-        "weakest_face_hog": min(r["hog_score"] for r in faces),
-        "strongest_false_hog": max((r["hog_score"] for r in false), default=None),
-        "per_image": checks, "rows": rows,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "boxes": len(rows),
+                "faces": len(faces),
+                "false_detections": len(false),
+                "faces_kept": sum(r["kept"] for r in faces),
+                "false_detections_kept": sum(r["kept"] for r in false),
+                "weakest_face_hog": min(r["hog_score"] for r in faces),
+                "strongest_false_hog": max((r["hog_score"] for r in false), default=None),
+                "per_image": checks,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,19 +25,27 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def people() -> dict[str, np.ndarray]:
     """One image per person, the face with context around it."""
+    import photos
     from PIL import Image
 
-    import photos
     from easyphoto_app.faces.dlib_backend import DlibBackend
 
-    found = {"astronaut": photos.astronaut()[0:300, 100:380], "hanks": np.asarray(
-        Image.open(photos.insightface_image("Tom_Hanks_54745.png")).convert("RGB").resize((336, 336), Image.Resampling.LANCZOS))}
+    found = {
+        "astronaut": photos.astronaut()[0:300, 100:380],
+        "hanks": np.asarray(
+            Image.open(photos.insightface_image("Tom_Hanks_54745.png"))
+            .convert("RGB")
+            .resize((336, 336), Image.Resampling.LANCZOS)
+        ),
+    }
     group = np.asarray(Image.open(photos.insightface_image("t1.jpg")).convert("RGB"))
     for i, face in enumerate(sorted(DlibBackend().analyze(group), key=lambda f: f.bbox[0])):
         x1, y1, x2, y2 = face.bbox
         pad = 0.6 * (x2 - x1)
         h, w = group.shape[:2]
-        found[f"t1_person{i}"] = group[int(max(0, y1 - pad)):int(min(h, y2 + pad)), int(max(0, x1 - pad)):int(min(w, x2 + pad))]
+        found[f"t1_person{i}"] = group[
+            int(max(0, y1 - pad)) : int(min(h, y2 + pad)), int(max(0, x1 - pad)) : int(min(w, x2 + pad))
+        ]
     return found
 
 
@@ -88,10 +96,20 @@ def measure(backend, sets: dict[str, list[np.ndarray]]) -> dict:
     same = sims[upper & (who[:, None] == who[None, :])]
     diff = sims[upper & (who[:, None] != who[None, :])]
     pct = lambda x, q: round(float(np.percentile(x, q)), 4)  # noqa: E731
-    return {"backend": backend.name, "faces": len(emb), "no_face": missed, "auc": round(auc(same, diff), 4),
-            "same": {"p1": pct(same, 1), "p5": pct(same, 5), "median": pct(same, 50), "min": round(float(same.min()), 4)},
-            "different": {"median": pct(diff, 50), "p95": pct(diff, 95), "p99": pct(diff, 99), "max": round(float(diff.max()), 4)},
-            "seconds_per_image": round((time.perf_counter() - t0) / (len(emb) + missed), 4)}
+    return {
+        "backend": backend.name,
+        "faces": len(emb),
+        "no_face": missed,
+        "auc": round(auc(same, diff), 4),
+        "same": {"p1": pct(same, 1), "p5": pct(same, 5), "median": pct(same, 50), "min": round(float(same.min()), 4)},
+        "different": {
+            "median": pct(diff, 50),
+            "p95": pct(diff, 95),
+            "p99": pct(diff, 99),
+            "max": round(float(diff.max()), 4),
+        },
+        "seconds_per_image": round((time.perf_counter() - t0) / (len(emb) + missed), 4),
+    }
 
 
 def main() -> None:
@@ -104,8 +122,12 @@ def main() -> None:
 
     sets = {name: looks(img, a.looks, seed) for seed, (name, img) in enumerate(people().items())}
     make = {"dlib": DlibBackend, "offline": OfflineBackend}
-    result = {"benchmark": "face_identity", "people": len(sets), "looks_each": a.looks,
-              "backends": [measure(make[b](), sets) for b in a.backends.split(",")]}
+    result = {
+        "benchmark": "face_identity",
+        "people": len(sets),
+        "looks_each": a.looks,
+        "backends": [measure(make[b](), sets) for b in a.backends.split(",")],
+    }
     print(json.dumps(result, indent=2))
 
 

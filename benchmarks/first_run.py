@@ -37,28 +37,48 @@ def first_run(person: str, photo: Path, images: int, work: Path) -> dict:
     _, prepare_s = cli(home, "prepare", "--user", "newcomer", *map(str, files))
     events = work / "train.jsonl"
     _, train_s = cli(home, "train", "--user", "newcomer", "--events", str(events))
-    said = next(e for e in map(json.loads, events.read_text().splitlines())
-                if e["type"] == "log" and e["message"].startswith("Training a face LoRA"))
+    said = next(
+        e
+        for e in map(json.loads, events.read_text().splitlines())
+        if e["type"] == "log" and e["message"].startswith("Training a face LoRA")
+    )
     scorer = scorer_for(Workspace(home), "newcomer")
     shots, to_face = [], None
     for i in range(images):
         out, seconds = cli(home, "generate", "--user", "newcomer", "--num", "1", "--seed", str(SEED0 + i), "--json")
         score = scorer.score(Image.open(json.loads(out)["paths"][0]))
-        shots.append({"seed": SEED0 + i, "seconds": round(seconds, 1), "face": score.likeness is not None,
-                      "likeness": score.likeness})
+        shots.append(
+            {
+                "seed": SEED0 + i,
+                "seconds": round(seconds, 1),
+                "face": score.likeness is not None,
+                "likeness": score.likeness,
+            }
+        )
         if score.likeness is not None:
             to_face = round(train_s + sum(s["seconds"] for s in shots), 1)
             break
-    return {"person": person, "photos": len(files), "prepare_s": round(prepare_s, 1), "train_s": round(train_s, 1),
-            "train_settings": {k: said["settings"][k] for k in ("rank", "alpha", "lr")}, "train_steps": said["steps"],
-            "first_image_s": shots[0]["seconds"], "first_image_has_face": shots[0]["face"], "images": shots,
-            "start_training_to_first_face_s": to_face, "target_s": TARGET_S,
-            "met": to_face is not None and to_face <= TARGET_S}
+    return {
+        "person": person,
+        "photos": len(files),
+        "prepare_s": round(prepare_s, 1),
+        "train_s": round(train_s, 1),
+        "train_settings": {k: said["settings"][k] for k in ("rank", "alpha", "lr")},
+        "train_steps": said["steps"],
+        "first_image_s": shots[0]["seconds"],
+        "first_image_has_face": shots[0]["face"],
+        "images": shots,
+        "start_training_to_first_face_s": to_face,
+        "target_s": TARGET_S,
+        "met": to_face is not None and to_face <= TARGET_S,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--person", default="", help="a held-out person of assets/face_model/sources.json (default: the first)")
+    ap.add_argument(
+        "--person", default="", help="a held-out person of assets/face_model/sources.json (default: the first)"
+    )
     ap.add_argument("--images", type=int, default=4, help="at most this many images to find one with a face")
     args = ap.parse_args()
     photos = held_out()

@@ -58,6 +58,7 @@ def main() -> None:
             row = peaks.setdefault(name, [0.0, False])
             row[0] = max(row[0], float(finite.abs().max()) if finite.numel() else 0.0)
             row[1] = row[1] or bool((~torch.isfinite(out)).any())
+
         return hook
 
     blocks = [(f"down{i}", b) for i, b in enumerate(unet.down_blocks)] + [("mid", unet.mid_block)]
@@ -69,8 +70,19 @@ def main() -> None:
     uncond = Cond(torch.randn(1, 77, 768, generator=g).to(a.device, precision.dtype))
     cfg = replace(RLConfig(), steps=a.steps, train_batch=1, timestep_batch=a.steps)
     t0 = time.perf_counter()
-    traj = sample(unet, scheduler, cond, uncond, [""] * a.samples, a.steps, cfg.guidance, cfg.eta,
-                  (4, a.size // 8, a.size // 8), g, precision)
+    traj = sample(
+        unet,
+        scheduler,
+        cond,
+        uncond,
+        [""] * a.samples,
+        a.steps,
+        cfg.guidance,
+        cfg.eta,
+        (4, a.size // 8, a.size // 8),
+        g,
+        precision,
+    )
     sample_s = time.perf_counter() - t0
     sampling_peaks = {k: {"max_abs": round(v[0], 2), "inf": v[1]} for k, v in peaks.items()}
     peaks.clear()
@@ -78,17 +90,33 @@ def main() -> None:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     advantages = torch.randn(a.samples, generator=g)
     t0 = time.perf_counter()
-    stats = ppo_update(unet, scheduler, traj, advantages, uncond, optimizer, params, cfg, g, precision=precision,
-                       scaler=scaler)
-    print(json.dumps({
-        "unet": "SD 1.5 config, random init", "precision": precision.name, "device": a.device, "size": a.size,
-        "steps": a.steps, "samples": a.samples, "sample_s": round(sample_s, 1), "train_s": round(time.perf_counter() - t0, 1),
-        "latents_finite": bool(torch.isfinite(traj.latents).all()), "logprob_finite": bool(torch.isfinite(traj.log_probs).all()),
-        "sampling_peaks": sampling_peaks,
-        "training_peaks": {k: {"max_abs": round(v[0], 2), "inf": v[1]} for k, v in peaks.items()},
-        "updates": stats["updates"], "skipped_updates": stats["skipped_updates"], "grad_zero_frac": stats["grad_zero_frac"],
-        "ratio_one_frac": stats["ratio_one_frac"], "grad_scale_after": float(scaler.get_scale()),
-    }, indent=1))
+    stats = ppo_update(
+        unet, scheduler, traj, advantages, uncond, optimizer, params, cfg, g, precision=precision, scaler=scaler
+    )
+    print(
+        json.dumps(
+            {
+                "unet": "SD 1.5 config, random init",
+                "precision": precision.name,
+                "device": a.device,
+                "size": a.size,
+                "steps": a.steps,
+                "samples": a.samples,
+                "sample_s": round(sample_s, 1),
+                "train_s": round(time.perf_counter() - t0, 1),
+                "latents_finite": bool(torch.isfinite(traj.latents).all()),
+                "logprob_finite": bool(torch.isfinite(traj.log_probs).all()),
+                "sampling_peaks": sampling_peaks,
+                "training_peaks": {k: {"max_abs": round(v[0], 2), "inf": v[1]} for k, v in peaks.items()},
+                "updates": stats["updates"],
+                "skipped_updates": stats["skipped_updates"],
+                "grad_zero_frac": stats["grad_zero_frac"],
+                "ratio_one_frac": stats["ratio_one_frac"],
+                "grad_scale_after": float(scaler.get_scale()),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

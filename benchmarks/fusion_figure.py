@@ -33,10 +33,9 @@ def square(path: Path, template: Path, index: int) -> np.ndarray:
     from easyphoto_app.portrait import load_template, place
     from easyphoto_app.settings import PortraitConfig
 
-    x0, y0, side = place(get_backend("dlib", None), load_template(template),
-                         PortraitConfig(face_index=index)).box
+    x0, y0, side = place(get_backend("dlib", None), load_template(template), PortraitConfig(face_index=index)).box
     rgb = load_rgb(path, 4096)
-    return cv2.resize(rgb[y0:y0 + side, x0:x0 + side], (CELL, CELL), interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb[y0 : y0 + side, x0 : x0 + side], (CELL, CELL), interpolation=cv2.INTER_AREA)
 
 
 def rows_of(run: dict, keep: Path, with_mode: str) -> list[dict]:
@@ -52,14 +51,20 @@ def rows_of(run: dict, keep: Path, with_mode: str) -> list[dict]:
             kept = keep / name.replace(" ", "_")
             strength = by_mode["none"]["strength"]
 
-            def painted(mode: str) -> np.ndarray:
+            def painted(mode: str, kept=kept, template=template, strength=strength, path=path, index=index):
                 folder = kept / f"{template.replace(' ', '_')}_{strength}_{mode}"
                 return square(next(folder.glob("*.png")), path, index)
 
-            rows.append({"label": f"{name}\non {template}", "cells": [
-                (square(path, path, index), "template", person["template_to_user"][template]),
-                (painted("none"), "without fusion", by_mode["none"]["to_user"]),
-                (painted(with_mode), f"with fusion ({with_mode.split()[-1]})", by_mode[with_mode]["to_user"])]})
+            rows.append(
+                {
+                    "label": f"{name}\non {template}",
+                    "cells": [
+                        (square(path, path, index), "template", person["template_to_user"][template]),
+                        (painted("none"), "without fusion", by_mode["none"]["to_user"]),
+                        (painted(with_mode), f"with fusion ({with_mode.split()[-1]})", by_mode[with_mode]["to_user"]),
+                    ],
+                }
+            )
     return rows
 
 
@@ -70,9 +75,13 @@ def draw(rows: list[dict], out: Path) -> None:
     width, height = LABEL + 3 * CELL, HEADER + len(rows) * (CELL + CAPTION)
     sheet = Image.new("RGB", (width, height), "white")
     pen = ImageDraw.Draw(sheet)
-    pen.multiline_text((8, 6), "Held-out people painted into photos of others on the built-in face model (strength "
-                       "0.45).\ndistance: dlib's, to the person's own photo; green below 0.6, the same person to dlib.",
-                       fill="black", font=font)
+    pen.multiline_text(
+        (8, 6),
+        "Held-out people painted into photos of others on the built-in face model (strength "
+        "0.45).\ndistance: dlib's, to the person's own photo; green below 0.6, the same person to dlib.",
+        fill="black",
+        font=font,
+    )
     for r, row in enumerate(rows):
         top = HEADER + r * (CELL + CAPTION)
         pen.multiline_text((8, top + CELL // 2 - 20), row["label"], fill="black", font=font)
@@ -82,8 +91,9 @@ def draw(rows: list[dict], out: Path) -> None:
             shown = "no face" if dist is None else f"{dist:.2f}"
             good = dist is not None and dist < 0.6
             pen.text((left + 4, top + CELL + 2), what, fill="black", font=font)
-            pen.text((left + 4, top + CELL + 17), f"distance {shown}", fill=(0, 120, 0) if good else (160, 0, 0),
-                     font=font)
+            pen.text(
+                (left + 4, top + CELL + 17), f"distance {shown}", fill=(0, 120, 0) if good else (160, 0, 0), font=font
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)
 

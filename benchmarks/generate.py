@@ -57,10 +57,23 @@ def main() -> None:
     pipe.unload_lora_weights()
     apply_loras(pipe, loras)  # the app fuses them
     fused = timed(pipe, a.steps, a.runs)
-    print(json.dumps({"benchmark": "generate", "model": a.model, "device": device, "steps": a.steps,
-                      "bare_s": round(bare, 4), "stacked_unfused_s": round(unfused, 4), "stacked_fused_s": round(fused, 4),
-                      "unfused_vs_bare": round(unfused / bare, 3), "fused_vs_bare": round(fused / bare, 3),
-                      "target_ratio": 1.03}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "generate",
+                "model": a.model,
+                "device": device,
+                "steps": a.steps,
+                "bare_s": round(bare, 4),
+                "stacked_unfused_s": round(unfused, 4),
+                "stacked_fused_s": round(fused, 4),
+                "unfused_vs_bare": round(unfused / bare, 3),
+                "fused_vs_bare": round(fused / bare, 3),
+                "target_ratio": 1.03,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,15 @@ SEED0 = 70_001  # never a training, validation or RL seed
 
 
 def cli(home: Path, *args: str, precision: str | None = None) -> tuple[str, float]:
-    cmd = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(home), *(["--precision", precision] if precision else []), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "easyphoto_app",
+        "--data-dir",
+        str(home),
+        *(["--precision", precision] if precision else []),
+        *args,
+    ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if r.returncode:
@@ -44,11 +52,14 @@ def cli(home: Path, *args: str, precision: str | None = None) -> tuple[str, floa
 
 def photo_set(name: str, photo: Path, folder: Path) -> list[Path]:
     import photos
+
     from easyphoto_app.faces.images import load_rgb
 
     folder.mkdir(parents=True, exist_ok=True)
     looks = photos.distinct_looks(load_rgb(photo, 1024))
-    return [photos.save(img, folder / f"{name.replace(' ', '_')}_{look}.jpg", quality=92) for look, img in looks.items()]
+    return [
+        photos.save(img, folder / f"{name.replace(' ', '_')}_{look}.jpg", quality=92) for look, img in looks.items()
+    ]
 
 
 def generate(home: Path, *extra: str, seeds: int) -> tuple[list[Path], float]:
@@ -57,11 +68,11 @@ def generate(home: Path, *extra: str, seeds: int) -> tuple[list[Path], float]:
 
 
 def score(home: Path, user: str, images: list[Path], original: np.ndarray) -> dict:
+    from build_face_model import raw_descriptor
+
     from easyphoto_app.faces.images import load_rgb
     from easyphoto_app.faces.likeness import scorer_for
     from easyphoto_app.workspace import Workspace
-
-    from build_face_model import raw_descriptor
 
     scorer = scorer_for(Workspace(home), user)
     likeness, distance = [], []
@@ -72,9 +83,12 @@ def score(home: Path, user: str, images: list[Path], original: np.ndarray) -> di
         found = None if s.likeness is None else raw_descriptor(scorer.backend, img)
         distance.append(None if found is None else round(float(np.linalg.norm(found - original)), 3))
     found = [d for d in distance if d is not None]
-    return {"face_rate": round(len(found) / len(images), 3), "likeness": [round(v, 3) for v in likeness],
-            "mean_likeness": round(float(np.mean(likeness)), 3),
-            "mean_distance_to_photo": None if not found else round(float(np.mean(found)), 3)}
+    return {
+        "face_rate": round(len(found) / len(images), 3),
+        "likeness": [round(v, 3) for v in likeness],
+        "mean_likeness": round(float(np.mean(likeness)), 3),
+        "mean_distance_to_photo": None if not found else round(float(np.mean(found)), 3),
+    }
 
 
 def _big(img: np.ndarray) -> np.ndarray:
@@ -85,6 +99,7 @@ def _big(img: np.ndarray) -> np.ndarray:
 
 def original_descriptor(photo: Path) -> np.ndarray:
     from build_face_model import raw_descriptor
+
     from easyphoto_app.faces.dlib_backend import DlibBackend
     from easyphoto_app.faces.images import load_rgb
 
@@ -95,7 +110,10 @@ def bootstrap_gain(a: list[float], b: list[float], n: int = 10_000) -> dict:
     diff = np.asarray(b) - np.asarray(a)
     rng = np.random.default_rng(0)
     means = diff[rng.integers(0, len(diff), (n, len(diff)))].mean(1)
-    return {"gain": round(float(diff.mean()), 3), "ci95": [round(float(np.percentile(means, q)), 3) for q in (2.5, 97.5)]}
+    return {
+        "gain": round(float(diff.mean()), 3),
+        "ci95": [round(float(np.percentile(means, q)), 3) for q in (2.5, 97.5)],
+    }
 
 
 def run_person(name: str, photo: Path, args, work: Path) -> dict:
@@ -127,8 +145,11 @@ def run_person(name: str, photo: Path, args, work: Path) -> dict:
         _, seconds = cli(home, "rl", "--user", user, "--max-hours", str(args.rl_minutes / 60), precision=precision)
         images, _ = generate(home, "--user", user, seeds=args.seeds)
         scored = score(home, user, images, original)
-        row["rl"][precision] = {"rl_s": round(seconds, 1), **scored,
-                                **bootstrap_gain(row["face_lora"]["likeness"], scored["likeness"])}
+        row["rl"][precision] = {
+            "rl_s": round(seconds, 1),
+            **scored,
+            **bootstrap_gain(row["face_lora"]["likeness"], scored["likeness"]),
+        }
         rows.append((f"face + RL ({precision})", images, scored["likeness"]))
     for label, images, _ in rows if args.keep else []:
         _keep(args.keep, home.name, label.replace(" ", "_").replace("(", "").replace(")", ""), images)
@@ -144,8 +165,11 @@ def _grid(rows: list[tuple[str, list[Path], list[float]]], person: str, path: Pa
     label_w, caption_h, cols = 150, 16, len(rows[0][1])
     sheet = Image.new("RGB", (label_w + cols * tile, 24 + len(rows) * (tile + caption_h)), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((4, 4), f"{person} (held out of the face model): the same {cols} seeds in every row; likeness under each",
-              fill="black")
+    draw.text(
+        (4, 4),
+        f"{person} (held out of the face model): the same {cols} seeds in every row; likeness under each",
+        fill="black",
+    )
     for r, (label, images, likeness) in enumerate(rows):
         y = 24 + r * (tile + caption_h)
         draw.text((4, y + tile // 2), f"{label}\nmean {sum(likeness) / len(likeness):.3f}", fill="black")

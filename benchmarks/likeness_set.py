@@ -40,18 +40,35 @@ def users(photo_dir: Path | None) -> dict[str, tuple[list[Path], dict[str, np.nd
     held_out = hanks_looks.pop("turn-0.16_mirror")
     (tmp / "hanks").mkdir()
     hanks_set = [photos.save(img, tmp / "hanks" / f"{k}.png") for k, img in hanks_looks.items()]
-    found = {"astronaut": (astro_set, {"copy of a set photo": load(astro_set[0]),
-                                       "held-out look": photos.distinct_looks(astro)["turn-0.16"],
-                                       "stranger (Tom Hanks)": hanks}),
-             "tom_hanks": (hanks_set, {"copy of a set photo": hanks, "held-out look": held_out,
-                                       "stranger (astronaut)": astro})}
+    found = {
+        "astronaut": (
+            astro_set,
+            {
+                "copy of a set photo": load(astro_set[0]),
+                "held-out look": photos.distinct_looks(astro)["turn-0.16"],
+                "stranger (Tom Hanks)": hanks,
+            },
+        ),
+        "tom_hanks": (
+            hanks_set,
+            {"copy of a set photo": hanks, "held-out look": held_out, "stranger (astronaut)": astro},
+        ),
+    }
     if photo_dir:
         biden = load(photo_dir / "Joe_Biden" / "biden.jpg")
-        for name, folder, files in (("obama", "Barack_Obama", ["obama.jpg", "obama2.jpg", "obama3.jpg"]),
-                                    ("jesper", "Jesper_K_Pedersen", ["jesper.jpg", "jesper_2.jpg", "new_wave_2.jpg"])):
+        for name, folder, files in (
+            ("obama", "Barack_Obama", ["obama.jpg", "obama2.jpg", "obama3.jpg"]),
+            ("jesper", "Jesper_K_Pedersen", ["jesper.jpg", "jesper_2.jpg", "new_wave_2.jpg"]),
+        ):
             paths = [photo_dir / folder / f for f in files]
-            found[name] = (paths[:2], {"copy of a set photo": load(paths[0]), "held-out photo": load(paths[2]),
-                                       "stranger (Joe Biden)": biden})
+            found[name] = (
+                paths[:2],
+                {
+                    "copy of a set photo": load(paths[0]),
+                    "held-out photo": load(paths[2]),
+                    "stranger (Joe Biden)": biden,
+                },
+            )
     return found
 
 
@@ -68,8 +85,12 @@ def measure(name: str, files: list[Path], probes: dict[str, np.ndarray]) -> dict
     rows = {}
     for label, img in probes.items():
         old, new = before.score(img), now.score(img)
-        rows[label] = {"before": old.likeness, "now": new.likeness, "cosine_before": old.cosine,
-                       "cosine_now": new.cosine}
+        rows[label] = {
+            "before": old.likeness,
+            "now": new.likeness,
+            "cosine_before": old.cosine,
+            "cosine_now": new.cosine,
+        }
     return {"photos": len(files), "accepted": record.accepted_count, "scale": now.scale(), "probes": rows}
 
 

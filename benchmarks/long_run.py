@@ -3,7 +3,8 @@
 usage: python benchmarks/long_run.py [--ticks 40]
 A synthetic events file of a 12-hour RL run (720 epochs, a memory row every 2 s: tests/long_run_events.py), of a
 1-hour run (the plotted series are at their bound by then) and of a 1-minute run. An open page is followed through
-`--ticks` ticks of the panel's timer, each after the job appended what it writes in a second (a memory row every other tick, a batch's progress): the time of the tick (read what is new,
+`--ticks` ticks of the panel's timer, each after the job appended what it writes in a second (a memory row every
+other tick, a batch's progress): the time of the tick (read what is new,
 the RL tab's views where something changed, the status line, each value serialised as gradio sends it) and the bytes
 it sends. "before": the same ticks as the panel did them until now (the whole file parsed, every view rebuilt and
 sent). Targets: the 12-hour tick within 2x the 1-minute one, and at most 200 KB a tick.
@@ -81,8 +82,11 @@ def follow(name: str, seconds: float, epochs: int, ticks: int, work: Path) -> di
     views, follower = panel(), JobFollower(job)
     t0 = time.perf_counter()
     tick_now(follower, views)
-    result = {"events": len(written), "file_mb": round(path.stat().st_size / 2**20, 2),
-              "first_tick_of_a_new_page_s": round(time.perf_counter() - t0, 4)}
+    result = {
+        "events": len(written),
+        "file_mb": round(path.stat().st_size / 2**20, 2),
+        "first_tick_of_a_new_page_s": round(time.perf_counter() - t0, 4),
+    }
     for how, tick in (("now", lambda: tick_now(follower, views)), ("before", lambda: tick_before(path, views))):
         times, sizes = [], []
         for i in range(ticks):
@@ -91,8 +95,11 @@ def follow(name: str, seconds: float, epochs: int, ticks: int, work: Path) -> di
             t0 = time.perf_counter()
             sizes.append(tick())
             times.append(time.perf_counter() - t0)
-        result[how] = {"tick_s": round(statistics.median(times), 5), "bytes_mean": round(statistics.mean(sizes)),
-                       "bytes_max": max(sizes)}
+        result[how] = {
+            "tick_s": round(statistics.median(times), 5),
+            "bytes_mean": round(statistics.mean(sizes)),
+            "bytes_max": max(sizes),
+        }
         write_events(path, written)  # the same ticks again, for "before"
     return result
 
@@ -102,15 +109,27 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=40)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"12h": follow("12h", 12 * 3600, 720, args.ticks, Path(tmp)),
-                "1h": follow("1h", 3600, 60, args.ticks, Path(tmp)),
-                "1min": follow("1min", 60, 1, args.ticks, Path(tmp))}
+        runs = {
+            "12h": follow("12h", 12 * 3600, 720, args.ticks, Path(tmp)),
+            "1h": follow("1h", 3600, 60, args.ticks, Path(tmp)),
+            "1min": follow("1min", 60, 1, args.ticks, Path(tmp)),
+        }
     ratio = runs["12h"]["now"]["tick_s"] / runs["1min"]["now"]["tick_s"]
     flat = runs["12h"]["now"]["tick_s"] / runs["1h"]["now"]["tick_s"]
-    print(json.dumps({"runs": runs, "tick_ratio_12h_to_1min": round(ratio, 2), "target_ratio": TARGET_RATIO,
-                      "tick_ratio_12h_to_1h": round(flat, 2),
-                      "max_bytes_a_tick": runs["12h"]["now"]["bytes_max"], "target_bytes": TARGET_BYTES,
-                      "met": ratio <= TARGET_RATIO and runs["12h"]["now"]["bytes_max"] <= TARGET_BYTES}, indent=2))
+    print(
+        json.dumps(
+            {
+                "runs": runs,
+                "tick_ratio_12h_to_1min": round(ratio, 2),
+                "target_ratio": TARGET_RATIO,
+                "tick_ratio_12h_to_1h": round(flat, 2),
+                "max_bytes_a_tick": runs["12h"]["now"]["bytes_max"],
+                "target_bytes": TARGET_BYTES,
+                "met": ratio <= TARGET_RATIO and runs["12h"]["now"]["bytes_max"] <= TARGET_BYTES,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

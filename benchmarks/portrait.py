@@ -56,15 +56,31 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
 
             cfg = dataclasses.replace(settings.portrait, strength=strength, num=1, seed=0)
             rgb = load_rgb(template, 4096)
-            job = Plan(dataclasses.replace(gen, steps=n_steps), cfg, "bench", template, gen.prompt, [], rgb,
-                       place(backend, rgb, cfg))
+            job = Plan(
+                dataclasses.replace(gen, steps=n_steps),
+                cfg,
+                "bench",
+                template,
+                gen.prompt,
+                [],
+                rgb,
+                place(backend, rgb, cfg),
+            )
             paint(pipe, model, ws, job)
         return time.perf_counter() - start
 
-    run_once(max(2, round(2 / strength)))  # warm-up: first calls allocate, build the inpainting pipeline, load the face models
+    run_once(
+        max(2, round(2 / strength))
+    )  # warm-up: first calls allocate, build the inpainting pipeline, load the face models
     times = [run_once(steps) for _ in range(runs)]
-    out = {"mode": mode, "seconds": round(statistics.median(times), 3), "peak_rss_mb": round(peak_rss_mb(), 1),
-           "size": size, "denoising_steps": max(1, int(steps * strength)), "device": str(pipe.device)}
+    out = {
+        "mode": mode,
+        "seconds": round(statistics.median(times), 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "size": size,
+        "denoising_steps": max(1, int(steps * strength)),
+        "device": str(pipe.device),
+    }
     import torch
 
     if torch.cuda.is_available():
@@ -109,20 +125,59 @@ def main() -> None:
         for strength in map(float, a.strengths.split(",")):
             pair = {}
             for mode in ("generate", "portrait"):
-                out = subprocess.run([sys.executable, __file__, "--child", mode, str(home), model, "--steps", str(a.steps),
-                                      "--runs", str(a.runs), "--strength", str(strength)],
-                                     capture_output=True, text=True, cwd=ROOT)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        mode,
+                        str(home),
+                        model,
+                        "--steps",
+                        str(a.steps),
+                        "--runs",
+                        str(a.runs),
+                        "--strength",
+                        str(strength),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                )
                 if out.returncode:
                     sys.exit(f"{mode} at strength {strength} failed:\n{out.stderr[-3000:]}")
                 pair[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"strength": strength, **pair,
-                         "time_ratio": round(pair["portrait"]["seconds"] / pair["generate"]["seconds"], 3),
-                         "rss_ratio": round(pair["portrait"]["peak_rss_mb"] / pair["generate"]["peak_rss_mb"], 3),
-                         **({"vram_ratio": round(pair["portrait"]["peak_vram_allocated_mb"]
-                                                 / pair["generate"]["peak_vram_allocated_mb"], 3)}
-                            if "peak_vram_allocated_mb" in pair["generate"] else {})})
-    print(json.dumps({"benchmark": "portrait", "model": a.model, "template": "1200x900", "steps": a.steps,
-                      "targets": {"time_ratio": 1.3, "rss_ratio": 1.1}, "results": rows}, indent=2))
+            rows.append(
+                {
+                    "strength": strength,
+                    **pair,
+                    "time_ratio": round(pair["portrait"]["seconds"] / pair["generate"]["seconds"], 3),
+                    "rss_ratio": round(pair["portrait"]["peak_rss_mb"] / pair["generate"]["peak_rss_mb"], 3),
+                    **(
+                        {
+                            "vram_ratio": round(
+                                pair["portrait"]["peak_vram_allocated_mb"] / pair["generate"]["peak_vram_allocated_mb"],
+                                3,
+                            )
+                        }
+                        if "peak_vram_allocated_mb" in pair["generate"]
+                        else {}
+                    ),
+                }
+            )
+    print(
+        json.dumps(
+            {
+                "benchmark": "portrait",
+                "model": a.model,
+                "template": "1200x900",
+                "steps": a.steps,
+                "targets": {"time_ratio": 1.3, "rss_ratio": 1.1},
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

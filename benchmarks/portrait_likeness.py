@@ -45,8 +45,11 @@ def templates(person: str, held: dict[str, Path]) -> list[tuple[str, Path, int]]
 
     others = [(name, path, -1) for name, path in held.items() if name != person]
     t1 = photos.insightface_image("t1.jpg")
-    return others + [("Tom Hanks", photos.insightface_image("Tom_Hanks_54745.png"), -1), ("t1 face 2", t1, 2),
-                     ("t1 face 3", t1, 3)]
+    return others + [
+        ("Tom Hanks", photos.insightface_image("Tom_Hanks_54745.png"), -1),
+        ("t1 face 2", t1, 2),
+        ("t1 face 3", t1, 3),
+    ]
 
 
 def descriptor(backend, img: np.ndarray) -> np.ndarray | None:
@@ -66,8 +69,9 @@ def seam(portrait: np.ndarray, template: np.ndarray, spot, side: int) -> float:
     x0, y0, _ = spot.box
     square = (slice(y0, y0 + side), slice(x0, x0 + side))
     masks = [feathered_mask(spot.face, spot.box, side), fusion.face_mask(in_square(spot, side), (side, side))]
-    return round(max(fusion.edge_step(portrait[square], m) / max(fusion.edge_step(template[square], m), 1e-6)
-                     for m in masks), 3)
+    return round(
+        max(fusion.edge_step(portrait[square], m) / max(fusion.edge_step(template[square], m), 1e-6) for m in masks), 3
+    )
 
 
 def paint_all(home: Path, user: str, person: str, original: np.ndarray, args) -> list[dict]:
@@ -88,17 +92,25 @@ def paint_all(home: Path, user: str, person: str, original: np.ndarray, args) ->
         first = plan(ws, gen, dataclasses.replace(settings.portrait, face_index=index), user, path, backend)
         plan_s = time.perf_counter() - start  # reading the user's faces for fusion: counted in every portrait's time
         x0, y0, side = first.spot.box
-        own = descriptor(backend, first.rgb[y0:y0 + side, x0:x0 + side])
+        own = descriptor(backend, first.rgb[y0 : y0 + side, x0 : x0 + side])
         for strength in map(float, args.strengths.split(",")):
             for mode, (on, weight) in modes(args).items():
-                cfg = dataclasses.replace(first.cfg, strength=strength, num=args.seeds, seed=SEED0, fusion=on,
-                                          fusion_weight=weight)
+                cfg = dataclasses.replace(
+                    first.cfg, strength=strength, num=args.seeds, seed=SEED0, fusion=on, fusion_weight=weight
+                )
                 result = paint(pipe, model, ws, dataclasses.replace(first, cfg=cfg))
                 seconds = round((result.seconds + plan_s * on) / len(result.paths), 3)
                 for out_path in result.paths:
-                    rows.append(score_one(backend, load_rgb(out_path, 4096), first, original, own) | {
-                        "template": name, "strength": strength, "mode": mode, "seconds": seconds,
-                        "notes": result.notes})
+                    rows.append(
+                        score_one(backend, load_rgb(out_path, 4096), first, original, own)
+                        | {
+                            "template": name,
+                            "strength": strength,
+                            "mode": mode,
+                            "seconds": seconds,
+                            "notes": result.notes,
+                        }
+                    )
                     if args.keep:
                         keep = args.keep / person.replace(" ", "_") / f"{name.replace(' ', '_')}_{strength}_{mode}"
                         keep.mkdir(parents=True, exist_ok=True)
@@ -110,12 +122,16 @@ def score_one(backend, out: np.ndarray, job, original: np.ndarray, own: np.ndarr
     """One portrait: its face's distances to the user and to the template's person, its seams, the rest kept."""
     x0, y0, side = job.spot.box
     rgb = job.rgb
-    found = descriptor(backend, out[y0:y0 + side, x0:x0 + side])
+    found = descriptor(backend, out[y0 : y0 + side, x0 : x0 + side])
     outside = np.ones(rgb.shape[:2], bool)
-    outside[y0:y0 + side, x0:x0 + side] = False
-    return {"to_user": distance(found, original), "to_template_person": distance(found, own),
-            "template_to_user": distance(own, original),
-            "seam": seam(out, rgb, job.spot, side), "outside_exact": bool(np.array_equal(out[outside], rgb[outside]))}
+    outside[y0 : y0 + side, x0 : x0 + side] = False
+    return {
+        "to_user": distance(found, original),
+        "to_template_person": distance(found, own),
+        "template_to_user": distance(own, original),
+        "seam": seam(out, rgb, job.spot, side),
+        "outside_exact": bool(np.array_equal(out[outside], rgb[outside])),
+    }
 
 
 def summary(rows: list[dict]) -> dict:
@@ -126,14 +142,17 @@ def summary(rows: list[dict]) -> dict:
         found = [r["to_user"] for r in some if r["to_user"] is not None]
         away = [r["to_template_person"] for r in some if r["to_template_person"] is not None]
         out[f"{key[0]:g} {key[1]}"] = {
-            "portraits": len(some), "faces_found": len(found),
+            "portraits": len(some),
+            "faces_found": len(found),
             "mean_to_user": round(float(np.mean(found)), 3) if found else None,
             "max_to_user": max(found) if found else None,
             "below_0.6": sum(d < 0.6 for d in found),
             "min_to_template_person": min(away) if away else None,
-            "mean_seam": round(float(np.mean([r["seam"] for r in some])), 3), "max_seam": max(r["seam"] for r in some),
+            "mean_seam": round(float(np.mean([r["seam"] for r in some])), 3),
+            "max_seam": max(r["seam"] for r in some),
             "outside_exact": all(r["outside_exact"] for r in some),
-            "seconds": round(float(np.mean([r["seconds"] for r in some])), 3)}
+            "seconds": round(float(np.mean([r["seconds"] for r in some])), 3),
+        }
     return out
 
 
@@ -149,8 +168,14 @@ def run_person(person: str, photo: Path, args, work: Path) -> dict:
     _, train_s = cli(home, "train", "--user", "heldout", *steps)
     rows = paint_all(home, "heldout", person, original_descriptor(photo), args)
     templates_to_user = {r["template"]: r["template_to_user"] for r in rows}
-    return {"person": person, "photos_made": len(files), "train_s": round(train_s, 1),
-            "template_to_user": templates_to_user, "summary": summary(rows), "portraits": rows}
+    return {
+        "person": person,
+        "photos_made": len(files),
+        "train_s": round(train_s, 1),
+        "template_to_user": templates_to_user,
+        "summary": summary(rows),
+        "portraits": rows,
+    }
 
 
 def held_out() -> dict[str, Path]:
@@ -177,11 +202,24 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     from easyphoto_app.settings import PortraitConfig
 
-    print(json.dumps({"strengths": args.strengths, "seeds": args.seeds, "default_strength": PortraitConfig().strength,
-                      "fusion_weight": PortraitConfig().fusion_weight, "targets": {
-                          "with_fusion_mean_to_user": 0.5, "every_portrait_to_user": 0.6,
-                          "min_to_template_person": 0.6, "seam": 1.5},
-                      "people": people}, indent=1))
+    print(
+        json.dumps(
+            {
+                "strengths": args.strengths,
+                "seeds": args.seeds,
+                "default_strength": PortraitConfig().strength,
+                "fusion_weight": PortraitConfig().fusion_weight,
+                "targets": {
+                    "with_fusion_mean_to_user": 0.5,
+                    "every_portrait_to_user": 0.6,
+                    "min_to_template_person": 0.6,
+                    "seam": 1.5,
+                },
+                "people": people,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

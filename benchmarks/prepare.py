@@ -33,7 +33,7 @@ def make_photos(folder: Path, n: int = 20) -> list[Path]:
         size = int(rng.integers(500, 900))
         face = cv2.resize(a, (size, size))
         y, x = int(rng.integers(0, 1500 - size)), int(rng.integers(0, 2000 - size))
-        canvas[y:y + size, x:x + size] = face
+        canvas[y : y + size, x : x + size] = face
         out.append(photos.save(canvas, folder / f"p{i:02d}.jpg", quality=92))
     return out
 
@@ -60,12 +60,26 @@ def main() -> None:
         backend = get_backend(backend_name, Path(tmp) / "data")
         generic_face()  # built once per process
         start = time.perf_counter()
-        record = prepare(Workspace(Path(tmp) / "data"), "bench", files, FaceConfig(backend=backend_name), backend=backend)
+        record = prepare(
+            Workspace(Path(tmp) / "data"), "bench", files, FaceConfig(backend=backend_name), backend=backend
+        )
         seconds = time.perf_counter() - start
         done.set()
-    print(json.dumps({"benchmark": "prepare", "photos": len(files), "size": "2000x1500", "backend": backend.name,
-                      "seconds": round(seconds, 2), "peak_rss_mb": round(peak[0] / 2**20, 1),
-                      "accepted": record.accepted_count, "target_seconds": 10}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "prepare",
+                "photos": len(files),
+                "size": "2000x1500",
+                "backend": backend.name,
+                "seconds": round(seconds, 2),
+                "peak_rss_mb": round(peak[0] / 2**20, 1),
+                "accepted": record.accepted_count,
+                "target_seconds": 10,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

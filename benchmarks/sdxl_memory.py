@@ -32,14 +32,20 @@ def configs() -> tuple[dict, dict, list]:
     unet = dict(UNet2DConditionModel.load_config(folder / "unet"))
     vae = dict(AutoencoderKL.load_config(folder / "vae"))
     with torch.device("meta"):  # shapes only
-        encoders = [CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder")),
-                    CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))]
+        encoders = [
+            CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder")),
+            CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2")),
+        ]
     return unet, vae, encoders
 
 
 def rounded(e, seconds: float) -> dict:
-    return {"weights_gb": round(e.weights_gb, 2), "work_gb": round(e.work_gb, 2), "total_gb": round(e.total_gb, 2),
-            "estimate_s": round(seconds, 1)}
+    return {
+        "weights_gb": round(e.weights_gb, 2),
+        "work_gb": round(e.work_gb, 2),
+        "total_gb": round(e.total_gb, 2),
+        "estimate_s": round(seconds, 1),
+    }
 
 
 def timed(fn, *args, **kwargs) -> dict:
@@ -59,7 +65,8 @@ def training(unet, vae, encoders) -> dict:
         for te in (False, True):
             c = dataclasses.replace(cfg, train_text_encoder=te)
             out[f"{name}_text_encoders_{'trained' if te else 'frozen'}"] = timed(
-                estimate_train_memory, unet, vae, encoders, c, 1024, dtype, 20)
+                estimate_train_memory, unet, vae, encoders, c, 1024, dtype, 20
+            )
     return out
 
 
@@ -72,13 +79,18 @@ def rl(unet, vae, encoders, resolutions: list[int]) -> dict:
     lowered = cfg
     for name, value in lower_settings(cfg):
         lowered = dataclasses.replace(lowered, **{name: value})
-    out = {"settings": {k: getattr(cfg, k) for k in ("sample_batch", "train_batch", "timestep_batch", "samples_per_epoch",
-                                                     "steps", "rank")},
-           "lowered": {k: getattr(lowered, k) for k in ("sample_batch", "timestep_batch", "samples_per_epoch")}}
+    out = {
+        "settings": {
+            k: getattr(cfg, k)
+            for k in ("sample_batch", "train_batch", "timestep_batch", "samples_per_epoch", "steps", "rank")
+        },
+        "lowered": {k: getattr(lowered, k) for k in ("sample_batch", "timestep_batch", "samples_per_epoch")},
+    }
     for res in resolutions:
         for label, c in (("default", cfg), ("lowered", lowered)):
-            out[f"fp16_{res}px_{label}"] = timed(estimate_rl_memory, unet, vae, c, res, torch.float16,
-                                                 text_encoder_bytes=text_bytes)
+            out[f"fp16_{res}px_{label}"] = timed(
+                estimate_rl_memory, unet, vae, c, res, torch.float16, text_encoder_bytes=text_bytes
+            )
     return out
 
 
@@ -87,9 +99,11 @@ def main() -> None:
     ap.add_argument("--resolutions", default="1024,768,512", help="RL's resolutions")
     args = ap.parse_args()
     unet, vae, encoders = configs()
-    result = {"model": "SDXL base 1.0's shape (assets/sdxl), meta device: estimates, no GPU",
-              "face_lora_1024px": training(unet, vae, encoders),
-              "rl": rl(unet, vae, encoders, [int(r) for r in args.resolutions.split(",")])}
+    result = {
+        "model": "SDXL base 1.0's shape (assets/sdxl), meta device: estimates, no GPU",
+        "face_lora_1024px": training(unet, vae, encoders),
+        "rl": rl(unet, vae, encoders, [int(r) for r in args.resolutions.split(",")]),
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -25,8 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def cli(home: Path, *args: str) -> None:
-    r = subprocess.run([sys.executable, "-m", "easyphoto_app", "--data-dir", str(home), *args], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "easyphoto_app", "--data-dir", str(home), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode:
         raise SystemExit(f"{args[0]} failed:\n{r.stderr[-2000:]}")
 
@@ -40,7 +44,20 @@ def make_user(home: Path, model: str) -> None:
     (home / "settings.toml").write_text('[app]\nmodel = "demo"\n')
     cli(home, "prepare", "--user", "astro", *map(str, photos.astronaut_set(home.parent / "photos")))
     cli(home, "train", "--user", "astro", "--steps", "4", "--save-every", "2", "--rank", "4")
-    cli(home, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "3")
+    cli(
+        home,
+        "rl",
+        "--user",
+        "astro",
+        "--epochs",
+        "1",
+        "--samples-per-epoch",
+        "2",
+        "--sample-batch",
+        "2",
+        "--steps",
+        "3",
+    )
 
 
 def soak(home: Path, images: int, every: int, steps: int) -> dict:
@@ -55,15 +72,25 @@ def soak(home: Path, images: int, every: int, steps: int) -> dict:
     rss, t0 = [], time.perf_counter()
     for block in range(images // every):
         weights = (0.5 + 0.1 * (block % 6), 0.3 + 0.15 * (block % 5))
-        cfg = with_overrides(settings.generate, num=every, steps=steps, seed=block * every, lora_weight=weights[0],
-                             rl_weight=weights[1])
+        cfg = with_overrides(
+            settings.generate, num=every, steps=steps, seed=block * every, lora_weight=weights[0], rl_weight=weights[1]
+        )
         pipe, model = cache.get(settings)
         generate(pipe, model, ws, cfg, user="astro")
         rss.append(round(psutil.Process().memory_info().rss / 2**20, 1))
     growth = rss[-1] / rss[0] - 1
-    return {"images": images, "weights_changed_every": every, "steps": steps, "rss_mb_after_each_block": rss,
-            "rss_mb_first_block": rss[0], "rss_mb_last": rss[-1], "growth": round(growth, 4), "target": 0.10,
-            "met": growth <= 0.10, "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "images": images,
+        "weights_changed_every": every,
+        "steps": steps,
+        "rss_mb_after_each_block": rss,
+        "rss_mb_first_block": rss[0],
+        "rss_mb_last": rss[-1],
+        "growth": round(growth, 4),
+        "target": 0.10,
+        "met": growth <= 0.10,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main() -> None:

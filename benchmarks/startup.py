@@ -23,8 +23,12 @@ def main(runs: int = 3) -> None:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             start = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", tmp],
-                                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", tmp],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             while True:
                 try:
                     urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
@@ -36,8 +40,12 @@ def main(runs: int = 3) -> None:
             proc.terminate()
             proc.wait()
             results.append({"seconds_to_http_200": round(elapsed, 2), "rss_mb": round(rss, 1)})
-    print(json.dumps({"benchmark": "startup", "runs": results,
-                      "best_seconds": min(r["seconds_to_http_200"] for r in results)}, indent=2))
+    print(
+        json.dumps(
+            {"benchmark": "startup", "runs": results, "best_seconds": min(r["seconds_to_http_200"] for r in results)},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

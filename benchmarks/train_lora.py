@@ -18,15 +18,15 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
+import photos  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-import photos  # noqa: E402
 from easyphoto_app.faces.prepare import prepare  # noqa: E402
 from easyphoto_app.jobs import Reporter  # noqa: E402
 from easyphoto_app.lora_adapters import UNET_TARGETS, add_lora  # noqa: E402
 from easyphoto_app.lora_train import FaceLoraTrainer  # noqa: E402
-from easyphoto_app.settings import FaceConfig, TRIGGER, load_settings  # noqa: E402
+from easyphoto_app.settings import TRIGGER, FaceConfig, load_settings  # noqa: E402
 from easyphoto_app.workspace import Workspace  # noqa: E402
 
 
@@ -73,13 +73,17 @@ def plain_loop(t: FaceLoraTrainer, steps: int) -> float:
     opt = torch.optim.AdamW(params, lr=t.cfg.lr, weight_decay=1e-2)
     scaler = t.precision.scaler()
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    images = [np.asarray(Image.open(p).convert("RGB").resize((t.resolution,) * 2), np.float32) / 127.5 - 1 for p in t.images]
+    images = [
+        np.asarray(Image.open(p).convert("RGB").resize((t.resolution,) * 2), np.float32) / 127.5 - 1 for p in t.images
+    ]
     start = time.perf_counter()
     for step in range(steps * t.cfg.grad_accum):
         px = torch.from_numpy(images[step % len(images)]).permute(2, 0, 1)[None].to(t.device, pipe.vae.dtype)
         with t.precision.autocast():
             latents = pipe.vae.encode(px).latent_dist.sample() * pipe.vae.config.scaling_factor
-            ids = pipe.tokenizer(TRIGGER, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+            ids = pipe.tokenizer(
+                TRIGGER, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+            ).input_ids
             text = pipe.text_encoder(ids.to(t.device))[0]
             noise = torch.randn_like(latents)
             ts = torch.randint(0, 1000, (1,), device=t.device)
@@ -123,11 +127,27 @@ def main():
         peak.reset()
         plain = {"s_per_step": round(plain_loop(t, a.steps), 4), **peak.report()}
         peak.stop.set()
-        print(json.dumps({"benchmark": "train_lora", "model": a.model, "device": t.device,
-                          "gpu": torch.cuda.get_device_name() if t.device == "cuda" else None, "precision": t.precision.name, "resolution": t.resolution,
-                          "rank": a.rank, "grad_accum": t.cfg.grad_accum, "batch": t.cfg.batch_size, "steps": a.steps,
-                          "ours": ours, "plain_diffusers_peft": plain,
-                          "time_ratio": round(ours["s_per_step"] / plain["s_per_step"], 3), "target_time_ratio": 0.8}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "train_lora",
+                    "model": a.model,
+                    "device": t.device,
+                    "gpu": torch.cuda.get_device_name() if t.device == "cuda" else None,
+                    "precision": t.precision.name,
+                    "resolution": t.resolution,
+                    "rank": a.rank,
+                    "grad_accum": t.cfg.grad_accum,
+                    "batch": t.cfg.batch_size,
+                    "steps": a.steps,
+                    "ours": ours,
+                    "plain_diffusers_peft": plain,
+                    "time_ratio": round(ours["s_per_step"] / plain["s_per_step"], 3),
+                    "target_time_ratio": 0.8,
+                },
+                indent=2,
+            )
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

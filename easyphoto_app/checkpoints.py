@@ -16,10 +16,15 @@ from easyphoto_app.errors import UserError
 from easyphoto_app.families.sd15 import CONFIG as SD15_CONFIG  # noqa: F401 - the demo and the tests use it
 
 WHAT_IT_IS = {
-    "v2": "a Stable Diffusion 2.x checkpoint", "inpainting": "an SD1.5 inpainting checkpoint (its UNet takes 9 channels)",
-    "inpainting_v2": "an SD2 inpainting checkpoint", "xl_refiner": "an SDXL refiner",
-    "xl_inpaint": "an SDXL inpainting checkpoint", "playground-v2-5": "a Playground v2.5 (SDXL-type) checkpoint",
-    "controlnet": "a ControlNet", "upscale": "an upscaler model", "empty": "an empty safetensors file (it holds no tensors)",
+    "v2": "a Stable Diffusion 2.x checkpoint",
+    "inpainting": "an SD1.5 inpainting checkpoint (its UNet takes 9 channels)",
+    "inpainting_v2": "an SD2 inpainting checkpoint",
+    "xl_refiner": "an SDXL refiner",
+    "xl_inpaint": "an SDXL inpainting checkpoint",
+    "playground-v2-5": "a Playground v2.5 (SDXL-type) checkpoint",
+    "controlnet": "a ControlNet",
+    "upscale": "an upscaler model",
+    "empty": "an empty safetensors file (it holds no tensors)",
 }
 
 
@@ -32,7 +37,9 @@ def checkpoint_kind(path: Path) -> str:
         with safe_open(str(path), framework="pt") as fh:  # shapes only: diffusers' type sniffing reads nothing else
             shapes = {k: SimpleNamespace(shape=tuple(fh.get_slice(k).get_shape())) for k in fh.keys()}
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
-        raise UserError(f"{Path(path).name} is not a readable safetensors file ({type(exc).__name__}: {exc}).") from None
+        raise UserError(
+            f"{Path(path).name} is not a readable safetensors file ({type(exc).__name__}: {exc})."
+        ) from None
     if not shapes:
         return "empty"
     if all(k.startswith(("lora_", "lycoris_")) or ".lora_" in k or ".alpha" in k for k in shapes):
@@ -53,8 +60,10 @@ def checkpoint_family(path: Path):
     if family is not None:
         return family
     if kind == "lora":
-        raise UserError(f"{name} is a LoRA, not a base model: put it in the data folder's loras/ and use it in a prompt as "
-                        f"<lora:{Path(path).stem}:1>.")
+        raise UserError(
+            f"{name} is a LoRA, not a base model: put it in the data folder's loras/ and use it in a prompt as "
+            f"<lora:{Path(path).stem}:1>."
+        )
     what = WHAT_IT_IS.get(kind, f"not a checkpoint EasyPhoto knows (diffusers reads it as '{kind}')")
     raise UserError(f"{name} is {what}; {NEEDS}.")
 
@@ -64,7 +73,9 @@ def load_single_file(path: Path, **kwargs):
     from easyphoto_app.families import pipeline_class
 
     family = checkpoint_family(path)
-    return pipeline_class(family).from_single_file(str(path), config=str(family.CONFIG), local_files_only=True, **kwargs)
+    return pipeline_class(family).from_single_file(
+        str(path), config=str(family.CONFIG), local_files_only=True, **kwargs
+    )
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -7,20 +7,28 @@ failure (one line naming the log file, which holds the traceback).
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 import json
 import logging
 import logging.handlers
 import os
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.precision import CHOICES as PRECISIONS
 from easyphoto_app.settings import (
-    FaceConfig, GenerateConfig, PortraitConfig, RLConfig, Settings, TrainConfig, add_config_args, apply_config_args,
-    load_settings, resolve_data_dir,
+    FaceConfig,
+    GenerateConfig,
+    PortraitConfig,
+    RLConfig,
+    Settings,
+    TrainConfig,
+    add_config_args,
+    apply_config_args,
+    load_settings,
+    resolve_data_dir,
 )
 from easyphoto_app.workspace import Workspace, validate_user_id
 
@@ -40,18 +48,30 @@ def _global_parser() -> argparse.ArgumentParser:
     """Global options, accepted before or after the command (default SUPPRESS keeps either)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("global options")
-    g.add_argument("--data-dir", default=argparse.SUPPRESS, help="Data folder (default: EASYPHOTO_HOME or the user data folder).")
-    g.add_argument("--model", default=argparse.SUPPRESS, help="Base model: hub id, diffusers folder, .safetensors file, or 'demo'.")
-    g.add_argument("--device", default=argparse.SUPPRESS, choices=["auto", "cuda", "mps", "cpu"], help="Compute device.")
-    g.add_argument("--precision", default=argparse.SUPPRESS, choices=PRECISIONS,
-                   help="Number format (auto: bf16 or fp16 on a GPU, fp32 on the CPU).")
+    g.add_argument(
+        "--data-dir", default=argparse.SUPPRESS, help="Data folder (default: EASYPHOTO_HOME or the user data folder)."
+    )
+    g.add_argument(
+        "--model", default=argparse.SUPPRESS, help="Base model: hub id, diffusers folder, .safetensors file, or 'demo'."
+    )
+    g.add_argument(
+        "--device", default=argparse.SUPPRESS, choices=["auto", "cuda", "mps", "cpu"], help="Compute device."
+    )
+    g.add_argument(
+        "--precision",
+        default=argparse.SUPPRESS,
+        choices=PRECISIONS,
+        help="Number format (auto: bf16 or fp16 on a GPU, fp32 on the CPU).",
+    )
     g.add_argument("--events", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # JSON-lines stream for the UI
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _global_parser()
-    parser = argparse.ArgumentParser(prog="easyphoto", description="EasyPhoto: AI portraits of one person, locally.", parents=[common])
+    parser = argparse.ArgumentParser(
+        prog="easyphoto", description="EasyPhoto: AI portraits of one person, locally.", parents=[common]
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs = {name: sub.add_parser(name, help=help, parents=[common]) for name, (_, help) in COMMANDS.items()}
 
@@ -67,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = subs["prepare"]
     p.add_argument("--user", required=True, help="User id (ASCII letters, digits, _ and -).")
     p.add_argument("paths", nargs="*", help="Photo files or folders (none: re-check the photos already added).")
-    p.add_argument("--remove", nargs="+", default=None, metavar="NAME", help="Remove these photos (by file name) and re-check.")
+    p.add_argument(
+        "--remove", nargs="+", default=None, metavar="NAME", help="Remove these photos (by file name) and re-check."
+    )
     p.add_argument("--json", action="store_true", help="Print faces.json instead of a table.")
     add_config_args(p, FaceConfig)
 
@@ -89,18 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = subs["portrait"]
     p.add_argument("--user", default=None, help="Whose face (their face LoRA, and RL LoRA unless --no-rl).")
-    p.add_argument("--template", required=True, help="The photo to paint the face into (a path, or a name in templates/).")
-    p.add_argument("--face", action="append", default=[], metavar="FACE=USER",
-                   help="Several people: paint USER on face FACE (numbered from 0, from the left), e.g. --face 0=anna "
-                        "--face 1=ben; other faces are kept as they are. A --user given too goes on --face-index.")
+    p.add_argument(
+        "--template", required=True, help="The photo to paint the face into (a path, or a name in templates/)."
+    )
+    p.add_argument(
+        "--face",
+        action="append",
+        default=[],
+        metavar="FACE=USER",
+        help="Several people: paint USER on face FACE (numbered from 0, from the left), e.g. --face 0=anna "
+        "--face 1=ben; other faces are kept as they are. A --user given too goes on --face-index.",
+    )
     p.add_argument("--no-rl", action="store_true", help="Face LoRA only, without the RL LoRA.")
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     add_config_args(p, PortraitConfig)
-    add_config_args(p, GenerateConfig, only=["prompt", "negative_prompt", "steps", "cfg", "scheduler", "lora_weight", "rl_weight"])
+    add_config_args(
+        p, GenerateConfig, only=["prompt", "negative_prompt", "steps", "cfg", "scheduler", "lora_weight", "rl_weight"]
+    )
 
     p = subs["likeness"]
     p.add_argument("--user", required=True)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="Images made anywhere (EasyPhoto, A1111, ComfyUI, photos).")
+    p.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="Images made anywhere (EasyPhoto, A1111, ComfyUI, photos)."
+    )
     p.add_argument("--json", action="store_true", help="Print JSON.")
 
     p = subs["export"]
@@ -200,8 +233,13 @@ def cmd_ui(settings: Settings, args) -> int:
         auth = (user, password)
     if host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         raise UserError(f"Refusing to listen on {host} without a password: add --auth USER:PASS.")
-    launch(settings, host=host, port=args.port or settings.app.port, auth=auth,
-           open_browser=settings.app.open_browser and not args.no_browser)
+    launch(
+        settings,
+        host=host,
+        port=args.port or settings.app.port,
+        auth=auth,
+        open_browser=settings.app.open_browser and not args.no_browser,
+    )
     return 0
 
 
@@ -228,13 +266,25 @@ def cmd_generate(settings: Settings, args) -> int:
         print(f"note: {model.note or model.label}", file=sys.stderr)
     reporter = reporter_for(args, "generate")
     gen = model_defaults(settings.generate, model, settings.given_in("generate"))  # SDXL: 1024 px unless set
-    result = generate(pipe, model, ws, gen, user=user, use_rl=not args.no_rl,
-                      progress=reporter.progress, should_stop=reporter.should_stop)
+    result = generate(
+        pipe,
+        model,
+        ws,
+        gen,
+        user=user,
+        use_rl=not args.no_rl,
+        progress=reporter.progress,
+        should_stop=reporter.should_stop,
+    )
     if result.note:
         print(f"note: {result.note}", file=sys.stderr)
     reporter.done(f"{len(result.paths)} image(s)", paths=[str(p) for p in result.paths])
     if args.json:
-        print(json.dumps({"paths": [str(p) for p in result.paths], "seeds": result.seeds, "seconds": round(result.seconds, 3)}))
+        print(
+            json.dumps(
+                {"paths": [str(p) for p in result.paths], "seeds": result.seeds, "seconds": round(result.seconds, 3)}
+            )
+        )
     else:
         for path, seed in zip(result.paths, result.seeds):
             print(f"{path}  (seed {seed})")
@@ -250,12 +300,22 @@ def cmd_portrait(settings: Settings, args) -> int:
     from easyphoto_app.portrait import paint, plan, resolve_template
 
     ws = Workspace(settings.data_dir)
-    user, settings.portrait.face_index, others = main_and_others(args.user, settings.portrait.face_index,
-                                                                 parse_faces(args.face))
+    user, settings.portrait.face_index, others = main_and_others(
+        args.user, settings.portrait.face_index, parse_faces(args.face)
+    )
     user = ws.require_user(user)
     backend = get_backend(settings.faces.backend, settings.data_dir)
-    job = plan(ws, settings.generate, settings.portrait, user, resolve_template(ws, args.template), backend,
-               not args.no_rl, pick_device(settings.app.device), others)
+    job = plan(
+        ws,
+        settings.generate,
+        settings.portrait,
+        user,
+        resolve_template(ws, args.template),
+        backend,
+        not args.no_rl,
+        pick_device(settings.app.device),
+        others,
+    )
     pipe, model = PipelineCache().get(settings)
     job.gen = model_defaults(job.gen, model, settings.given_in("generate"))
     if model.is_demo:
@@ -266,9 +326,20 @@ def cmd_portrait(settings: Settings, args) -> int:
         print(f"note: {note}", file=sys.stderr)
     reporter.done(f"{len(result.paths)} portrait(s)", paths=[str(p) for p in result.paths])
     if args.json:
-        print(json.dumps({"paths": [str(p) for p in result.paths], "seeds": result.seeds, "likeness": result.likeness,
-                          "face_index": result.face_index, "faces": result.faces, "people": result.people,
-                          "box": result.box, "seconds": round(result.seconds, 3)}))
+        print(
+            json.dumps(
+                {
+                    "paths": [str(p) for p in result.paths],
+                    "seeds": result.seeds,
+                    "likeness": result.likeness,
+                    "face_index": result.face_index,
+                    "faces": result.faces,
+                    "people": result.people,
+                    "box": result.box,
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+        )
     else:
         for path, seed, value in zip(result.paths, result.seeds, result.likeness):
             print(f"{path}  (seed {seed}, likeness {'none' if value is None else f'{value:.2f}'})")
@@ -282,8 +353,9 @@ def cmd_prepare(settings: Settings, args) -> int:
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
     reporter = reporter_for(args, "faces")
-    record = prepare(ws, user, [Path(p) for p in args.paths], settings.faces, remove=args.remove or [],
-                     progress=reporter.progress)
+    record = prepare(
+        ws, user, [Path(p) for p in args.paths], settings.faces, remove=args.remove or [], progress=reporter.progress
+    )
     reporter.done(f"{record.accepted_count} face(s) accepted")
     print(json.dumps(record.to_json(), indent=2) if args.json else format_table(record))
     return 0
@@ -298,7 +370,9 @@ def _gpu_job(settings: Settings, args, kind: str, run, data_parallel: bool = Fal
     user = validate_user_id(args.user)
     if parallel.world() > 1:
         if not data_parallel:
-            raise UserError(f"'{kind}' runs on one GPU: start it without accelerate launch / torchrun (only 'rl' is data-parallel).")
+            raise UserError(
+                f"'{kind}' runs on one GPU: start it without accelerate launch / torchrun (only 'rl' is data-parallel)."
+            )
         parallel.bind_local_gpu()
         if not parallel.is_main():  # rank 0 holds the lock, writes the events and prints the result
             run(settings, ws, user, Reporter(), resume=args.resume)
@@ -330,8 +404,10 @@ def cmd_rl(settings: Settings, args) -> int:
     return _gpu_job(settings, args, "rl", run_rl, data_parallel=True)
 
 
-@command("likeness", "Score images: how much each face looks like the user (0 stranger, 0.5 threshold, 1 as alike as "
-         "their own photos).")
+@command(
+    "likeness",
+    "Score images: how much each face looks like the user (0 stranger, 0.5 threshold, 1 as alike as their own photos).",
+)
 def cmd_likeness(settings: Settings, args) -> int:
     from easyphoto_app.faces.images import BadImage, load_rgb
     from easyphoto_app.faces.likeness import Score, scorer_for
@@ -347,8 +423,11 @@ def cmd_likeness(settings: Settings, args) -> int:
             score = Score(None, None, 0, None, str(exc))
         rows.append({"image": path, **asdict(score)})
     if args.json:
-        print(json.dumps({"user": user, "backend": scorer.backend.name, "scale": scorer.scale(), "images": rows},
-                         indent=2))
+        print(
+            json.dumps(
+                {"user": user, "backend": scorer.backend.name, "scale": scorer.scale(), "images": rows}, indent=2
+            )
+        )
     else:
         for r in rows:
             value = "  -  " if r["likeness"] is None else f"{r['likeness']:.3f}"

@@ -14,8 +14,10 @@ import numpy as np
 from easyphoto_app.errors import UserError
 
 CANNY_REPO = "lllyasviel/control_v11p_sd15_canny"
-CANNY_ABOUT = ("ControlNet 1.1 canny for SD1.5 (lllyasviel/control_v11p_sd15_canny, OpenRAIL licence): a one-off "
-               "download of 723 MB on an NVIDIA GPU (fp16), 1.45 GB otherwise")
+CANNY_ABOUT = (
+    "ControlNet 1.1 canny for SD1.5 (lllyasviel/control_v11p_sd15_canny, OpenRAIL licence): a one-off "
+    "download of 723 MB on an NVIDIA GPU (fp16), 1.45 GB otherwise"
+)
 
 
 def canny_edges(rgb: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:
@@ -46,12 +48,15 @@ def ensure_controlnet(device: str, repo_id: str = CANNY_REPO) -> Path:
     offline = hub_unreachable(repo_id)
     try:
         if not offline:
-            return download_hub_model(repo_id, want_fp16=device == "cuda", index="config.json",
-                                      what="a ControlNet repository")[0]
+            return download_hub_model(
+                repo_id, want_fp16=device == "cuda", index="config.json", what="a ControlNet repository"
+            )[0]
     except HubUnreachable as exc:
         offline = str(exc)
-    raise UserError(f"Structure control needs {repo_id}, which is not downloaded yet, and the Hugging Face Hub cannot "
-                    f"be reached ({offline}). Connect once to download it, or turn structure control off.")
+    raise UserError(
+        f"Structure control needs {repo_id}, which is not downloaded yet, and the Hugging Face Hub cannot "
+        f"be reached ({offline}). Connect once to download it, or turn structure control off."
+    )
 
 
 def control_pipeline(pipe, folder: Path):
@@ -62,13 +67,16 @@ def control_pipeline(pipe, folder: Path):
     from easyphoto_app.models import pipeline_over
 
     if of_pipeline(pipe) is not sd15:
-        raise UserError(f"Structure control uses an SD 1.5 ControlNet ({CANNY_REPO}), which does not fit "
-                        f"{of_pipeline(pipe).LABEL}: turn structure control off for this model.")
+        raise UserError(
+            f"Structure control uses an SD 1.5 ControlNet ({CANNY_REPO}), which does not fit "
+            f"{of_pipeline(pipe).LABEL}: turn structure control off for this model."
+        )
 
     def make():
         fp16_only = not any(f for f in folder.glob("*.safetensors") if ".fp16." not in f.name)
-        net = ControlNetModel.from_pretrained(folder, torch_dtype=pipe.unet.dtype, use_safetensors=True,
-                                              variant="fp16" if fp16_only else None).to(pipe.device)
+        net = ControlNetModel.from_pretrained(
+            folder, torch_dtype=pipe.unet.dtype, use_safetensors=True, variant="fp16" if fp16_only else None
+        ).to(pipe.device)
         return StableDiffusionControlNetInpaintPipeline.from_pipe(pipe, controlnet=net)
 
     return pipeline_over(pipe, ("control", folder), make)

@@ -23,10 +23,18 @@ def check(settings: Settings) -> dict:
     """Every check is {ok, value, fix}; 'ok' False means the user should act."""
     checks: dict[str, dict] = {}
     py_ok = sys.version_info >= (3, 10)
-    checks["python"] = {"ok": py_ok, "value": platform.python_version(), "fix": None if py_ok else "Install Python 3.10 or newer."}
+    checks["python"] = {
+        "ok": py_ok,
+        "value": platform.python_version(),
+        "fix": None if py_ok else "Install Python 3.10 or newer.",
+    }
     for pkg in ("torch", "diffusers", "peft", "transformers", "accelerate", "gradio", "insightface", "onnxruntime"):
         v = _version(pkg)
-        checks[pkg] = {"ok": v is not None, "value": v, "fix": None if v else "Run ./run.sh --install-only (or run.bat) to install it."}
+        checks[pkg] = {
+            "ok": v is not None,
+            "value": v,
+            "fix": None if v else "Run ./run.sh --install-only (or run.bat) to install it.",
+        }
     checks["device"] = _device_check(settings.app.device)
     checks["precision"] = _precision_check(settings.app, checks["device"])
     checks["disk"] = _disk_check(settings.data_dir)
@@ -51,7 +59,9 @@ def _device_check(pref: str) -> dict:
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         value.update(name=props.name, vram_gb=round(props.total_memory / 2**30, 1))
-    fix = None if device != "cpu" else "No GPU found: everything works on the CPU, but training real models is very slow."
+    fix = (
+        None if device != "cpu" else "No GPU found: everything works on the CPU, but training real models is very slow."
+    )
     return {"ok": True, "value": value, "fix": fix}
 
 
@@ -77,7 +87,11 @@ def _disk_check(data_dir: Path) -> dict:
 
     free_gb = free_bytes(data_dir) / 2**30
     ok = free_gb >= LOW_DISK_GB
-    return {"ok": ok, "value": f"{free_gb:.1f} GB free", "fix": None if ok else f"Free disk space: the SD1.5 model and training need about {LOW_DISK_GB} GB."}
+    return {
+        "ok": ok,
+        "value": f"{free_gb:.1f} GB free",
+        "fix": None if ok else f"Free disk space: the SD1.5 model and training need about {LOW_DISK_GB} GB.",
+    }
 
 
 def _writable_check(data_dir: Path) -> dict:
@@ -88,7 +102,11 @@ def _writable_check(data_dir: Path) -> dict:
         probe.unlink()
         return {"ok": True, "value": str(data_dir), "fix": None}
     except OSError as exc:
-        return {"ok": False, "value": str(data_dir), "fix": f"The data folder is not writable ({exc}); choose another with --data-dir or EASYPHOTO_HOME."}
+        return {
+            "ok": False,
+            "value": str(data_dir),
+            "fix": f"The data folder is not writable ({exc}); choose another with --data-dir or EASYPHOTO_HOME.",
+        }
 
 
 def _model_check(settings: Settings) -> dict:
@@ -97,15 +115,23 @@ def _model_check(settings: Settings) -> dict:
     spec = settings.app.model
     if spec == DEMO:
         shipped = demo_marker(FACE_MODEL).get("version") == DEMO_VERSION
-        return {"ok": shipped, "value": demo_label(),
-                "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits." if shipped else
-                f"The built-in face model is missing from {FACE_MODEL}: reinstall EasyPhoto."}
+        return {
+            "ok": shipped,
+            "value": demo_label(),
+            "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits."
+            if shipped
+            else f"The built-in face model is missing from {FACE_MODEL}: reinstall EasyPhoto.",
+        }
     path = Path(spec).expanduser()
     if path.exists():
         return {"ok": True, "value": f"{spec} (local)", "fix": None}
     if cached_hub_model(spec):
         return {"ok": True, "value": f"{spec} (downloaded)", "fix": None}
-    return {"ok": False, "value": f"{spec} (not downloaded)", "fix": "It downloads (about 2-4 GB) on first use when online; until then the demo model is used."}
+    return {
+        "ok": False,
+        "value": f"{spec} (not downloaded)",
+        "fix": "It downloads (about 2-4 GB) on first use when online; until then the demo model is used.",
+    }
 
 
 def _face_check(settings: Settings) -> dict:
@@ -123,12 +149,15 @@ def value_text(value) -> str:
 
 def render_markdown(report: dict) -> str:
     """The same sentences as `render`, as a table for the web page."""
+
     def cell(text) -> str:
         return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
     lines = [f"Data folder: `{report['data_dir']}`", "", "| check | state | value | what to do |", "|---|---|---|---|"]
     for name, c in report["checks"].items():
-        lines.append(f"| {name} | {'✔ ok' if c['ok'] else '⚠️ fix'} | {cell(value_text(c['value']))} | {cell(c.get('fix'))} |")
+        lines.append(
+            f"| {name} | {'✔ ok' if c['ok'] else '⚠️ fix'} | {cell(value_text(c['value']))} | {cell(c.get('fix'))} |"
+        )
     return "\n".join(lines)
 
 

@@ -77,7 +77,7 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     u, sing, vt = np.linalg.svd(d.T @ s / len(src))
     flip = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
     rot = u @ flip @ vt
-    scale = float(np.trace(np.diag(sing) @ flip)) / max(float((s ** 2).sum(1).mean()), 1e-12)
+    scale = float(np.trace(np.diag(sing) @ flip)) / max(float((s**2).sum(1).mean()), 1e-12)
     return np.hstack([scale * rot, (d_mean - scale * rot @ s_mean)[:, None]]).astype(np.float32)
 
 

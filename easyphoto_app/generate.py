@@ -42,8 +42,10 @@ def parse_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     text = LORA_TAG.sub(" ", prompt)
     broken = re.search(r"<\s*lora\s*:[^>]*>?", text, re.IGNORECASE)
     if broken:
-        raise UserError(f"Malformed LoRA tag {broken.group(0).strip()!r}: write <lora:NAME> or <lora:NAME:WEIGHT> "
-                        "with a number as the weight, e.g. <lora:anna:0.8>.")
+        raise UserError(
+            f"Malformed LoRA tag {broken.group(0).strip()!r}: write <lora:NAME> or <lora:NAME:WEIGHT> "
+            "with a number as the weight, e.g. <lora:anna:0.8>."
+        )
     text = re.sub(r"\s+,", ",", re.sub(r"\s{2,}", " ", text)).strip(" ,")
     return text, tags
 
@@ -83,7 +85,9 @@ def set_scheduler(pipe, name: str) -> None:
 
     config = pipe.scheduler.config
     if name == "DPM++ 2M Karras":
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(config, use_karras_sigmas=True, algorithm_type="dpmsolver++")
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+            config, use_karras_sigmas=True, algorithm_type="dpmsolver++"
+        )
     elif name == "Euler a":
         pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(config)
     elif name == "DDIM":
@@ -99,21 +103,27 @@ class LoraChoice:
     weight: float
 
 
-def choose_loras(ws: Workspace, user: str | None, tags: list[tuple[str, float]], cfg: GenerateConfig, use_rl: bool) -> list[LoraChoice]:
+def choose_loras(
+    ws: Workspace, user: str | None, tags: list[tuple[str, float]], cfg: GenerateConfig, use_rl: bool
+) -> list[LoraChoice]:
     """Prompt tags win; otherwise the user's face LoRA (+ the RL LoRA when present and wanted)."""
     found = available_loras(ws)
     if tags:
         unknown = [name for name, _ in tags if name not in found]
         if unknown:
             raise UserError(
-                f"Unknown LoRA {', '.join(unknown)} in the prompt; available: {', '.join(found) or 'none yet (train one first)'}."
+                f"Unknown LoRA {', '.join(unknown)} in the prompt; "
+                f"available: {', '.join(found) or 'none yet (train one first)'}."
             )
         return [LoraChoice(name, found[name], w) for name, w in tags]
     if not user:
         return []
     face = ws.face_lora(user)
     if not face.exists():
-        raise UserError(f"User '{user}' has no face LoRA yet: prepare photos and train first (Photos & Training tab or 'train --user {user}').")
+        raise UserError(
+            f"User '{user}' has no face LoRA yet: prepare photos and train first (Photos & Training tab or "
+            f"'train --user {user}')."
+        )
     chosen = [LoraChoice(user, face, cfg.lora_weight)]
     rl = ws.ddpo_lora(user)
     if use_rl and rl.exists():
@@ -162,18 +172,34 @@ def adapter_name(lora_name: str) -> str:
     return "ep_" + re.sub(r"[^A-Za-z0-9_]", "_", lora_name)
 
 
-def png_parameters(prompt: str, loras: list[LoraChoice], cfg: GenerateConfig, seed: int, w: int, h: int, model,
-                   extra: tuple[str, ...] = ()) -> str:
+def png_parameters(
+    prompt: str,
+    loras: list[LoraChoice],
+    cfg: GenerateConfig,
+    seed: int,
+    w: int,
+    h: int,
+    model,
+    extra: tuple[str, ...] = (),
+) -> str:
     """A1111's `parameters` text; `extra` fields (e.g. a portrait's denoising strength) go before the version."""
     tags = " ".join(f"<lora:{lora.name}:{lora.weight:g}>" for lora in loras)
     full_prompt = f"{prompt} {tags}".strip()
     from easyphoto_app.checkpoints import lora_hash
 
     sampler, schedule = A1111_SAMPLER[cfg.scheduler]
-    parts = [f"Steps: {cfg.steps}", f"Sampler: {sampler}"] + ([f"Schedule type: {schedule}"] if schedule else []) + [
-        f"CFG scale: {cfg.cfg:g}", f"Seed: {seed}", f"Size: {w}x{h}", f"Model hash: {model_hash(model)}",
-        f"Model: {model_name(model)}", "RNG: CPU",  # the noise comes from a CPU generator whatever the device
-    ]
+    parts = (
+        [f"Steps: {cfg.steps}", f"Sampler: {sampler}"]
+        + ([f"Schedule type: {schedule}"] if schedule else [])
+        + [
+            f"CFG scale: {cfg.cfg:g}",
+            f"Seed: {seed}",
+            f"Size: {w}x{h}",
+            f"Model hash: {model_hash(model)}",
+            f"Model: {model_name(model)}",
+            "RNG: CPU",  # the noise comes from a CPU generator whatever the device
+        ]
+    )
     if loras:
         parts.append('Lora hashes: "' + ", ".join(f"{lora.name}: {lora_hash(lora.path)}" for lora in loras) + '"')
     parts += [*extra, f"Version: EasyPhoto {__version__}"]
@@ -216,8 +242,17 @@ def caption(parameters: str, *head: str) -> str:
     return " · ".join([*head, likeness_caption(value)] if written else head)
 
 
-def save_with_parameters(image, folder: Path, stem: str, prompt: str, loras: list[LoraChoice], cfg: GenerateConfig,
-                         seed: int, model, extra: tuple[str, ...] = ()) -> tuple[Path, str]:
+def save_with_parameters(
+    image,
+    folder: Path,
+    stem: str,
+    prompt: str,
+    loras: list[LoraChoice],
+    cfg: GenerateConfig,
+    seed: int,
+    model,
+    extra: tuple[str, ...] = (),
+) -> tuple[Path, str]:
     """Save image with its parameters (Size: the file's own width x height); returns its path and that text."""
     parameters = png_parameters(prompt, loras, cfg, seed, *image.size, model, extra)
     return save_png(image, folder, stem, parameters), parameters
@@ -268,8 +303,17 @@ class Generated:
         return [caption(params, *head, f"seed {seed}") for params, seed in zip(self.parameters, self.seeds)]
 
 
-def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None = None, use_rl: bool = True,
-             progress=None, should_stop=None, out_folder: Path | None = None) -> Generated:
+def generate(
+    pipe,
+    model,
+    ws: Workspace,
+    cfg: GenerateConfig,
+    user: str | None = None,
+    use_rl: bool = True,
+    progress=None,
+    should_stop=None,
+    out_folder: Path | None = None,
+) -> Generated:
     """Generate cfg.num images, one seed each (seed, seed+1, ...), saved with their parameters and, for a user
     with a face recognizer, their likeness to that user."""
     import torch
@@ -291,16 +335,27 @@ def generate(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str | None =
     total = cfg.num * cfg.steps
     for i in range(cfg.num):
         seed = base_seed + i
-        image = run_pipeline(pipe, i * cfg.steps, total, progress, should_stop,
-                             "the image size, the number of images or the steps",
-                             prompt=text, negative_prompt=cfg.negative_prompt or None, num_inference_steps=cfg.steps,
-                             guidance_scale=cfg.cfg, width=width, height=height,
-                             generator=torch.Generator("cpu").manual_seed(seed))
+        image = run_pipeline(
+            pipe,
+            i * cfg.steps,
+            total,
+            progress,
+            should_stop,
+            "the image size, the number of images or the steps",
+            prompt=text,
+            negative_prompt=cfg.negative_prompt or None,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.cfg,
+            width=width,
+            height=height,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        )
         if should_stop and should_stop():
             break
         score = scorer.score(image) if scorer else None
-        path, params = save_with_parameters(image, folder, f"{time.strftime('%H%M%S')}-{seed}", text, loras, cfg,
-                                             seed, model, likeness_fields(score))
+        path, params = save_with_parameters(
+            image, folder, f"{time.strftime('%H%M%S')}-{seed}", text, loras, cfg, seed, model, likeness_fields(score)
+        )
         result.paths.append(path)
         result.seeds.append(seed)
         result.parameters.append(params)
@@ -345,5 +400,7 @@ def compare(pipe, model, ws: Workspace, cfg: GenerateConfig, user: str, progress
         return (lambda s, t: progress(offset + s, total)) if progress else None
 
     face = generate(pipe, model, ws, cfg, user, use_rl=False, progress=half(0), should_stop=should_stop)
-    stacked = generate(pipe, model, ws, cfg, user, use_rl=True, progress=half(cfg.num * cfg.steps), should_stop=should_stop)
+    stacked = generate(
+        pipe, model, ws, cfg, user, use_rl=True, progress=half(cfg.num * cfg.steps), should_stop=should_stop
+    )
     return Comparison(face, stacked)

@@ -20,8 +20,10 @@ def parse_faces(specs: list[str]) -> list[tuple[int, str]]:
     for spec in specs:
         found = FACE_SPEC.fullmatch(spec)
         if not found:
-            raise UserError(f"--face takes FACE=USER, a face's number (from 0, counted from the left) and whose face "
-                            f"it is, e.g. --face 0=anna --face 1=ben; got {spec!r}.")
+            raise UserError(
+                f"--face takes FACE=USER, a face's number (from 0, counted from the left) and whose face "
+                f"it is, e.g. --face 0=anna --face 1=ben; got {spec!r}."
+            )
         pairs.append((int(found[1]), found[2]))
     return pairs
 
@@ -31,8 +33,9 @@ def main_and_others(user: str | None, face_index: int, pairs: list[tuple[int, st
     first pair is the main one."""
     if not user:
         if not pairs:
-            raise UserError("Say whose face to paint: a user (--user ID), or a user for each face "
-                            "(--face 0=anna --face 1=ben).")
+            raise UserError(
+                "Say whose face to paint: a user (--user ID), or a user for each face (--face 0=anna --face 1=ben)."
+            )
         (face_index, user), pairs = pairs[0], pairs[1:]
     others: dict[int, str] = {}
     for face, who in pairs:
@@ -47,8 +50,10 @@ def check_one_per_face(people: list[tuple[int, str]]) -> None:
     seen: dict[int, str] = {}
     for face, who in people:
         if face in seen:
-            raise UserError(f"Face {face} is given to both {seen[face]} and {who}: one person per face "
-                            "(choose another face for one of them).")
+            raise UserError(
+                f"Face {face} is given to both {seen[face]} and {who}: one person per face "
+                "(choose another face for one of them)."
+            )
         seen[face] = who
 
 
@@ -77,6 +82,7 @@ def people_field(people: list[tuple[int, str]]) -> str:
 
 def likenesses_field(faces: list[int], scores: list) -> str:
     """Each person's likeness on their own face, left to right ('none': no face found there, '-': not scored)."""
+
     def shown(score) -> str:
         return "-" if score is None else "none" if score.likeness is None else f"{score.likeness:.2f}"
 

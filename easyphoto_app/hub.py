@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.workspace import free_bytes, no_space_message
@@ -45,9 +45,13 @@ def _pick_hub_files(files: list[str], want_fp16: bool) -> list[str]:
     return sorted(set(keep))
 
 
-def download_hub_model(repo_id: str, want_fp16: bool, index: str = "model_index.json",
-                       what: str = "a diffusers model repository",
-                       progress: Progress | None = None) -> tuple[Path, int]:
+def download_hub_model(
+    repo_id: str,
+    want_fp16: bool,
+    index: str = "model_index.json",
+    what: str = "a diffusers model repository",
+    progress: Progress | None = None,
+) -> tuple[Path, int]:
     """Download (or resume) only what the pipeline (or one model, with index="config.json") needs; returns the
     snapshot folder and its size. huggingface_hub's progress bars show on the console and, through track_tqdm,
     in the UI; `progress` hears the bytes too (a job reports them as events). A failure raises UserError, or
@@ -59,16 +63,20 @@ def download_hub_model(repo_id: str, want_fp16: bool, index: str = "model_index.
         need = total - _cached_bytes(repo_id)
         if need > free_bytes(hub_cache()):
             raise UserError(_no_space(repo_id, need))
-        log.warning("Downloading %s: %s in %d files (once; it stays in the Hugging Face cache).", repo_id,
-                    human_size(total), len(chosen))
+        log.warning(
+            "Downloading %s: %s in %d files (once; it stays in the Hugging Face cache).",
+            repo_id,
+            human_size(total),
+            len(chosen),
+        )
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - sorted below; what is not understood is raised as it was
-        raise download_failure(repo_id, exc, total) or exc
+        raise download_failure(repo_id, exc, total) or exc  # noqa: B904 - the cause is in the message, or it is exc
     try:
         folder = _snapshot(repo_id, chosen, progress and (lambda done: progress(done, total)))
     except Exception as exc:  # noqa: BLE001 - as above, but the connection worked until now
-        raise download_failure(repo_id, exc, total, began=True) or exc
+        raise download_failure(repo_id, exc, total, began=True) or exc  # noqa: B904 - as above
     if progress:
         progress(total, total)  # what was cached already (the configs the family check read) never passes the bar
     return folder, total
@@ -149,13 +157,19 @@ def _cached_bytes(repo_id: str, suffix: str = "") -> int:
 
 
 def _no_space(repo_id: str, need: int) -> str:
-    return no_space_message(hub_cache(), need, f"downloading {repo_id}",
-                            "Free some space (or set HF_HOME to a folder on a bigger drive) and try again.")
+    return no_space_message(
+        hub_cache(),
+        need,
+        f"downloading {repo_id}",
+        "Free some space (or set HF_HOME to a folder on a bigger drive) and try again.",
+    )
 
 
 def not_found_message(repo_id: str) -> str:
-    return (f"{repo_id} was not found on the Hugging Face Hub: check the name. If it is a private model, log in "
-            "once with 'hf auth login' (or set HF_TOKEN to an access token) and try again.")
+    return (
+        f"{repo_id} was not found on the Hugging Face Hub: check the name. If it is a private model, log in "
+        "once with 'hf auth login' (or set HF_TOKEN to an access token) and try again."
+    )
 
 
 def _causes(exc: BaseException):
@@ -178,25 +192,31 @@ def download_failure(repo_id: str, exc: BaseException, total: int, began: bool =
     causes = list(_causes(exc))
     first = lambda kind: next((c for c in causes if isinstance(c, kind)), None)  # noqa: E731
     if first(GatedRepoError):
-        return UserError(f"{repo_id} is a gated model: it downloads only for a logged-in account that accepted its "
-                         f"terms. Open {constants.ENDPOINT}/{repo_id} and accept them, then log in once with "
-                         "'hf auth login' (or set HF_TOKEN to an access token) and try again.")
+        return UserError(
+            f"{repo_id} is a gated model: it downloads only for a logged-in account that accepted its "
+            f"terms. Open {constants.ENDPOINT}/{repo_id} and accept them, then log in once with "
+            "'hf auth login' (or set HF_TOKEN to an access token) and try again."
+        )
     if first(RepositoryNotFoundError):
         return UserError(not_found_message(repo_id))
     if any(isinstance(c, OSError) and c.errno == errno.ENOSPC for c in causes):
         return UserError(_no_space(repo_id, max(total - _cached_bytes(repo_id), 0)))
     http = first(HfHubHTTPError)
     if http is not None and http.response is not None:
-        return UserError(f"The Hugging Face Hub answered '{http.response.status_code} {http.response.reason_phrase}' "
-                         f"while downloading {repo_id}: try again later.")
+        return UserError(
+            f"The Hugging Face Hub answered '{http.response.status_code} {http.response.reason_phrase}' "
+            f"while downloading {repo_id}: try again later."
+        )
     network = first((httpx2.TransportError, OfflineModeIsEnabled, ConnectionError))
     if network is not None and began:
         # huggingface_hub retries a broken file from where it broke, five times, then deletes the part; the files
         # that arrived whole stay in its cache, so a new run fetches only the rest
         kept = _cached_bytes(repo_id) - _cached_bytes(repo_id, ".incomplete")
-        return UserError(f"The download of {repo_id} was cut off: {human_size(kept)} of {human_size(total)} arrived "
-                         "and is kept. Run the same command again when the connection is back: it downloads only "
-                         "what is missing.")
+        return UserError(
+            f"The download of {repo_id} was cut off: {human_size(kept)} of {human_size(total)} arrived "
+            "and is kept. Run the same command again when the connection is back: it downloads only "
+            "what is missing."
+        )
     if network is not None:
         return HubUnreachable(f"{type(network).__name__}: {network}")
     return None
@@ -213,8 +233,9 @@ def hub_unreachable(repo_id: str, timeout: float = 5.0) -> str | None:
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     token = get_token()  # a private model's page answers 401 without it
-    request = urllib.request.Request(f"{constants.ENDPOINT}/api/models/{repo_id}",
-                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(
+        f"{constants.ENDPOINT}/api/models/{repo_id}", headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
     try:
         urllib.request.urlopen(request, timeout=timeout).close()
     except urllib.error.HTTPError as exc:
@@ -237,8 +258,9 @@ def cached_hub_model(repo_id: str) -> Path | None:
     if not isinstance(index, str):
         return None
     folder = Path(index).parent
-    needed = [name for name, spec in json.loads(Path(index).read_text()).items()
-              if isinstance(spec, list) and name in ("unet", "vae", "text_encoder", "text_encoder_2")]
+    needed = [
+        name
+        for name, spec in json.loads(Path(index).read_text()).items()
+        if isinstance(spec, list) and name in ("unet", "vae", "text_encoder", "text_encoder_2")
+    ]
     return folder if all(any((folder / name).glob("*.safetensors")) for name in needed) else None
-
-

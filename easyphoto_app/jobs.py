@@ -16,9 +16,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from easyphoto_app.errors import BusyError, UserError
 from easyphoto_app.workspace import Workspace, atomic_write_json
@@ -98,7 +98,7 @@ class Reporter:
             signal.signal(signal.SIGTERM, self.request_stop)
 
 
-def download_progress(reporter: "Reporter", every_s: float = 1.0) -> Callable[[int, int], None]:
+def download_progress(reporter: Reporter, every_s: float = 1.0) -> Callable[[int, int], None]:
     """A download's bytes as progress events in whole MB, at most one every `every_s` seconds and the last: a job's
     panel shows a base model of several GB arriving instead of 'waiting to start'."""
     last = [float("-inf")]
@@ -202,8 +202,11 @@ class EventLog:
 
     def __init__(self, path: Path, offset: int = 0):
         self.path, self.offset = Path(path), offset
-        self.channels: dict = {"progress": Thinned(self.POINTS, self.RECENT),
-                               "memory": Thinned(self.POINTS, self.RECENT), "log": deque(maxlen=self.LOGS)}
+        self.channels: dict = {
+            "progress": Thinned(self.POINTS, self.RECENT),
+            "memory": Thinned(self.POINTS, self.RECENT),
+            "log": deque(maxlen=self.LOGS),
+        }
 
     def refresh(self) -> set[str]:
         """Read what was appended; the channels that got events."""
@@ -224,7 +227,7 @@ class JobFollower:
     """One open page's reading of one job: the events of its run (the status line) and of its plotted history (a
     resumed run continues the curves of the run it resumed), each read incrementally."""
 
-    def __init__(self, job: "JobRecord"):
+    def __init__(self, job: JobRecord):
         self.key = job_key(job)
         self.run = EventLog(Path(job.events), job.offset)
         start = job.history_offset if job.history_offset >= 0 else job.offset
@@ -240,7 +243,7 @@ class JobFollower:
         return None if fresh else changed
 
 
-def job_key(job: "JobRecord") -> tuple:
+def job_key(job: JobRecord) -> tuple:
     return job.pid, job.events, job.offset, job.history_offset
 
 
@@ -333,8 +336,9 @@ class GpuLock:
         except Timeout:
             raise BusyError(busy_message(self._note())) from None
         self._lock = lock
-        atomic_write_json(self.note_path, {"pid": os.getpid(), "kind": self.kind, "user": self.user,
-                                           "started": time.time()})
+        atomic_write_json(
+            self.note_path, {"pid": os.getpid(), "kind": self.kind, "user": self.user, "started": time.time()}
+        )
         return self
 
     def __exit__(self, *exc):
@@ -350,7 +354,9 @@ def check_can_start(ws: Workspace, kind: str, user: str) -> None:
     if kind == "train" and not (ws.faces_dir(user) / "faces.json").exists():
         raise UserError(f"'{user}' has no checked photos yet: add photos first (Photos & Training tab).")
     if kind == "rl" and not ws.face_lora(user).exists():
-        raise UserError(f"'{user}' has no face LoRA yet: train it first (Photos & Training tab, or 'train --user {user}').")
+        raise UserError(
+            f"'{user}' has no face LoRA yet: train it first (Photos & Training tab, or 'train --user {user}')."
+        )
 
 
 JOB_NAMES = {"train": "training", "rl": "RL"}  # the UI records a job by its command; the CLI locks with these
@@ -369,7 +375,6 @@ def previous_work(ws: Workspace, kind: str, user: str) -> str | None:
     if complete_checkpoints(work, "checkpoint" if kind == "train" else "epoch"):
         return f"'{user}' has an unfinished {JOB_NAMES[kind]} run: Resume continues it, a new run starts over."
     return None
-
 
 
 def busy_message(info: dict) -> str:
@@ -435,8 +440,21 @@ class JobManager:
         offset = events.stat().st_size if events.exists() else 0
         log_path = self.ws.jobs_dir / f"{kind}-{user}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "easyphoto_app", *self.global_args, kind, "--user", user, "--events", str(events), *args]
-        flags = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
+        cmd = [
+            sys.executable,
+            "-m",
+            "easyphoto_app",
+            *self.global_args,
+            kind,
+            "--user",
+            user,
+            "--events",
+            str(events),
+            *args,
+        ]
+        flags = (
+            {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
+        )
         with open(log_path, "ab") as log_fh:
             proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **flags)
         before = self.current()

@@ -59,7 +59,7 @@ def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str 
     tensors = to_kohya(state, alpha, family)
     data = safetensors_save(tensors)
     # A1111's hash of a LoRA covers the tensor bytes after the header, so it can go into the header itself
-    meta["sshs_model_hash"] = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()
+    meta["sshs_model_hash"] = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(safetensors_save(tensors, metadata=meta))
     return path
@@ -80,8 +80,11 @@ def save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> Non
 def _write_tensors(path: Path, tensors: dict, metadata: dict | None) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path),
-              metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+        str(path),
+        metadata={k: json.dumps(v) for k, v in (metadata or {}).items()},
+    )
 
 
 def load_tensors(path: Path) -> tuple[dict, dict]:

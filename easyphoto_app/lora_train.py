@@ -19,11 +19,17 @@ from easyphoto_app.faces.prepare import MIN_PHOTOS, load_record
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_adapters import ADAPTER, TE_TARGETS, UNET_TARGETS, add_lora
 from easyphoto_app.lora_io import (
-    complete_checkpoints, load_tensors, optimizer_tensors, peft_state, restore_optimizer, save_lora,
-    set_aside_previous, write_checkpoint_dir,
+    complete_checkpoints,
+    load_tensors,
+    optimizer_tensors,
+    peft_state,
+    restore_optimizer,
+    save_lora,
+    set_aside_previous,
+    write_checkpoint_dir,
 )
-from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
 from easyphoto_app.model_defaults import default_steps, model_defaults
+from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
 from easyphoto_app.workspace import Workspace, atomic_write_json, ensure_free_space
 
 VALIDATION_SEEDS = (1234, 5678, 9012, 3456)
@@ -40,10 +46,14 @@ class TrainResult:
 def face_images(ws: Workspace, user: str) -> list[Path]:
     record = load_record(ws, user)
     if record is None:
-        raise UserError(f"User '{user}' has no prepared faces: add photos first (Photos tab or 'prepare --user {user} PHOTOS').")
+        raise UserError(
+            f"User '{user}' has no prepared faces: add photos first (Photos tab or 'prepare --user {user} PHOTOS')."
+        )
     crops = [ws.root / p["crop"] for p in record["photos"] if p["accepted"]]
     if len(crops) < MIN_PHOTOS:
-        raise UserError(f"User '{user}' has {len(crops)} usable face(s); training needs at least {MIN_PHOTOS}. Add more photos.")
+        raise UserError(
+            f"User '{user}' has {len(crops)} usable face(s); training needs at least {MIN_PHOTOS}. Add more photos."
+        )
     return crops
 
 
@@ -97,8 +107,9 @@ class FaceLoraTrainer:
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
         self.images = face_images(ws, user)
         self.device = pick_device(settings.app.device)
-        self.model = resolve_model(settings.app.model, settings.data_dir, self.device,
-                                   progress=download_progress(reporter))
+        self.model = resolve_model(
+            settings.app.model, settings.data_dir, self.device, progress=download_progress(reporter)
+        )
         self.cfg: TrainConfig = model_defaults(settings.train, self.model, settings.given_in("train"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
         self.total = self.cfg.steps or default_steps(len(self.images))
@@ -172,12 +183,18 @@ class FaceLoraTrainer:
                 mean, std = self.latent_mean[idx], self.latent_std[idx]
                 latents = (mean + std * torch.randn(mean.shape, generator=g).to(mean.device)) * self.scaling
                 noise = torch.randn(latents.shape, generator=g).to(latents.device)
-                t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g).to(latents.device)
+                t = torch.randint(
+                    0, self.noise_scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g
+                ).to(latents.device)
                 noisy = self.noise_scheduler.add_noise(latents, noise, t)
                 cond = (self.caption() if cfg.train_text_encoder else self.cond).expand(cfg.batch_size)
                 with self.precision.autocast():
                     pred = self.unet(noisy.to(self.unet.dtype), t, **cond.unet_kwargs(self.unet.dtype)).sample
-                target = noise if self.noise_scheduler.config.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
+                target = (
+                    noise
+                    if self.noise_scheduler.config.prediction_type == "epsilon"
+                    else self.noise_scheduler.get_velocity(latents, noise, t)
+                )
                 loss = F.mse_loss(pred.float(), target.float())
                 self.accelerator.backward(self.scaler.scale(loss))
                 if self.accelerator.sync_gradients:
@@ -204,12 +221,20 @@ class FaceLoraTrainer:
 
         opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
         rng = {"rng.data": self.generator.get_state(), "rng.torch": torch.get_rng_state()}
-        meta = {"step": self.step, "total": self.total, "validation": self.validation, "settings": vars(self.cfg),
-                "scaler": self.scaler.state_dict()}
-        return write_checkpoint_dir(self.work / f"checkpoint-{self.step}", {
-            "adapter.safetensors": (self.adapter_state(), meta),
-            "optimizer.safetensors": ({**opt_tensors, **rng}, opt_meta),
-        })
+        meta = {
+            "step": self.step,
+            "total": self.total,
+            "validation": self.validation,
+            "settings": vars(self.cfg),
+            "scaler": self.scaler.state_dict(),
+        }
+        return write_checkpoint_dir(
+            self.work / f"checkpoint-{self.step}",
+            {
+                "adapter.safetensors": (self.adapter_state(), meta),
+                "optimizer.safetensors": ({**opt_tensors, **rng}, opt_meta),
+            },
+        )
 
     def adopt_settings(self, folder: Path) -> None:
         """A resumed run continues with the settings it was started with, whatever the flags say now."""
@@ -228,10 +253,10 @@ class FaceLoraTrainer:
 
         adapter, meta = load_tensors(folder / "adapter.safetensors")
         unet = self.accelerator.unwrap_model(self.unet)
-        unet_sd = {k[len("unet."):]: v for k, v in adapter.items() if k.startswith("unet.")}
+        unet_sd = {k[len("unet.") :]: v for k, v in adapter.items() if k.startswith("unet.")}
         set_peft_model_state_dict(unet, unet_sd, adapter_name=ADAPTER)
         for name, encoder in zip(self.family.TEXT_ENCODERS, self.text_encoders):
-            te_sd = {k[len(name) + 1:]: v for k, v in adapter.items() if k.startswith(name + ".")}
+            te_sd = {k[len(name) + 1 :]: v for k, v in adapter.items() if k.startswith(name + ".")}
             if te_sd:
                 set_peft_model_state_dict(encoder, te_sd, adapter_name=ADAPTER)
         opt, opt_meta = load_tensors(folder / "optimizer.safetensors")
@@ -255,8 +280,14 @@ class FaceLoraTrainer:
         images = []
         with torch.no_grad():
             for seed in VALIDATION_SEEDS[: self.cfg.validation_images]:
-                images += pipe(TRIGGER, num_inference_steps=20, height=self.resolution, width=self.resolution,
-                               generator=torch.Generator("cpu").manual_seed(seed), guidance_scale=5.0).images
+                images += pipe(
+                    TRIGGER,
+                    num_inference_steps=20,
+                    height=self.resolution,
+                    width=self.resolution,
+                    generator=torch.Generator("cpu").manual_seed(seed),
+                    guidance_scale=5.0,
+                ).images
         pipe.vae.to("cpu")
         for encoder in self.text_encoders if not self.cfg.train_text_encoder else ():
             encoder.to("cpu")
@@ -287,9 +318,13 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
 
     scorer = scorer_or_none(ws, user)
     cfg = trainer.cfg
-    reporter.log(f"Training a face LoRA for '{user}': {len(trainer.images)} faces, {trainer.total} steps at "
-                 f"{trainer.resolution}px on {trainer.device}, rank {cfg.rank}, alpha {cfg.alpha:g}, learning rate "
-                 f"{cfg.lr:g}. Base model: {trainer.model.label}", settings=vars(cfg), steps=trainer.total)
+    reporter.log(
+        f"Training a face LoRA for '{user}': {len(trainer.images)} faces, {trainer.total} steps at "
+        f"{trainer.resolution}px on {trainer.device}, rank {cfg.rank}, alpha {cfg.alpha:g}, learning rate "
+        f"{cfg.lr:g}. Base model: {trainer.model.label}",
+        settings=vars(cfg),
+        steps=trainer.total,
+    )
     ckpts = complete_checkpoints(trainer.work, "checkpoint")
     if resume and ckpts:
         trainer.adopt_settings(ckpts[-1])
@@ -307,7 +342,9 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
         return _loop(trainer, scorer)
     except torch.OutOfMemoryError:
         reporter.failed(oom_message("the resolution, the rank, the batch size, or turn off text encoder training"))
-        raise OutOfMemoryError(oom_message("--resolution, --rank, --batch-size, or drop --train-text-encoder")) from None
+        raise OutOfMemoryError(
+            oom_message("--resolution, --rank, --batch-size, or drop --train-text-encoder")
+        ) from None
     except UserError as exc:
         reporter.failed(str(exc), refused=True)
         raise
@@ -324,8 +361,13 @@ def _loop(trainer: FaceLoraTrainer, scorer) -> TrainResult:
         loss = trainer.train_step()
         done = trainer.step - start_step
         rate = done / max(time.perf_counter() - start, 1e-9)
-        reporter.progress(trainer.step, trainer.total, loss=round(loss, 5), it_s=round(rate, 3),
-                          eta_s=round((trainer.total - trainer.step) / max(rate, 1e-9), 1))
+        reporter.progress(
+            trainer.step,
+            trainer.total,
+            loss=round(loss, 5),
+            it_s=round(rate, 3),
+            eta_s=round((trainer.total - trainer.step) / max(rate, 1e-9), 1),
+        )
         at_checkpoint = trainer.step % cfg.save_every == 0 or trainer.step == trainer.total
         if at_checkpoint:
             trainer.validate(scorer)
@@ -333,7 +375,10 @@ def _loop(trainer: FaceLoraTrainer, scorer) -> TrainResult:
         if reporter.should_stop() and trainer.step < trainer.total:
             if not at_checkpoint:
                 trainer.save_checkpoint()
-            message = f"Stopped at step {trainer.step} of {trainer.total}; checkpoint saved. Press Resume (or run train --resume) to continue."
+            message = (
+                f"Stopped at step {trainer.step} of {trainer.total}; checkpoint saved. Press Resume (or "
+                f"run train --resume) to continue."
+            )
             reporter.done(message, stopped=True, step=trainer.step)
             return TrainResult(None, message, final_loss=loss)
     return _finish(trainer, loss)
@@ -343,15 +388,32 @@ def _finish(trainer: FaceLoraTrainer, loss: float) -> TrainResult:
     best = _best_checkpoint(trainer.work, trainer.validation)
     state, meta = load_tensors(best / "adapter.safetensors")
     cfg = trainer.cfg
-    path = save_lora(trainer.ws.face_lora(trainer.user), state, cfg.alpha, {
-        "ss_network_module": "networks.lora", "ss_network_dim": str(cfg.rank), "ss_network_alpha": str(cfg.alpha),
-        "ss_base_model_version": trainer.family.WEBUI_VERSION, "ss_resolution": f"({trainer.resolution}, {trainer.resolution})",
-        "ss_steps": str(meta["step"]), "ss_num_train_images": str(len(trainer.images)),
-        "easyphoto_user": trainer.user, "easyphoto_base_model": trainer.model.source,
-        "easyphoto_trigger": TRIGGER, "easyphoto_kind": "face", "easyphoto_validation": trainer.validation,
-    }, owner=trainer.user, family=trainer.family)
+    path = save_lora(
+        trainer.ws.face_lora(trainer.user),
+        state,
+        cfg.alpha,
+        {
+            "ss_network_module": "networks.lora",
+            "ss_network_dim": str(cfg.rank),
+            "ss_network_alpha": str(cfg.alpha),
+            "ss_base_model_version": trainer.family.WEBUI_VERSION,
+            "ss_resolution": f"({trainer.resolution}, {trainer.resolution})",
+            "ss_steps": str(meta["step"]),
+            "ss_num_train_images": str(len(trainer.images)),
+            "easyphoto_user": trainer.user,
+            "easyphoto_base_model": trainer.model.source,
+            "easyphoto_trigger": TRIGGER,
+            "easyphoto_kind": "face",
+            "easyphoto_validation": trainer.validation,
+        },
+        owner=trainer.user,
+        family=trainer.family,
+    )
     _copy_to_webui(trainer.settings, path)
-    message = f"Face LoRA written to {path} (best checkpoint: step {meta['step']}). Use it in a WebUI as <lora:{trainer.user}:1>."
+    message = (
+        f"Face LoRA written to {path} (best checkpoint: step {meta['step']}). Use it in a WebUI as "
+        f"<lora:{trainer.user}:1>."
+    )
     trainer.reporter.done(message, path=str(path), best_step=meta["step"], loss=loss)
     return TrainResult(path, message, best_step=meta["step"], final_loss=loss)
 

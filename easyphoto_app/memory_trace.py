@@ -124,7 +124,10 @@ def preflight_warning(job: str, need, cfg, lower: list[tuple[str, object]], free
     first = need(cfg)
     if first <= free_bytes:
         return None
-    head = f"warning: these {job} settings need about {human_size(first)} of GPU memory and {human_size(free_bytes)} is free"
+    head = (
+        f"warning: these {job} settings need about {human_size(first)} of GPU memory and "
+        f"{human_size(free_bytes)} is free"
+    )
     tried, applied, fits = cfg, [], first
     for name, value in lower:
         tried, applied = dataclasses.replace(tried, **{name: value}), applied + [(name, value)]
@@ -132,4 +135,6 @@ def preflight_warning(job: str, need, cfg, lower: list[tuple[str, object]], free
         if fits <= free_bytes:
             changes = ", ".join(_change(n, v) for n, v in applied)
             return f"{head}. Try {changes}: about {human_size(fits)}. Or lower the resolution."
-    return f"{head}; even the smallest settings need about {human_size(fits)}: lower the resolution or use a larger GPU."
+    return (
+        f"{head}; even the smallest settings need about {human_size(fits)}: lower the resolution or use a larger GPU."
+    )

@@ -43,8 +43,11 @@ def demo_defaults(folder) -> dict[str, dict]:
 
     marker = demo_marker(folder)
     size = int(marker.get("resolution", DEMO_RESOLUTION))
-    return {"train": marker.get("train_defaults", {}), "rl": {"steps": DEMO_RL_STEPS, "resolution": size},
-            "generate": {"width": size, "height": size}}
+    return {
+        "train": marker.get("train_defaults", {}),
+        "rl": {"steps": DEMO_RL_STEPS, "resolution": size},
+        "generate": {"width": size, "height": size},
+    }
 
 
 def model_defaults(cfg, model, given: set[str] = frozenset()):

@@ -18,7 +18,12 @@ from pathlib import Path
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.hub import (  # noqa: F401 - hub downloads moved to hub.py; their old names still work here
-    HubUnreachable, _check_hub_family, _pick_hub_files, cached_hub_model, download_hub_model, hub_unreachable,
+    HubUnreachable,
+    _check_hub_family,
+    _pick_hub_files,
+    cached_hub_model,
+    download_hub_model,
+    hub_unreachable,
     human_size,
 )
 
@@ -30,8 +35,10 @@ DEMO_RESOLUTION = 128  # what the demo pipeline generates and trains at (unless 
 DEMO_RL_STEPS = 10  # the most DDIM steps RL samples the demo with
 FACE_MODEL = Path(__file__).resolve().parent.parent / "assets" / "face_model"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
-DEMO_LABEL = ("Demo model (built in, offline): a tiny model trained on {photos} photos of {people} people; it paints "
-              "small, rough faces at 128 px. A real SD 1.5 checkpoint paints far better.")
+DEMO_LABEL = (
+    "Demo model (built in, offline): a tiny model trained on {photos} photos of {people} people; it paints "
+    "small, rough faces at 128 px. A real SD 1.5 checkpoint paints far better."
+)
 
 
 @dataclass
@@ -67,7 +74,10 @@ class ResolvedModel:
 
 def demo_label(folder: Path | None = None) -> str:
     """What the demo model is, in the words of its own marker (the shipped one's by default)."""
-    return demo_marker(folder or FACE_MODEL).get("label") or "Demo model (built in, offline): missing; reinstall EasyPhoto."
+    return (
+        demo_marker(folder or FACE_MODEL).get("label")
+        or "Demo model (built in, offline): missing; reinstall EasyPhoto."
+    )
 
 
 # ----------------------------------------------------------------------------- device
@@ -105,8 +115,10 @@ def install_demo_model(folder: Path) -> Path:
     half a model)."""
     folder = Path(folder)
     if demo_marker(FACE_MODEL).get("version") != DEMO_VERSION:
-        raise UserError(f"The built-in face model is missing from {FACE_MODEL}: reinstall EasyPhoto "
-                        "(or rebuild it with scripts/build_face_model.py).")
+        raise UserError(
+            f"The built-in face model is missing from {FACE_MODEL}: reinstall EasyPhoto "
+            "(or rebuild it with scripts/build_face_model.py)."
+        )
     staging = folder.with_name(folder.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(FACE_MODEL, staging, ignore=shutil.ignore_patterns("README.md", "*.png"))
@@ -134,11 +146,17 @@ def ensure_demo_model(data_dir: Path) -> Path:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~", "\\")) or "\\" in spec or (len(spec) > 1 and spec[1] == ":") or spec.count("/") > 1
+    return (
+        spec.startswith((".", "/", "~", "\\"))
+        or "\\" in spec
+        or (len(spec) > 1 and spec[1] == ":")
+        or spec.count("/") > 1
+    )
 
 
-def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool = True,
-                  progress=None) -> ResolvedModel:
+def resolve_model(
+    spec: str, data_dir: Path, device: str = "cpu", download: bool = True, progress=None
+) -> ResolvedModel:
     """What `spec` names, downloaded if it must be (`progress(bytes, total)` hears the download)."""
     spec = (spec or "").strip() or DEMO
     if spec == DEMO:
@@ -175,7 +193,8 @@ def resolve_model(spec: str, data_dir: Path, device: str = "cpu", download: bool
 
 
 def _one_checkpoint_of(folder: Path, spec: str) -> ResolvedModel:
-    """A folder of single-file checkpoints (a WebUI's models/Stable-diffusion): its only one, or the list to pick from."""
+    """A folder of single-file checkpoints (a WebUI's models/Stable-diffusion): its only one, or the list to
+    pick from."""
     from easyphoto_app.checkpoints import list_checkpoints
 
     found = list_checkpoints(folder)
@@ -190,9 +209,11 @@ def _one_checkpoint_of(folder: Path, spec: str) -> ResolvedModel:
 def _demo_fallback(spec: str, data_dir: Path, why: str, detail: str = "", quiet: bool = False) -> ResolvedModel:
     """The demo model in place of `spec`, with a one-line note for the page; `detail` (an errno, say) goes to the
     log only."""
-    note = (f"Using the built-in demo model because {spec} is not available: {why}. Connect to the internet and "
-            f"choose the model in Settings (or run 'python -m easyphoto_app --model {spec} doctor') to download it "
-            "once.")
+    note = (
+        f"Using the built-in demo model because {spec} is not available: {why}. Connect to the internet and "
+        f"choose the model in Settings (or run 'python -m easyphoto_app --model {spec} doctor') to download it "
+        "once."
+    )
     if not quiet:
         log.warning("%s%s", note, f" ({detail})" if detail else "")
     return ResolvedModel(DEMO, spec, ensure_demo_model(data_dir), note=note)

@@ -30,7 +30,10 @@ def sample() -> dict:
 def format_vram(row: dict) -> str:
     if row.get("vram_alloc_mb") is None:
         return "VRAM: n/a (CPU)"
-    return f"VRAM: {row['vram_alloc_mb']:.0f} MB allocated, {row['vram_reserved_mb']:.0f} MB reserved, peak {row['vram_peak_mb']:.0f} MB"
+    return (
+        f"VRAM: {row['vram_alloc_mb']:.0f} MB allocated, {row['vram_reserved_mb']:.0f} MB reserved, peak "
+        f"{row['vram_peak_mb']:.0f} MB"
+    )
 
 
 class Monitor:

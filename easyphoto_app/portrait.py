@@ -65,15 +65,19 @@ def choose_face(faces: list[DetectedFace], index: int) -> tuple[int, str | None]
     if not faces:
         raise UserError("No face found in the template: choose a photo where one face is clearly visible.")
     if index >= len(faces):
-        raise UserError(f"The template has {len(faces)} face(s); face index {index} does not exist "
-                        f"(use 0 to {len(faces) - 1}, counted from the left).")
+        raise UserError(
+            f"The template has {len(faces)} face(s); face index {index} does not exist "
+            f"(use 0 to {len(faces) - 1}, counted from the left)."
+        )
     if index >= 0:
         return index, None
     chosen = main_face(faces)
     if len(faces) == 1:
         return chosen, None
-    return chosen, (f"The template has {len(faces)} faces; painted the largest (face {chosen} from the left, "
-                    "counting from 0). Choose another with --face-index or in the Portrait tab.")
+    return chosen, (
+        f"The template has {len(faces)} faces; painted the largest (face {chosen} from the left, "
+        "counting from 0). Choose another with --face-index or in the Portrait tab."
+    )
 
 
 def square_around(face: DetectedFace, width: int, height: int, scale: float) -> tuple[int, int, int]:
@@ -119,9 +123,11 @@ def paste(template: np.ndarray, patch: np.ndarray, alpha: np.ndarray, box: tuple
     """template with patch blended in through alpha at box; untouched wherever alpha is 0."""
     x0, y0, side = box
     out = template.copy()
-    region = out[y0:y0 + side, x0:x0 + side].astype(np.float32)
+    region = out[y0 : y0 + side, x0 : x0 + side].astype(np.float32)
     a = alpha[..., None]
-    out[y0:y0 + side, x0:x0 + side] = np.clip(region * (1 - a) + patch.astype(np.float32) * a, 0, 255).round().astype(np.uint8)
+    out[y0 : y0 + side, x0 : x0 + side] = (
+        np.clip(region * (1 - a) + patch.astype(np.float32) * a, 0, 255).round().astype(np.uint8)
+    )
     return out
 
 
@@ -131,20 +137,24 @@ def place(backend, rgb: np.ndarray, cfg: PortraitConfig) -> Placement:
     return place_at(faces, index, rgb, cfg, note)
 
 
-def place_at(faces: list[DetectedFace], index: int, rgb: np.ndarray, cfg: PortraitConfig,
-             note: str | None = None) -> Placement:
+def place_at(
+    faces: list[DetectedFace], index: int, rgb: np.ndarray, cfg: PortraitConfig, note: str | None = None
+) -> Placement:
     """The square painted around faces[index], once that face is known to be large enough to paint."""
     index, _ = choose_face(faces, index)
     if faces[index].size < MIN_FACE_PX:
         which = "The face in the template" if len(faces) == 1 else f"Face {index} of the template"
-        raise UserError(f"{which} is {faces[index].size:.0f} px; portraits need at least {MIN_FACE_PX} px "
-                        "(shorter side of the face): use a larger photo or one taken closer.")
+        raise UserError(
+            f"{which} is {faces[index].size:.0f} px; portraits need at least {MIN_FACE_PX} px "
+            "(shorter side of the face): use a larger photo or one taken closer."
+        )
     box = square_around(faces[index], rgb.shape[1], rgb.shape[0], cfg.crop_scale)
     return Placement(faces, index, box, note)
 
 
-def annotate(rgb: np.ndarray, faces: list[DetectedFace], chosen: int | None = None,
-             ignored: list[DetectedFace] = ()) -> np.ndarray:
+def annotate(
+    rgb: np.ndarray, faces: list[DetectedFace], chosen: int | None = None, ignored: list[DetectedFace] = ()
+) -> np.ndarray:
     """A preview: each face boxed and numbered from the left (the chosen one in green); boxes that are not taken
     for faces crossed out in red, unnumbered."""
     import cv2
@@ -264,8 +274,10 @@ class Portraits:
         """Rank, seed and the likeness written into each file, best first."""
         from easyphoto_app.generate import caption
 
-        return [caption(params, f"#{n}", f"seed {seed}")
-                for n, (params, seed) in enumerate(zip(self.parameters, self.seeds), 1)]
+        return [
+            caption(params, f"#{n}", f"seed {seed}")
+            for n, (params, seed) in enumerate(zip(self.parameters, self.seeds), 1)
+        ]
 
 
 def _painting_steps(gen: GenerateConfig, strength: float) -> int:
@@ -308,8 +320,17 @@ class Plan:
         return [Sitter(self.user, self.spot, self.loras, self.sources), *self.others]
 
 
-def plan(ws: Workspace, gen: GenerateConfig, cfg: PortraitConfig, user: str, template: Path, backend,
-         use_rl: bool = True, device: str = "cpu", others: dict[int, str] | None = None) -> Plan:
+def plan(
+    ws: Workspace,
+    gen: GenerateConfig,
+    cfg: PortraitConfig,
+    user: str,
+    template: Path,
+    backend,
+    use_rl: bool = True,
+    device: str = "cpu",
+    others: dict[int, str] | None = None,
+) -> Plan:
     """user on cfg.face_index (the largest when -1); each of others ({face: user}) on a face of their own."""
     from easyphoto_app.generate import choose_loras, default_prompt, parse_lora_tags
 
@@ -340,6 +361,7 @@ def in_square(spot: Placement, size: int) -> np.ndarray:
 
 def rank(candidates: list[Candidate]) -> list[Candidate]:
     """Most alike first; candidates without a score (no face, no recognizer) last, in seed order."""
+
     def key(c: Candidate) -> float:
         return 1.0 if c.score is None or c.score.likeness is None else -c.score.likeness
 
@@ -357,11 +379,16 @@ class Sitting:
     alpha: np.ndarray  # and at the square's own
 
     @classmethod
-    def of(cls, sitter: Sitter, cfg: PortraitConfig, size: int) -> "Sitting":
+    def of(cls, sitter: Sitter, cfg: PortraitConfig, size: int) -> Sitting:
         spot = sitter.spot
         source, why = fusion.pick(spot.face, sitter.sources) if cfg.fusion else (None, None)
-        return cls(sitter, source, why, feathered_mask(spot.face, spot.box, size),
-                   feathered_mask(spot.face, spot.box, spot.box[2]))
+        return cls(
+            sitter,
+            source,
+            why,
+            feathered_mask(spot.face, spot.box, size),
+            feathered_mask(spot.face, spot.box, spot.box[2]),
+        )
 
 
 def paint_face(face: Sitting, canvas: np.ndarray, size: int, weight: float, draw) -> np.ndarray | None:
@@ -371,7 +398,7 @@ def paint_face(face: Sitting, canvas: np.ndarray, size: int, weight: float, draw
 
     spot, source = face.sitter.spot, face.source
     x0, y0, side = spot.box
-    crop = resize_square(canvas[y0:y0 + side, x0:x0 + side], size)
+    crop = resize_square(canvas[y0 : y0 + side, x0 : x0 + side], size)
     image = fusion.fuse(crop, in_square(spot, size), source) if source else crop
     painted = draw(image, Image.fromarray(((face.alpha_small > 0) * 255).astype(np.uint8)))
     if painted is None:
@@ -418,14 +445,29 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
         if job.control:
             from easyphoto_app.controlnet import canny_edges
 
-            extra = {"control_image": Image.fromarray(canny_edges(image)),
-                     "controlnet_conditioning_scale": cfg.control_weight}
-        painted = run_pipeline(painter, done * steps, cfg.num * len(faces) * steps, progress, should_stop,
-                               "the number of candidates or the steps",
-                               prompt=job.prompt, negative_prompt=gen.negative_prompt or None,
-                               image=Image.fromarray(image), mask_image=mask, strength=cfg.strength,
-                               num_inference_steps=gen.steps, guidance_scale=gen.cfg, width=size, height=size,
-                               generator=torch.Generator("cpu").manual_seed(seed), **extra)
+            extra = {
+                "control_image": Image.fromarray(canny_edges(image)),
+                "controlnet_conditioning_scale": cfg.control_weight,
+            }
+        painted = run_pipeline(
+            painter,
+            done * steps,
+            cfg.num * len(faces) * steps,
+            progress,
+            should_stop,
+            "the number of candidates or the steps",
+            prompt=job.prompt,
+            negative_prompt=gen.negative_prompt or None,
+            image=Image.fromarray(image),
+            mask_image=mask,
+            strength=cfg.strength,
+            num_inference_steps=gen.steps,
+            guidance_scale=gen.cfg,
+            width=size,
+            height=size,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            **extra,
+        )
         done += 1
         return None if should_stop and should_stop() else painted
 
@@ -433,7 +475,7 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
         seed, out = base_seed + i, job.rgb
         for face in faces:
             apply_loras(pipe, face.sitter.loras)  # unchanged for one person: nothing to do
-            out = paint_face(face, out, size, cfg.fusion_weight, lambda image, mask: draw(image, mask, seed))
+            out = paint_face(face, out, size, cfg.fusion_weight, lambda image, mask, seed=seed: draw(image, mask, seed))
             if out is None:
                 break
         if out is None:
@@ -448,12 +490,16 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
 
 def _score(scorer, image: np.ndarray, box: tuple[int, int, int]):
     x0, y0, side = box
-    return scorer.score(image[y0:y0 + side, x0:x0 + side]) if scorer else None
+    return scorer.score(image[y0 : y0 + side, x0 : x0 + side]) if scorer else None
 
 
 def _notes(faces: list[Sitting], scorers: dict) -> list[str]:
-    notes = [f"Face {f.sitter.spot.index} of the template was not fused with {f.sitter.user}'s own face: "
-             f"{f.not_fused}. It was painted by the LoRAs alone." for f in faces if f.not_fused]
+    notes = [
+        f"Face {f.sitter.spot.index} of the template was not fused with {f.sitter.user}'s own face: "
+        f"{f.not_fused}. It was painted by the LoRAs alone."
+        for f in faces
+        if f.not_fused
+    ]
     unscored = [user for user, scorer in scorers.items() if scorer is None]
     if unscored:
         whose = "this user's" if len(scorers) == 1 else f"{' and '.join(unscored)}'s"
@@ -469,14 +515,20 @@ def _fields(job: Plan, faces: list[Sitting], c: Candidate) -> tuple[str, ...]:
     where = (f"Template face: {job.spot.index}",) if len(faces) == 1 else (group.people_field(people),)
     unfused = sorted(f.sitter.spot.index for f in faces if f.source is None)
     each = (group.likenesses_field([p[0] for p in people], c.scores),) if len(faces) > 1 and c.score else ()
-    extra = (f"Denoising strength: {job.cfg.strength:g}", f"Template: {job.template.name}", *where,
-             group.fusion_field(job.cfg.fusion, job.cfg.fusion_weight, unfused, len(faces)),
-             *likeness_fields(c.score), *each)
+    extra = (
+        f"Denoising strength: {job.cfg.strength:g}",
+        f"Template: {job.template.name}",
+        *where,
+        group.fusion_field(job.cfg.fusion, job.cfg.fusion_weight, unfused, len(faces)),
+        *likeness_fields(c.score),
+        *each,
+    )
     if job.control:  # as A1111's ControlNet extension writes it
         from easyphoto_app.controlnet import CANNY_REPO
 
-        extra += (f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, '
-                  f'Weight: {job.cfg.control_weight:g}"',)
+        extra += (
+            f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, Weight: {job.cfg.control_weight:g}"',
+        )
     return extra
 
 
@@ -491,8 +543,9 @@ def save_ranked(ws: Workspace, job: Plan, model, candidates: list[Candidate], fa
     folder = ws.outputs_dir(job.user) / date.today().isoformat()
     for n, c in enumerate(candidates, 1):
         stem = f"{time.strftime('%H%M%S')}-portrait{n}-{c.seed}"
-        path, params = save_with_parameters(Image.fromarray(c.image), folder, stem, job.prompt, loras, job.gen,
-                                            c.seed, model, _fields(job, faces, c))
+        path, params = save_with_parameters(
+            Image.fromarray(c.image), folder, stem, job.prompt, loras, job.gen, c.seed, model, _fields(job, faces, c)
+        )
         result.paths.append(path)
         result.seeds.append(c.seed)
         result.parameters.append(params)

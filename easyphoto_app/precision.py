@@ -91,6 +91,10 @@ def pick_rl_precision(choice: str, device: str) -> Precision:
     if (choice or "auto").lower() != "auto":
         return pick_precision(choice, device)
     if _device_type(device) in ("cuda", "mps"):
-        return Precision("fp16", device, "auto for RL: fp16 rounds finely enough for DDPO's clip range, where bf16's "
-                                         "rounding clips most updates; the gradient scaler guards against overflow")
+        return Precision(
+            "fp16",
+            device,
+            "auto for RL: fp16 rounds finely enough for DDPO's clip range, where bf16's "
+            "rounding clips most updates; the gradient scaler guards against overflow",
+        )
     return Precision("fp32", device, "auto: on the CPU fp32 is the fastest and exact")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.precision import CHOICES as PRECISIONS
@@ -27,10 +28,17 @@ def opt(default, help: str, **extra):
 
 @dataclass
 class AppConfig:
-    model: str = opt(DEFAULT_MODEL, "Base model: a Hugging Face id, a diffusers folder, a .safetensors file, or 'demo'.")
-    device: str = opt("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu.", choices=["auto", "cuda", "mps", "cpu"])
-    precision: str = opt("auto", "Number format: auto (bf16 on GPUs that have it, else fp16; fp32 on the CPU), fp32, fp16 or bf16.",
-                         choices=list(PRECISIONS))
+    model: str = opt(
+        DEFAULT_MODEL, "Base model: a Hugging Face id, a diffusers folder, a .safetensors file, or 'demo'."
+    )
+    device: str = opt(
+        "auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu.", choices=["auto", "cuda", "mps", "cpu"]
+    )
+    precision: str = opt(
+        "auto",
+        "Number format: auto (bf16 on GPUs that have it, else fp16; fp32 on the CPU), fp32, fp16 or bf16.",
+        choices=list(PRECISIONS),
+    )
     host: str = opt("127.0.0.1", "Address the web UI binds to.")
     port: int = opt(7860, "Port of the web UI.")
     open_browser: bool = opt(True, "Open the browser when the UI starts.")
@@ -39,8 +47,12 @@ class AppConfig:
 
 @dataclass
 class FaceConfig:
-    backend: str = opt("auto", "Face backend: auto (insightface if its models are here, else dlib), insightface, dlib, "
-                               "or offline (finds faces only).", choices=["auto", "insightface", "dlib", "offline"])
+    backend: str = opt(
+        "auto",
+        "Face backend: auto (insightface if its models are here, else dlib), insightface, dlib, "
+        "or offline (finds faces only).",
+        choices=["auto", "insightface", "dlib", "offline"],
+    )
     keep: int = opt(15, "Keep at most this many accepted faces (the most alike).")
     min_face_px: int = opt(64, "Reject faces smaller than this (pixels, shorter side).")
     min_sharpness: float = opt(0.12, "Reject faces blurrier than this (0-1 sharpness score).")
@@ -83,8 +95,11 @@ class RLConfig:
     inner_epochs: int = opt(1, "PPO passes over each epoch's samples.")
     resolution: int = opt(512, "Sample resolution (the demo model uses its own small size).")
     keep_checkpoints: int = opt(3, "Best checkpoints kept (the latest is always kept).")
-    eval_every: int = opt(5, "Evaluate every N epochs (and before the first and after the last) on fixed prompts "
-                             "and noise; the final LoRA is the best evaluated one.")
+    eval_every: int = opt(
+        5,
+        "Evaluate every N epochs (and before the first and after the last) on fixed prompts "
+        "and noise; the final LoRA is the best evaluated one.",
+    )
     eval_samples: int = opt(8, "Images per evaluation (about 7% of the run's time with the defaults).")
     seed: int = opt(0, "Random seed.")
 
@@ -107,29 +122,49 @@ class GenerateConfig:
 
 @dataclass
 class PortraitConfig:
-    strength: float = opt(0.45, "How much of the template's face is repainted: 0.3 keeps its shape and light, 0.7 lets "
-                                "the LoRA redraw more (and drifts from the template).")
+    strength: float = opt(
+        0.45,
+        "How much of the template's face is repainted: 0.3 keeps its shape and light, 0.7 lets "
+        "the LoRA redraw more (and drifts from the template).",
+    )
     num: int = opt(2, "Candidates, one seed each, ranked by likeness.")
     seed: int = opt(-1, "Seed of the first candidate (-1 = random).")
     face_index: int = opt(-1, "Which face of the template, counted from the left from 0 (-1 = the largest).")
-    crop_scale: float = opt(2.2, "Side of the square painted around the face, in face widths (head, hair and some context).")
-    controlnet: bool = opt(False, "Structure control: ControlNet canny keeps the template's outlines (downloads once when "
-                                  "turned on: 723 MB on an NVIDIA GPU, 1.45 GB otherwise).")
+    crop_scale: float = opt(
+        2.2, "Side of the square painted around the face, in face widths (head, hair and some context)."
+    )
+    controlnet: bool = opt(
+        False,
+        "Structure control: ControlNet canny keeps the template's outlines (downloads once when "
+        "turned on: 723 MB on an NVIDIA GPU, 1.45 GB otherwise).",
+    )
     control_weight: float = opt(0.6, "How strongly ControlNet holds the template's outlines (0-2).")
-    fusion: bool = opt(True, "Face fusion: the user's own photo, warped onto the template's face, colour-matched and "
-                             "blended in before painting, so the LoRAs paint over the person's own features.")
+    fusion: bool = opt(
+        True,
+        "Face fusion: the user's own photo, warped onto the template's face, colour-matched and "
+        "blended in before painting, so the LoRAs paint over the person's own features.",
+    )
     # benchmarks/portrait_likeness.py (face model, strength 0.45, one seed, 5 templates of other people; the mean dlib
     # distance to the person, same person below 0.6), at weights 0.5 / 0.75 / 1: Coelho 0.703 / 0.595 / 0.516 (seam
     # 1.51 / 1.49 / 1.46, nearest to the template's person 0.69 / 0.70 / 0.75), Collins 0.679 / 0.592 / 0.556 (seam
     # 1.48 / 1.48 / 1.49, 0.66 / 0.70 / 0.69), both 10 train steps; Biden 0.637 / - / 0.498. More weight: more like
     # the person, the same seam, further from the template's person: 1.
-    fusion_weight: float = opt(1.0, "Fuse the user's photo in once more after painting, at this weight, so the eyes, "
-                                    "nose and mouth keep the person's shape (0 = off, 1 = the photo's features as "
-                                    "they are).")
+    fusion_weight: float = opt(
+        1.0,
+        "Fuse the user's photo in once more after painting, at this weight, so the eyes, "
+        "nose and mouth keep the person's shape (0 = off, 1 = the photo's features as "
+        "they are).",
+    )
 
 
-SECTIONS = {"app": AppConfig, "faces": FaceConfig, "train": TrainConfig, "rl": RLConfig, "generate": GenerateConfig,
-            "portrait": PortraitConfig}
+SECTIONS = {
+    "app": AppConfig,
+    "faces": FaceConfig,
+    "train": TrainConfig,
+    "rl": RLConfig,
+    "generate": GenerateConfig,
+    "portrait": PortraitConfig,
+}
 
 
 @dataclass

@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import torch
 
-from easyphoto_app.memory_trace import GB, Estimate, added_conditions, cast, nbytes, preflight_warning, traced, vae_dtype
+from easyphoto_app.memory_trace import (
+    GB,
+    Estimate,
+    added_conditions,
+    cast,
+    nbytes,
+    preflight_warning,
+    traced,
+    vae_dtype,
+)
 from easyphoto_app.model_defaults import vae_scale
 
 ENCODE_PHOTOS = 1  # photos encoded at once on CUDA (encode_faces with the autoencoder's slicing on)
 
 
 def _lora_params(module, targets: list[str], rank: int) -> int:
-    return sum(rank * (m.in_features + m.out_features) for name, m in module.named_modules()
-               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets)
+    return sum(
+        rank * (m.in_features + m.out_features)
+        for name, m in module.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets
+    )
 
 
 def _encode_peak(vae_config: dict, resolution: int, dtype) -> tuple[int, int]:
@@ -56,16 +68,26 @@ def _step_peak(unet_config: dict, cfg, latent: int, dtype, photos: int, text_lor
         latents = torch.empty(2, 2 * photos, c, h, h, device="meta", dtype=torch.float32)  # mean and std of each view
         moments = [torch.empty_like(p) for p in lora for _ in range(2)]
         text_state = torch.empty(text_lora_bytes, dtype=torch.uint8, device="meta")  # their gradients and moments
-        out = unet(torch.empty(n, c, h, h, **meta), torch.zeros(n, dtype=torch.long, device="meta"),
-                   torch.empty(n, 77, unet.config.cross_attention_dim, **meta),
-                   **added_conditions(unet.config, n, meta)).sample
+        out = unet(
+            torch.empty(n, c, h, h, **meta),
+            torch.zeros(n, dtype=torch.long, device="meta"),
+            torch.empty(n, 77, unet.config.cross_attention_dim, **meta),
+            **added_conditions(unet.config, n, meta),
+        ).sample
         out.float().mean().backward()
         del latents, moments, text_state, out
     return nbytes(unet.parameters()), live.peak
 
 
-def estimate_train_memory(unet_config: dict, vae_config: dict, text_encoders: list, cfg, resolution: int,
-                          dtype=torch.bfloat16, photos: int = 20) -> Estimate:
+def estimate_train_memory(
+    unet_config: dict,
+    vae_config: dict,
+    text_encoders: list,
+    cfg,
+    resolution: int,
+    dtype=torch.bfloat16,
+    photos: int = 20,
+) -> Estimate:
     """`text_encoders`: the model's text encoders (real or on the meta device: only their shapes are read); `cfg` a
     TrainConfig (rank, alpha, batch_size, train_text_encoder)."""
     from easyphoto_app.lora_adapters import TE_TARGETS
@@ -73,7 +95,9 @@ def estimate_train_memory(unet_config: dict, vae_config: dict, text_encoders: li
     text_bytes = sum(p.numel() for te in text_encoders for p in te.parameters()) * dtype.itemsize
     text_lora = sum(_lora_params(te, TE_TARGETS, cfg.rank) for te in text_encoders) * 4 if cfg.train_text_encoder else 0
     vae_bytes, encode_work = _encode_peak(vae_config, resolution, dtype)
-    unet_bytes, step_work = _step_peak(unet_config, cfg, resolution // vae_scale(vae_config), dtype, photos, 3 * text_lora)
+    unet_bytes, step_work = _step_peak(
+        unet_config, cfg, resolution // vae_scale(vae_config), dtype, photos, 3 * text_lora
+    )
     encoding = Estimate((unet_bytes + vae_bytes + text_bytes) / GB, encode_work / GB)
     stepping = Estimate((unet_bytes + (text_bytes if cfg.train_text_encoder else 0) + text_lora) / GB, step_work / GB)
     return max(encoding, stepping, key=lambda e: e.total_gb)
@@ -100,15 +124,19 @@ def preflight(pipe, cfg, resolution: int, free_bytes: int, dtype, photos: int) -
 
     def estimate(c) -> Estimate:
         if repr(c) not in traced_once:
-            traced_once[repr(c)] = estimate_train_memory(dict(pipe.unet.config), dict(pipe.vae.config), encoders, c,
-                                                         resolution, dtype, photos)
+            traced_once[repr(c)] = estimate_train_memory(
+                dict(pipe.unet.config), dict(pipe.vae.config), encoders, c, resolution, dtype, photos
+            )
         return traced_once[repr(c)]
 
     e = estimate(cfg)
-    line = (f"GPU memory estimate for this training: about {human_size(int(e.total_gb * GB))} at its peak "
-            f"({human_size(int(e.weights_gb * GB))} of weights), {human_size(free_bytes)} free after loading")
-    warning = preflight_warning("training", lambda c: int(estimate(c).total_gb * GB) - loaded, cfg, lower_settings(cfg),
-                                free_bytes)
+    line = (
+        f"GPU memory estimate for this training: about {human_size(int(e.total_gb * GB))} at its peak "
+        f"({human_size(int(e.weights_gb * GB))} of weights), {human_size(free_bytes)} free after loading"
+    )
+    warning = preflight_warning(
+        "training", lambda c: int(estimate(c).total_gb * GB) - loaded, cfg, lower_settings(cfg), free_bytes
+    )
     return line, warning
 
 

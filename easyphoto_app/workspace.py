@@ -100,8 +100,10 @@ class Workspace:
         """The valid id of a user that exists, or the one refusal that says how to add them."""
         user_id = validate_user_id(user_id)
         if not self.user_dir(user_id).is_dir():
-            raise UserError(f"No user '{user_id}' yet: add photos first (Photos & Training tab, or 'prepare --user "
-                            f"{user_id} PHOTOS'). Known users: {', '.join(self.list_users()) or 'none yet'}.")
+            raise UserError(
+                f"No user '{user_id}' yet: add photos first (Photos & Training tab, or 'prepare --user "
+                f"{user_id} PHOTOS'). Known users: {', '.join(self.list_users()) or 'none yet'}."
+            )
         return user_id
 
     def delete_user(self, user_id: str) -> None:
@@ -133,8 +135,10 @@ def refused_when_disk_full(folder: Path, what: str):
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
-        raise UserError(f"The drive holding {folder} is full: {what} was not written (the previous one, if any, is "
-                        "kept). Free some space and try again.") from exc
+        raise UserError(
+            f"The drive holding {folder} is full: {what} was not written (the previous one, if any, is "
+            "kept). Free some space and try again."
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -144,8 +148,9 @@ def atomic_path(target: Path, suffix: str | None = None):
     target = Path(target)
     with refused_when_disk_full(target.parent, target.name):
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                   suffix=suffix or target.suffix + ".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=suffix or target.suffix + ".tmp"
+        )
         os.close(fd)
         try:
             yield Path(tmp)
@@ -188,8 +193,10 @@ def free_bytes(path: Path) -> int:
 def no_space_message(path: Path, need_bytes: int, what: str, advice: str = "Free some space and try again.") -> str:
     free = free_bytes(path)
     size = lambda n: f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"  # noqa: E731
-    return (f"Not enough free disk space for {what}: need about {size(need_bytes)}, {size(free)} free on the drive "
-            f"holding {path}. {advice}")
+    return (
+        f"Not enough free disk space for {what}: need about {size(need_bytes)}, {size(free)} free on the drive "
+        f"holding {path}. {advice}"
+    )
 
 
 def ensure_free_space(path: Path, need_bytes: int, what: str) -> None:

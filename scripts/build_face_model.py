@@ -36,17 +36,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import face_photos  # noqa: E402
+
 from easyphoto_app.models import DEMO_LABEL, DEMO_VERSION  # noqa: E402
 
 RESOLUTION = 128
 CROP_SIDE = 256
 HELD_OUT = {
-    "Joe Biden": {"source": "face_recognition==1.3.0 (PyPI sdist) tests/test_images/biden.jpg",
-                  "licence": face_photos.PUBLIC_DOMAIN_US},
-    "Luis Pedro Coelho": {"source": "mahotas==1.4.19 (PyPI wheel) mahotas/demos/data/luispedro.jpg",
-                          "licence": "MIT (the package author's own photo in his package)"},
-    "Eileen Collins": {"source": "scikit-image (PyPI wheel) skimage/data/astronaut.png",
-                       "licence": "public domain (NASA photograph)"},
+    "Joe Biden": {
+        "source": "face_recognition==1.3.0 (PyPI sdist) tests/test_images/biden.jpg",
+        "licence": face_photos.PUBLIC_DOMAIN_US,
+    },
+    "Luis Pedro Coelho": {
+        "source": "mahotas==1.4.19 (PyPI wheel) mahotas/demos/data/luispedro.jpg",
+        "licence": "MIT (the package author's own photo in his package)",
+    },
+    "Eileen Collins": {
+        "source": "scikit-image (PyPI wheel) skimage/data/astronaut.png",
+        "licence": "public domain (NASA photograph)",
+    },
 }
 GROUPS = {"kphotoalbum demo: Jim, Wayne and Jesper": ["Jim", "Wayne", "Jesper K. Pedersen"]}
 WOMEN = {"Grace Hopper", "Marie Curie", "Eileen Collins"}
@@ -58,19 +65,33 @@ STYLE_WORDS = {  # what an augmentation makes the image look like, in the words 
     "soft": "soft light",
     "blur": "blurry photo",
 }
-VAE_CONFIG = dict(block_out_channels=(32, 64, 128), down_block_types=("DownEncoderBlock2D",) * 3,
-                  up_block_types=("UpDecoderBlock2D",) * 3, layers_per_block=1, latent_channels=4,
-                  norm_num_groups=16, sample_size=RESOLUTION, mid_block_add_attention=False)
+VAE_CONFIG = dict(
+    block_out_channels=(32, 64, 128),
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=16,
+    sample_size=RESOLUTION,
+    mid_block_add_attention=False,
+)
 VAE_PATCH = 64  # the autoencoder is all convolutions (no attention), so it trains on patches: 4x cheaper a view
-UNET_CONFIG = dict(sample_size=RESOLUTION // 4, block_out_channels=(32, 64, 128), layers_per_block=1,
-                   down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                   up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                   cross_attention_dim=64, attention_head_dim=4, norm_num_groups=16)
+UNET_CONFIG = dict(
+    sample_size=RESOLUTION // 4,
+    block_out_channels=(32, 64, 128),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=64,
+    attention_head_dim=4,
+    norm_num_groups=16,
+)
 # Measured on Luis Pedro Coelho (benchmarks/likeness_chain.py's photo set): SD 1.5's defaults (rank 128, lr 1e-4, 800
 # steps) and rank 16 at 5e-4 turn 5 of 8 samples into noise; these keep the faces (7 of 8 found).
 TRAIN_DEFAULTS = {"rank": 16, "alpha": 16.0, "lr": 5e-5, "steps": 300}
-TEXT_CONFIG = dict(hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=2,
-                   max_position_embeddings=77)
+TEXT_CONFIG = dict(
+    hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77
+)
 
 
 # ----------------------------------------------------------------------------- crops
@@ -90,8 +111,13 @@ def head_crops(photo_dir: Path) -> list[dict]:
         img = load_rgb(path, 2048)
         faces = [f for f in backend.analyze(img) if f.size >= 100]
         for i, face in enumerate(sorted(faces, key=lambda f: f.bbox[0])):
-            crops.append({"person": photo.person if len(faces) == 1 else f"{photo.person} #{i + 1}",
-                          "file": Path(photo.member).name, "image": _crop(img, face)})
+            crops.append(
+                {
+                    "person": photo.person if len(faces) == 1 else f"{photo.person} #{i + 1}",
+                    "file": Path(photo.member).name,
+                    "image": _crop(img, face),
+                }
+            )
     return crops
 
 
@@ -205,7 +231,9 @@ def raw_descriptor(backend, img: np.ndarray) -> np.ndarray | None:
     """The largest face's dlib descriptor before the backend normalises it (its length is about 1.4)."""
     import dlib
 
-    big = np.ascontiguousarray(cv2.resize(img, (512, 512), interpolation=cv2.INTER_CUBIC) if max(img.shape[:2]) < 512 else img)
+    big = np.ascontiguousarray(
+        cv2.resize(img, (512, 512), interpolation=cv2.INTER_CUBIC) if max(img.shape[:2]) < 512 else img
+    )
     faces = backend.analyze(big)
     if not faces:
         return None
@@ -217,9 +245,10 @@ def raw_descriptor(backend, img: np.ndarray) -> np.ndarray | None:
 # ----------------------------------------------------------------------------- vae
 
 
-def train_vae(crops: list[dict], steps: int, seed: int, log) -> "AutoencoderKL":  # noqa: F821
+def train_vae(crops: list[dict], steps: int, seed: int, log) -> AutoencoderKL:  # noqa: F821
     import torch
     from diffusers import AutoencoderKL
+
     from easyphoto_app.faces.dlib_backend import DlibBackend
 
     torch.manual_seed(seed)
@@ -237,8 +266,15 @@ def train_vae(crops: list[dict], steps: int, seed: int, log) -> "AutoencoderKL":
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-6 * post.kl().mean()
         optimise(opt, sched, loss, vae.parameters())
         if step % 200 == 0 or step == steps:
-            log({"stage": "vae", "step": step, "s": round(time.time() - t0), "loss": round(loss.item(), 4),
-                 "held_out_distance": held_out_distance(backend, held, vae)})
+            log(
+                {
+                    "stage": "vae",
+                    "step": step,
+                    "s": round(time.time() - t0),
+                    "loss": round(loss.item(), 4),
+                    "held_out_distance": held_out_distance(backend, held, vae),
+                }
+            )
     return vae
 
 
@@ -264,15 +300,23 @@ def tune_decoder(vae, crops: list[dict], steps: int, seed: int, log) -> None:
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + _edges(rec, x)
         optimise(opt, sched, loss, params)
         if step % 200 == 0 or step == steps:
-            log({"stage": "decoder", "step": step, "s": round(time.time() - t0), "loss": round(loss.item(), 4),
-                 "held_out_distance": held_out_distance(backend, held, vae)})
+            log(
+                {
+                    "stage": "decoder",
+                    "step": step,
+                    "s": round(time.time() - t0),
+                    "loss": round(loss.item(), 4),
+                    "held_out_distance": held_out_distance(backend, held, vae),
+                }
+            )
     vae.requires_grad_(True)
 
 
 def patch_batch(crops: list[dict], rng: np.random.Generator, size: int = 16):
     """`size` random 64 px patches of fresh augmented views: what the autoencoder trains on."""
-    return to_tensor([_patch(augment(crops[i]["image"], crops[i]["person"], rng)[0], rng)
-                      for i in rng.integers(0, len(crops), size)])
+    return to_tensor(
+        [_patch(augment(crops[i]["image"], crops[i]["person"], rng)[0], rng) for i in rng.integers(0, len(crops), size)]
+    )
 
 
 def optimise(opt, sched, loss, params) -> None:
@@ -301,7 +345,7 @@ def _edges(a, b):
 
 def _patch(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y, x = rng.integers(0, RESOLUTION - VAE_PATCH + 1, 2)
-    return img[y:y + VAE_PATCH, x:x + VAE_PATCH]
+    return img[y : y + VAE_PATCH, x : x + VAE_PATCH]
 
 
 def reconstruct(vae, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -357,13 +401,30 @@ def latent_pool(vae, crops: list[dict], size: int, seed: int, blends: float = 0.
 def build_text_encoder(tokenizer):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    return CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                        **TEXT_CONFIG))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **TEXT_CONFIG,
+        )
+    )
 
 
-def train_unet(vae, crops: list[dict], steps: int, seed: int, log, batch: int = 16, pool_size: int = 6000,
-               start: Path | None = None, blends: float = 0.0, lr: float = 1e-3, stage: str = "unet"):
+def train_unet(
+    vae,
+    crops: list[dict],
+    steps: int,
+    seed: int,
+    log,
+    batch: int = 16,
+    pool_size: int = 6000,
+    start: Path | None = None,
+    blends: float = 0.0,
+    lr: float = 1e-3,
+    stage: str = "unet",
+):
     """The UNet and text encoder from scratch, or on from `start` (a work dir with unet/ and text_encoder/)."""
     import copy
 
@@ -378,8 +439,13 @@ def train_unet(vae, crops: list[dict], steps: int, seed: int, log, batch: int = 
     vae.register_to_config(scaling_factor=round(scaling, 5))
     log({"stage": "latents", "pool": len(captions), "blends": blends, "scaling_factor": round(scaling, 5)})
     tokenizer = CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer")
-    ids = tokenizer(captions + [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        captions + [""],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     empty = ids[-1]
     torch.manual_seed(seed)
     if start:
@@ -426,9 +492,16 @@ def save(out: Path, vae, unet, text_encoder, tokenizer, build: dict) -> None:
 
     from easyphoto_app.checkpoints import SD15_CONFIG
 
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=PNDMScheduler.from_pretrained(SD15_CONFIG / "scheduler"),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler.from_pretrained(SD15_CONFIG / "scheduler"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     staging = out.with_name(out.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
     pipe.to(torch.float16).save_pretrained(staging, safe_serialization=True)
@@ -439,8 +512,13 @@ def save(out: Path, vae, unet, text_encoder, tokenizer, build: dict) -> None:
     (staging / "sources.json").write_text(json.dumps(sources(), indent=1) + "\n")
     (staging / "build.json").write_text(json.dumps(build, indent=1) + "\n")
     label = DEMO_LABEL.format(photos=build["photos"], people=build["people"])
-    marker = {"version": DEMO_VERSION, "label": label, "resolution": RESOLUTION, "train_resolution": RESOLUTION,
-              "train_defaults": TRAIN_DEFAULTS}
+    marker = {
+        "version": DEMO_VERSION,
+        "label": label,
+        "resolution": RESOLUTION,
+        "train_resolution": RESOLUTION,
+        "train_defaults": TRAIN_DEFAULTS,
+    }
     (staging / "easyphoto_demo.json").write_text(json.dumps(marker, indent=1) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
@@ -455,8 +533,11 @@ def training_people() -> set[str]:
 
 
 def sources() -> dict:
-    train = [{"person": p.person, "source": f"{p.package} ({p.registry}) {p.member}", "licence": p.licence}
-             for p in face_photos.PHOTOS if p.person not in HELD_OUT]
+    train = [
+        {"person": p.person, "source": f"{p.package} ({p.registry}) {p.member}", "licence": p.licence}
+        for p in face_photos.PHOTOS
+        if p.person not in HELD_OUT
+    ]
     held = [{"person": name, **info} for name, info in HELD_OUT.items()]
     return {"train": train, "held_out": held}
 
@@ -465,28 +546,42 @@ def check(model_dir: Path, seeds: int = 64) -> dict:
     """Face rate of the saved pipeline on fixed seeds, and the autoencoder's loss on the held-out people."""
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
-
     from transformers import CLIPTokenizer
 
     from easyphoto_app.checkpoints import SD15_CONFIG
     from easyphoto_app.faces.dlib_backend import DlibBackend
 
     # the folder has no tokenizer of its own (the app installs SD 1.5's beside it)
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, safety_checker=None,
-                                                   tokenizer=CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer"))
+    pipe = StableDiffusionPipeline.from_pretrained(
+        model_dir,
+        torch_dtype=torch.float32,
+        safety_checker=None,
+        tokenizer=CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer"),
+    )
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     backend = DlibBackend()
     found, t0 = 0, time.time()
     for start in range(0, seeds, 16):
         gens = [torch.Generator().manual_seed(10_000 + s) for s in range(start, min(seeds, start + 16))]
-        images = pipe(["1person, portrait photo of a man"] * len(gens), num_inference_steps=25, guidance_scale=5.0,
-                      generator=gens, height=RESOLUTION, width=RESOLUTION, output_type="np").images
+        images = pipe(
+            ["1person, portrait photo of a man"] * len(gens),
+            num_inference_steps=25,
+            guidance_scale=5.0,
+            generator=gens,
+            height=RESOLUTION,
+            width=RESOLUTION,
+            output_type="np",
+        ).images
         for img in images:
             big = cv2.resize((img * 255).round().astype(np.uint8), (512, 512), interpolation=cv2.INTER_CUBIC)
             found += bool(backend.analyze(big))
-    return {"face_rate": found / seeds, "seeds": seeds, "sample_s": round(time.time() - t0, 1),
-            "vae_held_out_distance": held_out_distance(backend, held_out_crops(), pipe.vae)}
+    return {
+        "face_rate": found / seeds,
+        "seeds": seeds,
+        "sample_s": round(time.time() - t0, 1),
+        "vae_held_out_distance": held_out_distance(backend, held_out_crops(), pipe.vae),
+    }
 
 
 def main() -> None:
@@ -497,7 +592,12 @@ def main() -> None:
     ap.add_argument("--vae-steps", type=int, default=3000)
     ap.add_argument("--unet-steps", type=int, default=4000)
     ap.add_argument("--decoder-steps", type=int, default=500, help="decoder-only steps after the UNet's (0: none)")
-    ap.add_argument("--blend-steps", type=int, default=0, help="UNet steps on after --unet-steps with blends of two people (0: none, as shipped; see README)")
+    ap.add_argument(
+        "--blend-steps",
+        type=int,
+        default=0,
+        help="UNet steps on after --unet-steps with blends of two people (0: none, as shipped; see README)",
+    )
     ap.add_argument("--blends", type=float, default=0.5, help="share of the blend stage's views that mix two people")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stages", default="crops,vae,unet,blend,decoder,save,check")
@@ -535,8 +635,9 @@ def main() -> None:
         text_encoder.save_pretrained(a.work / "text_encoder")
         vae.save_pretrained(a.work / "vae")  # its scaling factor was set from the latents
     if "blend" in stages and a.blend_steps:
-        unet, text_encoder, _ = train_unet(vae, crops, a.blend_steps, a.seed, log, start=a.work, blends=a.blends,
-                                           lr=3e-4, stage="blend")
+        unet, text_encoder, _ = train_unet(
+            vae, crops, a.blend_steps, a.seed, log, start=a.work, blends=a.blends, lr=3e-4, stage="blend"
+        )
         unet.save_pretrained(a.work / "unet")
         text_encoder.save_pretrained(a.work / "text_encoder")
     if "save" in stages:
@@ -544,14 +645,28 @@ def main() -> None:
 
         from easyphoto_app.checkpoints import SD15_CONFIG
 
-        build = {"resolution": RESOLUTION, "vae_steps": a.vae_steps, "decoder_steps": a.decoder_steps,
-                 "unet_steps": a.unet_steps, "blend_steps": a.blend_steps, "blends": a.blends, "seed": a.seed,
-                 "crops": len(crops), "people": len(training_people()),
-                 "photos": len({p.member for p in face_photos.PHOTOS if p.person not in HELD_OUT}),
-                 "torch": torch.__version__, "build_s": round(time.time() - started)}
-        save(a.out, vae, UNet2DConditionModel.from_pretrained(a.work / "unet"),
-             CLIPTextModel.from_pretrained(a.work / "text_encoder"),
-             CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer"), build)
+        build = {
+            "resolution": RESOLUTION,
+            "vae_steps": a.vae_steps,
+            "decoder_steps": a.decoder_steps,
+            "unet_steps": a.unet_steps,
+            "blend_steps": a.blend_steps,
+            "blends": a.blends,
+            "seed": a.seed,
+            "crops": len(crops),
+            "people": len(training_people()),
+            "photos": len({p.member for p in face_photos.PHOTOS if p.person not in HELD_OUT}),
+            "torch": torch.__version__,
+            "build_s": round(time.time() - started),
+        }
+        save(
+            a.out,
+            vae,
+            UNet2DConditionModel.from_pretrained(a.work / "unet"),
+            CLIPTextModel.from_pretrained(a.work / "text_encoder"),
+            CLIPTokenizer.from_pretrained(SD15_CONFIG / "tokenizer"),
+            build,
+        )
         log({"stage": "save", "out": str(a.out)})
     if "check" in stages:
         log({"stage": "check", **check(a.out)})

@@ -1,6 +1,7 @@
 """Mutation testing of the core with mutmut: one small bug at a time, the tests that reach it run after each.
 
-usage: ./run.sh mutate [--report] [--again] [--sample N] [--fast SECONDS] [MODULE ...]      (or: python scripts/mutate.py ...)
+usage: ./run.sh mutate [--report] [--again] [--sample N] [--fast SECONDS] [MODULE ...]
+       (or: python scripts/mutate.py ...)
     --report: write the report from the results so far, without running (after a run was stopped, say).
     --equivalent MUTANT REASON: list a reviewed survivor as equivalent (it changes nothing anyone can observe).
     --again: run the survivors again too (after adding tests); otherwise only mutants not judged yet run.
@@ -39,8 +40,25 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 EQUIVALENTS = REPORTS / "equivalent_mutants.json"
 MUTMUT = [sys.executable, "-m", "mutmut"]
-CORE = ["lora_io", "lora_train", "generate", "workspace", "faces", "jobs", "cli", "gallery", "models", "settings",
-        "ddpo", "portrait", "controlnet", "checkpoints", "precision", "doctor", "monitor"]
+CORE = [
+    "lora_io",
+    "lora_train",
+    "generate",
+    "workspace",
+    "faces",
+    "jobs",
+    "cli",
+    "gallery",
+    "models",
+    "settings",
+    "ddpo",
+    "portrait",
+    "controlnet",
+    "checkpoints",
+    "precision",
+    "doctor",
+    "monitor",
+]
 
 
 def module_of(mutant: str) -> str:
@@ -105,25 +123,40 @@ def summarise(statuses: dict[str, str], modules: list[str]) -> dict:
     for module in modules:
         c = table[module]
         judged = c["killed"] + c["survived"] + c["no tests"] + c["timeout"]
-        report[module] = {**dict(c), "score": round((c["killed"] + c["timeout"]) / judged, 3) if judged else None,
-                          "survivors": survivors[module]}
+        report[module] = {
+            **dict(c),
+            "score": round((c["killed"] + c["timeout"]) / judged, 3) if judged else None,
+            "survivors": survivors[module],
+        }
     return {"modules": report, "equivalent": [{**e, "mutant": name} for name, e in matched.items()]}
 
 
 def markdown(summary: dict) -> str:
-    rows = ["| module | killed | timeout | survived | no tests | equivalent | not run yet | score |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| module | killed | timeout | survived | no tests | equivalent | not run yet | score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for module, r in summary["modules"].items():
         score = "-" if r["score"] is None else f"{r['score']:.0%}"
-        rows.append(f"| {module} | {r.get('killed', 0)} | {r.get('timeout', 0)} | {r.get('survived', 0)} | "
-                    f"{r.get('no tests', 0)} | {r.get('equivalent', 0)} | {r.get('not checked', 0)} | {score} |")
-    parts = ["# Mutation testing (scripts/mutate.py, mutmut)", "",
-             "Score = (killed + timeout) / (killed + timeout + survived + no tests); equivalent mutants apart.",
-             *([f"Run with --fast {summary['fast']}: tests slower than that were left out of mutant runs."]
-               if summary.get("fast") is not None else []),
-             "A module with mutants not run yet is scored on those judged; where those were drawn at random "
-             "(--sample), the score estimates the module's.", "",
-             *rows, ""]
+        rows.append(
+            f"| {module} | {r.get('killed', 0)} | {r.get('timeout', 0)} | {r.get('survived', 0)} | "
+            f"{r.get('no tests', 0)} | {r.get('equivalent', 0)} | {r.get('not checked', 0)} | {score} |"
+        )
+    parts = [
+        "# Mutation testing (scripts/mutate.py, mutmut)",
+        "",
+        "Score = (killed + timeout) / (killed + timeout + survived + no tests); equivalent mutants apart.",
+        *(
+            [f"Run with --fast {summary['fast']}: tests slower than that were left out of mutant runs."]
+            if summary.get("fast") is not None
+            else []
+        ),
+        "A module with mutants not run yet is scored on those judged; where those were drawn at random "
+        "(--sample), the score estimates the module's.",
+        "",
+        *rows,
+        "",
+    ]
     for module, r in summary["modules"].items():
         if r["survivors"]:
             parts += [f"## Survivors in {module}", ""]
@@ -151,6 +184,7 @@ def drop_unmutated_copies() -> list[Path]:
     one stopped while writing a file leaves it half-written (newer than its .meta, which comes after it).
     The plain copies' functions had no trampolines when mutmut recorded which test reaches which function, so that
     record (mutmut-stats.json) goes too and is made again."""
+
     def unfinished(copy: Path) -> bool:
         meta = copy.with_name(copy.name + ".meta")
         return not meta.exists() or meta.stat().st_mtime < copy.stat().st_mtime
@@ -169,6 +203,7 @@ def to_run(statuses: dict[str, str], modules: list[str], again: bool, sample: in
     make mutmut run every mutant it matches again, so a stopped run would start over. A module never mutated yet
     goes as a pattern: mutmut makes its mutants on that run. `sample`: at most that many of each module's mutants
     not judged yet, drawn at random (the same draw each time), so a module's score can be estimated in minutes."""
+
     def within(name: str, module: str) -> bool:  # module: "faces" or one file of it, "faces.quality"
         return name.startswith(f"easyphoto_app.{module}.")
 
@@ -181,8 +216,9 @@ def to_run(statuses: dict[str, str], modules: list[str], again: bool, sample: in
         fresh = [n for n in mine if statuses[n] == "not checked"]
         if sample is not None:
             fresh = sorted(random.Random(module).sample(fresh, min(sample, len(fresh))))
-        names += fresh + [n for n in mine if again and statuses[n] in ("survived", "no tests", "timeout")
-                          and n not in reviewed]
+        names += fresh + [
+            n for n in mine if again and statuses[n] in ("survived", "no tests", "timeout") and n not in reviewed
+        ]
         if not mine:
             names.append(f"easyphoto_app.{module}.*")
     return list(dict.fromkeys(names))
@@ -214,7 +250,9 @@ def main(argv: list[str]) -> int:
             print("--fast: no stats run yet to take test durations from; this run uses every test", file=sys.stderr)
         env["EASYPHOTO_MUTATE_SKIP"] = str(skip)
     package = ROOT / "easyphoto_app"
-    unknown = [m for m in modules if not (package / f"{m.replace('.', '/')}.py").exists() and not (package / m).is_dir()]
+    unknown = [
+        m for m in modules if not (package / f"{m.replace('.', '/')}.py").exists() and not (package / m).is_dir()
+    ]
     if unknown:
         print(f"error: no module {', '.join(unknown)} in easyphoto_app/", file=sys.stderr)
         return 2
@@ -236,9 +274,12 @@ def main(argv: list[str]) -> int:
     (REPORTS / "mutation.md").write_text(markdown(summary))
     for module in dict.fromkeys(tops):
         r = summary["modules"][module]
-        print(f"{module:12} {'-' if r['score'] is None else format(r['score'], '.0%'):>5}  "
-              f"({r.get('killed', 0)} killed, {r.get('survived', 0)} survived, {r.get('no tests', 0)} reached by no test, "
-              f"{r.get('not checked', 0)} not run yet)")
+        print(
+            f"{module:12} {'-' if r['score'] is None else format(r['score'], '.0%'):>5}  "
+            f"({r.get('killed', 0)} killed, {r.get('survived', 0)} survived, {r.get('no tests', 0)} reached by "
+            f"no test, "
+            f"{r.get('not checked', 0)} not run yet)"
+        )
     print(f"report: {REPORTS / 'mutation.md'}")
     return 0
 

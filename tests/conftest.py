@@ -23,8 +23,9 @@ if os.environ.get("MUTANT_UNDER_TEST"):  # under mutmut (scripts/mutate.py): see
     import tempfile
 
     os.environ["EASYPHOTO_MUTMUT_HITS"] = tempfile.mkdtemp(prefix="mutmut-hits-")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent / "mutmut_child"),
-                                                              os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parent / "mutmut_child"), os.environ.get("PYTHONPATH")])
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -118,8 +119,14 @@ def pytest_collection_modifyitems(config, items):
 
 def run_cli(data_dir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
 
 
 def kill_9_when(data_dir: Path, args: list[str], marker: Path, timeout: float = 120) -> None:
@@ -127,8 +134,12 @@ def kill_9_when(data_dir: Path, args: list[str], marker: Path, timeout: float = 
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -139,9 +150,11 @@ def kill_9_when(data_dir: Path, args: list[str], marker: Path, timeout: float = 
 @contextlib.contextmanager
 def gpu_lock_held(data_dir: Path, kind: str, user: str):
     """Another process holding the GPU lock, as a job started from a terminal does; yields the process."""
-    code = ("import sys, time; from easyphoto_app.jobs import GpuLock; from easyphoto_app.workspace import Workspace\n"
-            f"with GpuLock(Workspace({str(data_dir)!r}), {kind!r}, {user!r}):\n"
-            "    print('held', flush=True)\n    time.sleep(120)")
+    code = (
+        "import sys, time; from easyphoto_app.jobs import GpuLock; from easyphoto_app.workspace import Workspace\n"
+        f"with GpuLock(Workspace({str(data_dir)!r}), {kind!r}, {user!r}):\n"
+        "    print('held', flush=True)\n    time.sleep(120)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "held\n"
@@ -160,9 +173,13 @@ def running_app(data_dir: Path, env: dict | None = None, console: Path | None = 
 
     port = free_port()
     out = open(console, "wb") if console else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
-                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if console else subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT if console else subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 30
@@ -211,8 +228,9 @@ def cli_process_state():
 def demo_model_dir(tmp_path_factory) -> Path:
     """The tests' fast random model (tests/tiny_model.py), installed as the demo. EASYPHOTO_TEST_DEMO=face runs
     them on the shipped face model instead (slower; what the README's screenshots are taken on)."""
-    from easyphoto_app.models import ensure_demo_model
     from tiny_model import build_random_model
+
+    from easyphoto_app.models import ensure_demo_model
 
     def build(base: Path) -> Path:
         if os.environ.get("EASYPHOTO_TEST_DEMO") == "face":
@@ -261,8 +279,22 @@ def trained_home(tmp_path_factory, demo_model_dir, astro_photos) -> Path:
         (d / "settings.toml").write_text('[app]\nmodel = "demo"\n')
         r = run_cli(d, "prepare", "--user", "astro", *map(str, astro_photos))
         assert r.returncode == 0, r.stderr
-        r = run_cli(d, "train", "--user", "astro", "--steps", "4", "--save-every", "2", "--rank", "4", "--alpha", "2",
-                    "--lr", "5e-3")
+        r = run_cli(
+            d,
+            "train",
+            "--user",
+            "astro",
+            "--steps",
+            "4",
+            "--save-every",
+            "2",
+            "--rank",
+            "4",
+            "--alpha",
+            "2",
+            "--lr",
+            "5e-3",
+        )
         assert r.returncode == 0, r.stderr
         return d
 
@@ -276,8 +308,20 @@ def rl_home(tmp_path_factory, trained_home) -> Path:
     def build(base: Path) -> Path:
         d = base / "data"
         shutil.copytree(trained_home, d)
-        r = run_cli(d, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2",
-                    "--steps", "3")
+        r = run_cli(
+            d,
+            "rl",
+            "--user",
+            "astro",
+            "--epochs",
+            "1",
+            "--samples-per-epoch",
+            "2",
+            "--sample-batch",
+            "2",
+            "--steps",
+            "3",
+        )
         assert r.returncode == 0, r.stderr
         return d
 
@@ -334,17 +378,49 @@ def sdxl_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sdxl_home(tmp_path_factory, sdxl_dir, astro_photos):
-    """A data dir on the tiny SDXL model: 'astro' prepared, a face LoRA trained with both text encoders, one RL epoch."""
+    """A data dir on the tiny SDXL model: 'astro' prepared, a face LoRA trained with both text encoders, one RL
+    epoch."""
 
     def build(base):
         d = base / "data"
         d.mkdir()
         (d / "settings.toml").write_text(f"[app]\nmodel = {json.dumps(str(sdxl_dir))}\n")
-        for args in (["prepare", "--user", "astro", *map(str, astro_photos)],
-                     ["train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4", "--alpha", "2",
-                      "--lr", "1e-2", "--resolution", "64", "--train-text-encoder"],
-                     ["rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2",
-                      "--steps", "3", "--resolution", "64"]):
+        for args in (
+            ["prepare", "--user", "astro", *map(str, astro_photos)],
+            [
+                "train",
+                "--user",
+                "astro",
+                "--steps",
+                "2",
+                "--save-every",
+                "2",
+                "--rank",
+                "4",
+                "--alpha",
+                "2",
+                "--lr",
+                "1e-2",
+                "--resolution",
+                "64",
+                "--train-text-encoder",
+            ],
+            [
+                "rl",
+                "--user",
+                "astro",
+                "--epochs",
+                "1",
+                "--samples-per-epoch",
+                "2",
+                "--sample-batch",
+                "2",
+                "--steps",
+                "3",
+                "--resolution",
+                "64",
+            ],
+        ):
             r = run_cli(d, *args)
             assert r.returncode == 0, r.stderr
         return d

@@ -27,7 +27,8 @@ def hold(settings, ws, user, reporter, resume=False):
 sys.modules["easyphoto_app.ddpo.job"] = types.ModuleType("easyphoto_app.ddpo.job")
 sys.modules["easyphoto_app.ddpo.job"].run_rl = hold
 
-import filelock, psutil, tqdm  # noqa: E401, E402, F401 - imported before the fork: the race starts at the lock
+import filelock  # noqa: E401, E402, F401 - imported before the fork: the race starts at the lock
+
 from easyphoto_app import cli, jobs, parallel  # noqa: E402, F401
 
 if window:

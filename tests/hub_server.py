@@ -22,7 +22,9 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 class HubServer:
     def __init__(self, repo_id: str, folder: Path):
         self.repo_id, self.folder = repo_id, Path(folder)
-        self.files = sorted(str(p.relative_to(self.folder)).replace("\\", "/") for p in self.folder.rglob("*") if p.is_file())
+        self.files = sorted(
+            str(p.relative_to(self.folder)).replace("\\", "/") for p in self.folder.rglob("*") if p.is_file()
+        )
         self.downloads: list[str] = []
         self.ranges: list[tuple[str, str]] = []  # (file, Range header) of every resumed download
         self.gated = False
@@ -63,13 +65,17 @@ class HubServer:
             def _file(self, send_body: bool):
                 path = unquote(urlparse(self.path).path)
                 prefix = f"/{hub.repo_id}/resolve/"
-                name = path[len(prefix):].split("/", 1)[1] if path.startswith(prefix) else None
+                name = path[len(prefix) :].split("/", 1)[1] if path.startswith(prefix) else None
                 if name not in hub.files:
                     self.send_error(404)
                     return
                 if hub.gated:
-                    return self._refuse(401, "GatedRepo", f"Access to model {hub.repo_id} is restricted. You must "
-                                        "have access to it and be authenticated to access it. Please log in.")
+                    return self._refuse(
+                        401,
+                        "GatedRepo",
+                        f"Access to model {hub.repo_id} is restricted. You must "
+                        "have access to it and be authenticated to access it. Please log in.",
+                    )
                 data = (hub.folder / name).read_bytes()
                 start = int(self.headers.get("Range", "bytes=0-")[6:].split("-")[0])
                 self.send_response(206 if start else 200)
@@ -88,7 +94,7 @@ class HubServer:
                 if name not in hub.cut_after:
                     self.wfile.write(data)
                     return
-                self.wfile.write(data[:hub.cut_after[name]])
+                self.wfile.write(data[: hub.cut_after[name]])
                 hub.cut_after[name] = 0  # the network is gone: later tries get nothing
                 self.wfile.flush()
                 self.close_connection = True
@@ -108,10 +114,13 @@ class HubServer:
                 path = unquote(urlparse(self.path).path)
                 api = f"/api/models/{hub.repo_id}"
                 if path == api or path.startswith(api + "/revision/"):
-                    return self._json({"id": hub.repo_id, "sha": SHA, "siblings": [{"rfilename": f} for f in hub.files]})
+                    return self._json(
+                        {"id": hub.repo_id, "sha": SHA, "siblings": [{"rfilename": f} for f in hub.files]}
+                    )
                 if path.startswith(api + "/tree/"):
-                    return self._json([{"type": "file", "path": f, "size": hub._size(f),
-                                        "oid": hub._etag(f)} for f in hub.files])
+                    return self._json(
+                        [{"type": "file", "path": f, "size": hub._size(f), "oid": hub._etag(f)} for f in hub.files]
+                    )
                 self._file(send_body=True)
 
         return Handler

@@ -15,18 +15,30 @@ from pathlib import Path
 
 import torch
 
-RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
-          "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
 def _unet_name(name: str, up_has_attention: list[bool]) -> str:
-    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
-             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+    fixed = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+        "add_embedding.linear_1": "label_emb.0.0",
+        "add_embedding.linear_2": "label_emb.0.2",
+    }
     for k, v in fixed.items():
         if name.startswith(k + "."):
-            return v + name[len(k):]
+            return v + name[len(k) :]
     rules = [
         (r"down_blocks\.(\d)\.resnets\.(\d)\.", lambda i, j: f"input_blocks.{3 * i + j + 1}.0."),
         (r"down_blocks\.(\d)\.attentions\.(\d)\.", lambda i, j: f"input_blocks.{3 * i + j + 1}.1."),
@@ -35,12 +47,15 @@ def _unet_name(name: str, up_has_attention: list[bool]) -> str:
         (r"mid_block\.attentions\.(0)()\.", lambda j, _: "middle_block.1."),
         (r"up_blocks\.(\d)\.resnets\.(\d)\.", lambda i, j: f"output_blocks.{3 * i + j}.0."),
         (r"up_blocks\.(\d)\.attentions\.(\d)\.", lambda i, j: f"output_blocks.{3 * i + j}.1."),
-        (r"up_blocks\.(\d)\.upsamplers\.(0)\.", lambda i, j: f"output_blocks.{3 * i + 2}.{2 if up_has_attention[i] else 1}."),
+        (
+            r"up_blocks\.(\d)\.upsamplers\.(0)\.",
+            lambda i, j: f"output_blocks.{3 * i + 2}.{2 if up_has_attention[i] else 1}.",
+        ),
     ]
     for pattern, make in rules:
         m = re.match(pattern, name)
         if m:
-            rest = name[m.end():]
+            rest = name[m.end() :]
             if ".resnets." in pattern:
                 part, _, tail = rest.partition(".")
                 rest = f"{RESNET.get(part, part)}.{tail}"
@@ -56,7 +71,7 @@ def _vae_name(name: str, blocks: int) -> str:
         if kind == "resnets":
             return f"{side}.mid.block_{int(j) + 1}.{rest.replace('conv_shortcut', 'nin_shortcut')}"
         part = next(k for k in VAE_ATTN if rest.startswith(k + "."))
-        return f"{side}.mid.attn_1.{VAE_ATTN[part]}{rest[len(part):]}"
+        return f"{side}.mid.attn_1.{VAE_ATTN[part]}{rest[len(part) :]}"
     m = re.match(r"encoder\.down_blocks\.(\d)\.(resnets\.(\d)|downsamplers\.0)\.(.*)", name)
     if m:
         i, what, j, rest = m.groups()
@@ -89,8 +104,13 @@ def sd15_models(config: Path, dtype=torch.float16, seed: int = 0):
     return models
 
 
-OPENCLIP = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc",
-            "mlp.fc2": "mlp.c_proj"}
+OPENCLIP = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
 
 
 def _openclip_state_dict(text) -> dict:
@@ -101,15 +121,20 @@ def _openclip_state_dict(text) -> dict:
         m = re.match(r"text_model\.encoder\.layers\.(\d+)\.(.*)", k)
         if m and not re.match(r"self_attn\.[qkv]_proj\.", m.group(2)):
             part = next(p for p in OPENCLIP if m.group(2).startswith(p + "."))
-            out[f"transformer.resblocks.{m.group(1)}.{OPENCLIP[part]}{m.group(2)[len(part):]}"] = v
+            out[f"transformer.resblocks.{m.group(1)}.{OPENCLIP[part]}{m.group(2)[len(part) :]}"] = v
     for i in range(text.config.num_hidden_layers):
         for kind in ("weight", "bias"):
             qkv = [sd[f"text_model.encoder.layers.{i}.self_attn.{p}_proj.{kind}"] for p in "qkv"]
             out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat(qkv)
-    out.update({"token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
-                "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
-                "ln_final.weight": sd["text_model.final_layer_norm.weight"], "ln_final.bias": sd["text_model.final_layer_norm.bias"],
-                "text_projection": sd["text_projection.weight"].T})
+    out.update(
+        {
+            "token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+            "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+            "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+            "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+            "text_projection": sd["text_projection.weight"].T,
+        }
+    )
     return out
 
 
@@ -144,8 +169,11 @@ def write_sd15_checkpoint(path: Path, config: Path, dtype=torch.float16) -> tupl
 
     unet, vae, text = sd15_models(config, dtype)
     save_file(ldm_state_dict(unet, vae, text), str(path))
-    probe = {k: v.clone() for k, v in unet.state_dict().items() if k in ("conv_in.weight", "up_blocks.1.upsamplers.0.conv.weight",
-                                                                         "down_blocks.2.attentions.1.proj_out.weight")}
+    probe = {
+        k: v.clone()
+        for k, v in unet.state_dict().items()
+        if k in ("conv_in.weight", "up_blocks.1.upsamplers.0.conv.weight", "down_blocks.2.attentions.1.proj_out.weight")
+    }
     return path, probe
 
 

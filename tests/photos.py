@@ -46,19 +46,24 @@ def astronaut_set(folder: Path) -> list[Path]:
         "astro_full.jpg": a,
         "astro_crop.png": a[10:420, 60:440],
         "astro_bright.webp": np.clip(a.astype(int) * 1.15 + 10, 0, 255).astype(np.uint8),
-        "astro_rot.jpg": cv2.warpAffine(a, cv2.getRotationMatrix2D((225, 110), 6, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT),
+        "astro_rot.jpg": cv2.warpAffine(
+            a, cv2.getRotationMatrix2D((225, 110), 6, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT
+        ),
         "astro_big.jpg": cv2.resize(a[0:300, 100:400], (900, 900), interpolation=cv2.INTER_CUBIC),
         "astro_mirror.jpg": np.ascontiguousarray(a[:, ::-1]),
         "astro_turn.jpg": _turned(a),
         "astro_turn_mirror.jpg": np.ascontiguousarray(_turned(a)[:, ::-1]),
     }
-    return [save(img, folder / name, quality=92) if name.endswith(".jpg") else save(img, folder / name) for name, img in variants.items()]
+    return [
+        save(img, folder / name, quality=92) if name.endswith(".jpg") else save(img, folder / name)
+        for name, img in variants.items()
+    ]
 
 
 def distinct_looks(img: np.ndarray) -> dict[str, np.ndarray]:
     """Ten looks of one photo that a recognizer may take for distinct photos (the head turned a little and more,
-    each way, and each of those mirrored): a photo set for a person who has one photo. Crops and light changes alone would be
-    duplicates (cosine > 0.995) and rightly dropped."""
+    each way, and each of those mirrored): a photo set for a person who has one photo. Crops and light changes alone
+    would be duplicates (cosine > 0.995) and rightly dropped."""
     looks = {}
     for k in (0.08, -0.08, 0.16, -0.16):
         looks[f"turn{k:+.2f}"] = _turned(img, k)
@@ -74,8 +79,11 @@ def _turned(img: np.ndarray, k: float = 0.12) -> np.ndarray:
 
     h, w = img.shape[:2]
     src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = np.float32([[0, 0], [w, k * h], [w, h - k * h], [0, h]]) if k >= 0 else \
-        np.float32([[0, -k * h], [w, 0], [w, h], [0, h + k * h]])
+    dst = (
+        np.float32([[0, 0], [w, k * h], [w, h - k * h], [0, h]])
+        if k >= 0
+        else np.float32([[0, -k * h], [w, 0], [w, h], [0, h + k * h]])
+    )
     return cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h), borderMode=cv2.BORDER_REFLECT)
 
 
@@ -126,5 +134,5 @@ def scene(path: Path, size: tuple[int, int] = (1200, 900)) -> Path:
     canvas = np.empty((h, w, 3), np.uint8)
     canvas[:] = np.linspace(40, 200, w)[None, :, None].astype(np.uint8)
     left = (w - h) // 2
-    canvas[:, left:left + h] = cv2.resize(astronaut(), (h, h), interpolation=cv2.INTER_CUBIC)
+    canvas[:, left : left + h] = cv2.resize(astronaut(), (h, h), interpolation=cv2.INTER_CUBIC)
     return save(canvas, path, quality=95)

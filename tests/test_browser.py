@@ -7,16 +7,19 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import photos
+import pytest
 from conftest import ROOT, running_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
 ARTIFACTS = Path(os.environ.get("EASYPHOTO_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 TIMEOUT = 180_000  # a busy 2-core machine trains the 6 demo steps in over 90 s
-ON_FACE_MODEL = os.environ.get("EASYPHOTO_TEST_DEMO") == "face"  # faces, not noise (how the README's pictures are taken)
+ON_FACE_MODEL = (
+    os.environ.get("EASYPHOTO_TEST_DEMO") == "face"
+)  # faces, not noise (how the README's pictures are taken)
 
 
 @pytest.fixture
@@ -33,8 +36,16 @@ def browser_page(url: str, height: int = 1000):
     expect.set_options(timeout=TIMEOUT)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1280, "height": height}, accept_downloads=True)
         page.set_default_timeout(TIMEOUT)
         page.goto(url)
@@ -54,7 +65,9 @@ def points(page, plot_id: str) -> int:
 
 
 def wait_points(page, plot_id: str, more_than: int) -> None:
-    page.wait_for_function(f"n => document.querySelectorAll('#{plot_id} [aria-roledescription=point]').length > n", arg=more_than)
+    page.wait_for_function(
+        f"n => document.querySelectorAll('#{plot_id} [aria-roledescription=point]').length > n", arg=more_than
+    )
 
 
 def fill_number(page, elem_id: str, value) -> None:
@@ -217,7 +230,9 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     wait_points(page, "rl-memory-plot", 0)
     expect(page.locator("#rl-live")).to_contain_text("VRAM: n/a (CPU)")
     if ON_FACE_MODEL:
-        expect(page.locator("#rl-status")).to_contain_text(re.compile("RL (raised|did not raise) the evaluated likeness"))
+        expect(page.locator("#rl-status")).to_contain_text(
+            re.compile("RL (raised|did not raise) the evaluated likeness")
+        )
     else:  # noise: no face, nothing to learn, and it says so
         expect(page.locator("#rl-notice")).to_contain_text("No sample had a face in the last 2 epoch(s)")
         expect(page.locator("#rl-status")).to_contain_text("RL did not raise the evaluated likeness")
@@ -231,7 +246,9 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
     page.locator("#rl-stop").click()
     expect(page.locator("#rl-status")).to_contain_text("ended by Stop")
     expect(page.locator("#rl-status")).to_contain_text("stopped · step")
-    assert (data / "loras" / "ddpo_astro.safetensors").exists() and (data / "loras" / "ddpo_astro.prev.safetensors").exists()
+    assert (data / "loras" / "ddpo_astro.safetensors").exists() and (
+        data / "loras" / "ddpo_astro.prev.safetensors"
+    ).exists()
     shot(page, "tab-rl")
 
     # generate with both LoRAs, then Compare
@@ -298,24 +315,32 @@ def test_whole_flow_upload_to_export(page, app, astro_photos, tmp_path):
 
 def test_settings_downloads_a_hub_model_and_the_banner_follows(data_dir, demo_model_dir, tmp_path):
     """First run with a reachable hub: Settings downloads the model (size shown), the demo banner goes."""
-    from playwright.sync_api import expect, sync_playwright
-
     from hub_server import HubServer
+    from playwright.sync_api import expect, sync_playwright
 
     repo = tmp_path / "repo"
     shutil.copytree(demo_model_dir, repo)
     (repo / "easyphoto_demo.json").unlink()
     with HubServer("tiny/sd", repo) as hub:
-        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
+        env = {
+            "HF_ENDPOINT": hub.url,
+            "HF_HOME": str(tmp_path / "hf"),
+            "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_XET": "1",
+        }
         with running_app(data_dir, env) as url, sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url)
             expect(page.locator("#model-banner")).to_contain_text("Demo model", timeout=TIMEOUT)
             show_settings(page)
             page.locator("#settings-model textarea, #settings-model input").first.fill("tiny/sd")
             page.locator("#settings-load").click()
-            expect(page.locator("#settings-status")).to_contain_text(re.compile(r"Downloaded tiny/sd \(\d+\.\d MB\)"), timeout=TIMEOUT)
+            expect(page.locator("#settings-status")).to_contain_text(
+                re.compile(r"Downloaded tiny/sd \(\d+\.\d MB\)"), timeout=TIMEOUT
+            )
             expect(page.locator("#model-banner")).to_contain_text("tiny/sd (hub)")
             page.screenshot(path=str(ARTIFACTS / "settings-download.png"), full_page=True)
             browser.close()
@@ -331,8 +356,10 @@ def test_the_flow_on_sdxl_in_the_browser(sdxl_home, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(sdxl_home, data)
     with open(data / "settings.toml", "a") as f:
-        f.write("\n[train]\nresolution = 64\n\n[rl]\nresolution = 64\n\n[generate]\nwidth = 64\nheight = 64\n\n"
-                "[portrait]\nnum = 1\n")
+        f.write(
+            "\n[train]\nresolution = 64\n\n[rl]\nresolution = 64\n\n[generate]\nwidth = 64\nheight = 64\n\n"
+            "[portrait]\nnum = 1\n"
+        )
     with running_app(data, console=tmp_path / "console.log") as url, browser_page(url) as page:
         page.locator("#user-id textarea, #user-id input").first.fill("astro")
         page.locator("#train-advanced").click()

@@ -7,7 +7,14 @@ import torch
 from safetensors.torch import save_file
 
 from easyphoto_app import checkpoints
-from easyphoto_app.checkpoints import checkpoint_family, checkpoint_kind, list_checkpoints, lora_hash, model_hash, sha256_file
+from easyphoto_app.checkpoints import (
+    checkpoint_family,
+    checkpoint_kind,
+    list_checkpoints,
+    lora_hash,
+    model_hash,
+    sha256_file,
+)
 from easyphoto_app.errors import UserError
 
 
@@ -16,30 +23,51 @@ def tiny(path, keys: dict, metadata=None):
     return path
 
 
-@pytest.mark.parametrize("keys, kind", [
-    ({"model.diffusion_model.out.0.weight": (4,)}, "v1"),
-    ({}, "empty"),
-    ({"lora_unet_a.lora_down.weight": (2, 4), "lora_unet_a.alpha": ()}, "lora"),
-    ({"lycoris_unet_a.hada_w1_a": (2, 2)}, "lora"),
-    ({"unet.a.lora_A.weight": (2, 2)}, "lora"),
-    ({"lora_unet_a.hada_w1_a": (2, 2)}, "lora"),  # a LoHa in kohya's names: known by its prefix alone
-    ({"lycoris_a.w": (2,), "text_encoder.a.alpha": ()}, "lora"),  # and an alpha by its suffix
-    ({"lora_unet_a.lora_down.weight": (2, 4), "model.diffusion_model.out.0.weight": (4,)}, "v1"),  # LoRA keys inside
-    ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "inpainting"),
-    ({"model.diffusion_model.input_blocks.0.0.weight": (320,)}, "unknown"),  # a shape diffusers' sniffing cannot read
-])
+@pytest.mark.parametrize(
+    "keys, kind",
+    [
+        ({"model.diffusion_model.out.0.weight": (4,)}, "v1"),
+        ({}, "empty"),
+        ({"lora_unet_a.lora_down.weight": (2, 4), "lora_unet_a.alpha": ()}, "lora"),
+        ({"lycoris_unet_a.hada_w1_a": (2, 2)}, "lora"),
+        ({"unet.a.lora_A.weight": (2, 2)}, "lora"),
+        ({"lora_unet_a.hada_w1_a": (2, 2)}, "lora"),  # a LoHa in kohya's names: known by its prefix alone
+        ({"lycoris_a.w": (2,), "text_encoder.a.alpha": ()}, "lora"),  # and an alpha by its suffix
+        (
+            {"lora_unet_a.lora_down.weight": (2, 4), "model.diffusion_model.out.0.weight": (4,)},
+            "v1",
+        ),  # LoRA keys inside
+        ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "inpainting"),
+        (
+            {"model.diffusion_model.input_blocks.0.0.weight": (320,)},
+            "unknown",
+        ),  # a shape diffusers' sniffing cannot read
+    ],
+)
 def test_a_files_kind_is_read_from_its_keys_and_shapes(tmp_path, keys, kind):
     assert checkpoint_kind(tiny(tmp_path / "m.safetensors", keys)) == kind
 
 
-@pytest.mark.parametrize("keys, says", [
-    ({}, "e.safetensors is an empty safetensors file (it holds no tensors); EasyPhoto works with Stable Diffusion 1.5 and SDXL"),
-    ({"lora_unet_a.lora_down.weight": (2, 4)}, "e.safetensors is a LoRA, not a base model: put it in the data "
-                                               "folder's loras/ and use it in a prompt as <lora:e:1>."),
-    ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "is an SD1.5 inpainting checkpoint"),
-    ({"model.diffusion_model.input_blocks.0.0.weight": (320,)},
-     "is not a checkpoint EasyPhoto knows (diffusers reads it as 'unknown'); EasyPhoto works with"),
-])
+@pytest.mark.parametrize(
+    "keys, says",
+    [
+        (
+            {},
+            "e.safetensors is an empty safetensors file (it holds no tensors); EasyPhoto works with Stable "
+            "Diffusion 1.5 and SDXL",
+        ),
+        (
+            {"lora_unet_a.lora_down.weight": (2, 4)},
+            "e.safetensors is a LoRA, not a base model: put it in the data "
+            "folder's loras/ and use it in a prompt as <lora:e:1>.",
+        ),
+        ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "is an SD1.5 inpainting checkpoint"),
+        (
+            {"model.diffusion_model.input_blocks.0.0.weight": (320,)},
+            "is not a checkpoint EasyPhoto knows (diffusers reads it as 'unknown'); EasyPhoto works with",
+        ),
+    ],
+)
 def test_anything_but_an_sd15_or_sdxl_checkpoint_is_refused_in_one_line_naming_it(tmp_path, keys, says):
     with pytest.raises(UserError) as refused:
         checkpoint_family(tiny(tmp_path / "e.safetensors", keys))

@@ -8,15 +8,14 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import types
 import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import gpu_lock_held
+
 from easyphoto_app import cli
 from easyphoto_app.errors import UserError
 from easyphoto_app.workspace import Workspace
@@ -63,7 +62,8 @@ def test_every_help_page_reads_as_reviewed(capsys, monkeypatch):
     if os.environ.get("EASYPHOTO_UPDATE_HELP"):
         HELP.write_text(text, encoding="utf-8")
     assert text == HELP.read_text(encoding="utf-8"), (
-        "the help changed: read the difference, then accept it with EASYPHOTO_UPDATE_HELP=1")
+        "the help changed: read the difference, then accept it with EASYPHOTO_UPDATE_HELP=1"
+    )
 
 
 def test_no_command_prints_the_help_and_exits_0(capsys):
@@ -82,12 +82,31 @@ def test_global_options_go_before_or_after_the_command(home, tmp_path, capsys):
 
 
 def test_model_device_and_precision_flags_win_over_the_settings_file_only_when_given(home):
-    (home / "settings.toml").write_text('[app]\nmodel = "demo"\ndevice = "cpu"\nprecision = "fp32"\n\n[train]\nsteps = 7\n')
+    (home / "settings.toml").write_text(
+        '[app]\nmodel = "demo"\ndevice = "cpu"\nprecision = "fp32"\n\n[train]\nsteps = 7\n'
+    )
     parser = cli.build_parser()
     kept = cli.make_settings(parser.parse_args(["--data-dir", str(home), "train", "--user", "a"]))
     assert (kept.app.model, kept.app.device, kept.app.precision, kept.train.steps) == ("demo", "cpu", "fp32", 7)
-    given = cli.make_settings(parser.parse_args(["train", "--user", "a", "--model", "x/y", "--device", "cuda",
-                                                 "--precision", "bf16", "--steps", "9", "--data-dir", str(home)]))
+    given = cli.make_settings(
+        parser.parse_args(
+            [
+                "train",
+                "--user",
+                "a",
+                "--model",
+                "x/y",
+                "--device",
+                "cuda",
+                "--precision",
+                "bf16",
+                "--steps",
+                "9",
+                "--data-dir",
+                str(home),
+            ]
+        )
+    )
     assert (given.app.model, given.app.device, given.app.precision, given.train.steps) == ("x/y", "cuda", "bf16", 9)
     assert given.data_dir == home
 
@@ -166,27 +185,47 @@ def launched(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("flags, settings_toml, expected", [
-    ([], "", dict(host="127.0.0.1", port=7860, auth=None, open_browser=True)),
-    (["--port", "9001", "--no-browser"], "", dict(host="127.0.0.1", port=9001, auth=None, open_browser=False)),
-    (["--listen", "--auth", "ann:se:cret"], "", dict(host="0.0.0.0", port=7860, auth=("ann", "se:cret"), open_browser=True)),
-    (["--host", "localhost"], "port = 7000\nopen_browser = false\n", dict(host="localhost", port=7000, auth=None, open_browser=False)),
-    (["--host", "::1"], "", dict(host="::1", port=7860, auth=None, open_browser=True)),
-    (["--host", "192.168.1.5", "--auth", "a:b"], "", dict(host="192.168.1.5", port=7860, auth=("a", "b"), open_browser=True)),
-])
-def test_ui_binds_this_machine_unless_told_and_asked_for_a_password(home, capsys, launched, flags, settings_toml, expected):
+@pytest.mark.parametrize(
+    "flags, settings_toml, expected",
+    [
+        ([], "", dict(host="127.0.0.1", port=7860, auth=None, open_browser=True)),
+        (["--port", "9001", "--no-browser"], "", dict(host="127.0.0.1", port=9001, auth=None, open_browser=False)),
+        (
+            ["--listen", "--auth", "ann:se:cret"],
+            "",
+            dict(host="0.0.0.0", port=7860, auth=("ann", "se:cret"), open_browser=True),
+        ),
+        (
+            ["--host", "localhost"],
+            "port = 7000\nopen_browser = false\n",
+            dict(host="localhost", port=7000, auth=None, open_browser=False),
+        ),
+        (["--host", "::1"], "", dict(host="::1", port=7860, auth=None, open_browser=True)),
+        (
+            ["--host", "192.168.1.5", "--auth", "a:b"],
+            "",
+            dict(host="192.168.1.5", port=7860, auth=("a", "b"), open_browser=True),
+        ),
+    ],
+)
+def test_ui_binds_this_machine_unless_told_and_asked_for_a_password(
+    home, capsys, launched, flags, settings_toml, expected
+):
     (home / "settings.toml").write_text(f'[app]\nmodel = "demo"\n{settings_toml}')
     assert run(capsys, "--data-dir", home, "ui", *flags) == (0, "", "")
     assert launched == [expected]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--listen"], "error: Refusing to listen on 0.0.0.0 without a password: add --auth USER:PASS.\n"),
-    (["--host", "10.0.0.2"], "error: Refusing to listen on 10.0.0.2 without a password: add --auth USER:PASS.\n"),
-    (["--listen", "--auth", "annsecret"], "error: --auth must look like USER:PASS.\n"),
-    (["--listen", "--auth", ":secret"], "error: --auth must look like USER:PASS.\n"),
-    (["--auth", "ann:"], "error: --auth must look like USER:PASS.\n"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--listen"], "error: Refusing to listen on 0.0.0.0 without a password: add --auth USER:PASS.\n"),
+        (["--host", "10.0.0.2"], "error: Refusing to listen on 10.0.0.2 without a password: add --auth USER:PASS.\n"),
+        (["--listen", "--auth", "annsecret"], "error: --auth must look like USER:PASS.\n"),
+        (["--listen", "--auth", ":secret"], "error: --auth must look like USER:PASS.\n"),
+        (["--auth", "ann:"], "error: --auth must look like USER:PASS.\n"),
+    ],
+)
 def test_ui_refuses_other_machines_without_a_password(home, capsys, launched, flags, message):
     assert run(capsys, "--data-dir", home, "ui", *flags) == (2, "", message)
     assert launched == []
@@ -195,7 +234,11 @@ def test_ui_refuses_other_machines_without_a_password(home, capsys, launched, fl
 def test_doctor_prints_the_report_or_json(home, capsys, monkeypatch):
     from easyphoto_app import doctor
 
-    report = {"ok": False, "data_dir": str(home), "checks": {"disk": {"ok": False, "value": "3 GB free", "fix": "Free 12 GB."}}}
+    report = {
+        "ok": False,
+        "data_dir": str(home),
+        "checks": {"disk": {"ok": False, "value": "3 GB free", "fix": "Free 12 GB."}},
+    }
     monkeypatch.setattr(doctor, "check", lambda settings: report)
     code, out, _ = run(capsys, "--data-dir", home, "doctor", "--json")
     assert code == 0 and json.loads(out) == report
@@ -220,7 +263,11 @@ def test_export_writes_the_zip_where_asked_or_in_exports(home, tmp_path, capsys)
     Image.new("RGB", (8, 8)).save(day / "a.png")
     code, out, _ = run(capsys, "--data-dir", home, "export", "--user", "anna", "--out", tmp_path / "mine.zip")
     assert code == 0 and out == f"{tmp_path / 'mine.zip'}\n"
-    assert sorted(zipfile.ZipFile(tmp_path / "mine.zip").namelist()) == ["2026-11-26/a.png", "manifest.csv", "manifest.json"]
+    assert sorted(zipfile.ZipFile(tmp_path / "mine.zip").namelist()) == [
+        "2026-11-26/a.png",
+        "manifest.csv",
+        "manifest.json",
+    ]
     code, out, _ = run(capsys, "--data-dir", home, "export", "--user", "anna")
     assert code == 0 and Path(out.strip()).parent == home / "exports" and Path(out.strip()).is_file()
     code, _, err = run(capsys, "--data-dir", home, "export", "--user", "nobody")
@@ -238,8 +285,15 @@ class Ran:
 
     def __call__(self, settings, ws, user, reporter, resume=False):
         lock = ws.jobs_dir / "gpu.json"  # the lock holder's note
-        self.calls.append({"user": user, "resume": resume, "events": reporter.events_path,
-                           "lock": json.loads(lock.read_text()) if lock.exists() else None, "steps": settings.train.steps})
+        self.calls.append(
+            {
+                "user": user,
+                "resume": resume,
+                "events": reporter.events_path,
+                "lock": json.loads(lock.read_text()) if lock.exists() else None,
+                "steps": settings.train.steps,
+            }
+        )
         if isinstance(self.outcome, Exception):
             raise self.outcome
         reporter.log(f"training {user}")  # shown on the console as well as in the events
@@ -294,7 +348,9 @@ def test_a_refusal_inside_the_job_reaches_the_ui_as_a_refusal(home, capsys, monk
     monkeypatch.setattr("easyphoto_app.lora_train.train", Ran(UserError("Lower the rank.")))
     assert run(capsys, "--data-dir", home, "train", "--user", "anna") == (2, "", "error: Lower the rank.\n")
     events = [json.loads(line) for line in ws.job_events("train", "anna").read_text().splitlines()]
-    assert events[-1]["type"] == "failed" and events[-1]["message"] == "Lower the rank." and events[-1]["refused"] is True
+    assert (
+        events[-1]["type"] == "failed" and events[-1]["message"] == "Lower the rank." and events[-1]["refused"] is True
+    )
 
 
 def test_a_job_that_reported_its_own_end_is_not_reported_twice(home, capsys, monkeypatch):
@@ -322,11 +378,14 @@ def test_a_second_gpu_job_is_refused_with_who_holds_the_gpu(home, capsys, monkey
     assert last["type"] == "failed" and last["refused"] is True and "bob" in last["message"]
 
 
-@pytest.mark.parametrize("kind, make, message", [
-    ("train", lambda home: add_user(home, "anna"), "'anna' has no checked photos yet"),
-    ("rl", lambda home: add_user(home, "anna"), "'anna' has no face LoRA yet"),
-    ("train", lambda home: None, "anna"),
-])
+@pytest.mark.parametrize(
+    "kind, make, message",
+    [
+        ("train", lambda home: add_user(home, "anna"), "'anna' has no checked photos yet"),
+        ("rl", lambda home: add_user(home, "anna"), "'anna' has no face LoRA yet"),
+        ("train", lambda home: None, "anna"),
+    ],
+)
 def test_a_job_that_cannot_start_writes_nothing(home, capsys, monkeypatch, kind, make, message):
     make(home)
     before = sorted(p.relative_to(home) for p in home.rglob("*") if "logs" not in p.parts)
@@ -346,8 +405,9 @@ def test_under_torchrun_only_rl_runs_and_only_rank_0_locks_and_reports(home, cap
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     code, _, err = run(capsys, "--data-dir", home, "train", "--user", "bob")
-    assert code == 2 and err == ("error: 'train' runs on one GPU: start it without accelerate launch / torchrun "
-                                 "(only 'rl' is data-parallel).\n")
+    assert code == 2 and err == (
+        "error: 'train' runs on one GPU: start it without accelerate launch / torchrun (only 'rl' is data-parallel).\n"
+    )
     assert run(capsys, "--data-dir", home, "rl", "--user", "anna", "--resume") == (0, "", "")  # no console either
     assert fake.calls[-1]["lock"] is None and fake.calls[-1]["events"] is None and fake.calls[-1]["resume"] is True
     assert not ws.job_events("rl", "anna").exists()
@@ -378,33 +438,51 @@ def pipeline_of(demo_pipe, monkeypatch):
 
 def test_generate_prints_each_image_with_its_seed_or_json_and_labels_the_demo(rl_copy, capsys, pipeline_of):
     from PIL import Image
-
     from tiny_model import LABEL
 
-    code, out, err = run(capsys, "--data-dir", rl_copy, "generate", "--user", "astro", "--seed", "5", "--num", "2",
-                         "--steps", "2", "--json")
+    code, out, err = run(
+        capsys,
+        "--data-dir",
+        rl_copy,
+        "generate",
+        "--user",
+        "astro",
+        "--seed",
+        "5",
+        "--num",
+        "2",
+        "--steps",
+        "2",
+        "--json",
+    )
     assert code == 0 and pipeline_of == ["demo"]
     result = json.loads(out)
     assert result["seeds"] == [5, 6] and len(result["paths"]) == 2 and result["seconds"] > 0
     assert err.startswith(f"note: {LABEL}\n")
     for path in result["paths"]:
         params = Image.open(path).text["parameters"]
-        assert "<lora:astro:1> <lora:ddpo_astro:1>" in params and "Model: EasyPhoto demo model," in params  # said in the file too
-    code, out, _ = run(capsys, "--data-dir", rl_copy, "generate", "--user", "astro", "--seed", "9", "--steps", "2",
-                       "--no-rl")
+        assert (
+            "<lora:astro:1> <lora:ddpo_astro:1>" in params and "Model: EasyPhoto demo model," in params
+        )  # said in the file too
+    code, out, _ = run(
+        capsys, "--data-dir", rl_copy, "generate", "--user", "astro", "--seed", "9", "--steps", "2", "--no-rl"
+    )
     path, _, seed = out.rstrip("\n").partition("  ")
     assert code == 0 and seed == "(seed 9)" and out.count("\n") == 1
     params = Image.open(path).text["parameters"]
     assert "<lora:astro:1>" in params and "ddpo_astro" not in params
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--user", "nobody"], "error: No user 'nobody'"),
-    (["--user", "newbie"], "error: User 'newbie' has no face LoRA yet: prepare photos and train first"),
-    (["--prompt", "a portrait <lora:nobody:1>"], "error: Unknown LoRA nobody in the prompt; available: anna."),
-    (["--prompt", "a portrait <lora:anna:x>"], "error: Malformed LoRA tag '<lora:anna:x>'"),
-    (["--user", "anna", "--style", "Baroque"], "error: Unknown style 'Baroque'"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--user", "nobody"], "error: No user 'nobody'"),
+        (["--user", "newbie"], "error: User 'newbie' has no face LoRA yet: prepare photos and train first"),
+        (["--prompt", "a portrait <lora:nobody:1>"], "error: Unknown LoRA nobody in the prompt; available: anna."),
+        (["--prompt", "a portrait <lora:anna:x>"], "error: Malformed LoRA tag '<lora:anna:x>'"),
+        (["--user", "anna", "--style", "Baroque"], "error: Unknown style 'Baroque'"),
+    ],
+)
 def test_a_generation_that_cannot_run_is_refused_before_a_model_loads(home, capsys, pipeline_of, args, says):
     """Loading a model takes minutes on a first run: a mistake in the request is said before that."""
     add_user(home, "newbie")
@@ -419,8 +497,24 @@ def test_portrait_prints_each_candidate_with_its_seed_and_likeness_or_json(rl_co
 
     scene = photos.scene(tmp_path / "scene.jpg")
     # without fusion: the tiny model's noise has no face, so the printing of "none" is seen (fusion: test_fusion.py)
-    code, out, err = run(capsys, "--data-dir", rl_copy, "portrait", "--user", "astro", "--template", scene,
-                         "--num", "2", "--seed", "3", "--steps", "4", "--no-fusion", "--json")
+    code, out, err = run(
+        capsys,
+        "--data-dir",
+        rl_copy,
+        "portrait",
+        "--user",
+        "astro",
+        "--template",
+        scene,
+        "--num",
+        "2",
+        "--seed",
+        "3",
+        "--steps",
+        "4",
+        "--no-fusion",
+        "--json",
+    )
     assert code == 0 and pipeline_of == ["demo"]
     result = json.loads(out)
     assert sorted(result["seeds"]) == [3, 4] and result["likeness"] == [None, None]
@@ -428,10 +522,27 @@ def test_portrait_prints_each_candidate_with_its_seed_and_likeness_or_json(rl_co
     assert "note: Demo model" in err and "largest" not in err  # the patch on her suit is no face: no choice to explain
     assert all("<lora:ddpo_astro:1>" in Image.open(p).text["parameters"] for p in result["paths"])
     names = [Path(p).name for p in result["paths"]]  # the time, the rank, the seed
-    assert all(re.fullmatch(rf"\d{{6}}-portrait{n}-{seed}\.png", name)
-               for n, name, seed in zip((1, 2), names, result["seeds"])), names
-    code, out, _ = run(capsys, "--data-dir", rl_copy, "portrait", "--user", "astro", "--template", scene,
-                       "--num", "1", "--seed", "8", "--steps", "4", "--no-rl", "--no-fusion")
+    assert all(
+        re.fullmatch(rf"\d{{6}}-portrait{n}-{seed}\.png", name) for n, name, seed in zip((1, 2), names, result["seeds"])
+    ), names
+    code, out, _ = run(
+        capsys,
+        "--data-dir",
+        rl_copy,
+        "portrait",
+        "--user",
+        "astro",
+        "--template",
+        scene,
+        "--num",
+        "1",
+        "--seed",
+        "8",
+        "--steps",
+        "4",
+        "--no-rl",
+        "--no-fusion",
+    )
     path, _, rest = out.rstrip("\n").partition("  ")
     assert code == 0 and rest == "(seed 8, likeness none)"
     assert "ddpo_astro" not in Image.open(path).text["parameters"]

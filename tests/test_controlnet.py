@@ -3,10 +3,10 @@
 
 import numpy as np
 import pytest
+from conftest import cache_repo
 
 from easyphoto_app import controlnet, models
 from easyphoto_app.errors import UserError
-from conftest import cache_repo
 
 
 def square(contrast: int) -> np.ndarray:
@@ -35,7 +35,9 @@ def test_edges_of_a_photo_are_opencvs_canny_of_its_grey_at_100_200():
     edges = controlnet.canny_edges(rgb)
     assert (edges[..., 0] == cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 100, 200)).all()
     mine = controlnet.canny_edges(rgb, 50, 120)[..., 0]
-    assert (mine == cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 50, 120)).all() and mine.sum() > edges[..., 0].sum()
+    assert (mine == cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 50, 120)).all() and mine.sum() > edges[
+        ..., 0
+    ].sum()
 
 
 def test_faint_outlines_need_lower_thresholds():
@@ -64,8 +66,11 @@ def test_a_cached_controlnet_is_used_without_asking_the_hub(hub_cache, monkeypat
 
 def test_offline_and_not_cached_is_one_refusal_saying_how_to_get_it(hub_cache, monkeypatch):
     monkeypatch.setattr(models, "hub_unreachable", lambda repo: repo == "me/net" and "HF_HUB_OFFLINE is set")
-    with pytest.raises(UserError, match=r"Structure control needs me/net, which is not downloaded yet, and the "
-                                        r"Hugging Face Hub cannot be reached \(HF_HUB_OFFLINE is set\)\. Connect once"):
+    with pytest.raises(
+        UserError,
+        match=r"Structure control needs me/net, which is not downloaded yet, and the "
+        r"Hugging Face Hub cannot be reached \(HF_HUB_OFFLINE is set\)\. Connect once",
+    ):
         controlnet.ensure_controlnet("cuda", "me/net")
 
 
@@ -77,15 +82,18 @@ def test_the_download_asks_for_fp16_weights_only_for_an_nvidia_gpu(hub_cache, mo
         asked.append((repo_id, want_fp16, index, what))
         return hub_cache / "got", 1
 
-    monkeypatch.setattr(models, "hub_unreachable", lambda repo: None if repo == "me/net" else "asked about another repo")
+    monkeypatch.setattr(
+        models, "hub_unreachable", lambda repo: None if repo == "me/net" else "asked about another repo"
+    )
     monkeypatch.setattr(models, "download_hub_model", download)
     assert controlnet.ensure_controlnet(device, "me/net") == hub_cache / "got"
     assert asked == [("me/net", fp16, "config.json", "a ControlNet repository")]
 
 
 @pytest.mark.parametrize("variant, dtype", [(None, "float32"), ("fp16", "bfloat16")])
-def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_controlnet(demo_model_dir, tmp_path, variant,
-                                                                                       dtype):
+def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_controlnet(
+    demo_model_dir, tmp_path, variant, dtype
+):
     import torch
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
@@ -100,14 +108,17 @@ def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_contr
             net.conv_in.bias += n
         net.save_pretrained(folder, variant=variant)  # fp16: that file alone
         assert [f.name for f in folder.glob("*.safetensors")] == [
-            f"diffusion_pytorch_model{'.fp16' if variant else ''}.safetensors"]
+            f"diffusion_pytorch_model{'.fp16' if variant else ''}.safetensors"
+        ]
     painter = controlnet.control_pipeline(demo_pipe, folders[0])
     assert isinstance(painter, StableDiffusionControlNetInpaintPipeline)
     assert painter.unet is demo_pipe.unet and painter.vae is demo_pipe.vae  # no second copy of the model
     assert painter.controlnet.dtype == demo_pipe.unet.dtype and painter.controlnet.device == demo_pipe.device
     loaded = ControlNetModel.from_pretrained(folders[0], variant=variant).state_dict()
-    assert all(torch.allclose(v.float().cpu(), loaded[k].float(), rtol=1e-2, atol=1e-3)  # (bfloat16 rounds)
-               for k, v in painter.controlnet.state_dict().items())
+    assert all(
+        torch.allclose(v.float().cpu(), loaded[k].float(), rtol=1e-2, atol=1e-3)  # (bfloat16 rounds)
+        for k, v in painter.controlnet.state_dict().items()
+    )
     assert controlnet.control_pipeline(demo_pipe, folders[0]) is painter
     other = controlnet.control_pipeline(demo_pipe, folders[1])
     assert other is not painter and torch.equal(other.controlnet.conv_in.bias, painter.controlnet.conv_in.bias + 1)

@@ -24,28 +24,51 @@ def test_every_check_has_a_verdict_and_the_report_is_ok_only_if_all_are(settings
     assert doctor._version("no-such-package-easyphoto") is None
     report = doctor.check(settings)
     assert report["data_dir"] == str(settings.data_dir)
-    assert list(report["checks"]) == ["python", "torch", "diffusers", "peft", "transformers", "accelerate", "gradio",
-                                      "insightface", "onnxruntime", "device", "precision", "disk", "data_dir",
-                                      "base_model", "face_models"]
+    assert list(report["checks"]) == [
+        "python",
+        "torch",
+        "diffusers",
+        "peft",
+        "transformers",
+        "accelerate",
+        "gradio",
+        "insightface",
+        "onnxruntime",
+        "device",
+        "precision",
+        "disk",
+        "data_dir",
+        "base_model",
+        "face_models",
+    ]
     assert report["ok"] == all(c["ok"] for c in report["checks"].values())
     assert report["checks"]["torch"] == {"ok": True, "value": importlib.metadata.version("torch"), "fix": None}
     monkeypatch.setattr(doctor, "_version", lambda pkg: None if pkg == "peft" else "1.0")
     report = doctor.check(settings)
-    assert report["checks"]["peft"] == {"ok": False, "value": None, "fix": "Run ./run.sh --install-only (or run.bat) to install it."}
+    assert report["checks"]["peft"] == {
+        "ok": False,
+        "value": None,
+        "fix": "Run ./run.sh --install-only (or run.bat) to install it.",
+    }
     assert report["checks"]["gradio"]["ok"] and not report["ok"]
 
 
 def test_the_device_check_names_the_gpu_or_says_the_cpu_is_slow(monkeypatch):
-    assert doctor._device_check("cpu") == {"ok": True, "value": {"device": "cpu", "torch_cuda": torch.version.cuda},
-                                          "fix": "No GPU found: everything works on the CPU, but training real models "
-                                                 "is very slow."}
+    assert doctor._device_check("cpu") == {
+        "ok": True,
+        "value": {"device": "cpu", "torch_cuda": torch.version.cuda},
+        "fix": "No GPU found: everything works on the CPU, but training real models is very slow.",
+    }
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the suite also runs on GPU machines
     refused = doctor._device_check("cuda")  # asked for, but none here
     assert refused == {"ok": False, "value": "cuda", "fix": refused["fix"]} and "sees no CUDA GPU" in refused["fix"]
     monkeypatch.setattr(models, "pick_device", lambda pref: "cuda")
     asked = []
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda i: asked.append(i) or SimpleNamespace(name="NVIDIA RTX 4090", total_memory=int(23.94 * 2**30)))
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda i: asked.append(i) or SimpleNamespace(name="NVIDIA RTX 4090", total_memory=int(23.94 * 2**30)),
+    )
     gpu = doctor._device_check("auto")
     assert gpu["ok"] and gpu["fix"] is None and asked == [0]  # the GPU jobs run on
     assert (gpu["value"]["name"], gpu["value"]["vram_gb"]) == ("NVIDIA RTX 4090", 23.9)
@@ -55,15 +78,21 @@ def test_without_pytorch_the_device_check_says_to_install(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
-    assert doctor._device_check("auto") == {"ok": False, "value": None,
-                                            "fix": "PyTorch is missing: run ./run.sh --install-only."}
+    assert doctor._device_check("auto") == {
+        "ok": False,
+        "value": None,
+        "fix": "PyTorch is missing: run ./run.sh --install-only.",
+    }
 
 
 def test_the_precision_check_says_what_auto_picks_and_warns_of_half_precision_on_the_cpu(settings, monkeypatch):
     cpu = {"value": {"device": "cpu"}}
     settings.app.precision = "auto"
-    assert doctor._precision_check(settings.app, cpu) == {"ok": True, "value": "fp32 (auto: on the CPU fp32 is the "
-                                                                                  "fastest and exact)", "fix": None}
+    assert doctor._precision_check(settings.app, cpu) == {
+        "ok": True,
+        "value": "fp32 (auto: on the CPU fp32 is the fastest and exact)",
+        "fix": None,
+    }
     settings.app.precision = "bf16"
     half = doctor._precision_check(settings.app, {"value": None})  # no device found: judged as the CPU
     assert half["ok"] and half["fix"].startswith("bf16 on the CPU runs the GPU's code path")
@@ -108,14 +137,20 @@ def test_the_data_folder_must_be_writable(tmp_path):
 def test_a_missing_face_model_fails_the_model_check_with_the_fix(settings, tmp_path, monkeypatch):
     monkeypatch.setattr(models, "FACE_MODEL", tmp_path / "gone")
     check = doctor._model_check(settings)
-    assert check["ok"] is False and check["fix"] == f"The built-in face model is missing from {tmp_path / 'gone'}: reinstall EasyPhoto."
+    assert (
+        check["ok"] is False
+        and check["fix"] == f"The built-in face model is missing from {tmp_path / 'gone'}: reinstall EasyPhoto."
+    )
     assert "missing" in check["value"]
 
 
 def test_the_model_check_tells_demo_local_downloaded_and_missing_apart(settings, tmp_path, monkeypatch):
     demo = doctor._model_check(settings)
-    assert demo == {"ok": True, "value": models.demo_label(),
-                    "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits."}
+    assert demo == {
+        "ok": True,
+        "value": models.demo_label(),
+        "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits.",
+    }
     settings.app.model = str(tmp_path)
     assert doctor._model_check(settings) == {"ok": True, "value": f"{tmp_path} (local)", "fix": None}
     monkeypatch.setattr(models, "cached_hub_model", lambda spec: spec == "org/cached")
@@ -127,10 +162,14 @@ def test_the_model_check_tells_demo_local_downloaded_and_missing_apart(settings,
     assert missing["fix"].startswith("It downloads (about 2-4 GB) on first use")
 
 
-REPORT = {"data_dir": "/d", "checks": {
-    "device": {"ok": True, "value": {"device": "cuda", "torch_cuda": None, "vram_gb": 24.0}, "fix": None},
-    "disk": {"ok": False, "value": "3.0 GB free", "fix": "Free | some\nspace"},
-    "torch": {"ok": True, "value": None, "fix": None}}}
+REPORT = {
+    "data_dir": "/d",
+    "checks": {
+        "device": {"ok": True, "value": {"device": "cuda", "torch_cuda": None, "vram_gb": 24.0}, "fix": None},
+        "disk": {"ok": False, "value": "3.0 GB free", "fix": "Free | some\nspace"},
+        "torch": {"ok": True, "value": None, "fix": None},
+    },
+}
 
 
 def test_values_read_as_words():
@@ -145,7 +184,8 @@ def test_the_console_report_marks_what_to_fix_and_says_how():
         "  [FIX] disk         3.0 GB free",
         "         -> Free | some",
         "space",
-        "  [ok ] torch        "]
+        "  [ok ] torch        ",
+    ]
 
 
 def test_the_web_report_is_a_table_whose_cells_cannot_break_it():
@@ -162,4 +202,8 @@ def test_python_310_or_newer_is_asked_for(settings, monkeypatch, version, ok):
 
     monkeypatch.setattr(doctor, "sys", SimpleNamespace(version_info=version))
     python = doctor.check(settings)["checks"]["python"]
-    assert python == {"ok": ok, "value": platform.python_version(), "fix": None if ok else "Install Python 3.10 or newer."}
+    assert python == {
+        "ok": ok,
+        "value": platform.python_version(),
+        "fix": None if ok else "Install Python 3.10 or newer.",
+    }

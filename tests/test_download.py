@@ -47,7 +47,11 @@ def test_unknown_hub_model_is_one_clear_line(data_dir, demo_model_dir, tmp_path)
     with HubServer("tiny/sd", demo_model_dir) as hub:
         env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url}
         r = run_cli(data_dir, "--model", "tiny/typo", "generate", "--num", "1", "--steps", "2", env=env)
-    assert r.returncode == 2 and "tiny/typo was not found on the Hugging Face Hub" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 2
+        and "tiny/typo was not found on the Hugging Face Hub" in r.stderr
+        and "Traceback" not in r.stderr
+    )
 
 
 def plain_repo(tmp_path, demo_model_dir):
@@ -82,9 +86,11 @@ def test_a_gated_model_says_how_to_log_in_and_trains_nothing_on_the_demo(tmp_pat
         env = hub_env(tmp_path, hub)
         for command in (GENERATE, ["train", "--user", "astro", "--steps", "2"]):
             line = one_line_refusal(run_cli(home_copy, "--model", "someorg/gated-model", *command, env=env))
-            assert line == (f"error: someorg/gated-model is a gated model: it downloads only for a logged-in account "
-                            f"that accepted its terms. Open {hub.url}/someorg/gated-model and accept them, then log in "
-                            "once with 'hf auth login' (or set HF_TOKEN to an access token) and try again.")
+            assert line == (
+                f"error: someorg/gated-model is a gated model: it downloads only for a logged-in account "
+                f"that accepted its terms. Open {hub.url}/someorg/gated-model and accept them, then log in "
+                "once with 'hf auth login' (or set HF_TOKEN to an access token) and try again."
+            )
     after = (lora.read_bytes(), sorted(home_copy.rglob("*.png")), sorted((home_copy / "users").rglob("*")))
     assert after[:2] == before[:2]  # no LoRA trained, no image painted
     assert set(after[2]) - set(before[2]) <= {home_copy / "users" / "astro" / "lora" / "events.jsonl"}
@@ -96,11 +102,19 @@ def test_a_model_bigger_than_the_free_space_says_how_much_is_needed_and_where(tm
         hub.reported_sizes = {UNET: shutil.disk_usage(tmp_path).free + 3 * 2**30}
         line = one_line_refusal(run_cli(data_dir, "--model", "tiny/sd", *GENERATE, env=env))
         assert not [name for name in hub.downloads if name.endswith(".safetensors")]  # refused before the weights
-    need, free = map(float, re.match(r"error: Not enough free disk space for downloading tiny/sd: need about "
-                                     r"([\d.]+) GB, ([\d.]+) GB free", line).groups())
+    need, free = map(
+        float,
+        re.match(
+            r"error: Not enough free disk space for downloading tiny/sd: need about "
+            r"([\d.]+) GB, ([\d.]+) GB free",
+            line,
+        ).groups(),
+    )
     assert need >= round(hub.reported_sizes[UNET] / 2**30, 1) > free
-    assert line.endswith(f"GB free on the drive holding {tmp_path / 'hf' / 'hub'}. Free some space (or set HF_HOME "
-                         "to a folder on a bigger drive) and try again."), line
+    assert line.endswith(
+        f"GB free on the drive holding {tmp_path / 'hf' / 'hub'}. Free some space (or set HF_HOME "
+        "to a folder on a bigger drive) and try again."
+    ), line
 
 
 def test_a_download_cut_off_says_run_again_and_the_next_run_fetches_only_the_rest(tmp_path, demo_model_dir, data_dir):
@@ -110,9 +124,14 @@ def test_a_download_cut_off_says_run_again_and_the_next_run_fetches_only_the_res
         env = hub_env(tmp_path, hub)
         hub.cut_after = {UNET: unet // 2}  # half the UNet arrives, then the network is gone for good
         line = one_line_refusal(run_cli(data_dir, "--model", "tiny/sd", *GENERATE, env=env))
-        kept, total = map(float, re.fullmatch(
-            r"error: The download of tiny/sd was cut off: ([\d.]+) MB of ([\d.]+) MB arrived and is kept\. Run the "
-            r"same command again when the connection is back: it downloads only what is missing\.", line).groups())
+        kept, total = map(
+            float,
+            re.fullmatch(
+                r"error: The download of tiny/sd was cut off: ([\d.]+) MB of ([\d.]+) MB arrived and is kept\. Run the "
+                r"same command again when the connection is back: it downloads only what is missing\.",
+                line,
+            ).groups(),
+        )
         assert abs(total - kept - unet / 2**20) < 0.1  # everything but the UNet
         hub.cut_after, first = {}, len(hub.downloads)
         r = run_cli(data_dir, "--model", "tiny/sd", *GENERATE, env=env)
@@ -130,7 +149,8 @@ def test_a_disk_that_fills_during_the_download_is_one_clear_line(tmp_path, demo_
         "def full_disk(url, temp_file, **kw):\n"
         "    temp_file.write(b'x' * 1000)\n"
         "    raise OSError(errno.ENOSPC, 'No space left on device')\n\n"
-        "file_download.http_get = full_disk\n")
+        "file_download.http_get = full_disk\n"
+    )
     with HubServer("tiny/sd", plain_repo(tmp_path, demo_model_dir)) as hub:
         env = {**hub_env(tmp_path, hub), "PYTHONPATH": str(hook)}
         line = one_line_refusal(run_cli(data_dir, "--model", "tiny/sd", *GENERATE, env=env))
@@ -142,15 +162,29 @@ def test_a_disk_that_fills_during_the_download_is_one_clear_line(tmp_path, demo_
 def test_a_job_shows_its_base_model_arriving(tmp_path, demo_model_dir, home_copy):
     repo = plain_repo(tmp_path, demo_model_dir)
     with HubServer("tiny/sd", repo) as hub:
-        r = run_cli(home_copy, "--model", "tiny/sd", "train", "--user", "astro", "--steps", "1", "--rank", "4",
-                    "--resolution", "64", env=hub_env(tmp_path, hub))
+        r = run_cli(
+            home_copy,
+            "--model",
+            "tiny/sd",
+            "train",
+            "--user",
+            "astro",
+            "--steps",
+            "1",
+            "--rank",
+            "4",
+            "--resolution",
+            "64",
+            env=hub_env(tmp_path, hub),
+        )
     assert r.returncode == 0, r.stderr
     events = [json.loads(line) for line in (home_copy / "users" / "astro" / "lora" / "events.jsonl").open()]
-    events = events[max(i for i, e in enumerate(events) if e["type"] == "done" and e is not events[-1]) + 1:]
+    events = events[max(i for i, e in enumerate(events) if e["type"] == "done" and e is not events[-1]) + 1 :]
     arriving = [e for e in events if e["type"] == "progress" and e.get("phase") == "downloading the base model (MB)"]
     size_mb = sum(f.stat().st_size for f in repo.rglob("*.safetensors")) // 2**20
     assert arriving[-1]["step"] == arriving[-1]["total"] >= size_mb and arriving[0]["step"] < size_mb
     assert {e["total"] for e in arriving} == {arriving[-1]["total"]}  # the whole is known from the start
     assert [e["step"] for e in arriving] == sorted(e["step"] for e in arriving)
-    assert events.index(arriving[-1]) < next(i for i, e in enumerate(events) if e.get("phase") is None
-                                             and e["type"] == "progress")  # then the training's own steps
+    assert events.index(arriving[-1]) < next(
+        i for i, e in enumerate(events) if e.get("phase") is None and e["type"] == "progress"
+    )  # then the training's own steps

@@ -3,20 +3,26 @@
 
 import cv2
 import numpy as np
+import photos
 import pytest
 
-import photos
 from easyphoto_app.faces import quality
 from easyphoto_app.faces.base import DetectedFace
 
 
 def face(bbox, kps=None):
-    return DetectedFace(np.array(bbox, dtype=np.float32), 0.9, None if kps is None else np.array(kps, np.float32),
-                        np.zeros(4, np.float32))
+    return DetectedFace(
+        np.array(bbox, dtype=np.float32),
+        0.9,
+        None if kps is None else np.array(kps, np.float32),
+        np.zeros(4, np.float32),
+    )
 
 
-@pytest.mark.parametrize("eyes, angle", [(((0, 0), (10, 0)), 0.0), (((0, 0), (10, 10)), 45.0),
-                                         (((0, 10), (10, 0)), -45.0), (((10, 0), (0, 0)), 180.0)])
+@pytest.mark.parametrize(
+    "eyes, angle",
+    [(((0, 0), (10, 0)), 0.0), (((0, 0), (10, 10)), 45.0), (((0, 10), (10, 0)), -45.0), (((10, 0), (0, 0)), 180.0)],
+)
 def test_the_eye_angle_is_the_rotation_that_levels_the_eyes(eyes, angle):
     assert quality.eye_angle(face([0, 0, 10, 10], [*eyes, (5, 5)])) == pytest.approx(angle)
     assert quality.eye_angle(face([0, 0, 10, 10])) == 0.0  # no landmarks: no rotation
@@ -38,7 +44,10 @@ def test_the_crop_is_centred_on_the_face_with_22x_context_and_levels_tilted_eyes
     rows = [np.argwhere(crop[:, :110, 0] > 127)[:, 0].mean(), np.argwhere(crop[:, 110:, 0] > 127)[:, 0].mean()]
     assert abs(rows[0] - rows[1]) < 2  # level after alignment
     unaligned = quality.align_crop(eyes, face([150, 150, 250, 250]), 220)
-    rows = [np.argwhere(unaligned[:, :110, 0] > 127)[:, 0].mean(), np.argwhere(unaligned[:, 110:, 0] > 127)[:, 0].mean()]
+    rows = [
+        np.argwhere(unaligned[:, :110, 0] > 127)[:, 0].mean(),
+        np.argwhere(unaligned[:, 110:, 0] > 127)[:, 0].mean(),
+    ]
     assert rows[1] - rows[0] > 20  # without landmarks the tilt stays
 
 
@@ -79,7 +88,7 @@ def test_a_crop_past_the_photos_edge_is_padded_softly_not_with_smeared_edge_pixe
     """The astronaut's photo cut 30 px above and 40 px left of her face box: her crop reaches past the cut's top and
     left edges. Replicated edge pixels are streaks there: they change along the edge 10x more than away from it."""
     a, (top, left), size = photos.astronaut(), (53, 139), 256
-    cut = np.ascontiguousarray(a[top:top + 220, left:left + 200])
+    cut = np.ascontiguousarray(a[top : top + 220, left : left + 200])
     tight = face(np.array(ASTRONAUT[0]) - [left, top, left, top], np.array(ASTRONAUT[1]) - [left, top])
     crop, whole = quality.align_crop(cut, tight, size), quality.align_crop(a, face(*ASTRONAUT), size)
     inside = quality.photo_mask(cut.shape, tight, size)
@@ -106,7 +115,9 @@ def test_sharpness_is_0_for_flat_higher_for_detail_and_lower_when_blurred():
     blurred = cv2.GaussianBlur(sharp, (0, 0), 4)
     assert quality.sharpness(flat) == 0.0
     assert 0 < quality.sharpness(blurred) < quality.sharpness(sharp) < 1
-    assert quality.sharpness(cv2.resize(sharp, (600, 600))) == pytest.approx(quality.sharpness(sharp), abs=0.15)  # any size
+    assert quality.sharpness(cv2.resize(sharp, (600, 600))) == pytest.approx(
+        quality.sharpness(sharp), abs=0.15
+    )  # any size
 
 
 @pytest.mark.parametrize("level, score", [(0, 0.0), (255, 0.0), (128, 0.996), (64, 0.502), (191, 0.502)])

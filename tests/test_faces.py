@@ -2,9 +2,8 @@ import json
 import shutil
 
 import numpy as np
-import pytest
-
 import photos
+import pytest
 from conftest import run_cli
 
 
@@ -47,27 +46,45 @@ def test_astronaut_accepted_in_each_format_or_only_a_duplicate(prepared, name):
     assert p["accepted"] or p["reason"].startswith("duplicate of"), p
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("cat.jpg", "no face"), ("coffee.png", "no face"), ("blurred.jpg", "blurry"),
-    ("tiny_face.jpg", "too small"), ("tiny_face.jpg", "px): use a closer photo"),  # a big photo, the face far away
-    ("small.png", "face too small"), ("small.png", "px): use a larger photo (more pixels; this one is only 40x40 px)"),
-    ("small_far.png", "no face found; the photo is too small: use a larger photo (more pixels; this one is only 48x48 px)"),
-    ("empty.jpg", "empty file"), ("notes.jpg", "not an image"), ("truncated.jpg", "truncated"),
-    ("hanks.png", "different person"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("cat.jpg", "no face"),
+        ("coffee.png", "no face"),
+        ("blurred.jpg", "blurry"),
+        ("tiny_face.jpg", "too small"),
+        ("tiny_face.jpg", "px): use a closer photo"),  # a big photo, the face far away
+        ("small.png", "face too small"),
+        ("small.png", "px): use a larger photo (more pixels; this one is only 40x40 px)"),
+        (
+            "small_far.png",
+            "no face found; the photo is too small: use a larger photo (more pixels; this one is only 48x48 px)",
+        ),
+        ("empty.jpg", "empty file"),
+        ("notes.jpg", "not an image"),
+        ("truncated.jpg", "truncated"),
+        ("hanks.png", "different person"),
+    ],
+)
 def test_bad_photos_rejected_with_their_reason(prepared, name, reason):
     p = prepared[1][name]
     assert not p["accepted"] and reason in p["reason"], p
 
 
-@pytest.mark.parametrize("shape, small", [((40, 40), True), ((140, 2000), True), ((141, 141), False), ((600, 600), False)])
+@pytest.mark.parametrize(
+    "shape, small", [((40, 40), True), ((140, 2000), True), ((141, 141), False), ((600, 600), False)]
+)
 def test_a_closer_photo_is_advised_only_where_the_photo_could_hold_a_big_enough_face(shape, small):
     """min_face_px 64 with the crop's 2.2x context: a close-up needs a photo of at least 141 px a side."""
     from easyphoto_app.faces.prepare import _small_photo
     from easyphoto_app.settings import FaceConfig
 
     advice = _small_photo(shape, FaceConfig())
-    assert (advice == f"use a larger photo (more pixels; this one is only {shape[1]}x{shape[0]} px)") if small else advice is None
+    assert (
+        (advice == f"use a larger photo (more pixels; this one is only {shape[1]}x{shape[0]} px)")
+        if small
+        else advice is None
+    )
 
 
 def test_a_face_that_fills_the_frame_is_found(prepared):
@@ -92,8 +109,15 @@ def test_edited_copies_of_one_photo_are_duplicates_of_the_one_kept(prepared):
     """Crops, light, small turns and format changes of one photo (from different files) are one photo to the app;
     a mirror image and a perspective turn are distinct photos."""
     by_name = prepared[1]
-    looks = ["astro_full.jpg", "astro_crop.png", "astro_bright.webp", "astro_rot.jpg", "astro_big.jpg",
-             "astro_copy.png", "astro_exif.jpg"]
+    looks = [
+        "astro_full.jpg",
+        "astro_crop.png",
+        "astro_bright.webp",
+        "astro_rot.jpg",
+        "astro_big.jpg",
+        "astro_copy.png",
+        "astro_exif.jpg",
+    ]
     kept = [n for n in looks if by_name[n]["accepted"]]
     assert len(kept) == 1, [(n, by_name[n]["reason"]) for n in looks]
     assert all(by_name[n]["reason"] == f"duplicate of {kept[0]}" for n in looks if n != kept[0])
@@ -160,7 +184,7 @@ def test_remove_photo_updates_the_record(tmp_path, astro_photos):
     assert run_cli(data, "prepare", "--user", "a", *map(str, astro_photos)).returncode == 0
     r = run_cli(data, "prepare", "--user", "a", "--remove", "astro_rot.jpg", "--json")
     assert r.returncode == 0, r.stderr
-    sources = [p["source"] for p in json.loads(r.stdout[r.stdout.index("{"):])["photos"]]
+    sources = [p["source"] for p in json.loads(r.stdout[r.stdout.index("{") :])["photos"]]
     assert "astro_rot.jpg" not in sources and len(sources) == len(astro_photos) - 1
 
 
@@ -207,8 +231,16 @@ def test_insightface_backend_runs_through_insightface_loading(tmp_path, astro_ph
 
 
 def test_insightface_backend_asked_for_but_missing_says_where_to_put_it(tmp_path, astro_photos):
-    r = run_cli(tmp_path / "data", "prepare", "--user", "a", "--backend", "insightface", str(astro_photos[0]),
-                env={"HF_HUB_OFFLINE": "1"})
+    r = run_cli(
+        tmp_path / "data",
+        "prepare",
+        "--user",
+        "a",
+        "--backend",
+        "insightface",
+        str(astro_photos[0]),
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 2 and "det_10g.onnx" in r.stderr and str(tmp_path / "data") in r.stderr
 
 
@@ -226,12 +258,16 @@ def _strangers(folder):
 def set_with_strangers(tmp_path_factory, astro_photos):
     """4 distinct photos of the astronaut and 2 of other people, prepared."""
     base = tmp_path_factory.mktemp("strangers")
-    mine = [p for p in astro_photos if p.name in ("astro_full.jpg", "astro_mirror.jpg", "astro_turn.jpg", "astro_turn_mirror.jpg")]
+    mine = [
+        p
+        for p in astro_photos
+        if p.name in ("astro_full.jpg", "astro_mirror.jpg", "astro_turn.jpg", "astro_turn_mirror.jpg")
+    ]
     others = _strangers(base / "others")
     data = base / "data"
     r = run_cli(data, "prepare", "--user", "astro", *map(str, mine + others), "--json")
     assert r.returncode == 0, r.stderr
-    return data, {p["source"]: p for p in json.loads(r.stdout[r.stdout.index("{"):])["photos"]}, base
+    return data, {p["source"]: p for p in json.loads(r.stdout[r.stdout.index("{") :])["photos"]}, base
 
 
 def test_strangers_in_a_set_of_six_are_both_rejected(set_with_strangers):
@@ -297,13 +333,21 @@ def test_reference_face_is_the_most_alike_times_frontal_not_the_first():
     from easyphoto_app.faces.prepare import PhotoResult, _reference
 
     def photo(name, similarity, frontal, accepted=True):
-        return PhotoResult(name, accepted=accepted, scores={"similarity": similarity, "frontal": frontal, "sharpness": 0.5})
+        return PhotoResult(
+            name, accepted=accepted, scores={"similarity": similarity, "frontal": frontal, "sharpness": 0.5}
+        )
 
-    results = [photo("alike-turned", 0.99, 0.3), photo("frontal-less-alike", 0.95, 0.9), photo("rejected", 1.0, 1.0, False),
-               photo("worst", 0.93, 0.5)]
+    results = [
+        photo("alike-turned", 0.99, 0.3),
+        photo("frontal-less-alike", 0.95, 0.9),
+        photo("rejected", 1.0, 1.0, False),
+        photo("worst", 0.93, 0.5),
+    ]
     assert _reference(results).source == "frontal-less-alike"  # 0.855 beats 0.297 and 0.465
     assert _reference([photo("only", 0.9, 0.0)]).source == "only"  # a profile still counts (floor 0.05)
     assert _reference([photo("no", 1.0, 1.0, False)]) is None
-    no_identity = [PhotoResult("soft", True, scores={"sharpness": 0.2, "frontal": 1.0}),
-                   PhotoResult("sharp", True, scores={"sharpness": 0.8, "frontal": 0.9})]
+    no_identity = [
+        PhotoResult("soft", True, scores={"sharpness": 0.2, "frontal": 1.0}),
+        PhotoResult("sharp", True, scores={"sharpness": 0.8, "frontal": 0.9}),
+    ]
     assert _reference(no_identity).source == "sharp"  # without a recognizer: the sharpest frontal face

@@ -5,15 +5,18 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import ROOT, free_port, gpu_lock_held, run_cli
+
 from easyphoto_app.errors import UserError
 from easyphoto_app.settings import load_settings
 from easyphoto_app.workspace import validate_user_id
 
 
 def test_core_import_does_not_pull_gradio_or_torch():
-    code = "import sys, easyphoto_app.cli, easyphoto_app.generate, easyphoto_app.jobs; print('gradio' in sys.modules, 'torch' in sys.modules)"
+    code = (
+        "import sys, easyphoto_app.cli, easyphoto_app.generate, easyphoto_app.jobs; print('gradio' in "
+        "sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -90,8 +93,13 @@ def test_read_events_waits_for_whole_lines(tmp_path):
 
 def test_app_answers_http_and_gradio_client(data_dir):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--no-browser", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:  # how fast it answers is benchmarks/startup.py's question; here only a hang is stopped (180 s)
         start, body = time.monotonic(), None
         while time.monotonic() - start < 180 and proc.poll() is None:
@@ -104,8 +112,9 @@ def test_app_answers_http_and_gradio_client(data_dir):
         from gradio_client import Client
 
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        gallery, info = client.predict("(base model only)", True, "studio", "", "", 1.0, 1.0, 1, 5, 3, 7.0, 512, 512,
-                                       "DDIM", api_name="/generate")
+        gallery, info = client.predict(
+            "(base model only)", True, "studio", "", "", 1.0, 1.0, 1, 5, 3, 7.0, 512, 512, "DDIM", api_name="/generate"
+        )
         assert len(gallery) == 1 and "seeds 5" in info and "built-in demo model" in info
         # files outside the data dir are not served
         with pytest.raises(urllib.error.HTTPError):
@@ -120,12 +129,16 @@ def test_ui_values_become_cli_flags_that_parse_back():
 
     from easyphoto_app.settings import RLConfig, TrainConfig, add_config_args, config_flags
 
-    for cls, values in ((TrainConfig, {"steps": 5.0, "alpha": 2, "lr": 3e-4, "train_text_encoder": False}),
-                        (RLConfig, {"max_hours": 0.5, "samples_per_epoch": 8.0, "clip_range": 1e-4})):
+    for cls, values in (
+        (TrainConfig, {"steps": 5.0, "alpha": 2, "lr": 3e-4, "train_text_encoder": False}),
+        (RLConfig, {"max_hours": 0.5, "samples_per_epoch": 8.0, "clip_range": 1e-4}),
+    ):
         parser = argparse.ArgumentParser()
         add_config_args(parser, cls)
         parsed = vars(parser.parse_args(config_flags(cls, list(values), list(values.values()))))
-        assert {k: parsed[f"{cls.__name__}.{k}"] for k in values} == {k: type(getattr(cls(), k))(v) for k, v in values.items()}
+        assert {k: parsed[f"{cls.__name__}.{k}"] for k in values} == {
+            k: type(getattr(cls(), k))(v) for k, v in values.items()
+        }
 
 
 def _disk_fills(write):
@@ -162,8 +175,10 @@ def _write_lora(folder, monkeypatch):
     from easyphoto_app.lora_io import save_lora
 
     monkeypatch.setattr(Path, "write_bytes", _disk_fills(Path.write_bytes))
-    state = {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.ones(4, 8),
-             "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight": torch.ones(8, 4)}
+    state = {
+        "unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.ones(4, 8),
+        "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight": torch.ones(8, 4),
+    }
     save_lora(folder / "ann.safetensors", state, 4.0, {})
 
 
@@ -180,15 +195,23 @@ def _write_checkpoint(folder, monkeypatch):
 
     real = safetensors.torch.save_file
     monkeypatch.setattr(safetensors.torch, "save_file", second_file_fills_the_disk)
-    write_checkpoint_dir(folder / "checkpoint-4", {"adapter.safetensors": ({"a": torch.ones(3)}, {}),
-                                                   "optimizer.safetensors": ({"b": torch.ones(3)}, {})})
+    write_checkpoint_dir(
+        folder / "checkpoint-4",
+        {"adapter.safetensors": ({"a": torch.ones(3)}, {}), "optimizer.safetensors": ({"b": torch.ones(3)}, {})},
+    )
 
 
-@pytest.mark.parametrize("write, written, previous", [
-    (_write_settings, "settings.toml", "settings.toml"), (_write_lora, "ann.safetensors", "ann.safetensors"),
-    (_write_checkpoint, "checkpoint checkpoint-4", "checkpoint-4/adapter.safetensors")])
+@pytest.mark.parametrize(
+    "write, written, previous",
+    [
+        (_write_settings, "settings.toml", "settings.toml"),
+        (_write_lora, "ann.safetensors", "ann.safetensors"),
+        (_write_checkpoint, "checkpoint checkpoint-4", "checkpoint-4/adapter.safetensors"),
+    ],
+)
 def test_a_write_that_fills_the_disk_keeps_the_previous_file_leaves_no_temp_and_names_the_folder(
-        tmp_path, monkeypatch, write, written, previous):
+    tmp_path, monkeypatch, write, written, previous
+):
     load_settings(tmp_path)  # settings.toml: what a data folder holds
     (tmp_path / previous).parent.mkdir(exist_ok=True)
     if not (tmp_path / previous).exists():
@@ -197,8 +220,10 @@ def test_a_write_that_fills_the_disk_keeps_the_previous_file_leaves_no_temp_and_
     with pytest.raises(UserError) as refused:
         write(tmp_path, monkeypatch)
     monkeypatch.undo()
-    assert str(refused.value) == (f"The drive holding {tmp_path} is full: {written} was not written (the previous "
-                                  "one, if any, is kept). Free some space and try again.")
+    assert str(refused.value) == (
+        f"The drive holding {tmp_path} is full: {written} was not written (the previous "
+        "one, if any, is kept). Free some space and try again."
+    )
     assert {p: p.read_bytes() if p.is_file() else "folder" for p in tmp_path.rglob("*")} == before  # nothing left
 
 
@@ -207,7 +232,11 @@ def test_checkpoints_are_ordered_by_number_not_as_text(tmp_path):
 
     for name in ("checkpoint-5", "checkpoint-10", "checkpoint-9", ".checkpoint-15.tmp-42", "epoch-3", "notes"):
         (tmp_path / name).mkdir()
-    assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == ["checkpoint-5", "checkpoint-9", "checkpoint-10"]
+    assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == [
+        "checkpoint-5",
+        "checkpoint-9",
+        "checkpoint-10",
+    ]
     assert [p.name for p in complete_checkpoints(tmp_path, "epoch")] == ["epoch-3"]
     assert complete_checkpoints(tmp_path / "absent", "epoch") == []
 

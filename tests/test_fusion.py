@@ -4,10 +4,10 @@ import dataclasses
 
 import cv2
 import numpy as np
+import photos
 import pytest
 from PIL import Image
 
-import photos
 from easyphoto_app import fusion
 from easyphoto_app.faces.base import DetectedFace
 from easyphoto_app.faces.images import load_rgb
@@ -32,22 +32,29 @@ def others(dlib_backend) -> dict:
     t1 = load_rgb(photos.insightface_image("t1.jpg"), 4096)
     faces = sorted(dlib_backend.analyze(t1), key=lambda f: float(f.bbox[0]))
     hanks = load_rgb(photos.insightface_image("Tom_Hanks_54745.png"))
-    return {"hanks": (hanks, dlib_backend.analyze(hanks)[0]), **{f"t1 face {i}": (t1, faces[i]) for i in (0, 2, 3)},
-            "t1 turned": (t1, faces[1])}
+    return {
+        "hanks": (hanks, dlib_backend.analyze(hanks)[0]),
+        **{f"t1 face {i}": (t1, faces[i]) for i in (0, 2, 3)},
+        "t1 turned": (t1, faces[1]),
+    }
 
 
 def kps_face(kps, size=200.0) -> DetectedFace:
     kps = np.asarray(kps, np.float32)
     x, y = kps[:, 0].mean(), kps[:, 1].mean()
-    return DetectedFace(np.array([x - size / 2, y - size / 2, x + size / 2, y + size / 2], np.float32), 1.0, kps,
-                        np.zeros(4, np.float32))
+    return DetectedFace(
+        np.array([x - size / 2, y - size / 2, x + size / 2, y + size / 2], np.float32),
+        1.0,
+        kps,
+        np.zeros(4, np.float32),
+    )
 
 
 def embedding_near(backend, image: np.ndarray, face: DetectedFace) -> np.ndarray:
     """The embedding of the face found around `face` (a crop of twice its size)."""
     x1, y1, x2, y2 = (int(v) for v in face.bbox)
     pad = x2 - x1
-    crop = np.ascontiguousarray(image[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad])
+    crop = np.ascontiguousarray(image[max(0, y1 - pad) : y2 + pad, max(0, x1 - pad) : x2 + pad])
     return max(backend.analyze(crop), key=lambda f: f.size).embedding
 
 
@@ -128,8 +135,10 @@ def test_the_source_is_the_closest_pose_then_the_best_photo():
     assert fusion.best_source(posed(0.05), sources) is frontal
     assert fusion.best_source(posed(0.4, 28), sources) is tilted
     assert fusion.best_source(posed(-0.4), sources) is frontal  # turned the other way: the frontal one is closest
-    assert fusion.pick(posed(0.1), []) == (None, "none of the user's accepted photos has a face whose eyes could "
-                                                 "be found")
+    assert fusion.pick(posed(0.1), []) == (
+        None,
+        "none of the user's accepted photos has a face whose eyes could be found",
+    )
     assert fusion.pick(posed(0.9), sources) == (None, "it is turned too far from the camera (nearly in profile)")
 
 
@@ -158,8 +167,9 @@ def portrait_of(face_model, ws, template, face_index: int, source, fusion_on: bo
     gen = GenerateConfig(prompt="1person, portrait photo of a woman", steps=12, width=128, height=128)
     cfg = PortraitConfig(num=1, seed=7, face_index=face_index, fusion=fusion_on)
     rgb = load_rgb(template, 4096)
-    job = portrait.Plan(gen, cfg, "astro", template, gen.prompt, [], rgb, portrait.place(_dlib(), rgb, cfg),
-                        sources=[source])
+    job = portrait.Plan(
+        gen, cfg, "astro", template, gen.prompt, [], rgb, portrait.place(_dlib(), rgb, cfg), sources=[source]
+    )
     result = portrait.paint(pipe, model, ws, job)
     return load_rgb(result.paths[0], 4096), job.spot, result.notes
 
@@ -171,7 +181,8 @@ def _dlib():
 
 
 def test_a_fused_portrait_is_more_like_the_user_than_the_templates_face_and_than_painting_alone(
-        face_model, tmp_path, dlib_backend, astro):
+    face_model, tmp_path, dlib_backend, astro
+):
     from easyphoto_app.workspace import Workspace
 
     template = photos.insightface_image("Tom_Hanks_54745.png")
@@ -191,14 +202,17 @@ def test_a_turned_face_is_painted_without_fusion_and_the_portrait_says_so(face_m
     group = photos.insightface_image("t1.jpg")
     ws = Workspace(tmp_path / "data")
     with_fusion, spot, notes = portrait_of(face_model, ws, group, 1, astro, True)
-    assert notes[0] == ("Face 1 of the template was not fused with astro's own face: it is turned too far from the "
-                     "camera (nearly in profile). It was painted by the LoRAs alone.")
+    assert notes[0] == (
+        "Face 1 of the template was not fused with astro's own face: it is turned too far from the "
+        "camera (nearly in profile). It was painted by the LoRAs alone."
+    )
     without, _, _ = portrait_of(face_model, ws, group, 1, astro, False)
     assert np.array_equal(with_fusion, without)
 
 
 def test_two_people_in_a_group_photo_each_land_on_their_own_face_and_the_rest_is_kept(
-        face_model, tmp_path, dlib_backend, astro, others):
+    face_model, tmp_path, dlib_backend, astro, others
+):
     """The astronaut on face 2 of t1.jpg and Tom Hanks on face 3, each from their own photo: each painted face is
     more like its own person than like the other and than it was, and the faces nobody was given keep every pixel."""
     from easyphoto_app import portrait

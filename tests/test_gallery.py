@@ -7,10 +7,10 @@ import re
 import time
 import zipfile
 
+import photos
 import pytest
 from PIL import Image, PngImagePlugin
 
-import photos
 from easyphoto_app import gallery
 from easyphoto_app.errors import UserError
 from easyphoto_app.workspace import Workspace
@@ -45,8 +45,12 @@ def names(items):
 
 def test_images_are_listed_newest_day_first_newest_file_first_with_their_parameters(ws):
     items = gallery.list_images(ws, "ann")
-    assert names(items) == ["2026-01-10/00002-1.png", "2026-01-10/00001-9.png", "2026-01-02/00002-8.png",
-                            "2026-01-02/00001-7.png"]
+    assert names(items) == [
+        "2026-01-10/00002-1.png",
+        "2026-01-10/00001-9.png",
+        "2026-01-02/00002-8.png",
+        "2026-01-02/00001-7.png",
+    ]
     assert [it.parameters for it in items] == ["", "c, Seed: 9", "b, Seed: 8", "a, Seed: 7"]
     assert names(gallery.list_images(ws, "ann", "2026-01-02")) == ["2026-01-02/00002-8.png", "2026-01-02/00001-7.png"]
     assert gallery.dates(ws, "ann") == ["2026-01-10", "2026-01-02"]
@@ -73,8 +77,11 @@ def test_an_image_is_deleted_only_from_its_owners_outputs(ws):
 
 def read_zip(path):
     with zipfile.ZipFile(path) as zf:
-        return ({i.filename: i.compress_type for i in zf.infolist()}, json.loads(zf.read("manifest.json")),
-                list(csv.reader(io.StringIO(zf.read("manifest.csv").decode()))))
+        return (
+            {i.filename: i.compress_type for i in zf.infolist()},
+            json.loads(zf.read("manifest.json")),
+            list(csv.reader(io.StringIO(zf.read("manifest.csv").decode()))),
+        )
 
 
 def test_the_export_zip_holds_every_image_and_both_manifests(ws):
@@ -143,8 +150,10 @@ def test_the_gallery_shows_the_likeness_written_into_an_image_and_never_scores_i
     """The astronaut scores about 1 against her own face; what was written when an image was made is shown instead."""
     ws = astro_reference
     written = astro_png(ws, "a.png", f"{SETTINGS}, Face likeness: 0.12, Version: EasyPhoto 0.1.0")
-    assert gallery.likeness_line(ws, "ann", written) == ("Likeness to ann: **0.12** (0 stranger, 0.5 threshold, "
-                                                         "1 as alike as their own photos; scored when it was made).")
+    assert gallery.likeness_line(ws, "ann", written) == (
+        "Likeness to ann: **0.12** (0 stranger, 0.5 threshold, "
+        "1 as alike as their own photos; scored when it was made)."
+    )
     assert gallery.caption(written) == "2026-01-02 · likeness 0.12"
     older = astro_png(ws, "b.png", f"{SETTINGS}, Face likeness: 0.188")  # portraits wrote 3 decimals before
     assert "**0.19**" in gallery.likeness_line(ws, "ann", older) and gallery.caption(older).endswith("likeness 0.19")
@@ -157,8 +166,10 @@ def test_an_image_with_no_likeness_written_is_scored_when_shown(astro_reference)
     ws = astro_reference
     unscored = astro_png(ws, "d.png", SETTINGS)
     line = gallery.likeness_line(ws, "ann", unscored)
-    scored = (r"Likeness to ann: \*\*(0\.9\d|1\.00)\*\* "
-              r"\(0 stranger, 0\.5 threshold, 1 as alike as their own photos; one face\)\.")
+    scored = (
+        r"Likeness to ann: \*\*(0\.9\d|1\.00)\*\* "
+        r"\(0 stranger, 0\.5 threshold, 1 as alike as their own photos; one face\)\."
+    )
     assert re.fullmatch(scored, line), line  # the astronaut against her own face
     assert gallery.caption(unscored) == "2026-01-02"  # the grid reads, it does not score
     in_prompt = astro_png(ws, "e.png", "Face likeness: 0.5, at dusk\nNegative prompt: x\nSteps: 4, Seed: 7")

@@ -5,18 +5,21 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from easyphoto_app.generate import parse_lora_tags
 
 
-@pytest.mark.parametrize("prompt, text, tags", [
-    ("a photo <lora:anna:0.8>", "a photo", [("anna", 0.8)]),
-    ("<lora:anna> portrait, <lora: ddpo_anna : 1.2 >", "portrait", [("anna", 1.0), ("ddpo_anna", 1.2)]),
-    ("no tags here", "no tags here", []),
-    ("x <LORA:b-2:.5>", "x", [("b-2", 0.5)]),
-    ("<lora:anna:0.8>, Xmas portrait of X ,", "Xmas portrait of X", [("anna", 0.8)]),
-])
+@pytest.mark.parametrize(
+    "prompt, text, tags",
+    [
+        ("a photo <lora:anna:0.8>", "a photo", [("anna", 0.8)]),
+        ("<lora:anna> portrait, <lora: ddpo_anna : 1.2 >", "portrait", [("anna", 1.0), ("ddpo_anna", 1.2)]),
+        ("no tags here", "no tags here", []),
+        ("x <LORA:b-2:.5>", "x", [("b-2", 0.5)]),
+        ("<lora:anna:0.8>, Xmas portrait of X ,", "Xmas portrait of X", [("anna", 0.8)]),
+    ],
+)
 def test_prompt_lora_tags_are_parsed(prompt, text, tags):
     assert parse_lora_tags(prompt) == (text, tags)
 
@@ -25,7 +28,9 @@ def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_copy):
     from PIL import Image
 
     rl_home = rl_copy
-    earlier = len(list((rl_home / "outputs" / "astro").rglob("*.png")))  # other tests may have added images to rl_home first
+    earlier = len(
+        list((rl_home / "outputs" / "astro").rglob("*.png"))
+    )  # other tests may have added images to rl_home first
     r = run_cli(rl_home, "generate", "--user", "astro", "--num", "2", "--seed", "7", "--steps", "4", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -50,12 +55,22 @@ def test_stacked_adapters_match_merged_weights(rl_home):
     from easyphoto_app.generate import LoraChoice, apply_loras
     from easyphoto_app.models import load_pipeline, resolve_model
 
-    loras = [LoraChoice("astro", rl_home / "loras" / "astro.safetensors", 0.7),
-             LoraChoice("ddpo_astro", rl_home / "loras" / "ddpo_astro.safetensors", 1.3)]
+    loras = [
+        LoraChoice("astro", rl_home / "loras" / "astro.safetensors", 0.7),
+        LoraChoice("ddpo_astro", rl_home / "loras" / "ddpo_astro.safetensors", 1.3),
+    ]
 
     def run(pipe):
-        return pipe("easyphoto_face", num_inference_steps=3, output_type="latent",
-                    generator=torch.Generator().manual_seed(1)).images[0].numpy()
+        return (
+            pipe(
+                "easyphoto_face",
+                num_inference_steps=3,
+                output_type="latent",
+                generator=torch.Generator().manual_seed(1),
+            )
+            .images[0]
+            .numpy()
+        )
 
     pipe = load_pipeline(resolve_model("demo", rl_home), "cpu")
     base = run(pipe)
@@ -84,10 +99,10 @@ def test_stacked_adapters_match_merged_weights(rl_home):
 
 def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
     """Through the running app (gradio_client): both LoRAs in the PNG info, and Compare's pairs."""
+    from conftest import running_app
     from gradio_client import Client
     from PIL import Image
 
-    from conftest import running_app
     from easyphoto_app.generate import caption, read_likeness
 
     with running_app(rl_home) as url:
@@ -99,7 +114,11 @@ def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
         assert read_likeness(params)[0] and gallery[0]["caption"] == caption(params, "seed 11")  # as written
         pairs, info = client.predict("astro", *common, api_name="/compare")
         captions = [item["caption"] for item in pairs]
-        assert len(pairs) == 2 and captions[0].startswith("face LoRA · seed 11") and captions[1].startswith("face + RL · seed 11")
+        assert (
+            len(pairs) == 2
+            and captions[0].startswith("face LoRA · seed 11")
+            and captions[1].startswith("face + RL · seed 11")
+        )
         assert all("likeness" in c for c in captions)
         assert captions[1] == caption(Image.open(pairs[1]["image"]).text["parameters"], "face + RL", "seed 11")
         assert "<lora:ddpo_astro" not in Image.open(pairs[0]["image"]).text["parameters"]
@@ -165,13 +184,20 @@ def test_out_of_memory_becomes_a_refusal_that_says_what_to_lower(demo_pipe, monk
     monkeypatch.setattr(pipe.unet, "forward", oom)
     with pytest.raises(g.UserError) as refused:
         g.generate(pipe, model, Workspace(tmp_path), GenerateConfig(prompt="x", steps=2, width=64, height=64))
-    assert str(refused.value) == ("Out of memory. Lower the image size, the number of images or the steps, or close "
-                                  "other programs using the GPU, then try again.")
+    assert str(refused.value) == (
+        "Out of memory. Lower the image size, the number of images or the steps, or close "
+        "other programs using the GPU, then try again."
+    )
 
 
-@pytest.mark.parametrize("name, kind, karras", [("DPM++ 2M Karras", "DPMSolverMultistepScheduler", True),
-                                                ("Euler a", "EulerAncestralDiscreteScheduler", None),
-                                                ("DDIM", "DDIMScheduler", None)])
+@pytest.mark.parametrize(
+    "name, kind, karras",
+    [
+        ("DPM++ 2M Karras", "DPMSolverMultistepScheduler", True),
+        ("Euler a", "EulerAncestralDiscreteScheduler", None),
+        ("DDIM", "DDIMScheduler", None),
+    ],
+)
 def test_each_sampler_name_sets_its_scheduler_with_the_models_schedule(demo_pipe, name, kind, karras):
     from easyphoto_app import generate as g
 
@@ -213,16 +239,27 @@ def test_compare_runs_the_same_seeds_without_and_with_the_rl_lora_and_scores_eac
     monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: Scorer())
     pipe, model = demo_pipe
     seen = []
-    cfg = GenerateConfig(prompt="a portrait <lora:ddpo_astro:0.4> by a lake", num=2, steps=2, seed=-1, width=64,
-                         height=64, scheduler="DDIM")
+    cfg = GenerateConfig(
+        prompt="a portrait <lora:ddpo_astro:0.4> by a lake",
+        num=2,
+        steps=2,
+        seed=-1,
+        width=64,
+        height=64,
+        scheduler="DDIM",
+    )
     result = compare(pipe, model, Workspace(rl_copy), cfg, "astro", progress=lambda s, t: seen.append((s, t)))
     assert result.face_only.seeds == result.stacked.seeds and len(set(result.face_only.seeds)) == 2
     assert result.face_scores == result.stacked_scores == [0.64, 0.64]
     assert seen == [(s, 8) for s in range(1, 9)]
     # the prompt's words, without its tags: Compare chooses the LoRAs of each half
-    assert all(p.startswith("a portrait by a lake <lora:astro:1> <lora:ddpo_astro:1>\n") for p in result.stacked.parameters)
+    assert all(
+        p.startswith("a portrait by a lake <lora:astro:1> <lora:ddpo_astro:1>\n") for p in result.stacked.parameters
+    )
     assert all(p.startswith("a portrait by a lake <lora:astro:1>\n") for p in result.face_only.parameters)
-    zero = compare(pipe, model, Workspace(rl_copy), GenerateConfig(num=1, steps=1, seed=0, width=64, height=64), "astro")
+    zero = compare(
+        pipe, model, Workspace(rl_copy), GenerateConfig(num=1, steps=1, seed=0, width=64, height=64), "astro"
+    )
     assert zero.face_only.seeds == zero.stacked.seeds == [0]  # seed 0 is a seed, not "random"
 
 
@@ -245,7 +282,10 @@ def test_overrides_and_captions():
     base = GenerateConfig(steps=30, seed=4)
     assert with_overrides(base, steps=10, seed=None, prompt="") == GenerateConfig(steps=10, seed=4, prompt="")
     assert (likeness_caption(None), likeness_caption(0.456), likeness_caption(1.0)) == (
-        "likeness: no face found", "likeness 0.46", "likeness 1.00")
+        "likeness: no face found",
+        "likeness 0.46",
+        "likeness 1.00",
+    )
 
 
 def test_the_loras_chosen_are_the_prompts_tags_else_the_users_face_and_rl_loras_with_their_weights(tmp_path):
@@ -286,8 +326,10 @@ def test_png_parameters_are_a1111s_lines_with_every_lora_and_its_hash(tmp_path):
     for name, value in (("ann", 1.0), ("ddpo_ann", 2.0)):
         paths.append(tmp_path / f"{name}.safetensors")
         save_file({"w": torch.full((4,), value)}, str(paths[-1]), metadata={"name": name})
-    data_hash = [hashlib.sha256(p.read_bytes()[8 + int.from_bytes(p.read_bytes()[:8], "little"):]).hexdigest()[:12]
-                 for p in paths]
+    data_hash = [
+        hashlib.sha256(p.read_bytes()[8 + int.from_bytes(p.read_bytes()[:8], "little") :]).hexdigest()[:12]
+        for p in paths
+    ]
     checkpoint = tmp_path / "photon_v1.safetensors"
     save_file({"x": torch.zeros(2)}, str(checkpoint))
     model = ResolvedModel("file", str(checkpoint), checkpoint)
@@ -299,6 +341,7 @@ def test_png_parameters_are_a1111s_lines_with_every_lora_and_its_hash(tmp_path):
         "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 5, Size: 512x768, "
         f"Model hash: {hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]}, Model: photon_v1, RNG: CPU, "
         f'Lora hashes: "ann: {data_hash[0]}, ddpo_ann: {data_hash[1]}", Denoising strength: 0.45, '
-        f"Version: EasyPhoto {__version__}")
+        f"Version: EasyPhoto {__version__}"
+    )
     plain = png_parameters("x", [], GenerateConfig(scheduler="Euler a", negative_prompt=""), 1, 64, 64, model)
     assert "Sampler: Euler a, CFG scale: 7," in plain and "Schedule type" not in plain and "Lora hashes" not in plain

@@ -2,18 +2,27 @@
 (The same files through the whole photo check: test_faces.py, test_newcomer.py.)"""
 
 import numpy as np
+import photos
 import pytest
 from PIL import Image
 
-import photos
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces import images
 
 
-@pytest.mark.parametrize("given, kept", [
-    ("My Photo (1).JPG", "My_Photo_1.jpg"), ("../../etc/passwd", "passwd"), ("...", "photo"), ("été.png", "t.png"),
-    ("x.P N G!", "x.png"), ("noext", "noext"), ("a" * 100 + ".jpeg", "a" * 80 + ".jpeg"), ("_-_.webp", "-.webp"),
-])
+@pytest.mark.parametrize(
+    "given, kept",
+    [
+        ("My Photo (1).JPG", "My_Photo_1.jpg"),
+        ("../../etc/passwd", "passwd"),
+        ("...", "photo"),
+        ("été.png", "t.png"),
+        ("x.P N G!", "x.png"),
+        ("noext", "noext"),
+        ("a" * 100 + ".jpeg", "a" * 80 + ".jpeg"),
+        ("_-_.webp", "-.webp"),
+    ],
+)
 def test_a_file_name_is_made_safe_and_stays_recognisable(given, kept):
     assert images.sanitize_name(given) == kept
 
@@ -25,8 +34,13 @@ def test_folders_give_their_photos_sorted_and_a_missing_path_is_named(tmp_path):
     single = tmp_path / "chosen.dat"
     single.write_bytes(b"x")
     found = images.collect_files([tmp_path / "set", single])
-    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["set/a.png", "set/b.JPG", "set/d.heic",
-                                                                  "set/sub/c.webp", "chosen.dat"]
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "set/a.png",
+        "set/b.JPG",
+        "set/d.heic",
+        "set/sub/c.webp",
+        "chosen.dat",
+    ]
     with pytest.raises(UserError, match="gone.jpg does not exist"):
         images.collect_files([tmp_path / "gone.jpg"])
 

@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-
 from conftest import gpu_lock_held, running_app
+
 from easyphoto_app import jobs
 from easyphoto_app.errors import BusyError, UserError
 from easyphoto_app.workspace import Workspace, atomic_write_json
@@ -70,8 +70,11 @@ def test_a_reporter_appends_one_json_line_per_event_and_tells_its_listeners(tmp_
     events = [json.loads(line) for line in lines]
     assert events == heard
     assert [{k: v for k, v in e.items() if k != "t"} for e in events] == [
-        {"type": "progress", "step": 2, "total": 10, "loss": 0.5}, {"type": "metric", "reward": 1.0},
-        {"type": "log", "message": "hello", "step": 2}, {"type": "failed", "message": "out of memory"}]
+        {"type": "progress", "step": 2, "total": 10, "loss": 0.5},
+        {"type": "metric", "reward": 1.0},
+        {"type": "log", "message": "hello", "step": 2},
+        {"type": "failed", "message": "out of memory"},
+    ]
     assert all(abs(e["t"] - time.time()) < 60 for e in events)
     done = jobs.Reporter(None)
     assert done.done("saved", path="x")["path"] == "x" and done.ended and done.stop_path is None
@@ -216,8 +219,9 @@ def start_at_once(data_dir: Path, gate: Path, users: list[str]) -> tuple[list[st
     for user in ran:
         os.kill(int((gate / f"ran-{user}").read_text()), signal.SIGKILL)
     assert launcher.wait() == 0
-    return ran, {u: (int((gate / f"exit-{u}").read_text()), (gate / f"err-{u}").read_text())
-                 for u in users if u not in ran}
+    return ran, {
+        u: (int((gate / f"exit-{u}").read_text()), (gate / f"err-{u}").read_text()) for u in users if u not in ran
+    }
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the starters are forks of one prepared process")
@@ -280,9 +284,11 @@ def test_a_page_redraws_only_the_views_whose_events_came_and_each_page_follows_o
     write_job(Workspace(tmp_path), events, [{"t": 1, "type": "metric", "kind": "memory", "rss_mb": 1}], 0, kind="rl")
     job = jobs.JobManager(Workspace(tmp_path), []).current()
     drawn = []
-    views = [(None, lambda ev: drawn.append(("memory", len(ev))) or "m", {"memory"}),
-             (None, lambda ev: drawn.append(("epoch", len(ev))) or "e", {"epoch"}),
-             (None, lambda ev: drawn.append(("all", len(ev))) or "a")]
+    views = [
+        (None, lambda ev: drawn.append(("memory", len(ev))) or "m", {"memory"}),
+        (None, lambda ev: drawn.append(("epoch", len(ev))) or "e", {"epoch"}),
+        (None, lambda ev: drawn.append(("all", len(ev))) or "a"),
+    ]
     pages = Followers(keep=2)
     page = pages.of(job, "tab-1")
     assert view_values(page, views) == ["m", "e", "a"]  # a new page draws everything
@@ -303,7 +309,8 @@ def test_a_page_redraws_only_the_views_whose_events_came_and_each_page_follows_o
 def test_a_busy_message_names_the_job_the_user_and_when_it_started():
     started = time.mktime((2026, 1, 2, 9, 5, 0, 0, 0, -1))
     assert jobs.busy_message({"kind": "rl", "user": "ann", "started": started}) == (
-        "The RL job for 'ann' is already running (started 09:05). Wait for it to finish or press Stop, then try again.")
+        "The RL job for 'ann' is already running (started 09:05). Wait for it to finish or press Stop, then try again."
+    )
     assert jobs.busy_message({"kind": "train", "user": "bo"}).startswith("The training job for 'bo' is already running")
     assert jobs.busy_message({"kind": "RL", "user": "bo"}).startswith("The RL job for 'bo'")  # as the CLI's lock says
     assert jobs.busy_message({}).startswith("The GPU job for '?' is already running")
@@ -335,8 +342,9 @@ def dead_pid() -> int:
 def write_job(ws, events, lines, pid, **kw):
     events.parent.mkdir(parents=True, exist_ok=True)
     events.write_text("".join(json.dumps(e) + "\n" for e in lines))
-    record = jobs.JobRecord(pid, kw.pop("kind", "train"), "ann", str(events), kw.pop("offset", 0),
-                            kw.pop("started", time.time()), **kw)
+    record = jobs.JobRecord(
+        pid, kw.pop("kind", "train"), "ann", str(events), kw.pop("offset", 0), kw.pop("started", time.time()), **kw
+    )
     atomic_write_json(ws.jobs_dir / "current.json", asdict(record))
     return record
 
@@ -347,8 +355,12 @@ def test_a_jobs_state_is_read_from_its_process_and_its_last_event(tmp_path):
     assert manager.state() == "none" and manager.current() is None and not manager.stop()
     events = tmp_path / "e.jsonl"
     old = [{"type": "done"}]
-    for lines, state in (([{"type": "progress"}], "interrupted"), ([{"type": "done"}, {"type": "failed"}], "failed"),
-                         ([{"type": "failed"}, {"type": "done"}], "done"), ([{"type": "done", "stopped": True}], "stopped")):
+    for lines, state in (
+        ([{"type": "progress"}], "interrupted"),
+        ([{"type": "done"}, {"type": "failed"}], "failed"),
+        ([{"type": "failed"}, {"type": "done"}], "done"),
+        ([{"type": "done", "stopped": True}], "stopped"),
+    ):
         job = write_job(ws, events, old + lines, dead_pid(), offset=len(json.dumps(old[0])) + 1)
         assert manager.state() == state and manager.state(job) == state
         assert manager.running() is None
@@ -378,8 +390,9 @@ def test_a_resumed_jobs_history_starts_where_the_first_run_began(tmp_path):
     ws = Workspace(tmp_path)
     manager = jobs.JobManager(ws, [])
     events = tmp_path / "e.jsonl"
-    job = write_job(ws, events, [{"type": "metric", "n": 1}, {"type": "metric", "n": 2}], dead_pid(), offset=17,
-                    history_offset=0)
+    job = write_job(
+        ws, events, [{"type": "metric", "n": 1}, {"type": "metric", "n": 2}], dead_pid(), offset=17, history_offset=0
+    )
     assert [e["n"] for e in manager.events(job)] == [2] and [e["n"] for e in manager.history(job)] == [1, 2]
     job.history_offset = -1
     assert [e["n"] for e in manager.history(job)] == [2]
@@ -413,9 +426,23 @@ def test_start_runs_the_cli_command_with_its_events_and_log_and_records_it(tmp_p
     events.write_text('{"type": "done"}\n')
     manager = jobs.JobManager(ws, ["--data-dir", str(tmp_path), "--precision", "bf16"])
     job = manager.start("rl", "ann", events, ["--epochs", "3"])
-    (cmd, kw), = FakePopen.calls
-    assert cmd == [sys.executable, "-m", "easyphoto_app", "--data-dir", str(tmp_path), "--precision", "bf16", "rl",
-                   "--user", "ann", "--events", str(events), "--epochs", "3"]
+    ((cmd, kw),) = FakePopen.calls
+    assert cmd == [
+        sys.executable,
+        "-m",
+        "easyphoto_app",
+        "--data-dir",
+        str(tmp_path),
+        "--precision",
+        "bf16",
+        "rl",
+        "--user",
+        "ann",
+        "--events",
+        str(events),
+        "--epochs",
+        "3",
+    ]
     assert kw["start_new_session"] and kw["stdin"] == subprocess.DEVNULL and kw["stderr"] == subprocess.STDOUT
     assert kw["stdout"].name == str(ws.jobs_dir / "rl-ann.log")
     assert manager.current() == job and (job.kind, job.user, job.offset, job.history_offset) == ("rl", "ann", 17, 17)
@@ -502,7 +529,7 @@ def test_a_job_starts_in_a_data_folder_not_made_yet_and_on_windows_in_its_own_pr
     monkeypatch.setattr(jobs, "os", SimpleNamespace(**{**vars(os), "name": "nt"}))
     FakePopen.calls.clear()
     job = jobs.JobManager(ws, []).start("train", "ann", tmp_path / "else" / "where" / "events.jsonl", [])
-    (_, kw), = FakePopen.calls
+    ((_, kw),) = FakePopen.calls
     assert kw["creationflags"] == 0x200 and "start_new_session" not in kw  # Ctrl+C in the app's console spares it
     assert Path(job.log).parent == ws.jobs_dir and Path(job.events).parent.is_dir()
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import _private_copy, run_cli, session_data
 
 SEEDS = 8  # fixed seeds, never used in training: 9001, 9002, ...
@@ -67,7 +66,9 @@ def generated(pipe_and_model, home: Path, user: str | None, tmp_path: Path, **ch
 
     pipe, model = pipe_and_model
     cfg = with_overrides(load_settings(home).generate, num=SEEDS, seed=9001, **changes)
-    result = generate(pipe, model, Workspace(home), cfg, user=user, use_rl=False, out_folder=tmp_path / (user or "base"))
+    result = generate(
+        pipe, model, Workspace(home), cfg, user=user, use_rl=False, out_folder=tmp_path / (user or "base")
+    )
     return result.paths
 
 
@@ -107,7 +108,10 @@ def test_rl_with_the_face_reward_has_faces_to_learn_from_and_moves_its_lora(face
     events = []
     run_rl(s, Workspace(face_copy), "astro", Reporter(listeners=[events.append]))
     epochs = [e for e in events if e.get("type") == "metric" and e.get("kind") == "epoch"]
-    rows = [{k: e.get(k) for k in ("no_face_rate", "reward_mean", "reward_std", "update_norm", "grad_zero_frac", "samples")} for e in epochs]
+    rows = [
+        {k: e.get(k) for k in ("no_face_rate", "reward_mean", "reward_std", "update_norm", "grad_zero_frac", "samples")}
+        for e in epochs
+    ]
     assert len(epochs) == 2 and all(e["no_face_rate"] < 0.5 and e["reward_std"] > 0 for e in epochs), rows
     assert all(e["update_norm"] > 0 and e["grad_zero_frac"] < 0.5 for e in epochs), epochs
     assert not [e for e in events if e.get("type") == "warning"]

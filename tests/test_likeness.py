@@ -33,13 +33,19 @@ def face(x, embedding, ignored=None):
 
 def test_the_reward_is_the_likeness_of_the_most_alike_face_and_0_without_one():
     me = unit(1, 0, 0)
-    backend = Placed({
-        10: [face(100, unit(1, 1, 0)), face(5, unit(0, 1, 0))],  # two people: the right one looks like me
-        20: [],
-        30: [face(50, me)],
-    })
+    backend = Placed(
+        {
+            10: [face(100, unit(1, 1, 0)), face(5, unit(0, 1, 0))],  # two people: the right one looks like me
+            20: [],
+            30: [face(50, me)],
+        }
+    )
     scorer = LikenessScorer(backend, [2.0, 0, 0])  # the identity is normalised
-    images = [Image.new("L", (64, 64), 10), np.full((64, 64, 3), 20, np.uint8), Image.new("RGB", (64, 64), (30, 30, 30))]
+    images = [
+        Image.new("L", (64, 64), 10),
+        np.full((64, 64, 3), 20, np.uint8),
+        Image.new("RGB", (64, 64), (30, 30, 30)),
+    ]
     rewards, info = scorer(images)
     cos = float(unit(1, 1, 0) @ me)
     assert rewards == [round(backend.likeness(cos), 4), 0.0, 1.0]
@@ -51,17 +57,25 @@ def test_the_reward_is_the_likeness_of_the_most_alike_face_and_0_without_one():
     assert two.reason == "2 faces: scored the most alike, face 2 from the left"
     assert scorer.score(images[2]).reason == "one face"
     none = scorer.score(images[1])
-    assert (none.likeness, none.cosine, none.faces, none.face_index, none.reason) == (None, None, 0, None, "no face found")
+    assert (none.likeness, none.cosine, none.faces, none.face_index, none.reason) == (
+        None,
+        None,
+        0,
+        None,
+        "no face found",
+    )
     assert scorer([]) == ([], {"no_face_rate": 0.0})
     assert scorer([images[1]]) == ([0.0], {"no_face_rate": 1.0})
 
 
 def test_a_box_that_is_not_a_face_is_never_scored_even_where_it_would_win():
     me = unit(1, 0, 0)
-    backend = Placed({
-        10: [face(5, me, ignored="not a face"), face(100, unit(1, 1, 0))],
-        20: [face(5, me, ignored="not a face")],
-    })
+    backend = Placed(
+        {
+            10: [face(5, me, ignored="not a face"), face(100, unit(1, 1, 0))],
+            20: [face(5, me, ignored="not a face")],
+        }
+    )
     scorer = LikenessScorer(backend, me)
     with_face = scorer.score(Image.new("L", (64, 64), 10))
     assert (with_face.faces, with_face.face_index, with_face.reason) == (1, 0, "one face")
@@ -87,8 +101,9 @@ def test_a_scorer_comes_from_the_users_reference_or_there_is_none(tmp_path):
     assert scorer.full == 1.0  # a set of one has no spread: 1 means identical, as before
 
 
-@pytest.mark.parametrize("cosine, likeness", [(-0.3, 0.0), (0.0, 0.0), (0.25, 0.25), (0.5, 0.5), (0.75, 0.75),
-                                              (1.0, 1.0), (1.2, 1.0)])
+@pytest.mark.parametrize(
+    "cosine, likeness", [(-0.3, 0.0), (0.0, 0.0), (0.25, 0.25), (0.5, 0.5), (0.75, 0.75), (1.0, 1.0), (1.2, 1.0)]
+)
 def test_likeness_is_0_for_a_stranger_half_at_the_threshold_and_1_for_the_same_face(cosine, likeness):
     b = FaceBackend()
     b.same_person_threshold, b.stranger_similarity = 0.5, 0.0
@@ -169,9 +184,9 @@ def test_real_photos_score_against_every_accepted_face_each_of_them_full_marks(a
     photo outscored them. Now each accepted photo, and a new look of the face, is full marks; a stranger stays low."""
     import photos
 
+    from easyphoto_app.faces.images import load_rgb
     from easyphoto_app.faces.likeness import scorer_for
     from easyphoto_app.faces.prepare import load_record
-    from easyphoto_app.faces.images import load_rgb
 
     ws, files = astro_user
     scorer = scorer_for(ws, "astro")

@@ -8,8 +8,18 @@ import torch
 from safetensors.torch import load_file
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.lora_io import (complete_checkpoints, load_tensors, optimizer_tensors, peft_state, read_metadata,
-                                   restore_optimizer, save_lora, save_tensors, to_kohya, write_checkpoint_dir)
+from easyphoto_app.lora_io import (
+    complete_checkpoints,
+    load_tensors,
+    optimizer_tensors,
+    peft_state,
+    read_metadata,
+    restore_optimizer,
+    save_lora,
+    save_tensors,
+    to_kohya,
+    write_checkpoint_dir,
+)
 
 UNET_Q = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 TE_Q = "text_encoder.encoder.layers.1.self_attn.q_proj"  # transformers 5 leaves out `text_model.`
@@ -17,14 +27,21 @@ TE_Q = "text_encoder.encoder.layers.1.self_attn.q_proj"  # transformers 5 leaves
 
 def tiny_state() -> dict:
     g = torch.Generator().manual_seed(0)
-    return {f"{UNET_Q}.lora_A.weight": torch.randn(4, 8, generator=g), f"{UNET_Q}.lora_B.weight": torch.randn(8, 4, generator=g),
-            f"{TE_Q}.lora_A.weight": torch.randn(4, 8, generator=g), f"{TE_Q}.lora_B.weight": torch.randn(8, 4, generator=g)}
+    return {
+        f"{UNET_Q}.lora_A.weight": torch.randn(4, 8, generator=g),
+        f"{UNET_Q}.lora_B.weight": torch.randn(8, 4, generator=g),
+        f"{TE_Q}.lora_A.weight": torch.randn(4, 8, generator=g),
+        f"{TE_Q}.lora_B.weight": torch.randn(8, 4, generator=g),
+    }
 
 
 def test_kohya_keys_are_the_sd15_checkpoint_names_with_the_true_alpha():
     state = tiny_state()
     out = to_kohya(state, 3.5)
-    unet, te = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "lora_te_text_model_encoder_layers_1_self_attn_q_proj"
+    unet, te = (
+        "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+        "lora_te_text_model_encoder_layers_1_self_attn_q_proj",
+    )
     assert set(out) == {f"{m}.{p}" for m in (unet, te) for p in ("lora_down.weight", "lora_up.weight", "alpha")}
     assert torch.equal(out[f"{unet}.lora_down.weight"], state[f"{UNET_Q}.lora_A.weight"])
     assert torch.equal(out[f"{te}.lora_up.weight"], state[f"{TE_Q}.lora_B.weight"])
@@ -48,12 +65,17 @@ def test_peft_state_is_the_adapters_tensors_in_fp32_on_the_cpu_with_the_prefix()
 def test_a_saved_lora_has_webui_keys_metadata_and_a1111s_hash_of_its_tensors(tmp_path):
     from easyphoto_app.checkpoints import lora_hash, safetensors_data_offset
 
-    path = save_lora(tmp_path / "loras" / "ann.safetensors", tiny_state(), 2.0,
-                     {"easyphoto_user": "ann", "rank": 4, "steps": [1, 2]}, owner="ann")
+    path = save_lora(
+        tmp_path / "loras" / "ann.safetensors",
+        tiny_state(),
+        2.0,
+        {"easyphoto_user": "ann", "rank": 4, "steps": [1, 2]},
+        owner="ann",
+    )
     meta = read_metadata(path)
     assert meta["easyphoto_user"] == "ann" and json.loads(meta["rank"]) == 4 and json.loads(meta["steps"]) == [1, 2]
     data = path.read_bytes()
-    assert meta["sshs_model_hash"] == hashlib.sha256(data[safetensors_data_offset(path):]).hexdigest()
+    assert meta["sshs_model_hash"] == hashlib.sha256(data[safetensors_data_offset(path) :]).hexdigest()
     assert lora_hash(path) == meta["sshs_model_hash"][:12]
     tensors = load_file(str(path))
     assert all(k.startswith(("lora_unet_", "lora_te_text_model_")) for k in tensors)
@@ -92,7 +114,7 @@ def test_an_adamw_state_survives_safetensors_and_continues_identically(tmp_path)
 
     def step(p, opt):
         opt.zero_grad()
-        sum((x ** 2).sum() for x in p).backward()
+        sum((x**2).sum() for x in p).backward()
         opt.step()
 
     p1, opt1 = make()
@@ -113,15 +135,19 @@ def test_an_adamw_state_survives_safetensors_and_continues_identically(tmp_path)
 def test_a_checkpoint_folder_appears_whole_and_replaces_the_old_one(tmp_path):
     target = tmp_path / "checkpoint-3"
     write_checkpoint_dir(target, {"old.safetensors": ({"x": torch.zeros(1)}, {})})
-    write_checkpoint_dir(target, {"lora.safetensors": ({"x": torch.ones(2)}, {"step": 3}),
-                                  "optimizer.safetensors": ({"y": torch.ones(1)}, {})})
+    write_checkpoint_dir(
+        target,
+        {"lora.safetensors": ({"x": torch.ones(2)}, {"step": 3}), "optimizer.safetensors": ({"y": torch.ones(1)}, {})},
+    )
     assert sorted(p.name for p in target.iterdir()) == ["lora.safetensors", "optimizer.safetensors"]
     assert load_tensors(target / "lora.safetensors")[1] == {"step": 3}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-3"]  # no staging folder left
     assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == ["checkpoint-3"]
     (tmp_path / "checkpoint-4").write_text("a file, not a checkpoint")
     assert [p.name for p in complete_checkpoints(tmp_path, "checkpoint")] == ["checkpoint-3"]
-    first = write_checkpoint_dir(tmp_path / "new" / "run" / "checkpoint-1", {"a.safetensors": ({"x": torch.ones(1)}, {})})
+    first = write_checkpoint_dir(
+        tmp_path / "new" / "run" / "checkpoint-1", {"a.safetensors": ({"x": torch.ones(1)}, {})}
+    )
     assert [p.name for p in first.iterdir()] == ["a.safetensors"]  # the first checkpoint of a run: folders made
 
 
@@ -130,7 +156,9 @@ def test_optimizer_state_that_is_not_a_tensor_is_saved_as_one():
     from types import SimpleNamespace
 
     exp_avg = torch.ones(2)
-    opt = SimpleNamespace(state_dict=lambda: {"state": {0: {"step": 3, "exp_avg": exp_avg}}, "param_groups": [{"lr": 1}]})
+    opt = SimpleNamespace(
+        state_dict=lambda: {"state": {0: {"step": 3, "exp_avg": exp_avg}}, "param_groups": [{"lr": 1}]}
+    )
     tensors, meta = optimizer_tensors(opt)
     assert set(tensors) == {"opt.0.step", "opt.0.exp_avg"} and tensors["opt.0.exp_avg"] is exp_avg
     assert isinstance(tensors["opt.0.step"], torch.Tensor) and tensors["opt.0.step"].item() == 3

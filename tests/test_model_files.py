@@ -6,7 +6,6 @@ import re
 
 import pytest
 import torch
-
 from conftest import run_cli, session_data
 
 
@@ -47,11 +46,38 @@ def te_home(tmp_path_factory, trained_home):
     def build(folder):
         home = folder / "data"
         shutil.copytree(trained_home, home)
-        r = run_cli(home, "train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4", "--alpha", "2",
-                    "--lr", "1e-2", "--train-text-encoder")
+        r = run_cli(
+            home,
+            "train",
+            "--user",
+            "astro",
+            "--steps",
+            "2",
+            "--save-every",
+            "2",
+            "--rank",
+            "4",
+            "--alpha",
+            "2",
+            "--lr",
+            "1e-2",
+            "--train-text-encoder",
+        )
         assert r.returncode == 0, r.stderr
-        r = run_cli(home, "rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2",
-                    "--steps", "3")
+        r = run_cli(
+            home,
+            "rl",
+            "--user",
+            "astro",
+            "--epochs",
+            "1",
+            "--samples-per-epoch",
+            "2",
+            "--sample-batch",
+            "2",
+            "--steps",
+            "3",
+        )
         assert r.returncode == 0, r.stderr
         return home
 
@@ -74,12 +100,14 @@ def test_text_encoder_lora_loads_in_diffusers_to_the_trained_outputs(te_home):
     from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import set_peft_model_state_dict
 
-    from easyphoto_app.lora_io import load_tensors
     from easyphoto_app.lora_adapters import TE_TARGETS
+    from easyphoto_app.lora_io import load_tensors
     from easyphoto_app.models import load_pipeline, resolve_model
 
     def embeddings(pipe):
-        ids = pipe.tokenizer("easyphoto_face, easyphoto, 1person", padding="max_length", max_length=77, return_tensors="pt").input_ids
+        ids = pipe.tokenizer(
+            "easyphoto_face, easyphoto, 1person", padding="max_length", max_length=77, return_tensors="pt"
+        ).input_ids
         with torch.no_grad():
             return pipe.text_encoder(ids)[0]
 
@@ -90,9 +118,12 @@ def test_text_encoder_lora_loads_in_diffusers_to_the_trained_outputs(te_home):
 
     memory = load_pipeline(resolve_model("demo", te_home), "cpu")
     state, _ = load_tensors(next((te_home / "users" / "astro" / "lora").glob("checkpoint-*")) / "adapter.safetensors")
-    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=2, target_modules=TE_TARGETS), memory.text_encoder, adapter_name="face")
-    set_peft_model_state_dict(memory.text_encoder, {k[13:]: v for k, v in state.items() if k.startswith("text_encoder.")},
-                              adapter_name="face")
+    inject_adapter_in_model(
+        LoraConfig(r=4, lora_alpha=2, target_modules=TE_TARGETS), memory.text_encoder, adapter_name="face"
+    )
+    set_peft_model_state_dict(
+        memory.text_encoder, {k[13:]: v for k, v in state.items() if k.startswith("text_encoder.")}, adapter_name="face"
+    )
     in_memory = embeddings(memory)
     assert (via_file - in_memory).abs().max() < 1e-5
     assert (via_file - before).abs().max() > 1e-2
@@ -115,7 +146,7 @@ def test_png_info_lora_hashes_are_a1111s_and_the_lora_carries_its_hash(te_home):
 
     def addnet_hash(path):
         raw = path.read_bytes()
-        return hashlib.sha256(raw[8 + int.from_bytes(raw[:8], "little"):]).hexdigest()
+        return hashlib.sha256(raw[8 + int.from_bytes(raw[:8], "little") :]).hexdigest()
 
     r = run_cli(te_home, "generate", "--user", "astro", "--num", "1", "--steps", "2", "--seed", "3", "--json")
     assert r.returncode == 0, r.stderr
@@ -142,12 +173,18 @@ def _tiny_checkpoint(path, keys: dict):
 REFINER_KEYS = {"conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": (4,)}
 
 
-@pytest.mark.parametrize("keys, says", [
-    (REFINER_KEYS, "an SDXL refiner"),
-    ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "SD1.5 inpainting checkpoint"),
-    ({"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)}, "Stable Diffusion 2.x"),
-    ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)}, "is a LoRA, not a base model"),
-])
+@pytest.mark.parametrize(
+    "keys, says",
+    [
+        (REFINER_KEYS, "an SDXL refiner"),
+        ({"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}, "SD1.5 inpainting checkpoint"),
+        (
+            {"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)},
+            "Stable Diffusion 2.x",
+        ),
+        ({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": (4, 320)}, "is a LoRA, not a base model"),
+    ],
+)
 def test_a_file_that_is_not_an_sd15_or_sdxl_checkpoint_is_named_for_what_it_is(tmp_path, keys, says):
     from easyphoto_app.checkpoints import checkpoint_family
     from easyphoto_app.errors import UserError
@@ -184,8 +221,22 @@ def test_sd15_single_file_in_fp16_generates_offline_with_a1111s_model_hash(tmp_p
     from easyphoto_app.checkpoints import SD15_CONFIG
 
     path, _ = ldm_checkpoint.write_sd15_checkpoint(tmp_path / "my_model.safetensors", SD15_CONFIG)
-    r = run_cli(data_dir, "--model", str(path), "generate", "--num", "1", "--steps", "2", "--width", "64", "--height", "64",
-                "--json", env={"HF_HUB_OFFLINE": "1"})
+    r = run_cli(
+        data_dir,
+        "--model",
+        str(path),
+        "generate",
+        "--num",
+        "1",
+        "--steps",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--json",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)["paths"][0]
     fields = parse_a1111(Image.open(out).text["parameters"])

@@ -9,35 +9,71 @@ import torch
 from easyphoto_app import models
 
 SD15_REPO = [
-    "model_index.json", "README.md", "v1-5-pruned.safetensors", "v1-5-pruned.ckpt",
-    "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
-    "text_encoder/config.json", "text_encoder/model.safetensors", "text_encoder/model.fp16.safetensors",
+    "model_index.json",
+    "README.md",
+    "v1-5-pruned.safetensors",
+    "v1-5-pruned.ckpt",
+    "scheduler/scheduler_config.json",
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "text_encoder/model.fp16.safetensors",
     "text_encoder/pytorch_model.bin",
-    "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "unet/diffusion_pytorch_model.fp16.safetensors",
     "unet/diffusion_pytorch_model.non_ema.safetensors",
-    "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",  # this folder has the fp16 variant only
-    "safety_checker/config.json", "safety_checker/model.safetensors", "feature_extractor/preprocessor_config.json",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.fp16.safetensors",  # this folder has the fp16 variant only
+    "safety_checker/config.json",
+    "safety_checker/model.safetensors",
+    "feature_extractor/preprocessor_config.json",
 ]
-CONFIGS = ["model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json", "tokenizer/merges.txt",
-           "tokenizer/vocab.json", "unet/config.json", "vae/config.json"]
+CONFIGS = [
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "tokenizer/merges.txt",
+    "tokenizer/vocab.json",
+    "unet/config.json",
+    "vae/config.json",
+]
 
 
 def test_a_download_takes_the_configs_and_one_weights_file_per_part():
     pipeline = [f for f in SD15_REPO if "/" in f or f == "model_index.json"]  # as download_hub_model passes them
-    assert models._pick_hub_files(pipeline, want_fp16=False) == sorted(CONFIGS + [
-        "text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors",
-        "vae/diffusion_pytorch_model.fp16.safetensors"])
-    assert models._pick_hub_files(pipeline, want_fp16=True) == sorted(CONFIGS + [
-        "text_encoder/model.fp16.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
-        "vae/diffusion_pytorch_model.fp16.safetensors"])
+    assert models._pick_hub_files(pipeline, want_fp16=False) == sorted(
+        CONFIGS
+        + [
+            "text_encoder/model.safetensors",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.fp16.safetensors",
+        ]
+    )
+    assert models._pick_hub_files(pipeline, want_fp16=True) == sorted(
+        CONFIGS
+        + [
+            "text_encoder/model.fp16.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "vae/diffusion_pytorch_model.fp16.safetensors",
+        ]
+    )
 
 
 def test_a_one_model_repo_takes_its_top_level_weights():
-    controlnet = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                  "diffusion_pytorch_model.bin", "images/example.png"]
+    controlnet = [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "diffusion_pytorch_model.bin",
+        "images/example.png",
+    ]
     assert models._pick_hub_files(controlnet, want_fp16=False) == ["config.json", "diffusion_pytorch_model.safetensors"]
-    assert models._pick_hub_files(controlnet, want_fp16=True) == ["config.json",
-                                                                  "diffusion_pytorch_model.fp16.safetensors"]
+    assert models._pick_hub_files(controlnet, want_fp16=True) == [
+        "config.json",
+        "diffusion_pytorch_model.fp16.safetensors",
+    ]
     ema_only = ["config.json", "unet/diffusion_pytorch_model.ema.safetensors"]
     assert models._pick_hub_files(ema_only, want_fp16=False) == ["config.json"]  # never EMA weights by mistake
     plain_only = ["config.json", "unet/diffusion_pytorch_model.safetensors"]
@@ -55,7 +91,10 @@ def hub_repo(monkeypatch, tmp_path):
     class Api:
         def list_repo_tree(self, repo_id, recursive):
             assert recursive
-            return [RepoFolder(path="unet", oid="x"), *(RepoFile(path=f, size=n, oid="x") for f, n in repo["files"].items())]
+            return [
+                RepoFolder(path="unet", oid="x"),
+                *(RepoFile(path=f, size=n, oid="x") for f, n in repo["files"].items()),
+            ]
 
     def snapshot_download(repo_id, allow_patterns):
         repo["asked"].append((repo_id, allow_patterns))
@@ -79,16 +118,26 @@ def test_a_download_asks_for_the_chosen_files_only_and_says_how_much_first(hub_r
     path, total = models.download_hub_model("me/sd", want_fp16=True)
     chosen = models._pick_hub_files([f for f in SD15_REPO if "/" in f or f == "model_index.json"], want_fp16=True)
     assert (path, total, hub_repo["asked"]) == (tmp_path, 3 * 2**20 * len(chosen), [("me/sd", chosen)])
-    assert caplog.records[0].getMessage() == (f"Downloading me/sd: {3 * len(chosen)}.0 MB in {len(chosen)} files "
-                                              "(once; it stays in the Hugging Face cache).")
+    assert caplog.records[0].getMessage() == (
+        f"Downloading me/sd: {3 * len(chosen)}.0 MB in {len(chosen)} files (once; it stays in the Hugging Face cache)."
+    )
     hub_repo["files"] = {"config.json": 10, "diffusion_pytorch_model.safetensors": 2**30, "unet/x.safetensors": 5}
     assert models.download_hub_model("me/net", False, index="config.json")[1] == 2**30 + 10  # a ControlNet: top level
 
 
-@pytest.mark.parametrize("files, says", [
-    ({"model_index.json": 1, "unet/diffusion_pytorch_model.bin": 5}, "^me/sd has no .safetensors weights; EasyPhoto never loads pickled weights.$"),
-    ({"config.json": 1, "unet/diffusion_pytorch_model.safetensors": 5}, r"^me/sd is not a diffusers model repository \(no model_index.json\).$"),
-])
+@pytest.mark.parametrize(
+    "files, says",
+    [
+        (
+            {"model_index.json": 1, "unet/diffusion_pytorch_model.bin": 5},
+            "^me/sd has no .safetensors weights; EasyPhoto never loads pickled weights.$",
+        ),
+        (
+            {"config.json": 1, "unet/diffusion_pytorch_model.safetensors": 5},
+            r"^me/sd is not a diffusers model repository \(no model_index.json\).$",
+        ),
+    ],
+)
 def test_a_repository_without_what_we_load_is_refused_before_any_download(hub_repo, files, says):
     hub_repo["files"] = files
     with pytest.raises(models.UserError, match=says):
@@ -98,23 +147,44 @@ def test_a_repository_without_what_we_load_is_refused_before_any_download(hub_re
 
 def test_a_repository_of_another_family_is_refused_from_its_configs_before_any_download(hub_repo):
     hub_repo["files"] = {f: 3 * 2**20 for f in SD15_REPO}
-    hub_repo["configs"] = {"model_index.json": {"_class_name": "StableDiffusionPipeline"},
-                           "unet/config.json": {"in_channels": 4, "cross_attention_dim": 1024}}
+    hub_repo["configs"] = {
+        "model_index.json": {"_class_name": "StableDiffusionPipeline"},
+        "unet/config.json": {"in_channels": 4, "cross_attention_dim": 1024},
+    }
     with pytest.raises(models.UserError, match="^me/sd is a Stable Diffusion 2.x model; EasyPhoto works with"):
         models.download_hub_model("me/sd", want_fp16=False)
     assert hub_repo["asked"] == []
 
 
-@pytest.mark.parametrize("spec, path", [("./sd15.safetensors", True), ("/models/sd", True), ("~/sd", True),
-                                        ("C:\\models\\sd", True), ("D:", True), ("models\\sd", True),
-                                        ("a/b/c", True), ("runwayml/stable-diffusion-v1-5", False),
-                                        ("demo", False), ("x", False)])
+@pytest.mark.parametrize(
+    "spec, path",
+    [
+        ("./sd15.safetensors", True),
+        ("/models/sd", True),
+        ("~/sd", True),
+        ("C:\\models\\sd", True),
+        ("D:", True),
+        ("models\\sd", True),
+        ("a/b/c", True),
+        ("runwayml/stable-diffusion-v1-5", False),
+        ("demo", False),
+        ("x", False),
+    ],
+)
 def test_a_spec_that_looks_like_a_path_is_never_sent_to_the_hub(spec, path):
     assert models._looks_like_path(spec) is path
 
 
-@pytest.mark.parametrize("n, text", [(0, "0.0 MB"), (5 * 2**20, "5.0 MB"), (2**30 - 2**19, "1023.5 MB"),
-                                     (2**30, "1.00 GB"), (int(4.27 * 2**30), "4.27 GB")])
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (0, "0.0 MB"),
+        (5 * 2**20, "5.0 MB"),
+        (2**30 - 2**19, "1023.5 MB"),
+        (2**30, "1.00 GB"),
+        (int(4.27 * 2**30), "4.27 GB"),
+    ],
+)
 def test_human_sizes(n, text):
     assert models.human_size(n) == text
 
@@ -125,8 +195,10 @@ def test_a_missing_path_is_one_clear_line_and_a_pickle_is_refused(tmp_path):
     ckpt = str(tmp_path / "sd15.CKPT")
     with pytest.raises(models.UserError) as refused:
         models.resolve_model(ckpt, tmp_path)
-    assert str(refused.value) == (f"{ckpt} is a pickled checkpoint, which can run arbitrary code when loaded. "
-                                  "Use the .safetensors version of this model instead (most model pages offer one).")
+    assert str(refused.value) == (
+        f"{ckpt} is a pickled checkpoint, which can run arbitrary code when loaded. "
+        "Use the .safetensors version of this model instead (most model pages offer one)."
+    )
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(models.UserError, match="neither a diffusers model folder"):
         models.resolve_model(str(tmp_path / "notes.txt"), tmp_path)
@@ -159,7 +231,9 @@ def test_the_shipped_face_model_is_shaped_like_sd15_small():
     attends to, and a marker whose resolution is what the autoencoder turns into the UNet's latent size."""
     from diffusers import AutoencoderKL
 
-    config = {part: json.loads((SHIPPED / part / "config.json").read_text()) for part in ("unet", "vae", "text_encoder")}
+    config = {
+        part: json.loads((SHIPPED / part / "config.json").read_text()) for part in ("unet", "vae", "text_encoder")
+    }
     unet, vae, text = config["unet"], config["vae"], config["text_encoder"]
     assert "CrossAttnDownBlock2D" in unet["down_block_types"] and "CrossAttnUpBlock2D" in unet["up_block_types"]
     assert unet["in_channels"] == unet["out_channels"] == vae["latent_channels"] == 4
@@ -199,8 +273,12 @@ def test_the_demo_is_installed_whole_and_again_only_for_a_new_version(tmp_path, 
     (folder / "stale.bin").write_bytes(b"an older demo's file")
     models.ensure_demo_model(tmp_path)  # older: installed again, nothing of the old one left
     assert files(folder) == installed_files()
-    assert json.loads((folder / "unet" / "config.json").read_text()) == json.loads((SHIPPED / "unet" / "config.json").read_text())
-    assert [r.getMessage() for r in caplog.records] == [f"Installing the demo model in {folder}"] * 2  # why a start waits
+    assert json.loads((folder / "unet" / "config.json").read_text()) == json.loads(
+        (SHIPPED / "unet" / "config.json").read_text()
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Installing the demo model in {folder}"
+    ] * 2  # why a start waits
 
 
 def test_a_missing_face_model_is_one_clear_line(tmp_path, monkeypatch):
@@ -210,18 +288,28 @@ def test_a_missing_face_model_is_one_clear_line(tmp_path, monkeypatch):
     assert not (tmp_path / "models" / "demo").exists()
 
 
-@pytest.mark.parametrize("parts, files, cached", [
-    (["unet", "vae", "text_encoder"], ["unet/a.safetensors", "vae/b.safetensors", "text_encoder/c.safetensors"], True),
-    (["unet", "vae", "text_encoder"], ["unet/a.safetensors", "vae/b.safetensors", "text_encoder/c.bin"], False),
-    (["unet", "vae", "text_encoder"], ["unet/a.safetensors", "vae/b.safetensors"], False),
-    (["unet", "vae"], ["unet/a.fp16.safetensors", "vae/b.safetensors"], True),  # a pipeline without a text encoder
-])
+@pytest.mark.parametrize(
+    "parts, files, cached",
+    [
+        (
+            ["unet", "vae", "text_encoder"],
+            ["unet/a.safetensors", "vae/b.safetensors", "text_encoder/c.safetensors"],
+            True,
+        ),
+        (["unet", "vae", "text_encoder"], ["unet/a.safetensors", "vae/b.safetensors", "text_encoder/c.bin"], False),
+        (["unet", "vae", "text_encoder"], ["unet/a.safetensors", "vae/b.safetensors"], False),
+        (["unet", "vae"], ["unet/a.fp16.safetensors", "vae/b.safetensors"], True),  # a pipeline without a text encoder
+    ],
+)
 def test_a_cached_hub_model_counts_only_when_each_part_has_safetensors_weights(hub_cache, parts, files, cached):
     from conftest import cache_repo
 
     snap = cache_repo(hub_cache, "me/sd", ["model_index.json", *files])
-    index = {"_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "PNDMScheduler"],
-             **{part: ["diffusers", "X"] for part in parts}}
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        **{part: ["diffusers", "X"] for part in parts},
+    }
     (snap / "model_index.json").write_text(json.dumps(index))
     assert models.cached_hub_model("me/sd") == (snap if cached else None)
     assert models.cached_hub_model("me/absent") is None
@@ -269,12 +357,18 @@ def test_a_spec_resolves_to_the_folder_file_or_webui_folder_it_names(tmp_path, d
     m = models.resolve_model(str(webui / "dream.safetensors"), tmp_path)
     assert (m.kind, m.path) == ("file", (webui / "dream.safetensors").resolve())
     m = models.resolve_model(str(webui), tmp_path)  # a WebUI's folder with one checkpoint: that one
-    assert (m.kind, m.source, m.path) == ("file", str(webui / "dream.safetensors"), (webui / "dream.safetensors").resolve())
+    assert (m.kind, m.source, m.path) == (
+        "file",
+        str(webui / "dream.safetensors"),
+        (webui / "dream.safetensors").resolve(),
+    )
     (webui / "anime.safetensors").write_bytes(b"weights")
     with pytest.raises(models.UserError) as two:
         models.resolve_model(str(webui), tmp_path)
-    assert str(two.value) == (f"{webui} holds 2 checkpoints; choose one: anime.safetensors, dream.safetensors "
-                              f"(e.g. --model {webui / 'anime.safetensors'}).")
+    assert str(two.value) == (
+        f"{webui} holds 2 checkpoints; choose one: anime.safetensors, dream.safetensors "
+        f"(e.g. --model {webui / 'anime.safetensors'})."
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(models.UserError, match=f"^{empty} holds no .safetensors checkpoint"):
@@ -286,8 +380,11 @@ def test_a_hub_model_not_cached_is_downloaded_in_fp16_only_for_an_nvidia_gpu(tmp
     asked = []
     monkeypatch.setattr(models, "cached_hub_model", lambda spec: None)
     monkeypatch.setattr(models, "hub_unreachable", lambda spec: None)
-    monkeypatch.setattr(models, "download_hub_model",
-                        lambda spec, want_fp16, progress: asked.append((spec, want_fp16)) or (tmp_path, 2 * 2**30))
+    monkeypatch.setattr(
+        models,
+        "download_hub_model",
+        lambda spec, want_fp16, progress: asked.append((spec, want_fp16)) or (tmp_path, 2 * 2**30),
+    )
     m = models.resolve_model("me/sd", tmp_path, device=device)
     assert asked == [("me/sd", fp16)]
     assert (m.kind, m.source, m.path, m.note) == ("hub", "me/sd", tmp_path, "Downloaded me/sd (2.00 GB).")
@@ -315,11 +412,20 @@ def test_a_single_file_checkpoint_is_loaded_by_the_single_file_loader_safetensor
             return self
 
     calls = []
-    monkeypatch.setattr("easyphoto_app.checkpoints.load_single_file", lambda path, **kw: calls.append((path, kw)) or Loaded())
-    monkeypatch.setattr("easyphoto_app.checkpoints.checkpoint_family", lambda path: __import__("easyphoto_app.families.sd15").families.sd15)
+    monkeypatch.setattr(
+        "easyphoto_app.checkpoints.load_single_file", lambda path, **kw: calls.append((path, kw)) or Loaded()
+    )
+    monkeypatch.setattr(
+        "easyphoto_app.checkpoints.checkpoint_family",
+        lambda path: __import__("easyphoto_app.families.sd15").families.sd15,
+    )
     pipe = models.load_pipeline(models.ResolvedModel("file", "x", tmp_path / "x.safetensors"), "cpu", torch.float16)
-    assert calls == [(tmp_path / "x.safetensors", {"dtype": torch.float16, "safety_checker": None,
-                                                   "requires_safety_checker": False, "use_safetensors": True})]
+    assert calls == [
+        (
+            tmp_path / "x.safetensors",
+            {"dtype": torch.float16, "safety_checker": None, "requires_safety_checker": False, "use_safetensors": True},
+        )
+    ]
     assert pipe.device == "cpu" and pipe.bar == {"disable": True}
 
 
@@ -332,18 +438,29 @@ def test_the_demo_schedules_noise_as_sd15_does():
     demo = PNDMScheduler.from_pretrained(SHIPPED / "scheduler").config
     sd15 = PNDMScheduler.from_pretrained(SD15_CONFIG / "scheduler").config
     assert {k: v for k, v in demo.items() if k != "_diffusers_version"} == {
-        k: v for k, v in sd15.items() if k != "_diffusers_version"}
+        k: v for k, v in sd15.items() if k != "_diffusers_version"
+    }
     assert sd15["set_alpha_to_one"] is False and sd15["steps_offset"] == 1
     assert DDIMScheduler.from_config(demo).config.clip_sample is False
 
 
-@pytest.mark.parametrize("cuda, mps, pref, device", [
-    (True, True, "auto", "cuda"), (False, True, "auto", "mps"), (False, False, "auto", "cpu"),
-    (True, True, "cpu", "cpu"), (False, True, "mps", "mps"), (True, False, "cuda", "cuda"),
-    (False, True, "cuda", "PyTorch sees no CUDA GPU"), (True, False, "mps", "no Apple GPU"),
-    (True, True, "tpu", "Unknown device 'tpu'"),
-])
-def test_auto_prefers_an_nvidia_gpu_then_an_apple_gpu_and_a_device_asked_for_must_be_there(monkeypatch, cuda, mps, pref, device):
+@pytest.mark.parametrize(
+    "cuda, mps, pref, device",
+    [
+        (True, True, "auto", "cuda"),
+        (False, True, "auto", "mps"),
+        (False, False, "auto", "cpu"),
+        (True, True, "cpu", "cpu"),
+        (False, True, "mps", "mps"),
+        (True, False, "cuda", "cuda"),
+        (False, True, "cuda", "PyTorch sees no CUDA GPU"),
+        (True, False, "mps", "no Apple GPU"),
+        (True, True, "tpu", "Unknown device 'tpu'"),
+    ],
+)
+def test_auto_prefers_an_nvidia_gpu_then_an_apple_gpu_and_a_device_asked_for_must_be_there(
+    monkeypatch, cuda, mps, pref, device
+):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     if device in ("cuda", "mps", "cpu"):
@@ -365,9 +482,11 @@ def test_a_model_out_of_reach_falls_back_to_the_demo_and_says_how_to_get_it(no_h
     monkeypatch.setattr(models, "hub_unreachable", lambda spec: "HF_HUB_OFFLINE is set")
     m = models.resolve_model("me/sd", no_hub_model)
     assert m.is_demo and m.path == no_hub_model / "demo" and m.source == "me/sd"
-    assert m.note == ("Using the built-in demo model because me/sd is not available: it is not downloaded and the "
-                      "Hub cannot be reached. Connect to the internet and choose the model "
-                      "in Settings (or run 'python -m easyphoto_app --model me/sd doctor') to download it once.")
+    assert m.note == (
+        "Using the built-in demo model because me/sd is not available: it is not downloaded and the "
+        "Hub cannot be reached. Connect to the internet and choose the model "
+        "in Settings (or run 'python -m easyphoto_app --model me/sd doctor') to download it once."
+    )
     # the reason's details (an errno) go to the log, not onto the page
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("WARNING", m.note + " (HF_HUB_OFFLINE is set)")]
 
@@ -382,11 +501,15 @@ def test_only_a_connection_that_fails_before_the_download_falls_back_to_the_demo
     monkeypatch.setattr(models, "download_hub_model", download)
     failure["raise"] = models.HubUnreachable("ConnectError: [Errno 101] Network is unreachable")
     m = models.resolve_model("me/sd", no_hub_model)
-    assert m.is_demo and "because me/sd is not available: the connection to the Hub failed before the download " \
-        "began." in m.note
+    assert (
+        m.is_demo
+        and "because me/sd is not available: the connection to the Hub failed before the download began." in m.note
+    )
     assert caplog.records[0].getMessage() == m.note + " (ConnectError: [Errno 101] Network is unreachable)"
     failure["raise"] = models.UserError("me/sd has no .safetensors weights; EasyPhoto never loads pickled weights.")
-    with pytest.raises(models.UserError, match="never loads pickled weights"):  # a refusal is said, not fallen back from
+    with pytest.raises(
+        models.UserError, match="never loads pickled weights"
+    ):  # a refusal is said, not fallen back from
         models.resolve_model("me/sd", no_hub_model)
     failure["raise"] = RuntimeError("a bug")
     with pytest.raises(RuntimeError, match="a bug"):  # an internal error is not hidden behind the demo either
@@ -394,7 +517,6 @@ def test_only_a_connection_that_fails_before_the_download_falls_back_to_the_demo
 
 
 def test_the_hub_is_asked_once_briefly_and_only_a_missing_repo_is_refused(monkeypatch):
-    import socket
     import urllib.error
     import urllib.request
 
@@ -417,9 +539,11 @@ def test_the_hub_is_asked_once_briefly_and_only_a_missing_repo_is_refused(monkey
     monkeypatch.setattr(constants, "ENDPOINT", "http://hub.test")
     assert models.hub_unreachable("me/sd") is None
     assert asked[0][0].full_url == "http://hub.test/api/models/me/sd" and 0 < asked[0][1] <= 5  # 5 s at most offline
-    for error, why in [(urllib.error.URLError("Name or service not known"), "Name or service not known"),
-                       (socket.timeout("timed out"), "TimeoutError"),
-                       (urllib.error.HTTPError("u", 503, "Unavailable", {}, None), None)]:  # reachable, busy: the download says
+    for error, why in [
+        (urllib.error.URLError("Name or service not known"), "Name or service not known"),
+        (TimeoutError("timed out"), "TimeoutError"),
+        (urllib.error.HTTPError("u", 503, "Unavailable", {}, None), None),
+    ]:  # reachable, busy: the download says
         answer["raise"] = error
         assert models.hub_unreachable("me/sd") == why
     for code in (401, 404):

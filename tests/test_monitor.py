@@ -11,9 +11,13 @@ from easyphoto_app import monitor
 
 
 def fake_torch(initialized=True):
-    cuda = SimpleNamespace(is_available=lambda: True, is_initialized=lambda: initialized,
-                           memory_allocated=lambda: int(3.5678 * 2**20), memory_reserved=lambda: int(8.0123 * 2**20),
-                           max_memory_allocated=lambda: int(5.2468 * 2**20))
+    cuda = SimpleNamespace(
+        is_available=lambda: True,
+        is_initialized=lambda: initialized,
+        memory_allocated=lambda: int(3.5678 * 2**20),
+        memory_reserved=lambda: int(8.0123 * 2**20),
+        max_memory_allocated=lambda: int(5.2468 * 2**20),
+    )
     return SimpleNamespace(cuda=cuda)
 
 

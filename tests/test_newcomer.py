@@ -4,9 +4,8 @@ import json
 import threading
 import time
 
-import pytest
-
 import photos
+import pytest
 from conftest import run_cli
 
 
@@ -37,9 +36,19 @@ def test_uploads_that_are_not_photos_or_already_there_are_reported_and_not_store
     bad = photos.bad_files(tmp_path / "bad")
     copy = tmp_path / "again.jpg"
     copy.write_bytes(astro_photos[0].read_bytes())
-    r = run_cli(data, "prepare", "--user", "a", *map(str, astro_photos), str(bad["text"]), str(bad["empty"]), str(copy), "--json")
+    r = run_cli(
+        data,
+        "prepare",
+        "--user",
+        "a",
+        *map(str, astro_photos),
+        str(bad["text"]),
+        str(bad["empty"]),
+        str(copy),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
-    record = json.loads(r.stdout[r.stdout.index("{"):])
+    record = json.loads(r.stdout[r.stdout.index("{") :])
     reasons = {s["source"]: s["reason"] for s in record["skipped"]}
     assert reasons["notes.jpg"].startswith("not kept: not an image") and reasons["empty.jpg"] == "not kept: empty file"
     assert reasons["again.jpg"] == f"not kept: the same file as {astro_photos[0].name}, already added"
@@ -89,8 +98,13 @@ def test_a_resumed_job_keeps_the_plotted_history(home_copy):
     events = ws.job_events("train", "astro")
 
     def run(*args, keep_history=False):
-        job = jobs.start("train", "astro", events, ["--steps", "4", "--save-every", "2", "--rank", "4", *args],
-                         keep_history=keep_history)
+        job = jobs.start(
+            "train",
+            "astro",
+            events,
+            ["--steps", "4", "--save-every", "2", "--rank", "4", *args],
+            keep_history=keep_history,
+        )
         while pid_alive(job.pid):
             time.sleep(0.2)
         return job
@@ -157,8 +171,23 @@ def test_train_with_no_flags_on_a_fresh_folder_runs_the_face_models_own_settings
     data = tmp_path / "data"
     assert run_cli(data, "prepare", "--user", "astro", *map(str, astro_photos)).returncode == 0
     events = tmp_path / "train.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "easyphoto_app", "--data-dir", str(data), "train", "--user", "astro",
-                             "--events", str(events)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "easyphoto_app",
+            "--data-dir",
+            str(data),
+            "train",
+            "--user",
+            "astro",
+            "--events",
+            str(events),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and '"progress"' not in (events.read_text() if events.exists() else ""):
         time.sleep(0.2)
@@ -189,10 +218,20 @@ def test_the_status_line_says_stopped_for_a_stop_and_minutes_for_the_time_left()
     from easyphoto_app.ui.job_view import progress_html, time_left
 
     assert [time_left(s) for s in (20, 330, 5400, 43200)] == [
-        "under a minute left", "about 6 min left", "about 1 h 30 min left", "about 12 h 00 min left"]
-    running = progress_html([{"type": "progress", "step": 0, "total": 100, "phase": "sampling 2/8", "eta_s": 5230}],
-                            "running")
+        "under a minute left",
+        "about 6 min left",
+        "about 1 h 30 min left",
+        "about 12 h 00 min left",
+    ]
+    running = progress_html(
+        [{"type": "progress", "step": 0, "total": 100, "phase": "sampling 2/8", "eta_s": 5230}], "running"
+    )
     assert "step 0 / 100 · sampling 2/8 · about 87 min left" in running
-    stopped = progress_html([{"type": "progress", "step": 198, "total": 800},
-                             {"type": "done", "stopped": True, "message": "Stopped at step 198 of 800."}], "stopped")
+    stopped = progress_html(
+        [
+            {"type": "progress", "step": 198, "total": 800},
+            {"type": "done", "stopped": True, "message": "Stopped at step 198 of 800."},
+        ],
+        "stopped",
+    )
     assert "stopped · step 198 / 800" in stopped and "killed or crashed" not in stopped

@@ -4,10 +4,10 @@ every caption and the gallery with the same rounding (the issue saw 0.19 in a ca
 
 import dataclasses
 
+import photos
 import pytest
 from PIL import Image
 
-import photos
 from easyphoto_app import gallery
 from easyphoto_app.faces.likeness import Score
 from easyphoto_app.settings import GenerateConfig, PortraitConfig
@@ -55,8 +55,9 @@ def assert_one_number(ws: Workspace, paths, captions, shown: list[str]):
         assert gallery.likeness_line(ws, "astro", item).startswith(f"Likeness to astro: **{value}** (")
 
 
-def test_a_portraits_likeness_is_written_once_and_its_caption_and_the_gallery_read_it(rl_copy, demo_pipe, scorer,
-                                                                                       tmp_path):
+def test_a_portraits_likeness_is_written_once_and_its_caption_and_the_gallery_read_it(
+    rl_copy, demo_pipe, scorer, tmp_path
+):
     from easyphoto_app.faces import get_backend
     from easyphoto_app.portrait import paint, plan
 
@@ -72,8 +73,9 @@ def test_a_portraits_likeness_is_written_once_and_its_caption_and_the_gallery_re
     assert result.captions()[1] == f"#2 · seed {result.seeds[1]} · likeness 0.16"
 
 
-def test_generate_and_compare_write_each_likeness_once_and_their_captions_and_the_gallery_read_it(rl_copy, demo_pipe,
-                                                                                                  scorer):
+def test_generate_and_compare_write_each_likeness_once_and_their_captions_and_the_gallery_read_it(
+    rl_copy, demo_pipe, scorer
+):
     from easyphoto_app.generate import compare, generate
 
     pipe, model = demo_pipe

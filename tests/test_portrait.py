@@ -3,17 +3,16 @@
 import json
 
 import numpy as np
+import photos
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-import photos
-from conftest import run_cli
 from easyphoto_app import portrait
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces.base import DetectedFace
 from easyphoto_app.faces.likeness import Score
-from easyphoto_app.portrait import (Candidate, choose_face, feathered_mask, match_colour, paste, rank,
-                                    square_around)
+from easyphoto_app.portrait import Candidate, choose_face, feathered_mask, match_colour, paste, rank, square_around
 
 
 def face_at(x1, y1, x2, y2, score=1.0) -> DetectedFace:
@@ -58,19 +57,22 @@ def test_paste_keeps_every_pixel_where_alpha_is_zero():
     keep = np.ones((300, 400), bool)
     keep[50:170, 200:320] = alpha == 0
     assert np.array_equal(out[keep], template[keep])
-    assert np.array_equal(out[50 + 30:50 + 90, 200 + 30:200 + 90], patch[30:90, 30:90])
-    half = out[50 + 25:50 + 30, 200 + 30:200 + 90].astype(int)
+    assert np.array_equal(out[50 + 30 : 50 + 90, 200 + 30 : 200 + 90], patch[30:90, 30:90])
+    half = out[50 + 25 : 50 + 30, 200 + 30 : 200 + 90].astype(int)
     expected = (template[75:80, 230:290].astype(int) + patch[25:30, 30:90].astype(int)) / 2
     assert np.abs(half - expected).max() <= 1
 
 
-@pytest.mark.parametrize("bbox, size, expected", [
-    ((500, 400, 600, 500), (1200, 900), (440, 340, 220)),  # centred on the face
-    ((10, 10, 110, 110), (1200, 900), (0, 0, 220)),  # moved inside at the top-left corner, not cut
-    ((1100, 800, 1190, 890), (1200, 900), (1002, 702, 198)),  # and at the bottom-right
-    ((100, 100, 400, 400), (500, 450), (25, 0, 450)),  # never larger than the image's short side
-    ((0, 100, 150, 250), (300, 600), (0, 25, 300)),  # a portrait-shaped image: the width limits it
-])
+@pytest.mark.parametrize(
+    "bbox, size, expected",
+    [
+        ((500, 400, 600, 500), (1200, 900), (440, 340, 220)),  # centred on the face
+        ((10, 10, 110, 110), (1200, 900), (0, 0, 220)),  # moved inside at the top-left corner, not cut
+        ((1100, 800, 1190, 890), (1200, 900), (1002, 702, 198)),  # and at the bottom-right
+        ((100, 100, 400, 400), (500, 450), (25, 0, 450)),  # never larger than the image's short side
+        ((0, 100, 150, 250), (300, 600), (0, 25, 300)),  # a portrait-shaped image: the width limits it
+    ],
+)
 def test_square_around_the_face_stays_inside_the_image(bbox, size, expected):
     assert square_around(face_at(*bbox), *size, scale=2.2) == expected
 
@@ -83,10 +85,12 @@ def test_face_choice_by_index_the_largest_by_default_and_clear_refusals():
     assert choose_face(faces[:1], -1) == (0, None)
     with pytest.raises(UserError) as refused:
         choose_face(faces, 3)
-    assert str(refused.value) == ("The template has 3 face(s); face index 3 does not exist (use 0 to 2, counted from "
-                                  "the left).")
-    with pytest.raises(UserError, match="^No face found in the template: choose a photo where one face is clearly "
-                                        "visible.$"):
+    assert str(refused.value) == (
+        "The template has 3 face(s); face index 3 does not exist (use 0 to 2, counted from the left)."
+    )
+    with pytest.raises(
+        UserError, match="^No face found in the template: choose a photo where one face is clearly visible.$"
+    ):
         choose_face([], -1)
 
 
@@ -124,7 +128,7 @@ def test_a_false_detection_as_large_as_the_face_is_crossed_out_and_never_painted
     x1, y1, x2, y2 = (int(round(float(v))) for v in ignored[0].bbox)
     assert tuple(preview[(y1 + y2) // 2, x1]) == portrait.IGNORED_RED  # crossed out in red, its edge
     assert tuple(preview[y1 + 10, x1 + 10]) == portrait.IGNORED_RED  # and its diagonal
-    assert not (preview[max(0, y1 - 40):y1, x1:x2] == (255, 190, 0)).all(axis=2).any()  # no number for it
+    assert not (preview[max(0, y1 - 40) : y1, x1:x2] == (255, 190, 0)).all(axis=2).any()  # no number for it
 
 
 def test_colour_match_moves_the_painted_face_to_the_templates_colours():
@@ -156,7 +160,9 @@ def test_colour_match_moves_the_painted_face_to_the_templates_colours():
 
 def test_candidates_are_ranked_most_alike_first_unscored_last():
     def cand(seed, value):
-        return Candidate(np.zeros(1), seed, None if value == "none" else Score(value, 0.0, 1 if value is not None else 0, 0, ""))
+        return Candidate(
+            np.zeros(1), seed, None if value == "none" else Score(value, 0.0, 1 if value is not None else 0, 0, "")
+        )
 
     ranked = rank([cand(1, 0.2), cand(2, None), cand(3, 0.9), cand(4, "none"), cand(5, 0.5)])
     assert [c.seed for c in ranked] == [3, 5, 1, 2, 4]
@@ -182,8 +188,21 @@ def scene(tmp_path_factory):
 
 
 def test_portrait_keeps_the_template_outside_the_face_and_records_both_loras(rl_home, scene):
-    r = run_cli(rl_home, "portrait", "--user", "astro", "--template", str(scene), "--num", "2", "--seed", "4",
-                "--steps", "6", "--json")
+    r = run_cli(
+        rl_home,
+        "portrait",
+        "--user",
+        "astro",
+        "--template",
+        str(scene),
+        "--num",
+        "2",
+        "--seed",
+        "4",
+        "--steps",
+        "6",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert sorted(out["seeds"]) == [4, 5] and len(out["paths"]) == 2
@@ -194,7 +213,7 @@ def test_portrait_keeps_the_template_outside_the_face_and_records_both_loras(rl_
         assert img.size == (1200, 900)
         pixels = np.asarray(img.convert("RGB")).astype(int)
         outside = np.ones(template.shape[:2], bool)
-        outside[y0:y0 + side, x0:x0 + side] = False
+        outside[y0 : y0 + side, x0 : x0 + side] = False
         assert np.abs(pixels - template)[outside].max() <= 1
         corners = [(y0 + 2, x0 + 2), (y0 + 2, x0 + side - 3), (y0 + side - 3, x0 + 2), (y0 + side - 3, x0 + side - 3)]
         assert all(np.abs(pixels[y, x] - template[y, x]).max() <= 1 for y, x in corners)  # the crop's corners too
@@ -207,8 +226,9 @@ def test_portrait_keeps_the_template_outside_the_face_and_records_both_loras(rl_
     assert "largest" not in r.stderr  # the patch on her suit that dlib's HOG boxes is no face: nothing to choose from
 
 
-def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeatable(rl_copy, demo_pipe, scene,
-                                                                                     monkeypatch):
+def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeatable(
+    rl_copy, demo_pipe, scene, monkeypatch
+):
     """paint() in this process, with a recognizer that scores the second candidate higher (the demo paints no face)."""
     from easyphoto_app.faces import get_backend
     from easyphoto_app.faces.likeness import Score
@@ -237,14 +257,32 @@ def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeat
     params = [Image.open(p).text["parameters"] for p in result.paths]
     assert "Face likeness: 0.80," in params[0] and "Face likeness: 0.30," in params[1]
     assert all("Size: 1200x900," in p and "Template: scene.jpg" in p for p in params)  # the file's size, not 64 px
-    again = paint(pipe, model, ws, plan(ws, gen, PortraitConfig(num=1, seed=4), "astro", scene, get_backend("auto", rl_copy)))
+    again = paint(
+        pipe, model, ws, plan(ws, gen, PortraitConfig(num=1, seed=4), "astro", scene, get_backend("auto", rl_copy))
+    )
     assert np.array_equal(np.asarray(Image.open(again.paths[0])), np.asarray(Image.open(result.paths[0])))
 
 
 def test_portrait_paints_the_face_chosen_by_index_in_a_group_photo(rl_home, tmp_path):
     group = photos.insightface_image("t1.jpg")
-    r = run_cli(rl_home, "portrait", "--user", "astro", "--template", str(group), "--face-index", "2", "--num", "1",
-                "--seed", "1", "--steps", "4", "--no-rl", "--json")
+    r = run_cli(
+        rl_home,
+        "portrait",
+        "--user",
+        "astro",
+        "--template",
+        str(group),
+        "--face-index",
+        "2",
+        "--num",
+        "1",
+        "--seed",
+        "1",
+        "--steps",
+        "4",
+        "--no-rl",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["face_index"] == 2 and out["faces"] >= 4
@@ -269,12 +307,17 @@ BAD_TEMPLATES = [
 ]
 
 
-@pytest.mark.parametrize("case, expected", BAD_TEMPLATES + [
-    ("index", "face index 9 does not exist"),
-    ("no-lora", "has no face LoRA yet"),
-])
-def test_portrait_refusals_are_one_line_and_write_nothing(trained_home, tmp_path, scene, case, expected, capsys,
-                                                          cli_process_state, monkeypatch):
+@pytest.mark.parametrize(
+    "case, expected",
+    BAD_TEMPLATES
+    + [
+        ("index", "face index 9 does not exist"),
+        ("no-lora", "has no face LoRA yet"),
+    ],
+)
+def test_portrait_refusals_are_one_line_and_write_nothing(
+    trained_home, tmp_path, scene, case, expected, capsys, cli_process_state, monkeypatch
+):
     """Said before a model loads (cli.main in this process; loading the model would fail the test)."""
     import shutil
 
@@ -292,8 +335,9 @@ def test_portrait_refusals_are_one_line_and_write_nothing(trained_home, tmp_path
     bad = photos.bad_files(tmp_path / "bad")
     template = {"index": scene, "no-lora": scene}.get(case) or bad[case]
     extra = ["--face-index", "9"] if case == "index" else []
-    code = cli.main(["--data-dir", str(home), "portrait", "--user", "astro", "--template", str(template), "--steps", "4",
-                     *extra])
+    code = cli.main(
+        ["--data-dir", str(home), "portrait", "--user", "astro", "--template", str(template), "--steps", "4", *extra]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
     assert not (home / "outputs").exists() or not list((home / "outputs").rglob("*.png"))
@@ -315,22 +359,39 @@ def tiny_controlnet(demo_model_dir, folder):
     return folder
 
 
-def test_controlnet_canny_downloads_once_changes_the_painting_and_then_works_offline(rl_home, scene, demo_model_dir, tmp_path):
+def test_controlnet_canny_downloads_once_changes_the_painting_and_then_works_offline(
+    rl_home, scene, demo_model_dir, tmp_path
+):
     from hub_server import HubServer
 
     from easyphoto_app.controlnet import CANNY_REPO
 
     repo = tiny_controlnet(demo_model_dir, tmp_path / "repo")
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
-    args = ["portrait", "--user", "astro", "--template", str(scene), "--num", "1", "--seed", "3", "--steps", "4",
-            "--strength", "1", "--no-rl", "--json"]
+    args = [
+        "portrait",
+        "--user",
+        "astro",
+        "--template",
+        str(scene),
+        "--num",
+        "1",
+        "--seed",
+        "3",
+        "--steps",
+        "4",
+        "--strength",
+        "1",
+        "--no-rl",
+        "--json",
+    ]
 
     def painted(r):
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout.strip().splitlines()[-1])
         x0, y0, side = out["box"]
         img = Image.open(out["paths"][0])
-        return np.asarray(img.convert("RGB")).astype(int)[y0:y0 + side, x0:x0 + side], img.text["parameters"]
+        return np.asarray(img.convert("RGB")).astype(int)[y0 : y0 + side, x0 : x0 + side], img.text["parameters"]
 
     with HubServer(CANNY_REPO, repo) as hub:
         env["HF_ENDPOINT"] = hub.url
@@ -359,7 +420,11 @@ def test_templates_are_kept_under_safe_new_names_listed_and_deleted(tmp_path):
     Image.fromarray(photos.astronaut()).save(src, format="JPEG")
     backend = get_backend("auto", ws.root)
     first, second, third = (portrait.add_template(ws, src, backend) for _ in range(3))
-    assert (first.name, second.name, third.name) == ("My_Photo_1.jpg", "My_Photo_1-1.jpg", "My_Photo_1-2.jpg")  # never overwrites
+    assert (first.name, second.name, third.name) == (
+        "My_Photo_1.jpg",
+        "My_Photo_1-1.jpg",
+        "My_Photo_1-2.jpg",
+    )  # never overwrites
     assert first.read_bytes() == src.read_bytes() == second.read_bytes() == third.read_bytes()
     (ws.templates_dir / ".partial").write_bytes(b"")  # hidden files and folders are not templates
     (ws.templates_dir / "sub").mkdir()
@@ -434,8 +499,9 @@ def test_resize_square_shrinks_by_area_and_enlarges_smoothly():
     assert big.shape == (64, 64, 3) and len(np.unique(big[0])) > 4  # a smooth edge, not blocks
 
 
-def test_several_people_are_each_painted_with_their_own_loras_and_ranked_by_the_least_alike(rl_copy, demo_pipe,
-                                                                                           monkeypatch):
+def test_several_people_are_each_painted_with_their_own_loras_and_ranked_by_the_least_alike(
+    rl_copy, demo_pipe, monkeypatch
+):
     """astro on face 2 of t1.jpg and ben (a second user with a face LoRA of his own) on face 0: while each face is
     painted, that person's LoRAs are the fused ones; a candidate ranks by the lower of its two likenesses."""
     import shutil
@@ -468,12 +534,21 @@ def test_several_people_are_each_painted_with_their_own_loras_and_ranked_by_the_
     monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: Scorer(user))
     group = photos.insightface_image("t1.jpg")
     gen = GenerateConfig(steps=4, width=64, height=64, scheduler="DDIM")
-    job = plan(ws, gen, PortraitConfig(num=2, seed=3, face_index=2, fusion=False), "astro", group,
-               get_backend("auto", rl_copy), others={0: "ben"})
+    job = plan(
+        ws,
+        gen,
+        PortraitConfig(num=2, seed=3, face_index=2, fusion=False),
+        "astro",
+        group,
+        get_backend("auto", rl_copy),
+        others={0: "ben"},
+    )
     result = paint(pipe, demo_pipe[1], ws, job)
     size = painted[0][1].shape[0]
-    squares = [resize_square(job.rgb[y0:y0 + side, x0:x0 + side], size) for x0, y0, side in
-               (s.spot.box for s in job.sitters)]
+    squares = [
+        resize_square(job.rgb[y0 : y0 + side, x0 : x0 + side], size)
+        for x0, y0, side in (s.spot.box for s in job.sitters)
+    ]
     assert [p[0] for p in painted] == [("ep_astro", "ep_ddpo_astro"), ("ep_ben",)] * 2
     assert all(np.array_equal(image, squares[n % 2]) for n, (_, image) in enumerate(painted))
     assert result.seeds == [4, 3] and result.likeness == [0.4, 0.3] and result.people == [(0, "ben"), (2, "astro")]
@@ -483,22 +558,27 @@ def test_several_people_are_each_painted_with_their_own_loras_and_ranked_by_the_
     assert "Face likeness: 0.40," in params and "Template face:" not in params
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--face", "0:astro"], "--face takes FACE=USER"),
-    (["--user", "astro", "--face", "1=astro", "--face", "1=astro"], "Face 1 is given twice (astro and astro)"),
-    (["--face", "2=astro", "--face", "2=astro"], "Face 2 is given to both astro and astro"),
-    (["--user", "astro", "--face-index", "2", "--face", "2=astro"], "Face 2 is given to both astro and astro"),
-    (["--user", "astro", "--face", "9=astro"], "face index 9 does not exist"),
-    (["--user", "astro", "--face", "0=nobody"], "No user 'nobody' yet"),
-    ([], "Say whose face to paint"),
-])
-def test_several_people_refusals_are_one_line_before_a_model_loads(home_copy, args, expected, capsys,
-                                                                   cli_process_state, monkeypatch):
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--face", "0:astro"], "--face takes FACE=USER"),
+        (["--user", "astro", "--face", "1=astro", "--face", "1=astro"], "Face 1 is given twice (astro and astro)"),
+        (["--face", "2=astro", "--face", "2=astro"], "Face 2 is given to both astro and astro"),
+        (["--user", "astro", "--face-index", "2", "--face", "2=astro"], "Face 2 is given to both astro and astro"),
+        (["--user", "astro", "--face", "9=astro"], "face index 9 does not exist"),
+        (["--user", "astro", "--face", "0=nobody"], "No user 'nobody' yet"),
+        ([], "Say whose face to paint"),
+    ],
+)
+def test_several_people_refusals_are_one_line_before_a_model_loads(
+    home_copy, args, expected, capsys, cli_process_state, monkeypatch
+):
     from easyphoto_app import cli
     from easyphoto_app.models import PipelineCache
 
     monkeypatch.setattr(PipelineCache, "get", lambda *a: pytest.fail("a refused portrait loaded a model"))
-    code = cli.main(["--data-dir", str(home_copy), "portrait", "--template",
-                     str(photos.insightface_image("t1.jpg")), *args])
+    code = cli.main(
+        ["--data-dir", str(home_copy), "portrait", "--template", str(photos.insightface_image("t1.jpg")), *args]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from conftest import run_cli
 
 
@@ -20,7 +19,10 @@ def test_auto_picks_bf16_on_cuda_cards_that_have_it_else_fp16_and_fp32_on_the_cp
     assert pick_precision("auto", "mps").name == "fp16"
     half = pick_precision("fp16", "cpu")
     assert half.dtype == torch.float16 and half.reason == "asked for" and half.scaler().is_enabled()
-    assert not pick_precision("bf16", "cpu").scaler().is_enabled() and not pick_precision("fp32", "cpu").scaler().is_enabled()
+    assert (
+        not pick_precision("bf16", "cpu").scaler().is_enabled()
+        and not pick_precision("fp32", "cpu").scaler().is_enabled()
+    )
     with pytest.raises(UserError, match="Unknown precision"):
         pick_precision("fp8", "cpu")
 
@@ -103,6 +105,8 @@ def test_rl_auto_is_fp16_on_a_gpu_with_bf16_and_fp32_on_the_cpu(monkeypatch, hom
     s = load_settings(home_copy)
     s.app.precision = "auto"
     run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
-    monkeypatch.setattr("easyphoto_app.precision.pick_precision", lambda choice, device: Precision("bf16", device, "a GPU's"))
+    monkeypatch.setattr(
+        "easyphoto_app.precision.pick_precision", lambda choice, device: Precision("bf16", device, "a GPU's")
+    )
     run.setup()
     assert run.precision.name == "fp32" and run.pipe.unet.dtype == torch.float32

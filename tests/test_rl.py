@@ -1,9 +1,8 @@
-
 import numpy as np
 import pytest
 import torch
-
 from conftest import kill_9_when, run_cli
+
 from easyphoto_app.families.conditioning import Cond
 
 RL = ["rl", "--user", "astro", "--samples-per-epoch", "4", "--sample-batch", "2", "--steps", "4"]
@@ -14,7 +13,9 @@ def test_ddim_logprob_equals_closed_form_gaussian():
 
     from easyphoto_app.ddpo.ddim_logprob import ddim_step_with_logprob
 
-    s = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False)
+    s = DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False
+    )
     s.set_timesteps(10)
     g = torch.Generator().manual_seed(0)
     x, eps, t = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g), s.timesteps[3]
@@ -26,7 +27,9 @@ def test_ddim_logprob_equals_closed_form_gaussian():
     expected = torch.distributions.Normal(mean, std).log_prob(prev).mean(dim=(1, 2, 3))
     torch.testing.assert_close(logp, expected, rtol=1e-4, atol=1e-4)
     # the same step taken by diffusers' own DDIM gives the same mean
-    torch.testing.assert_close(s.step(eps, t, x, eta=0.0).prev_sample, a_p.sqrt() * x0 + (1 - a_p).sqrt() * eps, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        s.step(eps, t, x, eta=0.0).prev_sample, a_p.sqrt() * x0 + (1 - a_p).sqrt() * eps, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_stat_tracker_normalises_per_prompt():
@@ -51,7 +54,9 @@ def test_stat_tracker_uses_each_prompts_history_once_it_has_enough_and_keeps_onl
     again.load(t.state())  # a resumed run goes on with the same baselines
     assert np.allclose(again.update(["a"], [5.0]), t.update(["a"], [5.0]))
     assert again.stats["a"].maxlen == 4
-    assert PerPromptStatTracker(min_count=2).update(["c", "c"], [1, 3]).tolist() == pytest.approx([-1, 1])  # int rewards
+    assert PerPromptStatTracker(min_count=2).update(["c", "c"], [1, 3]).tolist() == pytest.approx(
+        [-1, 1]
+    )  # int rewards
 
 
 def test_rl_before_face_lora_exits_2(home_copy):
@@ -80,10 +85,16 @@ def test_rl_writes_lora_events_and_keeps_face_lora(home_copy):
     assert memory and memory[0]["rss_mb"] > 0 and "vram_alloc_mb" in memory[0]
     assert abs(epochs[0]["ratio_first"] - 1.0) < 1e-5  # the PPO ratio is 1 at the first inner step
     # the first minutes move: each sample batch of the first evaluation and epoch reports, with an estimate
-    first = events[:next(i for i, e in enumerate(events) if e.get("kind") == "epoch")]
+    first = events[: next(i for i, e in enumerate(events) if e.get("kind") == "epoch")]
     phases = [(e["phase"], e["eta_s"]) for e in first if e["type"] == "progress" and e.get("phase")]
-    assert [p for p, _ in phases] == ["evaluating 2/8", "evaluating 4/8", "evaluating 6/8", "evaluating 8/8",
-                                      "sampling 2/4", "sampling 4/4"]
+    assert [p for p, _ in phases] == [
+        "evaluating 2/8",
+        "evaluating 4/8",
+        "evaluating 6/8",
+        "evaluating 8/8",
+        "sampling 2/4",
+        "sampling 4/4",
+    ]
     assert all(eta > 0 for _, eta in phases)
     from safetensors import safe_open
 
@@ -99,8 +110,9 @@ def test_tiny_budget_ends_cleanly_with_the_file(home_copy):
 
 
 @pytest.mark.parametrize("eval_every, epochs, done_at", [(100, 3, 90.0), (1, 2, 80.0)])
-def test_the_run_ends_within_its_budget_final_evaluation_and_file_included(home_copy, monkeypatch, eval_every, epochs,
-                                                                          done_at):
+def test_the_run_ends_within_its_budget_final_evaluation_and_file_included(
+    home_copy, monkeypatch, eval_every, epochs, done_at
+):
     """On a clock where scoring a batch takes 10 s and nothing else takes time, a 95 s budget: a batch starts only
     if it, the final evaluation and a save still fit. (With the evaluation added to the deadline instead of kept
     from it, or no room kept for the batch in flight, the run ends at 100 s or later.)"""
@@ -119,12 +131,20 @@ def test_the_run_ends_within_its_budget_final_evaluation_and_file_included(home_
         return [float(np.asarray(im, dtype=np.float32).mean()) / 255 for im in images], {}
 
     s = load_settings(home_copy)
-    for key, value in dict(samples_per_epoch=4, sample_batch=2, steps=3, eval_samples=2, eval_every=eval_every,
-                           epochs=100, max_hours=95 / 3600).items():
+    for key, value in dict(
+        samples_per_epoch=4,
+        sample_batch=2,
+        steps=3,
+        eval_samples=2,
+        eval_every=eval_every,
+        epochs=100,
+        max_hours=95 / 3600,
+    ).items():
         setattr(s.rl, key, value)
     events = []
-    result = job.run_rl(s, Workspace(home_copy), "astro", Reporter(None, [lambda e: events.append((now[0], e))]),
-                         reward_fn=reward)
+    result = job.run_rl(
+        s, Workspace(home_copy), "astro", Reporter(None, [lambda e: events.append((now[0], e))]), reward_fn=reward
+    )
     done = [(t, e) for t, e in events if e["type"] == "done"]
     assert len(done) == 1 and done[0][0] == done_at <= 95.0
     assert result.epochs == epochs and "ended by the time budget" in result.message
@@ -157,8 +177,18 @@ def test_batched_timesteps_give_the_same_update_as_one_at_a_time(home_copy):
     run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
     run.setup()
     cond = Cond.cat([run.prompt_emb[run.prompts[0]]] * 4)
-    traj = ppo.sample(run.pipe.unet, run.pipe.scheduler, cond, run.uncond, [run.prompts[0]] * 4, 4, 5.0, 1.0,
-                      (4, 8, 8), torch.Generator().manual_seed(0))
+    traj = ppo.sample(
+        run.pipe.unet,
+        run.pipe.scheduler,
+        cond,
+        run.uncond,
+        [run.prompts[0]] * 4,
+        4,
+        5.0,
+        1.0,
+        (4, 8, 8),
+        torch.Generator().manual_seed(0),
+    )
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
     start = {k: v.clone() for k, v in run.adapter_state().items()}
     results = []
@@ -167,8 +197,17 @@ def test_batched_timesteps_give_the_same_update_as_one_at_a_time(home_copy):
 
         set_peft_model_state_dict(run.pipe.unet, {k[5:]: v for k, v in start.items()}, adapter_name="ddpo")
         opt = torch.optim.SGD(run.params, lr=1.0)
-        ppo.ppo_update(run.pipe.unet, run.pipe.scheduler, traj, adv, run.uncond, opt, run.params,
-                       dataclasses.replace(s.rl, timestep_batch=chunk), torch.Generator().manual_seed(1))
+        ppo.ppo_update(
+            run.pipe.unet,
+            run.pipe.scheduler,
+            traj,
+            adv,
+            run.uncond,
+            opt,
+            run.params,
+            dataclasses.replace(s.rl, timestep_batch=chunk),
+            torch.Generator().manual_seed(1),
+        )
         results.append(run.adapter_state())
     moved = max((results[0][k] - start[k]).abs().max().item() for k in start)
     assert moved > 0
@@ -203,29 +242,56 @@ def test_ppo_trains_on_the_asked_fraction_of_the_stochastic_steps_and_refuses_et
     model, rows = _ChannelBiasEps(), []
     forward = model.forward
     model.forward = lambda x, t, encoder_hidden_states: rows.append(len(x)) or forward(x, t, encoder_hidden_states)
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     cond, uncond = Cond(torch.randn(4, 3, 8)), Cond(torch.zeros(1, 3, 8))
-    traj = ppo.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), torch.Generator().manual_seed(0))
+    traj = ppo.sample(
+        model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), torch.Generator().manual_seed(0)
+    )
     params = list(model.proj.parameters())
 
     def trained_rows(**change) -> int:
         rows.clear()
         cfg = dataclasses.replace(RLConfig(), train_batch=2, timestep_batch=1, **change)
-        ppo.ppo_update(model, scheduler, traj, torch.ones(4), uncond, torch.optim.SGD(params, lr=0.0), params, cfg,
-                       torch.Generator().manual_seed(1))
+        ppo.ppo_update(
+            model,
+            scheduler,
+            traj,
+            torch.ones(4),
+            uncond,
+            torch.optim.SGD(params, lr=0.0),
+            params,
+            cfg,
+            torch.Generator().manual_seed(1),
+        )
         return sum(rows)
 
     every = trained_rows(timestep_fraction=1.0)
     assert every > 0
     assert trained_rows(timestep_fraction=0.5) * 2 == every  # 2 of the 4 steps
     assert trained_rows(timestep_fraction=0.01) * 4 == every  # at least one step
-    with pytest.raises(ValueError, match=r"^Every sampling step is deterministic \(eta is 0\?\): DDPO needs eta > 0\.$"):
+    with pytest.raises(
+        ValueError, match=r"^Every sampling step is deterministic \(eta is 0\?\): DDPO needs eta > 0\.$"
+    ):
         trained_rows(eta=0.0)
 
 
-def _ddpo_reward_trend(sign: float, epochs: int = 20, seed: int = 0, samples: int = 64, steps: int = 4, lr: float = 1e-2,
-                       steps_offset: int = 1, precision: str = "fp32") -> list[float]:
+def _ddpo_reward_trend(
+    sign: float,
+    epochs: int = 20,
+    seed: int = 0,
+    samples: int = 64,
+    steps: int = 4,
+    lr: float = 1e-2,
+    steps_offset: int = 1,
+    precision: str = "fp32",
+) -> list[float]:
     """DDPO (our sample, stat tracker and PPO update) on the reward `sign * mean of latent channel 0`."""
     import dataclasses
 
@@ -237,8 +303,11 @@ def _ddpo_reward_trend(sign: float, epochs: int = 20, seed: int = 0, samples: in
     from easyphoto_app.settings import RLConfig
 
     torch.manual_seed(seed)
-    model = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["proj"], init_lora_weights="gaussian"),
-                                    _ChannelBiasEps(), adapter_name="ddpo")
+    model = inject_adapter_in_model(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["proj"], init_lora_weights="gaussian"),
+        _ChannelBiasEps(),
+        adapter_name="ddpo",
+    )
     from easyphoto_app.precision import pick_precision
 
     prec = pick_precision(precision, "cpu")
@@ -249,8 +318,14 @@ def _ddpo_reward_trend(sign: float, epochs: int = 20, seed: int = 0, samples: in
             p.data = p.data.to(prec.dtype)  # as a GPU holds the UNet; the LoRA stays float32
     scaler = prec.scaler()
     cfg = dataclasses.replace(RLConfig(), lr=lr, clip_range=0.2, train_batch=16, timestep_batch=4)
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=steps_offset)
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=steps_offset,
+    )
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     tracker, gen = PerPromptStatTracker(32, 16), torch.Generator().manual_seed(seed)
     prompts = {"a": torch.randn(1, 3, 8, generator=gen), "b": torch.randn(1, 3, 8, generator=gen)}
@@ -284,7 +359,9 @@ def test_deterministic_steps_are_left_out_of_training(home_copy):
 
     from easyphoto_app.ddpo.ddim_logprob import step_std
 
-    s = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False, steps_offset=0)
+    s = DDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False, steps_offset=0
+    )
     s.set_timesteps(4)
     std = step_std(s, s.timesteps, 1.0)
     assert std[-1] == 0 and bool((std[:-1] > 0.01).all())
@@ -357,8 +434,17 @@ def test_data_parallel_rl_with_two_processes(home_copy):
     from conftest import ROOT
 
     def launch(home, *extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "tests" / "rl_dp_worker.py"), str(home), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(ROOT / "tests" / "rl_dp_worker.py"),
+            str(home),
+            *extra,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
 
     unsynced = home_copy.parent / "unsynced"
@@ -382,8 +468,14 @@ def test_data_parallel_rl_with_two_processes(home_copy):
 def _sd15_ddim(steps: int = 50):
     from diffusers import DDIMScheduler
 
-    s = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                      set_alpha_to_one=False, steps_offset=1)
+    s = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     s.set_timesteps(steps)
     return s
 
@@ -417,7 +509,9 @@ def test_half_precision_step_gives_a_float32_logprob_within_2e4_of_float64(half)
         _, logp_given = ddim_step_with_logprob(s, eps, t, x, 1.0, prev_sample=prev)  # as the PPO update recomputes it
         mean, std, ref = _ddim_logprob_float64(s, eps, int(t), x, prev)
         assert prev.dtype == logp.dtype == logp_given.dtype == torch.float32
-        worst_logp = max(worst_logp, (logp.double() - ref).abs().max().item(), (logp_given.double() - ref).abs().max().item())
+        worst_logp = max(
+            worst_logp, (logp.double() - ref).abs().max().item(), (logp_given.double() - ref).abs().max().item()
+        )
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).double()
         worst_step = max(worst_step, (prev.double() - (mean + std * noise)).abs().max().item())
     assert worst_logp < 2e-4, worst_logp
@@ -456,21 +550,31 @@ def test_ppo_update_takes_the_ratio_against_the_sampled_logprob(adv_sign):
     from easyphoto_app.settings import RLConfig
 
     torch.manual_seed(0)
-    model = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["proj"], init_lora_weights="gaussian"),
-                                    _ChannelBiasEps(), adapter_name="ddpo")
+    model = inject_adapter_in_model(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["proj"], init_lora_weights="gaussian"),
+        _ChannelBiasEps(),
+        adapter_name="ddpo",
+    )
     for n, p in model.named_parameters():
         p.requires_grad_("lora_" in n)
     params = [p for n, p in model.named_parameters() if "lora_" in n]
-    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     gen = torch.Generator().manual_seed(0)
     cond, uncond = Cond(torch.randn(4, 3, 8, generator=gen)), Cond(torch.zeros(1, 3, 8))
     traj = ppo.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), gen)
     traj.log_probs += 1.0
     before = [p.detach().clone() for p in params]
     cfg = dataclasses.replace(RLConfig(), clip_range=0.2, train_batch=4, timestep_batch=4)
-    stats = ppo.ppo_update(model, scheduler, traj, torch.full((4,), adv_sign), uncond,
-                           torch.optim.SGD(params, lr=1.0), params, cfg, gen)
+    stats = ppo.ppo_update(
+        model, scheduler, traj, torch.full((4,), adv_sign), uncond, torch.optim.SGD(params, lr=1.0), params, cfg, gen
+    )
     moved = max((p.detach() - b).abs().max().item() for p, b in zip(params, before))
     assert stats["clipfrac"] == 1.0 and stats["ratio_first"] == pytest.approx(np.exp(-1), rel=1e-3)
     if adv_sign > 0:

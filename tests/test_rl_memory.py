@@ -13,10 +13,24 @@ from easyphoto_app.ddpo.memory import GB, estimate_rl_memory, lower_settings, pr
 from easyphoto_app.models import human_size
 from easyphoto_app.settings import RLConfig
 
-UNET = dict(sample_size=8, block_out_channels=(32,), layers_per_block=1, cross_attention_dim=32, attention_head_dim=8,
-            down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",), norm_num_groups=32)
-VAE = dict(block_out_channels=(16,), down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-           latent_channels=4, norm_num_groups=16, layers_per_block=1)
+UNET = dict(
+    sample_size=8,
+    block_out_channels=(32,),
+    layers_per_block=1,
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",),
+    up_block_types=("CrossAttnUpBlock2D",),
+    norm_num_groups=32,
+)
+VAE = dict(
+    block_out_channels=(16,),
+    down_block_types=("DownEncoderBlock2D",),
+    up_block_types=("UpDecoderBlock2D",),
+    latent_channels=4,
+    norm_num_groups=16,
+    layers_per_block=1,
+)
 CFG = dataclasses.replace(RLConfig(), steps=4, samples_per_epoch=8, sample_batch=4, timestep_batch=4, rank=4)
 RES = 64
 _estimates = {}
@@ -66,13 +80,19 @@ def test_attention_is_counted_as_the_fused_kernels_hold_it():
 
 
 def test_the_weights_are_the_models_in_the_runs_dtype_plus_the_text_encoder():
-    half, full = estimate(UNET, VAE, CFG, RES), estimate(UNET, VAE, CFG, RES, dtype=torch.float32, text_encoder_bytes=GB)
+    half, full = (
+        estimate(UNET, VAE, CFG, RES),
+        estimate(UNET, VAE, CFG, RES, dtype=torch.float32, text_encoder_bytes=GB),
+    )
     unet = UNet2DConditionModel(**UNET)
     base = sum(p.numel() for m in (unet, AutoencoderKL(**VAE)) for p in m.parameters())
     assert round((full.weights_gb - 1 - half.weights_gb) * GB) == 2 * base  # 4 bytes a weight instead of 2
     lora = round(half.weights_gb * GB) - 2 * base  # the RL LoRA in float32: rank x (in + out) for each projection
-    assert lora == 4 * CFG.rank * sum(m.in_features + m.out_features for name, m in unet.named_modules()
-                                      if name.endswith(("to_q", "to_k", "to_v", "to_out.0")))
+    assert lora == 4 * CFG.rank * sum(
+        m.in_features + m.out_features
+        for name, m in unet.named_modules()
+        if name.endswith(("to_q", "to_k", "to_v", "to_out.0"))
+    )
     assert half.total_gb == half.weights_gb + half.work_gb
     unet, _, lora = memory._meta_models(UNET, VAE, CFG.rank, torch.float16)
     assert [p for p in unet.parameters() if p.requires_grad] == lora  # frozen base: no gradients counted for it
@@ -82,11 +102,17 @@ def test_the_trajectories_are_kept_in_float32_for_the_whole_epoch():
     """At the latent size the model's autoencoder gives (this one has one block: no reduction; SD 1.5's gives 1/8,
     the face model's 1/4)."""
     one_more_step = work(dataclasses.replace(CFG, steps=CFG.steps + 1)) - work()
-    assert one_more_step == CFG.samples_per_epoch * 4 * RES ** 2 * 4  # samples x C x H x W x float32
-    vae4 = {**VAE, "block_out_channels": (16, 16, 16), "down_block_types": ("DownEncoderBlock2D",) * 3,
-            "up_block_types": ("UpDecoderBlock2D",) * 3}
-    step = GB * (estimate_rl_memory(UNET, vae4, dataclasses.replace(CFG, steps=CFG.steps + 1), RES).work_gb
-                 - estimate_rl_memory(UNET, vae4, CFG, RES).work_gb)
+    assert one_more_step == CFG.samples_per_epoch * 4 * RES**2 * 4  # samples x C x H x W x float32
+    vae4 = {
+        **VAE,
+        "block_out_channels": (16, 16, 16),
+        "down_block_types": ("DownEncoderBlock2D",) * 3,
+        "up_block_types": ("UpDecoderBlock2D",) * 3,
+    }
+    step = GB * (
+        estimate_rl_memory(UNET, vae4, dataclasses.replace(CFG, steps=CFG.steps + 1), RES).work_gb
+        - estimate_rl_memory(UNET, vae4, CFG, RES).work_gb
+    )
     assert round(step) == CFG.samples_per_epoch * 4 * (RES // 4) ** 2 * 4
 
 
@@ -115,17 +141,20 @@ def test_the_preflight_says_what_to_lower_and_by_how_much(monkeypatch):
     head = f"warning: these RL settings need about {human_size(need)} of GPU memory and {human_size(need - 1)} is free"
     first = work(dataclasses.replace(CFG, timestep_batch=1))
     assert preflight(UNET, VAE, CFG, RES, free_bytes=need - 1) == (
-        f"{head}. Try timestep batch 1 (--timestep-batch 1): about {human_size(first)}. Or lower the resolution.")
+        f"{head}. Try timestep batch 1 (--timestep-batch 1): about {human_size(first)}. Or lower the resolution."
+    )
     both = work(dataclasses.replace(CFG, timestep_batch=1, sample_batch=1))
     assert both < first
     assert preflight(UNET, VAE, CFG, RES, free_bytes=both) == (
         f"warning: these RL settings need about {human_size(need)} of GPU memory and {human_size(both)} is free. "
         f"Try timestep batch 1 (--timestep-batch 1), sample batch 1 (--sample-batch 1): about {human_size(both)}. "
-        "Or lower the resolution.")
+        "Or lower the resolution."
+    )
     smallest = work(dataclasses.replace(CFG, timestep_batch=1, sample_batch=1, samples_per_epoch=4))
     assert preflight(UNET, VAE, CFG, RES, free_bytes=1024) == (
         f"warning: these RL settings need about {human_size(need)} of GPU memory and {human_size(1024)} is free; "
-        f"even the smallest settings need about {human_size(smallest)}: lower the resolution or use a larger GPU.")
+        f"even the smallest settings need about {human_size(smallest)}: lower the resolution or use a larger GPU."
+    )
 
 
 def test_an_autoencoder_that_overflows_in_fp16_is_counted_in_fp32():

@@ -5,13 +5,12 @@ import json
 import re
 import shutil
 
+import photos
 import pytest
 import torch
-from PIL import Image
-
-import photos
 from conftest import run_cli
 from hub_server import HubServer
+from PIL import Image
 from test_model_files import parse_a1111
 
 SIZE = ["--width", "64", "--height", "64"]
@@ -34,7 +33,14 @@ def test_both_loras_are_sdxl_loras_with_both_text_encoders(sdxl_home):
 
 
 # ComfyUI's names for a text encoder layer's LoRA-able parts (comfy/lora.py, LORA_CLIP_MAP)
-COMFY_CLIP_PARTS = {"self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj", "mlp_fc1", "mlp_fc2"}
+COMFY_CLIP_PARTS = {
+    "self_attn_q_proj",
+    "self_attn_k_proj",
+    "self_attn_v_proj",
+    "self_attn_out_proj",
+    "mlp_fc1",
+    "mlp_fc2",
+}
 
 
 def a1111_target(name: str) -> str:
@@ -66,7 +72,7 @@ def test_every_sdxl_lora_module_names_a_layer_as_a1111_and_comfyui_read_them(sdx
     for key in ldm_state_dict(pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
         for prefix in ("model.", "conditioner.embedders."):
             if key.startswith(prefix):
-                sgm.add(key[len(prefix):].rsplit(".", 1)[0].replace(".", "_"))
+                sgm.add(key[len(prefix) :].rsplit(".", 1)[0].replace(".", "_"))
     assert {m for m in modules if a1111_target(m) not in sgm} == set()
     diffusers_unet = {"lora_unet_" + n.replace(".", "_") for n, _ in pipe.unet.named_modules()}
     layers = {"1": pipe.text_encoder.config.num_hidden_layers, "2": pipe.text_encoder_2.config.num_hidden_layers}
@@ -85,8 +91,8 @@ def test_the_sdxl_lora_file_loads_in_diffusers_to_the_trained_adapter(sdxl_home,
     from peft.utils import set_peft_model_state_dict
 
     from easyphoto_app.families import sdxl
-    from easyphoto_app.lora_io import load_tensors
     from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS
+    from easyphoto_app.lora_io import load_tensors
     from easyphoto_app.models import load_pipeline, resolve_model
 
     def outputs(pipe):
@@ -107,8 +113,9 @@ def test_the_sdxl_lora_file_loads_in_diffusers_to_the_trained_adapter(sdxl_home,
     for name, targets in (("text_encoder", TE_TARGETS), ("text_encoder_2", TE_TARGETS), ("unet", UNET_TARGETS)):
         part = getattr(memory, name)
         inject_adapter_in_model(LoraConfig(r=4, lora_alpha=2, target_modules=targets), part, adapter_name="face")
-        set_peft_model_state_dict(part, {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")},
-                                  adapter_name="face")
+        set_peft_model_state_dict(
+            part, {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}, adapter_name="face"
+        )
     for got, want, base in zip(via_file, outputs(memory), before):
         assert (got - want).abs().max() < 1e-5
         assert (got - base).abs().max() > 1e-4  # the LoRA changed it: the comparison is not of two bare models
@@ -116,8 +123,22 @@ def test_the_sdxl_lora_file_loads_in_diffusers_to_the_trained_adapter(sdxl_home,
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_sdxl_generates_with_both_loras_stacked_and_a1111s_fields(sdxl_home, precision):
-    r = run_cli(sdxl_home, "--precision", precision, "generate", "--num", "1", "--steps", "2", "--seed", "5", *SIZE,
-                "--prompt", "easyphoto_face, studio <lora:astro:1> <lora:ddpo_astro:0.5>", "--json")
+    r = run_cli(
+        sdxl_home,
+        "--precision",
+        precision,
+        "generate",
+        "--num",
+        "1",
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        *SIZE,
+        "--prompt",
+        "easyphoto_face, studio <lora:astro:1> <lora:ddpo_astro:0.5>",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     assert "No LoRA keys" not in r.stderr
     image = Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0])
@@ -131,14 +152,16 @@ def test_a_template_portrait_on_sdxl_keeps_the_template_outside_the_face(sdxl_ho
     import numpy as np
 
     scene = photos.scene(tmp_path / "scene.jpg")
-    r = run_cli(sdxl_home, "portrait", "--user", "astro", "--template", str(scene), "--num", "1", "--steps", "4", "--json")
+    r = run_cli(
+        sdxl_home, "portrait", "--user", "astro", "--template", str(scene), "--num", "1", "--steps", "4", "--json"
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     x0, y0, side = out["box"]
     painted = np.asarray(Image.open(out["paths"][0]).convert("RGB")).astype(int)
     template = np.asarray(Image.open(scene).convert("RGB")).astype(int)
     outside = np.ones(template.shape[:2], bool)
-    outside[y0:y0 + side, x0:x0 + side] = False
+    outside[y0 : y0 + side, x0 : x0 + side] = False
     assert np.abs(painted - template)[outside].max() <= 1
     assert np.abs(painted - template)[~outside].max() > 10
 
@@ -200,7 +223,9 @@ def test_an_fp16_autoencoder_that_overflows_decodes_in_fp32_and_is_given_back_in
     from easyphoto_app.models import vae_in_safe_dtype
 
     for force_upcast, inside in ((True, torch.float32), (False, torch.float16)):
-        vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4, force_upcast=force_upcast).half()
+        vae = AutoencoderKL(
+            block_out_channels=(8,), norm_num_groups=4, latent_channels=4, force_upcast=force_upcast
+        ).half()
         with vae_in_safe_dtype(vae) as v:
             assert v.dtype == inside
         assert vae.dtype == torch.float16
@@ -215,14 +240,17 @@ def _diffusers_folder(folder, class_name, **unet):
     return folder
 
 
-@pytest.mark.parametrize("class_name, unet, says", [
-    ("StableDiffusion3Pipeline", {}, "a Stable Diffusion 3 model"),
-    ("FluxPipeline", {}, "a Flux model"),
-    ("StableDiffusionXLImg2ImgPipeline", {"in_channels": 4}, "an SDXL refiner"),
-    ("StableDiffusionXLPipeline", {"in_channels": 9}, "an SDXL inpainting model"),
-    ("StableDiffusionPipeline", {"in_channels": 4, "cross_attention_dim": 1024}, "a Stable Diffusion 2.x model"),
-    ("StableDiffusionPipeline", {"in_channels": 9, "cross_attention_dim": 768}, "an inpainting model"),
-])
+@pytest.mark.parametrize(
+    "class_name, unet, says",
+    [
+        ("StableDiffusion3Pipeline", {}, "a Stable Diffusion 3 model"),
+        ("FluxPipeline", {}, "a Flux model"),
+        ("StableDiffusionXLImg2ImgPipeline", {"in_channels": 4}, "an SDXL refiner"),
+        ("StableDiffusionXLPipeline", {"in_channels": 9}, "an SDXL inpainting model"),
+        ("StableDiffusionPipeline", {"in_channels": 4, "cross_attention_dim": 1024}, "a Stable Diffusion 2.x model"),
+        ("StableDiffusionPipeline", {"in_channels": 9, "cross_attention_dim": 768}, "an inpainting model"),
+    ],
+)
 def test_a_diffusers_model_of_another_family_is_named_in_one_line(tmp_path, class_name, unet, says):
     from easyphoto_app.errors import UserError
     from easyphoto_app.models import ResolvedModel
@@ -238,9 +266,16 @@ def test_a_hub_repo_of_another_family_is_refused_before_its_weights_download(tmp
     (repo / "transformer").mkdir()
     (repo / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 4096)
     with HubServer("tiny/sd3", repo) as hub:
-        env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1", "HF_ENDPOINT": hub.url}
+        env = {
+            "HF_HOME": str(tmp_path / "hf"),
+            "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_ENDPOINT": hub.url,
+        }
         r = run_cli(data_dir, "--model", "tiny/sd3", "generate", "--num", "1", "--steps", "1", env=env)
-    assert r.returncode == 2 and "tiny/sd3 is a Stable Diffusion 3 model" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.returncode == 2 and "tiny/sd3 is a Stable Diffusion 3 model" in r.stderr and r.stderr.count("\n") == 1, (
+        r.stderr
+    )
     assert not any(name.endswith(".safetensors") for name in hub.downloads), hub.downloads
 
 
@@ -250,7 +285,6 @@ def test_an_sdxl_diffusers_folder_resolves_to_the_sdxl_family(sdxl_dir, tmp_path
 
     copy = shutil.copytree(sdxl_dir, tmp_path / "my-sdxl")
     assert resolve_model(str(copy), tmp_path).family is sdxl
-
 
 
 def test_an_sdxl_webui_single_file_loads_offline_to_its_own_weights(sdxl_dir, tmp_path, monkeypatch):
@@ -286,12 +320,19 @@ def test_assets_sdxl_builds_sdxl_base_at_its_published_size():
 
     c = sdxl.CONFIG
     with torch.device("meta"):
-        parts = {"unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(c / "unet")),
-                 "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(c / "vae")),
-                 "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(c / "text_encoder")),
-                 "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(c / "text_encoder_2"))}
+        parts = {
+            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(c / "unet")),
+            "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(c / "vae")),
+            "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(c / "text_encoder")),
+            "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(c / "text_encoder_2")),
+        }
     sizes = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
-    assert sizes == {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840}
+    assert sizes == {
+        "unet": 2_567_463_684,
+        "vae": 83_653_863,
+        "text_encoder": 123_060_480,
+        "text_encoder_2": 694_659_840,
+    }
 
 
 def test_sdxl_trains_with_both_text_encoders_and_runs_rl_in_bf16(sdxl_home, tmp_path):
@@ -305,10 +346,41 @@ def test_sdxl_trains_with_both_text_encoders_and_runs_rl_in_bf16(sdxl_home, tmp_
         (home / made).unlink()
     for work in ("users/astro/lora", "users/astro/ddpo_weights"):
         shutil.rmtree(home / work)
-    for args in (["train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4", "--alpha", "2",
-                  "--lr", "1e-2", "--resolution", "64", "--train-text-encoder"],
-                 ["rl", "--user", "astro", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2",
-                  "--steps", "3", "--resolution", "64"]):
+    for args in (
+        [
+            "train",
+            "--user",
+            "astro",
+            "--steps",
+            "2",
+            "--save-every",
+            "2",
+            "--rank",
+            "4",
+            "--alpha",
+            "2",
+            "--lr",
+            "1e-2",
+            "--resolution",
+            "64",
+            "--train-text-encoder",
+        ],
+        [
+            "rl",
+            "--user",
+            "astro",
+            "--epochs",
+            "1",
+            "--samples-per-epoch",
+            "2",
+            "--sample-batch",
+            "2",
+            "--steps",
+            "3",
+            "--resolution",
+            "64",
+        ],
+    ):
         r = run_cli(home, "--precision", "bf16", *args)
         assert r.returncode == 0, r.stderr
     face = load_file(str(home / "loras" / "astro.safetensors"))
@@ -327,15 +399,20 @@ def test_diffusers_own_tiny_sdxl_shapes_run_the_flow_at_their_native_size(tmp_pa
     home = tmp_path / "home"
     home.mkdir()
     (home / "settings.toml").write_text(f"[app]\nmodel = {json.dumps(str(model))}\n")
-    for args in (["prepare", "--user", "xl", *map(str, astro_photos)],
-                 ["train", "--user", "xl", "--steps", "2", "--save-every", "2", "--train-text-encoder"],
-                 ["rl", "--user", "xl", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "2"]):
+    for args in (
+        ["prepare", "--user", "xl", *map(str, astro_photos)],
+        ["train", "--user", "xl", "--steps", "2", "--save-every", "2", "--train-text-encoder"],
+        ["rl", "--user", "xl", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "2"],
+    ):
         r = run_cli(home, *args)
         assert r.returncode == 0, r.stderr
     r = run_cli(home, "generate", "--user", "xl", "--num", "1", "--steps", "2", "--json")
     assert r.returncode == 0, r.stderr
     image = Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0])
     assert image.size == (64, 64)
-    assert set(dict(h.split(": ") for h in parse_a1111(image.text["parameters"])["Lora hashes"].split(", "))) == {"xl", "ddpo_xl"}
+    assert set(dict(h.split(": ") for h in parse_a1111(image.text["parameters"])["Lora hashes"].split(", "))) == {
+        "xl",
+        "ddpo_xl",
+    }
     names, _ = _keys(home / "loras" / "xl.safetensors")
     assert {k.split("_")[1] for k in names} == {"unet", "te1", "te2"}

@@ -7,8 +7,16 @@ import dataclasses
 
 import pytest
 
-from easyphoto_app.settings import (SECTIONS, RLConfig, TrainConfig, add_config_args, config_flags, load_settings,
-                                    resolve_data_dir, save_settings)
+from easyphoto_app.settings import (
+    SECTIONS,
+    RLConfig,
+    TrainConfig,
+    add_config_args,
+    config_flags,
+    load_settings,
+    resolve_data_dir,
+    save_settings,
+)
 
 
 def _changed(value):
@@ -40,7 +48,10 @@ def test_without_a_data_dir_or_easyphoto_home_the_data_goes_to_the_platform_user
     monkeypatch.delenv("EASYPHOTO_HOME", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert resolve_data_dir() == (tmp_path / "xdg" / "EasyPhoto").resolve()
-    assert resolve_data_dir() == __import__("pathlib").Path(platformdirs.user_data_dir("EasyPhoto", appauthor=False)).resolve()
+    assert (
+        resolve_data_dir()
+        == __import__("pathlib").Path(platformdirs.user_data_dir("EasyPhoto", appauthor=False)).resolve()
+    )
     monkeypatch.setenv("EASYPHOTO_HOME", str(tmp_path / "home"))
     assert resolve_data_dir() == (tmp_path / "home").resolve()
     assert resolve_data_dir(str(tmp_path / "cli")) == (tmp_path / "cli").resolve()
@@ -55,12 +66,29 @@ def test_a_checkbox_becomes_its_flag_or_its_no_flag(on):
     assert vars(parser.parse_args(flags))["TrainConfig.train_text_encoder"] is on
 
 
-@pytest.mark.parametrize("command, flags, section, expected", [
-    (["train", "--user", "a"], ["--steps", "0", "--no-train-text-encoder"], "train", {"steps": 0, "train_text_encoder": False}),
-    (["rl", "--user", "a"], ["--eval-every", "0", "--seed", "0", "--lr", "0"], "rl", {"eval_every": 0, "seed": 0, "lr": 0.0}),
-    (["portrait", "--user", "a", "--template", "t.jpg"], ["--face-index", "0", "--no-controlnet"], "portrait",
-     {"face_index": 0, "controlnet": False}),
-])
+@pytest.mark.parametrize(
+    "command, flags, section, expected",
+    [
+        (
+            ["train", "--user", "a"],
+            ["--steps", "0", "--no-train-text-encoder"],
+            "train",
+            {"steps": 0, "train_text_encoder": False},
+        ),
+        (
+            ["rl", "--user", "a"],
+            ["--eval-every", "0", "--seed", "0", "--lr", "0"],
+            "rl",
+            {"eval_every": 0, "seed": 0, "lr": 0.0},
+        ),
+        (
+            ["portrait", "--user", "a", "--template", "t.jpg"],
+            ["--face-index", "0", "--no-controlnet"],
+            "portrait",
+            {"face_index": 0, "controlnet": False},
+        ),
+    ],
+)
 def test_a_flag_given_as_0_or_no_overrides_the_settings_file(tmp_path, command, flags, section, expected):
     """0, 0.0 and False are values the user typed: they must win over settings.toml, not be taken for 'not given'."""
     from easyphoto_app import cli

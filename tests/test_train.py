@@ -4,7 +4,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from conftest import kill_9_when, run_cli
 
 
@@ -15,8 +14,18 @@ def _pipe(data):
 
 
 def _image(pipe, seed=0):
-    return pipe("easyphoto_face, easyphoto, 1person", num_inference_steps=3, generator=torch.Generator().manual_seed(seed),
-                output_type="latent", height=64, width=64).images[0].numpy()
+    return (
+        pipe(
+            "easyphoto_face, easyphoto, 1person",
+            num_inference_steps=3,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="latent",
+            height=64,
+            width=64,
+        )
+        .images[0]
+        .numpy()
+    )
 
 
 def test_face_lora_file_has_webui_keys_true_alpha_and_metadata(trained_home):
@@ -27,7 +36,11 @@ def test_face_lora_file_has_webui_keys_true_alpha_and_metadata(trained_home):
         keys, meta = list(f.keys()), f.metadata()
         alphas = {f.get_tensor(k).item() for k in keys if k.endswith(".alpha")}
     assert keys and all(k.startswith("lora_unet_") for k in keys)
-    assert {k.rsplit(".", 2)[-2] if not k.endswith("alpha") else "alpha" for k in keys} == {"lora_down", "lora_up", "alpha"}
+    assert {k.rsplit(".", 2)[-2] if not k.endswith("alpha") else "alpha" for k in keys} == {
+        "lora_down",
+        "lora_up",
+        "alpha",
+    }
     assert alphas == {2.0}  # trained with --rank 4 --alpha 2: the true alpha, not the rank
     assert meta["ss_network_dim"] == "4" and meta["easyphoto_user"] == "astro" and meta["ss_steps"] == "4"
     assert meta["easyphoto_trigger"].startswith("easyphoto_face")
@@ -46,7 +59,9 @@ def test_diffusers_load_reproduces_in_memory_adapter_and_changes_output(trained_
 
     memory = _pipe(trained_home)
     state, _ = load_tensors(trained_home / "users" / "astro" / "lora" / "checkpoint-4" / "adapter.safetensors")
-    memory.unet.add_adapter(LoraConfig(r=4, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="face")
+    memory.unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="face"
+    )
     set_peft_model_state_dict(memory.unet, {k[5:]: v for k, v in state.items()}, adapter_name="face")
     in_memory = _image(memory)
     assert np.abs(via_file - in_memory).max() < 1e-4
@@ -96,7 +111,21 @@ def test_kill_9_then_resume_finishes_with_the_uninterrupted_weights(home_copy, t
 
     other = tmp_path / "other"
     shutil.copytree(home_copy, other)
-    args = ["train", "--user", "astro", "--steps", "30", "--save-every", "5", "--rank", "4", "--alpha", "4", "--validation-images", "1"]
+    args = [
+        "train",
+        "--user",
+        "astro",
+        "--steps",
+        "30",
+        "--save-every",
+        "5",
+        "--rank",
+        "4",
+        "--alpha",
+        "4",
+        "--validation-images",
+        "1",
+    ]
     assert run_cli(other, *args).returncode == 0
     reference = _lora_tensors(other / "loras" / "astro.safetensors")
 
@@ -126,8 +155,10 @@ def test_lora_of_another_user_is_not_overwritten(tmp_path):
     from easyphoto_app.errors import UserError
     from easyphoto_app.lora_io import save_lora
 
-    state = {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(2, 8),
-             "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(8, 2)}
+    state = {
+        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(2, 8),
+        "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(8, 2),
+    }
     path = tmp_path / "Anna.safetensors"
     save_lora(path, state, 1.0, {"easyphoto_user": "Anna"}, owner="Anna")
     with pytest.raises(UserError, match="belongs to user 'Anna'"):
@@ -140,8 +171,10 @@ def test_a_lora_write_that_fails_halfway_keeps_the_old_lora(tmp_path, monkeypatc
     from easyphoto_app.errors import UserError
     from easyphoto_app.lora_io import save_lora
 
-    state = {"down_blocks.0.attentions.0.to_q.lora_A.weight": torch.ones(4, 8),
-             "down_blocks.0.attentions.0.to_q.lora_B.weight": torch.ones(8, 4)}
+    state = {
+        "down_blocks.0.attentions.0.to_q.lora_A.weight": torch.ones(4, 8),
+        "down_blocks.0.attentions.0.to_q.lora_B.weight": torch.ones(8, 4),
+    }
     target = save_lora(tmp_path / "anna.safetensors", state, 4.0, {"easyphoto_user": "anna"}, owner="anna")
     before = target.read_bytes()
     real = Path.write_bytes
@@ -163,8 +196,22 @@ def test_training_wiring_follows_the_flags_targets_every_attention_projection_an
     from easyphoto_app.lora_train import FaceLoraTrainer
     from easyphoto_app.workspace import Workspace
 
-    args = build_parser().parse_args(["--data-dir", str(home_copy), "train", "--user", "astro", "--lr", "3e-3",
-                                      "--rank", "6", "--alpha", "3", "--train-text-encoder"])
+    args = build_parser().parse_args(
+        [
+            "--data-dir",
+            str(home_copy),
+            "train",
+            "--user",
+            "astro",
+            "--lr",
+            "3e-3",
+            "--rank",
+            "6",
+            "--alpha",
+            "3",
+            "--train-text-encoder",
+        ]
+    )
     settings = make_settings(args)
     trainer = FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter(None))
     trainer.setup()
@@ -173,11 +220,20 @@ def test_training_wiring_follows_the_flags_targets_every_attention_projection_an
 
     fresh = _pipe(home_copy)
     # every attention projection of both models (what A1111/kohya face LoRAs train), each with a rank-6 LoRA
-    for name, targets in (("unet", ["to_q", "to_k", "to_v", "to_out.0"]), ("text_encoder", ["q_proj", "k_proj", "v_proj", "out_proj"])):
-        expected = {n for n, m in getattr(fresh, name).named_modules()
-                    if isinstance(m, torch.nn.Linear) and any(n.endswith("." + t) for t in targets)}
-        lora = {n.split(".lora_A")[0] for n, p in getattr(trainer.pipe, name).named_parameters()
-                if ".lora_A.face." in n and p.shape[0] == 6}
+    for name, targets in (
+        ("unet", ["to_q", "to_k", "to_v", "to_out.0"]),
+        ("text_encoder", ["q_proj", "k_proj", "v_proj", "out_proj"]),
+    ):
+        expected = {
+            n
+            for n, m in getattr(fresh, name).named_modules()
+            if isinstance(m, torch.nn.Linear) and any(n.endswith("." + t) for t in targets)
+        }
+        lora = {
+            n.split(".lora_A")[0]
+            for n, p in getattr(trainer.pipe, name).named_parameters()
+            if ".lora_A.face." in n and p.shape[0] == 6
+        }
         assert expected and lora == expected, f"{name}: {len(lora)} of {len(expected)} projections have a LoRA"
     ids = {id(p) for p in groups[0]["params"]}
     assert all(".face." in n for n, p in trainer.pipe.unet.named_parameters() if id(p) in ids)
@@ -226,7 +282,9 @@ def test_a_resumed_trainer_takes_the_checkpoints_settings_and_continues_step_for
     saved = {k: v.clone() for k, v in first.adapter_state().items()}
     assert saved.keys() == second.adapter_state().keys() and any(k.startswith("text_encoder.") for k in saved)
     assert all(torch.equal(saved[k], v) for k, v in second.adapter_state().items())
-    assert first.optimizer.state_dict()["state"][0]["exp_avg"].equal(second.optimizer.state_dict()["state"][0]["exp_avg"])
+    assert first.optimizer.state_dict()["state"][0]["exp_avg"].equal(
+        second.optimizer.state_dict()["state"][0]["exp_avg"]
+    )
     first.train_step()
     second.train_step()
     after = first.adapter_state()
@@ -252,12 +310,16 @@ def test_train_in_process_reports_each_step_and_ends_with_the_best_checkpoints_l
     assert steps == [(1, 3), (2, 3), (3, 3)]
     assert all(e["loss"] > 0 and e["it_s"] > 0 and e["eta_s"] >= 0 for e in events if e["type"] == "progress")
     assert sorted(p.name for p in ws.lora_work_dir("astro").iterdir() if p.name.startswith("checkpoint-")) == [
-        "checkpoint-2", "checkpoint-3"]
+        "checkpoint-2",
+        "checkpoint-3",
+    ]
     done = events[-1]
     assert done["type"] == "done" and done["path"] == str(result.path) == str(ws.face_lora("astro"))
     assert done["best_step"] == result.best_step in (2, 3) and done["loss"] == result.final_loss
-    assert done["message"] == (f"Face LoRA written to {result.path} (best checkpoint: step {result.best_step}). "
-                               "Use it in a WebUI as <lora:astro:1>.")
+    assert done["message"] == (
+        f"Face LoRA written to {result.path} (best checkpoint: step {result.best_step}). "
+        "Use it in a WebUI as <lora:astro:1>."
+    )
     with safe_open(str(result.path), framework="pt") as fh:
         meta = fh.metadata()  # kohya's plain strings
     assert meta["ss_steps"] == str(result.best_step) and meta["ss_network_dim"] == "4"
@@ -268,8 +330,9 @@ def test_train_in_process_reports_each_step_and_ends_with_the_best_checkpoints_l
     assert stopped.path is None and events[-1]["stopped"] and events[-1]["step"] == 1
     [step] = [e for e in events if e["type"] == "progress"]
     assert stopped.final_loss == pytest.approx(step["loss"], abs=1e-5)
-    assert events[-1]["message"] == ("Stopped at step 1 of 3; checkpoint saved. Press Resume (or run train --resume) "
-                                      "to continue.")
+    assert events[-1]["message"] == (
+        "Stopped at step 1 of 3; checkpoint saved. Press Resume (or run train --resume) to continue."
+    )
     assert [p.name for p in ws.lora_work_dir("astro").iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-1"]
 
 
@@ -309,13 +372,20 @@ def test_training_latents_are_drawn_from_each_faces_vae_posterior(trainer, monke
     assert abs(z.mean().item()) < 0.2 and 0.8 < z.std().item() < 1.2 and z.abs().max().item() < 6
 
 
-@pytest.mark.parametrize("error, message, refused", [
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-     "Out of memory. Lower the resolution, the rank, the batch size, or turn off text encoder training, or close other "
-     "programs using the GPU, then try again.", None),
-    ("refusal", "The faces folder is unreadable.", True),
-    (RuntimeError("cuDNN error"), "Training failed: RuntimeError: cuDNN error", None),
-])
+@pytest.mark.parametrize(
+    "error, message, refused",
+    [
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            "Out of memory. Lower the resolution, the rank, the batch size, or turn off text encoder training, "
+            "or close other "
+            "programs using the GPU, then try again.",
+            None,
+        ),
+        ("refusal", "The faces folder is unreadable.", True),
+        (RuntimeError("cuDNN error"), "Training failed: RuntimeError: cuDNN error", None),
+    ],
+)
 def test_a_failed_training_says_why_in_its_last_event(home_copy, monkeypatch, error, message, refused):
     from easyphoto_app.errors import OutOfMemoryError, UserError
     from easyphoto_app.jobs import Reporter
@@ -339,8 +409,10 @@ def test_a_failed_training_says_why_in_its_last_event(home_copy, monkeypatch, er
     assert "No checkpoint to resume from; starting at step 0." in logs
     assert events[-1]["type"] == "failed" and events[-1]["message"] == message and events[-1].get("refused") == refused
     if raised is OutOfMemoryError:  # the CLI's words name its flags
-        assert str(caught.value) == ("Out of memory. Lower --resolution, --rank, --batch-size, or drop "
-                                     "--train-text-encoder, or close other programs using the GPU, then try again.")
+        assert str(caught.value) == (
+            "Out of memory. Lower --resolution, --rank, --batch-size, or drop "
+            "--train-text-encoder, or close other programs using the GPU, then try again."
+        )
 
 
 def on_the_trainers_clock(monkeypatch, trainer) -> None:
@@ -401,7 +473,7 @@ def test_a_stop_saves_where_it_is_once_and_returns_without_a_lora(stop_at, saved
     trainer = CountingTrainer(total=6, save_every=2, stop_at=stop_at)
     result = _loop(trainer, None)
     assert trainer.saved == saved and result.path is None and result.final_loss == 0.5 / stop_at
-    message = (f"Stopped at step {stop_at} of 6; checkpoint saved. Press Resume (or run train --resume) to continue.")
+    message = f"Stopped at step {stop_at} of 6; checkpoint saved. Press Resume (or run train --resume) to continue."
     assert result.message == message
     last = trainer.events[-1]
     assert (last["type"], last["message"], last["stopped"], last["step"]) == ("done", message, True, stop_at)
@@ -420,12 +492,29 @@ def test_the_lora_comes_from_the_best_checkpoint_with_kohyas_metadata(trainer):
     assert result.path == trainer.ws.face_lora("astro") and result.best_step == 1 and result.final_loss == 0.25
     with safe_open(str(result.path), framework="pt") as fh:
         meta = fh.metadata()
-    assert {k: meta[k] for k in ("ss_network_module", "ss_network_dim", "ss_steps", "ss_base_model_version",
-                                 "ss_resolution", "easyphoto_user", "easyphoto_kind")} == {
-        "ss_network_module": "networks.lora", "ss_network_dim": "4", "ss_steps": "1", "ss_base_model_version": "sd_v1",
-        "ss_resolution": f"({trainer.resolution}, {trainer.resolution})", "easyphoto_user": "astro",
-        "easyphoto_kind": "face"}
-    assert meta["ss_num_train_images"] == str(len(trainer.images)) and float(meta["ss_network_alpha"]) == trainer.cfg.alpha
+    assert {
+        k: meta[k]
+        for k in (
+            "ss_network_module",
+            "ss_network_dim",
+            "ss_steps",
+            "ss_base_model_version",
+            "ss_resolution",
+            "easyphoto_user",
+            "easyphoto_kind",
+        )
+    } == {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": "4",
+        "ss_steps": "1",
+        "ss_base_model_version": "sd_v1",
+        "ss_resolution": f"({trainer.resolution}, {trainer.resolution})",
+        "easyphoto_user": "astro",
+        "easyphoto_kind": "face",
+    }
+    assert (
+        meta["ss_num_train_images"] == str(len(trainer.images)) and float(meta["ss_network_alpha"]) == trainer.cfg.alpha
+    )
 
 
 def test_validation_without_a_face_recognizer_scores_0_and_says_no_face_was_checked(trainer, monkeypatch):
@@ -500,8 +589,9 @@ def test_a_flag_equal_to_sd15s_default_still_wins_over_the_demo_models_own(tmp_p
     from easyphoto_app.settings import TrainConfig
 
     demo = ResolvedModel(DEMO, "demo", FACE_MODEL)
-    args = build_parser().parse_args(["--data-dir", str(tmp_path), "--model", "demo", "train", "--user", "u",
-                                      "--lr", str(TrainConfig().lr)])
+    args = build_parser().parse_args(
+        ["--data-dir", str(tmp_path), "--model", "demo", "train", "--user", "u", "--lr", str(TrainConfig().lr)]
+    )
     settings = make_settings(args)
     cfg = model_defaults(settings.train, demo, settings.given_in("train"))
     assert cfg.lr == TrainConfig().lr and cfg.rank != TrainConfig().rank

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from test_rl_memory import UNET, VAE
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from easyphoto_app import train_memory
@@ -14,7 +15,6 @@ from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS
 from easyphoto_app.memory_trace import GB
 from easyphoto_app.models import human_size
 from easyphoto_app.settings import TrainConfig
-from test_rl_memory import UNET, VAE
 
 CFG = TrainConfig(rank=4, alpha=4.0, batch_size=2, train_text_encoder=True)
 RES = 64
@@ -22,8 +22,11 @@ RES = 64
 
 def text_encoder(device="meta"):
     with torch.device(device):
-        return CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                                            vocab_size=1000))
+        return CLIPTextModel(
+            CLIPTextConfig(
+                hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=1000
+            )
+        )
 
 
 def estimate(cfg=CFG, vae=VAE, dtype=torch.bfloat16, resolution=RES, photos=4):
@@ -72,8 +75,13 @@ def test_a_larger_batch_or_resolution_needs_more():
 def test_encoding_with_every_model_on_the_gpu_can_be_the_peak():
     """A large autoencoder and a small UNet: the moment the photos are encoded (all weights on the GPU, the autoencoder
     in fp32 where it overflows in fp16) is the larger, and it is the estimate."""
-    big = {**VAE, "block_out_channels": (64,) * 4, "down_block_types": ("DownEncoderBlock2D",) * 4,
-           "up_block_types": ("UpDecoderBlock2D",) * 4, "norm_num_groups": 32}  # 256 px photos, 32 px latents
+    big = {
+        **VAE,
+        "block_out_channels": (64,) * 4,
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "norm_num_groups": 32,
+    }  # 256 px photos, 32 px latents
     vae_params = sum(p.numel() for p in AutoencoderKL(**big).parameters())
     cfg = dataclasses.replace(CFG, train_text_encoder=False)
     e = estimate(cfg, vae=big, resolution=256)
@@ -105,24 +113,32 @@ def test_the_job_shows_the_estimate_and_warns_with_what_to_lower(tiny_pipe):
     loaded = sum(p.numel() * 4 for m in (pipe.unet, pipe.vae, pipe.text_encoder) for p in m.parameters())
 
     def total(c) -> int:
-        e = train_memory.estimate_train_memory(dict(pipe.unet.config), dict(pipe.vae.config), [pipe.text_encoder], c,
-                                               RES, dtype, 4)
+        e = train_memory.estimate_train_memory(
+            dict(pipe.unet.config), dict(pipe.vae.config), [pipe.text_encoder], c, RES, dtype, 4
+        )
         return round(e.total_gb * GB)
 
     need = total(cfg) - loaded
     line, warning = train_memory.preflight(pipe, cfg, RES, need, dtype, 4)
-    weights = train_memory.estimate_train_memory(dict(pipe.unet.config), dict(pipe.vae.config), [pipe.text_encoder],
-                                                 cfg, RES, dtype, 4).weights_gb
-    assert line == (f"GPU memory estimate for this training: about {human_size(total(cfg))} at its peak "
-                    f"({human_size(round(weights * GB))} of weights), {human_size(need)} free after loading")
+    weights = train_memory.estimate_train_memory(
+        dict(pipe.unet.config), dict(pipe.vae.config), [pipe.text_encoder], cfg, RES, dtype, 4
+    ).weights_gb
+    assert line == (
+        f"GPU memory estimate for this training: about {human_size(total(cfg))} at its peak "
+        f"({human_size(round(weights * GB))} of weights), {human_size(need)} free after loading"
+    )
     assert warning is None
     _, warning = train_memory.preflight(pipe, cfg, RES, 1024, dtype, 4)
-    assert warning.startswith(f"warning: these training settings need about {human_size(need)} of GPU memory and "
-                              f"{human_size(1024)} is free; even the smallest settings need about")
+    assert warning.startswith(
+        f"warning: these training settings need about {human_size(need)} of GPU memory and "
+        f"{human_size(1024)} is free; even the smallest settings need about"
+    )
     one = total(dataclasses.replace(cfg, batch_size=1)) - loaded
     assert one < need
     _, warning = train_memory.preflight(pipe, cfg, RES, one, dtype, 4)
-    assert warning.endswith(f"Try batch size 1 (--batch-size 1): about {human_size(one)}. Or lower the resolution."), warning
+    assert warning.endswith(f"Try batch size 1 (--batch-size 1): about {human_size(one)}. Or lower the resolution."), (
+        warning
+    )
 
 
 def test_the_training_log_carries_the_estimate_and_the_warning(tiny_pipe, monkeypatch):

@@ -8,12 +8,19 @@ from collections import namedtuple
 import pytest
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.workspace import (Workspace, atomic_path, atomic_write_json, ensure_free_space, free_bytes,
-                                     validate_user_id)
+from easyphoto_app.workspace import (
+    Workspace,
+    atomic_path,
+    atomic_write_json,
+    ensure_free_space,
+    free_bytes,
+    validate_user_id,
+)
 
 
-@pytest.mark.parametrize("given, kept", [("anna_2024", "anna_2024"), ("  Bo-1\n", "Bo-1"), ("x", "x"),
-                                         ("y" * 64, "y" * 64)])
+@pytest.mark.parametrize(
+    "given, kept", [("anna_2024", "anna_2024"), ("  Bo-1\n", "Bo-1"), ("x", "x"), ("y" * 64, "y" * 64)]
+)
 def test_a_good_user_id_comes_back_without_its_spaces(given, kept):
     assert validate_user_id(given) == kept
 
@@ -32,18 +39,32 @@ def test_a_refused_user_id_is_quoted_in_its_message():
 def test_every_path_of_a_user_is_where_design_md_puts_it(tmp_path):
     ws = Workspace(str(tmp_path))
     layout = {
-        ws.users_dir: "users", ws.loras_dir: "loras", ws.exports_dir: "exports", ws.logs_dir: "logs",
-        ws.models_dir: "models", ws.jobs_dir: "jobs", ws.templates_dir: "templates",
-        ws.user_dir("ann"): "users/ann", ws.photos_dir("ann"): "users/ann/photos",
-        ws.faces_dir("ann"): "users/ann/faces", ws.lora_work_dir("ann"): "users/ann/lora",
-        ws.ddpo_dir("ann"): "users/ann/ddpo_weights", ws.job_events("train", "ann"): "users/ann/lora/events.jsonl",
-        ws.job_events("rl", "ann"): "users/ann/ddpo_weights/events.jsonl", ws.face_lora("ann"): "loras/ann.safetensors",
-        ws.ddpo_lora("ann"): "loras/ddpo_ann.safetensors", ws.outputs_dir("ann"): "outputs/ann",
+        ws.users_dir: "users",
+        ws.loras_dir: "loras",
+        ws.exports_dir: "exports",
+        ws.logs_dir: "logs",
+        ws.models_dir: "models",
+        ws.jobs_dir: "jobs",
+        ws.templates_dir: "templates",
+        ws.user_dir("ann"): "users/ann",
+        ws.photos_dir("ann"): "users/ann/photos",
+        ws.faces_dir("ann"): "users/ann/faces",
+        ws.lora_work_dir("ann"): "users/ann/lora",
+        ws.ddpo_dir("ann"): "users/ann/ddpo_weights",
+        ws.job_events("train", "ann"): "users/ann/lora/events.jsonl",
+        ws.job_events("rl", "ann"): "users/ann/ddpo_weights/events.jsonl",
+        ws.face_lora("ann"): "loras/ann.safetensors",
+        ws.ddpo_lora("ann"): "loras/ddpo_ann.safetensors",
+        ws.outputs_dir("ann"): "outputs/ann",
     }
-    assert {path.relative_to(tmp_path).as_posix(): want for path, want in layout.items()} == {v: v for v in layout.values()}
+    assert {path.relative_to(tmp_path).as_posix(): want for path, want in layout.items()} == {
+        v: v for v in layout.values()
+    }
 
 
-@pytest.mark.parametrize("path_of", [Workspace.user_dir, Workspace.face_lora, Workspace.ddpo_lora, Workspace.outputs_dir])
+@pytest.mark.parametrize(
+    "path_of", [Workspace.user_dir, Workspace.face_lora, Workspace.ddpo_lora, Workspace.outputs_dir]
+)
 def test_no_path_is_made_from_a_bad_user_id(tmp_path, path_of):
     with pytest.raises(UserError):
         path_of(Workspace(tmp_path), "../escape")
@@ -81,8 +102,11 @@ def test_deleting_a_user_removes_their_files_and_nobody_elses(tmp_path):
     ws.delete_user("ann")
     assert not ws.user_dir("ann").exists() and not ws.outputs_dir("ann").exists()
     assert not ws.face_lora("ann").exists() and not ws.ddpo_lora("ann").exists()
-    assert sorted(p.name for p in ws.loras_dir.iterdir()) == ["bo.prev.safetensors", "bo.safetensors",
-                                                              "ddpo_bo.safetensors"]
+    assert sorted(p.name for p in ws.loras_dir.iterdir()) == [
+        "bo.prev.safetensors",
+        "bo.safetensors",
+        "ddpo_bo.safetensors",
+    ]
     assert ws.list_users() == ["bo"] and ws.face_lora("bo").exists() and ws.ddpo_lora("bo").exists()
     assert ws.outputs_dir("bo").is_dir()
     ws.photos_dir("cy").mkdir(parents=True)
@@ -153,8 +177,11 @@ def test_free_space_is_checked_on_the_nearest_folder_that_exists(tmp_path, monke
     monkeypatch.setattr(shutil, "disk_usage", usage)
     ensure_free_space(tmp_path / "not" / "yet", 2**30, "the LoRA")  # exactly enough is enough
     assert probed == [tmp_path]
-    with pytest.raises(UserError, match=r"Not enough free disk space for the LoRA: need about 1\.5 GB, 1\.0 GB free "
-                                        r"on the drive holding .*yet\. Free some space"):
+    with pytest.raises(
+        UserError,
+        match=r"Not enough free disk space for the LoRA: need about 1\.5 GB, 1\.0 GB free "
+        r"on the drive holding .*yet\. Free some space",
+    ):
         ensure_free_space(tmp_path / "not" / "yet", 3 * 2**29, "the LoRA")
     ensure_free_space(tmp_path, 1, "x")
     assert probed[-1] == tmp_path

@@ -27,11 +27,20 @@ def write_recognizer(path: Path) -> Path:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((588, 512)).astype(np.float32), "w")
     shape = numpy_helper.from_array(np.array([1, 588], dtype=np.int64), "shape")
-    nodes = [helper.make_node("AveragePool", ["input.1"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
-             helper.make_node("Reshape", ["p", "shape"], ["f"]),
-             helper.make_node("MatMul", ["f", "w"], ["683"])]
-    onnx.save(_model(nodes, [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 112, 112])],
-                     [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])], [w, shape]), path)
+    nodes = [
+        helper.make_node("AveragePool", ["input.1"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Reshape", ["p", "shape"], ["f"]),
+        helper.make_node("MatMul", ["f", "w"], ["683"]),
+    ]
+    onnx.save(
+        _model(
+            nodes,
+            [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 112, 112])],
+            [helper.make_tensor_value_info("683", TensorProto.FLOAT, [1, 512])],
+            [w, shape],
+        ),
+        path,
+    )
     return Path(path)
 
 
@@ -52,13 +61,19 @@ def write_detector(path: Path, size: int = 128) -> Path:
             name = f"{kind}_{stride}"
             consts[name] = value
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, width]))
-    nodes = [helper.make_node("ReduceMean", ["input.1"], ["m"], keepdims=0),
-             helper.make_node("Mul", ["m", "zero"], ["z"])]
+    nodes = [
+        helper.make_node("ReduceMean", ["input.1"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+    ]
     nodes += [helper.make_node("Add", [f"c_{name}", "z"], [name]) for name in consts]
     inits = [numpy_helper.from_array(np.array(0, np.float32), "zero")]
     inits += [numpy_helper.from_array(v, f"c_{k}") for k, v in consts.items()]
-    onnx.save(_model(nodes, [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
-                     outputs, inits), path)
+    onnx.save(
+        _model(
+            nodes, [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])], outputs, inits
+        ),
+        path,
+    )
     return Path(path)
 
 

@@ -40,9 +40,16 @@ def step_std(scheduler, timesteps: torch.Tensor, eta: float) -> torch.Tensor:
     return eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
 
 
-def ddim_step_with_logprob(scheduler, eps: torch.Tensor, timestep, sample: torch.Tensor, eta: float,
-                           prev_sample: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                           compute_dtype: torch.dtype = torch.float32):
+def ddim_step_with_logprob(
+    scheduler,
+    eps: torch.Tensor,
+    timestep,
+    sample: torch.Tensor,
+    eta: float,
+    prev_sample: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+):
     """Returns (prev_sample, log_prob[B]), both in `compute_dtype` (float32 unless a test asks for float64)
     whatever the dtype of `eps` and `sample`. `timestep` is a scalar or a [B] tensor of train timesteps."""
     eps, sample = eps.to(compute_dtype), sample.to(compute_dtype)
@@ -60,5 +67,5 @@ def ddim_step_with_logprob(scheduler, eps: torch.Tensor, timestep, sample: torch
         noise = torch.randn(sample.shape, generator=generator, device="cpu" if generator is None else generator.device)
         prev_sample = mean + std * noise.to(sample.device, compute_dtype)
     prev_sample = prev_sample.to(compute_dtype)
-    log_prob = (-((prev_sample.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - math.log(math.sqrt(2 * math.pi)))
+    log_prob = -((prev_sample.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - math.log(math.sqrt(2 * math.pi))
     return prev_sample, log_prob.mean(dim=tuple(range(1, log_prob.ndim)))

@@ -12,8 +12,8 @@ fall comes from the weights, not from chance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -22,10 +22,12 @@ CLIPPED = 0.9  # a clip fraction from here up: the ratio is rounding noise, not 
 STILL = 1e-6  # an epoch's change of the RL LoRA below this fraction of its size: it did not move
 COLLAPSE = 0.5  # evaluated diversity below this share of the first evaluation's: the samples are becoming one look
 THUMB = 32  # diversity compares the samples at this size: composition, light and colour, not the finest texture
-COLLAPSING = ("The samples are collapsing into one look: on the evaluation's fixed prompts and noise they now differ "
-              "{ratio:.0%} as much as at the start (diversity {diversity:.3f}, first {first:.3f}), so the RL LoRA is "
-              "copying one look rather than learning the face. Use the RL LoRA at a lower weight, or run again with a "
-              "lower learning rate (now {lr:g}) or fewer epochs.")
+COLLAPSING = (
+    "The samples are collapsing into one look: on the evaluation's fixed prompts and noise they now differ "
+    "{ratio:.0%} as much as at the start (diversity {diversity:.3f}, first {first:.3f}), so the RL LoRA is "
+    "copying one look rather than learning the face. Use the RL LoRA at a lower weight, or run again with a "
+    "lower learning rate (now {lr:g}) or fewer epochs."
+)
 
 
 @dataclass(frozen=True)
@@ -44,22 +46,37 @@ def _moved(row: dict) -> bool:
 
 
 CONDITIONS = [
-    Condition("no_face", lambda r: not _faces(r),
-              "No sample had a face in the last {n} epoch(s): every reward is 0, so there is nothing to learn from. Train "
-              "the face LoRA longer or raise its weight, and check the base model and the prompts."),
-    Condition("equal_rewards", lambda r: _faces(r) and r["reward_std"] == 0.0,
-              "Every sample of the last {n} epoch(s) got the same reward ({reward_mean:.3f}), so every advantage is 0 and "
-              "no update has a direction. Sample more images per epoch, or check that the reward can tell them apart."),
-    Condition("skipped_updates", lambda r: r.get("skipped_updates", 0) > 0,
-              "fp16 overflowed: the gradient scaler skipped {skipped_updates} of {updates} update(s) in the last epoch. "
-              "Switch to --precision bf16 (or fp32)."),
-    Condition("not_moving", lambda r: _faces(r) and r["reward_std"] > 0 and not _moved(r),
-              "The RL LoRA did not move in the last {n} epoch(s) (change {update_norm:.1e}; "
-              "{ratio_one_frac:.0%} of the PPO ratios exactly 1). Raise the learning rate (now {lr:g}) or the clip range."),
-    Condition("clipped", lambda r: r.get("clipfrac", 0.0) >= CLIPPED,
-              "{clipfrac:.0%} of the PPO ratios fell outside the clip range in the last {n} epoch(s), so their updates "
-              "were clipped away: at {precision} the ratio is mostly rounding noise. Use --precision fp32 (or fp16, if this "
-              "ran in bf16)."),
+    Condition(
+        "no_face",
+        lambda r: not _faces(r),
+        "No sample had a face in the last {n} epoch(s): every reward is 0, so there is nothing to learn from. Train "
+        "the face LoRA longer or raise its weight, and check the base model and the prompts.",
+    ),
+    Condition(
+        "equal_rewards",
+        lambda r: _faces(r) and r["reward_std"] == 0.0,
+        "Every sample of the last {n} epoch(s) got the same reward ({reward_mean:.3f}), so every advantage is 0 and "
+        "no update has a direction. Sample more images per epoch, or check that the reward can tell them apart.",
+    ),
+    Condition(
+        "skipped_updates",
+        lambda r: r.get("skipped_updates", 0) > 0,
+        "fp16 overflowed: the gradient scaler skipped {skipped_updates} of {updates} update(s) in the last epoch. "
+        "Switch to --precision bf16 (or fp32).",
+    ),
+    Condition(
+        "not_moving",
+        lambda r: _faces(r) and r["reward_std"] > 0 and not _moved(r),
+        "The RL LoRA did not move in the last {n} epoch(s) (change {update_norm:.1e}; "
+        "{ratio_one_frac:.0%} of the PPO ratios exactly 1). Raise the learning rate (now {lr:g}) or the clip range.",
+    ),
+    Condition(
+        "clipped",
+        lambda r: r.get("clipfrac", 0.0) >= CLIPPED,
+        "{clipfrac:.0%} of the PPO ratios fell outside the clip range in the last {n} epoch(s), so their updates "
+        "were clipped away: at {precision} the ratio is mostly rounding noise. Use --precision fp32 (or fp16, if this "
+        "ran in bf16).",
+    ),
 ]
 
 
@@ -76,7 +93,7 @@ def diversity(thumbs: list[np.ndarray]) -> float | None:
     if len(thumbs) < 2:
         return None
     flat = np.stack(thumbs).reshape(len(thumbs), -1).astype(np.float64)
-    pairs = [np.sqrt(((flat[i + 1:] - flat[i]) ** 2).mean(axis=1)) for i in range(len(flat) - 1)]
+    pairs = [np.sqrt(((flat[i + 1 :] - flat[i]) ** 2).mean(axis=1)) for i in range(len(flat) - 1)]
     return float(np.concatenate(pairs).mean())
 
 
@@ -121,12 +138,16 @@ class Diagnostics:
             return "No evaluation finished, so whether RL helped is not known.", []
         start, best = evals[0]["reward_mean"], max(evals, key=lambda e: e["reward_mean"])
         if best["reward_mean"] > start:
-            return (f"RL raised the evaluated likeness from {start:.3f} to {best['reward_mean']:.3f} "
-                    f"(+{best['reward_mean'] - start:.3f}), best after {best['epoch']} epoch(s)."), []
+            return (
+                f"RL raised the evaluated likeness from {start:.3f} to {best['reward_mean']:.3f} "
+                f"(+{best['reward_mean'] - start:.3f}), best after {best['epoch']} epoch(s)."
+            ), []
         reason = self.likely_reason()
         if reason is None:
-            return (f"RL did not raise the evaluated likeness (it stayed at {start:.3f}). No fault showed in the figures: "
-                    f"{epochs} epoch(s) may be too few; give it more time or more samples per epoch."), []
+            return (
+                f"RL did not raise the evaluated likeness (it stayed at {start:.3f}). No fault showed in the figures: "
+                f"{epochs} epoch(s) may be too few; give it more time or more samples per epoch."
+            ), []
         due = [] if reason[0] in self.said else [reason]
         self.said.add(reason[0])
         return f"RL did not raise the evaluated likeness (it stayed at {start:.3f}). {reason[1]}", due

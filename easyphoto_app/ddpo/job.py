@@ -13,7 +13,9 @@ from easyphoto_app.settings import Settings
 from easyphoto_app.workspace import Workspace
 
 
-def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False, reward_fn=None) -> RLResult:
+def run_rl(
+    settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False, reward_fn=None
+) -> RLResult:
     import torch
 
     run = RLRun(settings, ws, user, reporter, reward_fn)
@@ -26,10 +28,12 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     fitted = run.fit_eval_budget()
     if fitted:
         reporter.log(fitted)
-    reporter.log(f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
-                 f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
-                 f"Evaluation: {run.cfg.eval_samples} fixed samples every {run.cfg.eval_every} epoch(s) and at the end, "
-                 f"about {run.eval_share():.0%} of the time. Base model: {run.model.label}")
+    reporter.log(
+        f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
+        f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
+        f"Evaluation: {run.cfg.eval_samples} fixed samples every {run.cfg.eval_every} epoch(s) and at the end, "
+        f"about {run.eval_share():.0%} of the time. Base model: {run.model.label}"
+    )
     reason, started = "error", False
     try:
         with Monitor(lambda row: reporter.metric(kind="memory", **row), interval=2.0):
@@ -43,7 +47,9 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
             reason = _train_epochs(run, reporter)
             if reason != "Stop" and not run.evaluated_now():
                 run.evaluate()  # the last weights get their chance too (its time was kept out of the budget)
-            reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None)
+            reporter.progress(
+                run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None
+            )
     except torch.OutOfMemoryError:
         reason = "out of memory"
         _finish_after_error(run, started, reporter, oom_message("samples per epoch, sample batch, resolution or steps"))
@@ -60,16 +66,26 @@ def run_rl(settings: Settings, ws: Workspace, user: str, reporter: Reporter, res
     for code, message in due:
         reporter.warning(code, message)
     result.message = f"{result.message} {summary}"
-    reporter.done(result.message, path=str(result.path), best_epoch=result.best_epoch, epochs=result.epochs,
-                  stopped=reason == "Stop")
+    reporter.done(
+        result.message,
+        path=str(result.path),
+        best_epoch=result.best_epoch,
+        epochs=result.epochs,
+        stopped=reason == "Stop",
+    )
     return result
 
 
 def _train_epochs(run: RLRun, reporter: Reporter) -> str:
     """Epochs (with their evaluations) until the epoch count, the budget or Stop; returns which ended them."""
     while run.epoch < run.cfg.epochs:
-        reporter.progress(run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
-                          time_left_s=round(run.budget.left(), 1), eta_s=run.eta_s())
+        reporter.progress(
+            run.epoch,
+            run.cfg.epochs,
+            reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None,
+            time_left_s=round(run.budget.left(), 1),
+            eta_s=run.eta_s(),
+        )
         if run.epoch % max(1, run.cfg.eval_every) == 0 and not run.evaluated_now():
             run.evaluate()
         if not run.run_epoch():
@@ -88,7 +104,9 @@ def _warn_if_too_big(run: RLRun, reporter: Reporter) -> None:
 
     free, _ = torch.cuda.mem_get_info()
     try:
-        warning = preflight(dict(run.pipe.unet.config), dict(run.pipe.vae.config), run.cfg, run.resolution, free, run.dtype)
+        warning = preflight(
+            dict(run.pipe.unet.config), dict(run.pipe.vae.config), run.cfg, run.resolution, free, run.dtype
+        )
     except Exception as exc:  # an estimate must never stop a run
         warning = f"(no memory estimate: {type(exc).__name__}: {exc})"
     if warning:

@@ -25,11 +25,16 @@ from easyphoto_app.ddpo.diagnose import Diagnostics, diversity, thumbnail
 from easyphoto_app.errors import UserError
 from easyphoto_app.families.conditioning import Cond
 from easyphoto_app.jobs import Reporter
-from easyphoto_app.models import DEMO_RL_STEPS
 from easyphoto_app.lora_io import (
-    complete_checkpoints, load_tensors, optimizer_tensors, peft_state, restore_optimizer, save_lora,
+    complete_checkpoints,
+    load_tensors,
+    optimizer_tensors,
+    peft_state,
+    restore_optimizer,
+    save_lora,
     write_checkpoint_dir,
 )
+from easyphoto_app.models import DEMO_RL_STEPS
 from easyphoto_app.settings import TRIGGER, RLConfig, Settings
 from easyphoto_app.workspace import Workspace, atomic_write_json
 
@@ -60,24 +65,29 @@ def load_prompts() -> list[str]:
 
 class RLRun:
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter, reward_fn=None):
-        from easyphoto_app.model_defaults import model_defaults
         from easyphoto_app.jobs import download_progress
+        from easyphoto_app.model_defaults import model_defaults
         from easyphoto_app.models import native_resolution, pick_device, resolve_model
 
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
         if settings.rl.eta <= 0:
-            raise UserError("RL needs eta > 0: with eta 0 the sampler is deterministic and DDPO has nothing to learn from.")
+            raise UserError(
+                "RL needs eta > 0: with eta 0 the sampler is deterministic and DDPO has nothing to learn from."
+            )
         self.face_lora = ws.face_lora(user)
         if not self.face_lora.exists():
-            raise UserError(f"User '{user}' has no face LoRA yet: train it first (Photos & Training tab or 'train --user {user}').")
+            raise UserError(
+                f"User '{user}' has no face LoRA yet: train it first (Photos & Training tab or 'train --user {user}')."
+            )
         if reward_fn is None:
             from easyphoto_app.faces.likeness import scorer_for
 
             reward_fn = scorer_for(ws, user)  # raises a clear UserError without a reference face
         self.reward_fn = reward_fn
         self.device = pick_device(settings.app.device)
-        self.model = resolve_model(settings.app.model, settings.data_dir, self.device,
-                                   progress=download_progress(reporter))
+        self.model = resolve_model(
+            settings.app.model, settings.data_dir, self.device, progress=download_progress(reporter)
+        )
         self.cfg: RLConfig = model_defaults(settings.rl, self.model, settings.given_in("rl"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
         self.steps = min(self.cfg.steps, DEMO_RL_STEPS) if self.model.is_demo else self.cfg.steps
@@ -147,15 +157,25 @@ class RLRun:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
         opt, opt_meta = optimizer_tensors(self.optimizer)
-        meta = {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_reward": self.best_reward,
-                "history": self.history, "evals": self.evals, "tracker": self.tracker.state(), "settings": vars(self.cfg),
-                "scaler": self.scaler.state_dict()}
-        write_checkpoint_dir(self.work / f"epoch-{self.epoch}", {
-            "adapter.safetensors": (self.adapter_state(), meta),
-            "optimizer.safetensors": (opt, opt_meta),
-            "best.safetensors": (self.best_state, {"epoch": self.best_epoch, "reward": self.best_reward}),
-        })
-        for old in complete_checkpoints(self.work, "epoch")[:-max(1, self.cfg.keep_checkpoints)]:
+        meta = {
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_reward": self.best_reward,
+            "history": self.history,
+            "evals": self.evals,
+            "tracker": self.tracker.state(),
+            "settings": vars(self.cfg),
+            "scaler": self.scaler.state_dict(),
+        }
+        write_checkpoint_dir(
+            self.work / f"epoch-{self.epoch}",
+            {
+                "adapter.safetensors": (self.adapter_state(), meta),
+                "optimizer.safetensors": (opt, opt_meta),
+                "best.safetensors": (self.best_state, {"epoch": self.best_epoch, "reward": self.best_reward}),
+            },
+        )
+        for old in complete_checkpoints(self.work, "epoch")[: -max(1, self.cfg.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, folder: Path) -> None:
@@ -200,11 +220,25 @@ class RLRun:
             batch = [self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch, self.local_samples - start))]
             cond = Cond.cat([self.prompt_emb[p] for p in batch])
             with budget.timing("batch_s"):
-                traj = sample(self.pipe.unet, self.pipe.scheduler, cond, self.uncond, batch, self.steps, cfg.guidance,
-                              cfg.eta, shape, self.generator, self.precision)
+                traj = sample(
+                    self.pipe.unet,
+                    self.pipe.scheduler,
+                    cond,
+                    self.uncond,
+                    batch,
+                    self.steps,
+                    cfg.guidance,
+                    cfg.eta,
+                    shape,
+                    self.generator,
+                    self.precision,
+                )
                 batch_images = decode(self.pipe.vae, traj.latents[:, -1])
-                scored.append(self.reward_pool.submit(self.reward_fn, batch_images) if self.reward_pool
-                              else self.reward_fn(batch_images))
+                scored.append(
+                    self.reward_pool.submit(self.reward_fn, batch_images)
+                    if self.reward_pool
+                    else self.reward_fn(batch_images)
+                )
             trajs.append(traj)
             images += batch_images
             prompts += batch
@@ -214,10 +248,15 @@ class RLRun:
         reward_t, all_prompts, info = self._gather(rewards, prompts, info)
         advantages = torch.tensor(self.tracker.update(all_prompts, reward_t.tolist()), dtype=torch.float32)
         rank = self.accelerator.process_index
-        advantages = advantages[rank * self.local_samples:(rank + 1) * self.local_samples]
+        advantages = advantages[rank * self.local_samples : (rank + 1) * self.local_samples]
         mean_reward = float(reward_t.mean())
-        joined = Trajectories(torch.cat([t.latents for t in trajs]), torch.cat([t.log_probs for t in trajs]),
-                              trajs[0].timesteps, Cond.cat([t.cond for t in trajs]), prompts)
+        joined = Trajectories(
+            torch.cat([t.latents for t in trajs]),
+            torch.cat([t.log_probs for t in trajs]),
+            trajs[0].timesteps,
+            Cond.cat([t.cond for t in trajs]),
+            prompts,
+        )
         self.pipe.unet.train()
         t1 = time.perf_counter()
         stats, before = {}, [p.detach().clone() for p in self.params]
@@ -225,17 +264,40 @@ class RLRun:
         # guided forward and a backward (about 3 guided passes where sampling makes 1).
         budget.step_s = budget.step_s or budget.batch_s * 3 * cfg.timestep_fraction * cfg.train_batch / cfg.sample_batch
         for _ in range(cfg.inner_epochs):
-            stats = ppo_update(self.pipe.unet, self.pipe.scheduler, joined, advantages, self.uncond, self.optimizer,
-                               self.params, cfg, self.generator, should_stop=budget.steps(self.stop_now),
-                               sync_grads=self._average_grads, precision=self.precision, scaler=self.scaler)
+            stats = ppo_update(
+                self.pipe.unet,
+                self.pipe.scheduler,
+                joined,
+                advantages,
+                self.uncond,
+                self.optimizer,
+                self.params,
+                cfg,
+                self.generator,
+                should_stop=budget.steps(self.stop_now),
+                sync_grads=self._average_grads,
+                precision=self.precision,
+                scaler=self.scaler,
+            )
         t_train = time.perf_counter() - t1
         stats.update(lora_change(self.params, before))
         n = len(reward_t)
-        row = {"epoch": self.epoch, "samples": n, "reward_mean": mean_reward, "reward_std": float(reward_t.std()) if n > 1 else 0.0,
-               "reward_min": float(reward_t.min()), "reward_max": float(reward_t.max()), **info, **stats,
-               "epoch_s": round(time.perf_counter() - t0, 3), "sample_per_s": round(n / max(t_sample, 1e-9), 3),
-               "train_per_s": round(n / max(t_train, 1e-9), 3), "time_left_s": round(budget.left(), 1),
-               "best_epoch": self.best_epoch, "precision": self.precision.name}
+        row = {
+            "epoch": self.epoch,
+            "samples": n,
+            "reward_mean": mean_reward,
+            "reward_std": float(reward_t.std()) if n > 1 else 0.0,
+            "reward_min": float(reward_t.min()),
+            "reward_max": float(reward_t.max()),
+            **info,
+            **stats,
+            "epoch_s": round(time.perf_counter() - t0, 3),
+            "sample_per_s": round(n / max(t_sample, 1e-9), 3),
+            "train_per_s": round(n / max(t_train, 1e-9), 3),
+            "time_left_s": round(budget.left(), 1),
+            "best_epoch": self.best_epoch,
+            "precision": self.precision.name,
+        }
         if self.precision.name == "fp16":
             row["grad_scale"] = float(self.scaler.get_scale())
         if self.accelerator.num_processes > 1:
@@ -293,16 +355,29 @@ class RLRun:
         prompts = self.eval_prompts()
         n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
         share = len(prompts) // n_proc
-        mine = prompts[rank * share:(rank + 1) * share]
+        mine = prompts[rank * share : (rank + 1) * share]
         shape = self.latent_shape()
         self.pipe.unet.eval()
         parts, thumbs = [], []
         for start in range(0, len(mine), cfg.sample_batch):
-            batch = mine[start:start + cfg.sample_batch]
-            generator = torch.Generator("cpu").manual_seed(cfg.seed + 7919 * (rank * share + start + 1))  # the same noise each time
+            batch = mine[start : start + cfg.sample_batch]
+            generator = torch.Generator("cpu").manual_seed(
+                cfg.seed + 7919 * (rank * share + start + 1)
+            )  # the same noise each time
             with self.budget.timing("batch_s"):  # a training batch takes as long: the first one's estimate
-                traj = sample(self.pipe.unet, self.pipe.scheduler, Cond.cat([self.prompt_emb[p] for p in batch]),
-                              self.uncond, batch, self.steps, cfg.guidance, cfg.eta, shape, generator, self.precision)
+                traj = sample(
+                    self.pipe.unet,
+                    self.pipe.scheduler,
+                    Cond.cat([self.prompt_emb[p] for p in batch]),
+                    self.uncond,
+                    batch,
+                    self.steps,
+                    cfg.guidance,
+                    cfg.eta,
+                    shape,
+                    generator,
+                    self.precision,
+                )
                 images = decode(self.pipe.vae, traj.latents[:, -1])
                 parts.append(self.reward_fn(images))
             thumbs += [thumbnail(im) for im in images]
@@ -312,8 +387,15 @@ class RLRun:
         reward = float(reward_t.mean())
         if reward > self.best_reward:
             self.best_reward, self.best_epoch, self.best_state = reward, self.epoch, self.adapter_state()
-        return {"epoch": self.epoch, "samples": len(reward_t), "reward_mean": reward, **info,
-                "diversity": self._diversity(thumbs), "best_epoch": self.best_epoch, "best_reward": self.best_reward}
+        return {
+            "epoch": self.epoch,
+            "samples": len(reward_t),
+            "reward_mean": reward,
+            **info,
+            "diversity": self._diversity(thumbs),
+            "best_epoch": self.best_epoch,
+            "best_reward": self.best_reward,
+        }
 
     def _diversity(self, thumbs: list) -> float | None:
         """The evaluation samples' diversity (ddpo.diagnose), over every process's samples."""
@@ -329,8 +411,10 @@ class RLRun:
             self.cfg.eval_every += 1
         if self.cfg.eval_every == before:
             return None
-        return (f"Evaluating every {self.cfg.eval_every} epochs instead of {before}, to keep it under {limit:.0%} of the "
-                f"time with {self.cfg.samples_per_epoch} samples per epoch.")
+        return (
+            f"Evaluating every {self.cfg.eval_every} epochs instead of {before}, to keep it under {limit:.0%} of the "
+            f"time with {self.cfg.samples_per_epoch} samples per epoch."
+        )
 
     def evaluated_now(self) -> bool:
         return bool(self.evals) and self.evals[-1]["epoch"] == self.epoch
@@ -359,7 +443,9 @@ class RLRun:
         """The same data and averaged gradients keep every process's LoRA identical; a drift would be a bug."""
         import torch
 
-        local = torch.stack([sum(p.double().sum() for p in self.params), sum(p.double().abs().sum() for p in self.params)])
+        local = torch.stack(
+            [sum(p.double().sum() for p in self.params), sum(p.double().abs().sum() for p in self.params)]
+        )
         every = self.accelerator.gather(local.to(self.accelerator.device).unsqueeze(0)).cpu()
         if not torch.equal(every, every[:1].expand_as(every)):
             raise RuntimeError(f"The RL LoRA differs between processes after epoch {self.epoch}: {every.tolist()}")
@@ -378,8 +464,10 @@ class RLRun:
         folder.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(images[:8]):
             img.save(folder / f"latest-{i}.png")
-        atomic_write_json(folder / "latest.json", [{"file": f"latest-{i}.png", "reward": round(float(r), 4)}
-                                                   for i, r in enumerate(rewards[:8])])
+        atomic_write_json(
+            folder / "latest.json",
+            [{"file": f"latest-{i}.png", "reward": round(float(r), 4)} for i, r in enumerate(rewards[:8])],
+        )
 
     def stop_now(self, need: float) -> bool:
         """Stop, or no room in the budget for `need` seconds of work; with several processes, all of them stop at
@@ -389,25 +477,52 @@ class RLRun:
             return stop
         import torch
 
-        return bool(self.accelerator.reduce(torch.tensor([float(stop)], device=self.accelerator.device), "sum").item() > 0)
+        return bool(
+            self.accelerator.reduce(torch.tensor([float(stop)], device=self.accelerator.device), "sum").item() > 0
+        )
 
     # ------------------------------------------------------------------ output
     def write_output(self, reason: str) -> RLResult:
         cfg = self.cfg
         if not self.accelerator.is_main_process:
             return RLResult(self.ws.ddpo_lora(self.user), "", self.epoch, self.best_epoch, self.best_reward)
-        path = save_lora(self.ws.ddpo_lora(self.user), self.best_state, float(cfg.rank), {
-            "ss_network_module": "networks.lora", "ss_network_dim": str(cfg.rank), "ss_network_alpha": str(float(cfg.rank)),
-            "ss_base_model_version": self.family.WEBUI_VERSION, "easyphoto_user": self.user, "easyphoto_kind": "ddpo",
-            "easyphoto_base_model": self.model.source, "easyphoto_best_epoch": self.best_epoch,
-            "easyphoto_best_reward": self.best_reward if self.best_epoch >= 0 else None,
-            "easyphoto_epochs": self.epoch, "easyphoto_settings": vars(cfg), "easyphoto_end": reason,
-        }, owner=self.user, family=self.family)
-        best = (f"best evaluated after {self.best_epoch} epoch(s) (mean reward {self.best_reward:.4f})"
-                if self.best_epoch >= 0 else "no evaluation finished")
+        path = save_lora(
+            self.ws.ddpo_lora(self.user),
+            self.best_state,
+            float(cfg.rank),
+            {
+                "ss_network_module": "networks.lora",
+                "ss_network_dim": str(cfg.rank),
+                "ss_network_alpha": str(float(cfg.rank)),
+                "ss_base_model_version": self.family.WEBUI_VERSION,
+                "easyphoto_user": self.user,
+                "easyphoto_kind": "ddpo",
+                "easyphoto_base_model": self.model.source,
+                "easyphoto_best_epoch": self.best_epoch,
+                "easyphoto_best_reward": self.best_reward if self.best_epoch >= 0 else None,
+                "easyphoto_epochs": self.epoch,
+                "easyphoto_settings": vars(cfg),
+                "easyphoto_end": reason,
+            },
+            owner=self.user,
+            family=self.family,
+        )
+        best = (
+            f"best evaluated after {self.best_epoch} epoch(s) (mean reward {self.best_reward:.4f})"
+            if self.best_epoch >= 0
+            else "no evaluation finished"
+        )
         message = f"RL LoRA written to {path} after {self.epoch} epoch(s), {best}; ended by {reason}."
-        atomic_write_json(self.work / "best.json", {"epoch": self.best_epoch, "reward": self.best_reward if self.best_epoch >= 0 else None,
-                                                    "epochs": self.epoch, "reason": reason, "path": str(path)})
+        atomic_write_json(
+            self.work / "best.json",
+            {
+                "epoch": self.best_epoch,
+                "reward": self.best_reward if self.best_epoch >= 0 else None,
+                "epochs": self.epoch,
+                "reason": reason,
+                "path": str(path),
+            },
+        )
         return RLResult(path, message, self.epoch, self.best_epoch, self.best_reward)
 
 

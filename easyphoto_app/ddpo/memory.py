@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import torch
 
-from easyphoto_app.memory_trace import GB, Estimate, added_conditions, cast, nbytes, preflight_warning, traced, vae_dtype
+from easyphoto_app.memory_trace import (
+    GB,
+    Estimate,
+    added_conditions,
+    cast,
+    nbytes,
+    preflight_warning,
+    traced,
+    vae_dtype,
+)
 from easyphoto_app.model_defaults import vae_scale
 
 
@@ -26,8 +35,15 @@ def _meta_models(unet_config: dict, vae_config: dict, rank: int, dtype):
     return unet, vae, add_rl_lora(unet, rank, init=True)  # (meta tensors cannot be initialised "gaussian")
 
 
-def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int, dtype=torch.float16,
-                       cuda_savings: bool = True, text_encoder_bytes: int = 0) -> Estimate:
+def estimate_rl_memory(
+    unet_config: dict,
+    vae_config: dict,
+    cfg,
+    resolution: int,
+    dtype=torch.float16,
+    cuda_savings: bool = True,
+    text_encoder_bytes: int = 0,
+) -> Estimate:
     """`cfg` is an RLConfig (samples_per_epoch, sample_batch, train_batch, timestep_batch, steps, rank).
     `cuda_savings`: gradient checkpointing and one-image-at-a-time VAE decoding, as the run does on CUDA."""
     unet, vae, lora = _meta_models(unet_config, vae_config, cfg.rank, dtype)
@@ -44,13 +60,21 @@ def estimate_rl_memory(unet_config: dict, vae_config: dict, cfg, resolution: int
         state = [torch.empty_like(p) for p in lora for _ in range(3)]  # grad + AdamW's two moments
         with torch.no_grad():
             b = cfg.sample_batch
-            unet(torch.empty(2 * b, c, h, h, **meta), torch.tensor(999), torch.empty(2 * b, ctx_len, ctx_dim, **meta),
-                 **added_conditions(unet.config, 2 * b, meta))
+            unet(
+                torch.empty(2 * b, c, h, h, **meta),
+                torch.tensor(999),
+                torch.empty(2 * b, ctx_len, ctx_dim, **meta),
+                **added_conditions(unet.config, 2 * b, meta),
+            )
             vae.decode(torch.empty(b, vae.config.latent_channels, h, h, device="meta", dtype=vae.dtype))
         unet.train()
         n = 2 * cfg.train_batch * max(1, cfg.timestep_batch)
-        out = unet(torch.empty(n, c, h, h, **meta), torch.zeros(n, dtype=torch.long, device="meta"),
-                   torch.empty(n, ctx_len, ctx_dim, **meta), **added_conditions(unet.config, n, meta)).sample
+        out = unet(
+            torch.empty(n, c, h, h, **meta),
+            torch.zeros(n, dtype=torch.long, device="meta"),
+            torch.empty(n, ctx_len, ctx_dim, **meta),
+            **added_conditions(unet.config, n, meta),
+        ).sample
         out.float().mean().backward()
         del trajectory, cond, state, out
     weights = nbytes(unet.parameters()) + nbytes(vae.parameters()) + text_encoder_bytes
@@ -69,7 +93,9 @@ def lower_settings(cfg) -> list[tuple[str, object]]:
     return out
 
 
-def preflight(unet_config: dict, vae_config: dict, cfg, resolution: int, free_bytes: int, dtype=torch.float16) -> str | None:
+def preflight(
+    unet_config: dict, vae_config: dict, cfg, resolution: int, free_bytes: int, dtype=torch.float16
+) -> str | None:
     """None if the run's work fits in `free_bytes`; else one warning with the lower settings to try."""
 
     def work_bytes(c) -> int:

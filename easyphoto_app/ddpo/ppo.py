@@ -19,8 +19,12 @@ def add_rl_lora(unet, rank: int, adapter: str = "ddpo", init: str | bool = "gaus
     """The RL LoRA on the UNet's attention projections; its parameters (float32, trainable) for the optimizer."""
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=init,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name=adapter)
+    unet.add_adapter(
+        LoraConfig(
+            r=rank, lora_alpha=rank, init_lora_weights=init, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        ),
+        adapter_name=adapter,
+    )
     params = [p for name, p in unet.named_parameters() if f".{adapter}." in name]
     for p in params:
         p.data = p.data.float()
@@ -49,8 +53,19 @@ def guided_eps(unet, latents, t, cond: Cond, uncond: Cond, guidance: float):
 
 
 @torch.no_grad()
-def sample(unet, scheduler, cond, uncond, prompts, steps: int, guidance: float, eta: float, shape,
-           generator: torch.Generator, precision=FP32) -> Trajectories:
+def sample(
+    unet,
+    scheduler,
+    cond,
+    uncond,
+    prompts,
+    steps: int,
+    guidance: float,
+    eta: float,
+    shape,
+    generator: torch.Generator,
+    precision=FP32,
+) -> Trajectories:
     scheduler.set_timesteps(steps, device=cond.device)
     latents = torch.randn((len(cond), *shape), generator=generator).to(cond.device, torch.float32)
     all_latents, log_probs = [latents], []
@@ -60,7 +75,9 @@ def sample(unet, scheduler, cond, uncond, prompts, steps: int, guidance: float, 
         latents, lp = ddim_step_with_logprob(scheduler, eps, t, latents, eta, generator=generator)
         all_latents.append(latents)
         log_probs.append(lp)
-    return Trajectories(torch.stack(all_latents, 1), torch.stack(log_probs, 1), scheduler.timesteps.clone(), cond, prompts)
+    return Trajectories(
+        torch.stack(all_latents, 1), torch.stack(log_probs, 1), scheduler.timesteps.clone(), cond, prompts
+    )
 
 
 @torch.no_grad()
@@ -84,9 +101,21 @@ def clipped_loss(advantages: torch.Tensor, log_prob: torch.Tensor, old_log_prob:
     return torch.maximum(unclipped, clipped).mean(), ratio
 
 
-def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, uncond, optimizer, params, cfg,
-               generator: torch.Generator, should_stop=lambda: False, sync_grads=lambda params: None,
-               precision=FP32, scaler=None) -> dict:
+def ppo_update(
+    unet,
+    scheduler,
+    traj: Trajectories,
+    advantages: torch.Tensor,
+    uncond,
+    optimizer,
+    params,
+    cfg,
+    generator: torch.Generator,
+    should_stop=lambda: False,
+    sync_grads=lambda params: None,
+    precision=FP32,
+    scaler=None,
+) -> dict:
     """One pass over the samples: for each train batch, a random subset of its timesteps, one optimizer step.
 
     `cfg.timestep_batch` timesteps go through the UNet in one batch (each latent with its own timestep);
@@ -105,7 +134,7 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
     for start in range(0, n, cfg.train_batch):
         if should_stop():
             break
-        idx = order[start:start + cfg.train_batch]
+        idx = order[start : start + cfg.train_batch]
         t_idx = stochastic[torch.randperm(len(stochastic), generator=generator)[:n_train_t]]
         optimizer.zero_grad(set_to_none=True)
         b = len(idx)
@@ -138,15 +167,26 @@ def ppo_update(unet, scheduler, traj: Trajectories, advantages: torch.Tensor, un
         if scaler.is_enabled() and scaler.get_scale() < scale:
             skipped += 1
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
-    return {"loss": mean(stats["loss"]), "approx_kl": mean(stats["approx_kl"]), "clipfrac": mean(stats["clipfrac"]),
-            "ratio_one_frac": mean(stats["ratio_one"]), "grad_zero_frac": mean(stats["grad_zero"]),
-            "ratio_first": stats["ratio_first"], "updates": updates, "skipped_updates": skipped}
+    return {
+        "loss": mean(stats["loss"]),
+        "approx_kl": mean(stats["approx_kl"]),
+        "clipfrac": mean(stats["clipfrac"]),
+        "ratio_one_frac": mean(stats["ratio_one"]),
+        "grad_zero_frac": mean(stats["grad_zero"]),
+        "ratio_first": stats["ratio_first"],
+        "updates": updates,
+        "skipped_updates": skipped,
+    }
 
 
 def lora_change(params, before) -> dict:
     """How far the RL LoRA moved from `before` (copies of params), and its size now (one device sync)."""
-    norms = torch.stack([torch.stack([(p.detach().float() - b.float()).norm(), p.detach().float().norm()])
-                         for p, b in zip(params, before)])
+    norms = torch.stack(
+        [
+            torch.stack([(p.detach().float() - b.float()).norm(), p.detach().float().norm()])
+            for p, b in zip(params, before)
+        ]
+    )
     moved, size = norms.norm(dim=0).tolist()
     return {"update_norm": moved, "lora_norm": size}
 

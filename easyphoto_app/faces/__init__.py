@@ -36,8 +36,9 @@ def get_backend(choice: str, data_dir: Path, download: bool = False) -> FaceBack
     elif choice == "dlib":
         backend = DlibBackend()  # a clear UserError when it cannot run
     else:
-        backend = InsightFaceBackend.create(data_dir, download=download or choice == "insightface",
-                                            required=choice == "insightface")
+        backend = InsightFaceBackend.create(
+            data_dir, download=download or choice == "insightface", required=choice == "insightface"
+        )
         if backend is None:
             backend = DlibBackend() if unavailable_reason() is None else OfflineBackend()
     _cache[key] = backend
@@ -57,6 +58,9 @@ def backend_status(settings) -> dict:
     why = unavailable_reason()
     if why is None:
         return {"ok": True, "value": DlibBackend.label, "fix": None}
-    return {"ok": False, "value": OfflineBackend.label,
-            "fix": f"No face recognizer: {why}. Run ./run.sh --install-only (or run.bat); until then photos of other "
-                   "people are not caught and RL, which needs a likeness score, cannot run."}
+    return {
+        "ok": False,
+        "value": OfflineBackend.label,
+        "fix": f"No face recognizer: {why}. Run ./run.sh --install-only (or run.bat); until then photos of other "
+        "people are not caught and RL, which needs a likeness score, cannot run.",
+    }

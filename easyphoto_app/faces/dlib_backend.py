@@ -26,8 +26,11 @@ DETECT_SIDE = 1000  # HOG runs on a copy this long: its cost grows with the pixe
 MIN_DETECTION_SCORE = 0.0
 CHECK_BELOW = 0.5
 CHECK_SIDE = 160  # the crop (twice the box) is scaled to this: the face is then about the CNN's 80 px window
-MODEL_FILES = {"landmarks": "shape_predictor_5_face_landmarks.dat", "descriptor": "dlib_face_recognition_resnet_model_v1.dat",
-               "checker": "mmod_human_face_detector.dat"}
+MODEL_FILES = {
+    "landmarks": "shape_predictor_5_face_landmarks.dat",
+    "descriptor": "dlib_face_recognition_resnet_model_v1.dat",
+    "checker": "mmod_human_face_detector.dat",
+}
 
 
 def models_folder() -> Path | None:
@@ -92,10 +95,20 @@ class DlibBackend(FaceBackend):
                 shape = self.landmarks(full, dlib.rectangle(*[int(round(v)) for v in box]))
                 points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
                 embedding = np.asarray(self.descriptor.compute_face_descriptor(full, shape), dtype=np.float32)
-                ignored = None if score >= CHECK_BELOW or self._cnn_agrees(full, box) else (
-                    f"not a face: a weak detection (score {score:.2f}) where dlib's CNN face detector finds none")
-                faces.append(DetectedFace(bbox=box, score=float(score), kps=_five_points(points), embedding=normalize(embedding),
-                                          ignored=ignored))
+                ignored = (
+                    None
+                    if score >= CHECK_BELOW or self._cnn_agrees(full, box)
+                    else (f"not a face: a weak detection (score {score:.2f}) where dlib's CNN face detector finds none")
+                )
+                faces.append(
+                    DetectedFace(
+                        bbox=box,
+                        score=float(score),
+                        kps=_five_points(points),
+                        embedding=normalize(embedding),
+                        ignored=ignored,
+                    )
+                )
         return faces
 
     def _cnn_agrees(self, full: np.ndarray, box: np.ndarray) -> bool:
@@ -104,7 +117,7 @@ class DlibBackend(FaceBackend):
         half = max(x2 - x1, y2 - y1)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         left, top = int(max(0, cx - half)), int(max(0, cy - half))
-        crop = full[top:int(min(full.shape[0], cy + half)), left:int(min(full.shape[1], cx + half))]
+        crop = full[top : int(min(full.shape[0], cy + half)), left : int(min(full.shape[1], cx + half))]
         if min(crop.shape[:2]) < 2:
             return False
         k = CHECK_SIDE / max(crop.shape[:2])

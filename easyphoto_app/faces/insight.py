@@ -17,8 +17,10 @@ from easyphoto_app.faces.base import DetectedFace, FaceBackend, normalize
 
 log = logging.getLogger(__name__)
 PACK = "buffalo_l"
-INSIGHTFACE_LICENCE = ("insightface's pretrained models are for non-commercial research use only "
-                       "(see https://github.com/deepinsight/insightface#license).")
+INSIGHTFACE_LICENCE = (
+    "insightface's pretrained models are for non-commercial research use only "
+    "(see https://github.com/deepinsight/insightface#license)."
+)
 
 
 def insightface_root(data_dir: Path) -> Path:
@@ -62,7 +64,9 @@ class InsightFaceBackend(FaceBackend):
                 model.prepare(ctx_id)
                 self.recognizer = model
         if self.detector is None or self.recognizer is None:
-            raise UserError(f"{self.folder} lacks a face detector or recogniser .onnx model ({PACK}: det_10g.onnx, w600k_r50.onnx).")
+            raise UserError(
+                f"{self.folder} lacks a face detector or recogniser .onnx model ({PACK}: det_10g.onnx, w600k_r50.onnx)."
+            )
         self._lock = threading.Lock()
 
     @staticmethod
@@ -70,7 +74,7 @@ class InsightFaceBackend(FaceBackend):
         return Path(folder).is_dir() and len(list(Path(folder).glob("*.onnx"))) >= 2
 
     @classmethod
-    def create(cls, data_dir: Path, download: bool, required: bool) -> "InsightFaceBackend | None":
+    def create(cls, data_dir: Path, download: bool, required: bool) -> InsightFaceBackend | None:
         folder = insightface_model_dir(data_dir)
         if not cls.models_present(folder) and download:
             try:
@@ -98,7 +102,12 @@ class InsightFaceBackend(FaceBackend):
             for i in range(bboxes.shape[0]):
                 face = Face(bbox=bboxes[i, :4], kps=None if kpss is None else kpss[i], det_score=bboxes[i, 4])
                 embedding = self.recognizer.get(bgr, face)
-                faces.append(DetectedFace(bbox=np.asarray(face.bbox, np.float32), score=float(face.det_score),
-                                          kps=None if face.kps is None else np.asarray(face.kps, np.float32),
-                                          embedding=normalize(embedding)))
+                faces.append(
+                    DetectedFace(
+                        bbox=np.asarray(face.bbox, np.float32),
+                        score=float(face.det_score),
+                        kps=None if face.kps is None else np.asarray(face.kps, np.float32),
+                        embedding=normalize(embedding),
+                    )
+                )
         return faces

@@ -74,8 +74,11 @@ class LikenessScorer:
         faces = sorted(faces, key=lambda f: f.bbox[0])
         scored = [self.likeness(f.embedding) for f in faces]
         best = int(np.argmax([cosine for _, cosine in scored]))
-        reason = ("one face" if len(faces) == 1
-                  else f"{len(faces)} faces: scored the most alike, face {best + 1} from the left")
+        reason = (
+            "one face"
+            if len(faces) == 1
+            else f"{len(faces)} faces: scored the most alike, face {best + 1} from the left"
+        )
         return Score(round(scored[best][0], 4), round(scored[best][1], 4), len(faces), best, reason)
 
     def __call__(self, images) -> tuple[list[float], dict]:
@@ -86,8 +89,12 @@ class LikenessScorer:
 
     def scale(self) -> dict:
         """The cosines at 0, 0.5 and 1, and the size of the set (for `likeness --json`)."""
-        return {"stranger": self.backend.stranger_similarity, "threshold": self.backend.same_person_threshold,
-                "full": round(self.full, 4), "faces": len(self.faces)}
+        return {
+            "stranger": self.backend.stranger_similarity,
+            "threshold": self.backend.same_person_threshold,
+            "full": round(self.full, 4),
+            "faces": len(self.faces),
+        }
 
 
 def scorer_for(ws: Workspace, user: str) -> LikenessScorer:
@@ -97,9 +104,11 @@ def scorer_for(ws: Workspace, user: str) -> LikenessScorer:
     ref = load_reference(ws, user)
     backend = get_backend(ref["backend"], ws.root)
     if not backend.identifies_people:
-        raise UserError(f"No likeness score for '{user}': the photos were checked without a face recognizer "
-                        f"({recognizer_missing()}). Install it (./run.sh --install-only or run.bat), then add the "
-                        "photos again.")
+        raise UserError(
+            f"No likeness score for '{user}': the photos were checked without a face recognizer "
+            f"({recognizer_missing()}). Install it (./run.sh --install-only or run.bat), then add the "
+            "photos again."
+        )
     return LikenessScorer(backend, reference_faces(ws, user, ref, backend))
 
 

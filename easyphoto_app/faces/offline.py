@@ -45,7 +45,11 @@ class OfflineBackend(FaceBackend):
         scale = min(1.0, DETECT_SIDE / max(gray.shape))
         small = resize(gray, scale) if scale < 1 else gray
         windows = self.cascade.detect_multi_scale(
-            img=small, scale_factor=1.15, step_ratio=1, min_size=(20, 20), max_size=small.shape,
+            img=small,
+            scale_factor=1.15,
+            step_ratio=1,
+            min_size=(20, 20),
+            max_size=small.shape,
             min_neighbor_number=MIN_NEIGHBOURS,
         )
         faces = []
@@ -56,7 +60,7 @@ class OfflineBackend(FaceBackend):
 
     def embed(self, gray: np.ndarray, bbox: np.ndarray) -> np.ndarray:
         x1, y1, x2, y2 = [int(round(v)) for v in bbox]
-        crop = gray[max(y1, 0):max(y2, 1), max(x1, 0):max(x2, 1)]
+        crop = gray[max(y1, 0) : max(y2, 1), max(x1, 0) : max(x2, 1)]
         return normalize(lbp_descriptor(crop) - generic_face())
 
 
@@ -70,7 +74,7 @@ def lbp_descriptor(crop: np.ndarray) -> np.ndarray:
     hists = []
     for gy in range(GRID):
         for gx in range(GRID):
-            block = codes[gy * cell:(gy + 1) * cell, gx * cell:(gx + 1) * cell]
+            block = codes[gy * cell : (gy + 1) * cell, gx * cell : (gx + 1) * cell]
             h, _ = np.histogram(block, bins=10, range=(0, 10))
             hists.append(h / max(h.sum(), 1))
     return np.sqrt(np.concatenate(hists)).astype(np.float32)
@@ -88,5 +92,3 @@ def generic_face() -> np.ndarray:
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) / 255.0
-
-

@@ -19,16 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.faces import get_backend
+from easyphoto_app.faces import get_backend, quality
 from easyphoto_app.faces.base import DetectedFace, FaceBackend, identity_of
 from easyphoto_app.faces.images import BadImage, collect_files, load_rgb, not_an_image, sanitize_name
-from easyphoto_app.faces import quality
 from easyphoto_app.settings import FaceConfig
 from easyphoto_app.workspace import Workspace, atomic_path, atomic_write_json
 
 MIN_PHOTOS = 3
-NO_IDENTITY = ("identity checks are off: no face recognizer could be loaded ({why}), so photos of other people "
-               "are not caught and there is no likeness score. Run ./run.sh --install-only (or run.bat) to install dlib.")
+NO_IDENTITY = (
+    "identity checks are off: no face recognizer could be loaded ({why}), so photos of other people "
+    "are not caught and there is no likeness score. Run ./run.sh --install-only (or run.bat) to install dlib."
+)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class PhotoResult:
     _rgb: np.ndarray | None = field(default=None, repr=False)
     _crop: np.ndarray | None = field(default=None, repr=False)
     _hash: int = field(default=0, repr=False)
-    _twin: "PhotoResult | None" = field(default=None, repr=False)
+    _twin: PhotoResult | None = field(default=None, repr=False)
 
     def reject(self, reason: str) -> None:
         self.accepted, self.reason = False, reason
@@ -68,8 +69,13 @@ class FacesRecord:
 
     def to_json(self) -> dict:
         photos = [{k: v for k, v in asdict(p).items() if not k.startswith("_")} for p in self.photos]
-        return {"backend": self.backend, "photos": photos, "reference": self.reference, "warning": self.warning,
-                "skipped": self.skipped}
+        return {
+            "backend": self.backend,
+            "photos": photos,
+            "reference": self.reference,
+            "warning": self.warning,
+            "skipped": self.skipped,
+        }
 
 
 def load_record(ws: Workspace, user: str) -> dict | None:
@@ -82,7 +88,10 @@ def load_reference(ws: Workspace, user: str) -> dict:
     ("faces": what likeness is measured against)."""
     path = ws.user_dir(user) / "reference.json"
     if not path.exists():
-        raise UserError(f"User '{user}' has no reference face yet: add photos on the Photos tab (or run 'prepare --user {user} PHOTOS').")
+        raise UserError(
+            f"User '{user}' has no reference face yet: add photos on the Photos tab (or run 'prepare --user "
+            f"{user} PHOTOS')."
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -257,15 +266,22 @@ def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -
         return
     kept: list[PhotoResult] = []
     for r in sorted(candidates, key=lambda r: -r.scores["sharpness"]):
-        twin = next((k for k in kept if quality.hamming(k._hash, r._hash) <= 4
-                     or float(k._face.embedding @ r._face.embedding) > backend.duplicate_threshold), None)
+        twin = next(
+            (
+                k
+                for k in kept
+                if quality.hamming(k._hash, r._hash) <= 4
+                or float(k._face.embedding @ r._face.embedding) > backend.duplicate_threshold
+            ),
+            None,
+        )
         if twin is not None:
             r.reject(f"duplicate of {twin.source}")
             r._twin = twin
         else:
             kept.append(r)
     if not backend.identifies_people:
-        for r in kept[cfg.keep:]:
+        for r in kept[cfg.keep :]:
             r.reject(f"more than {cfg.keep} photos: the sharpest are kept")
         return
     threshold = cfg.min_similarity or backend.same_person_threshold
@@ -275,11 +291,13 @@ def _decide(results: list[PhotoResult], cfg: FaceConfig, backend: FaceBackend) -
         r.scores["likeness"] = round(backend.likeness(r.scores["similarity"]), 3)
     for r in list(kept):
         if r.scores["similarity"] < threshold:
-            r.reject(f"looks like a different person (likeness {r.scores['likeness']:.2f}; "
-                     f"similarity {r.scores['similarity']:.3f} < {threshold:.3f})")
+            r.reject(
+                f"looks like a different person (likeness {r.scores['likeness']:.2f}; "
+                f"similarity {r.scores['similarity']:.3f} < {threshold:.3f})"
+            )
             kept.remove(r)
     kept.sort(key=lambda r: -r.scores["similarity"])
-    for r in kept[cfg.keep:]:
+    for r in kept[cfg.keep :]:
         r.reject(f"not among the {cfg.keep} most alike faces")
     for r in candidates:  # a duplicate of a photo that was rejected after all shares its fate, and says why
         if r._twin is not None and not r._twin.accepted:
@@ -296,15 +314,24 @@ def _reference(results: list[PhotoResult]) -> PhotoResult | None:
 # ----------------------------------------------------------------------------- entry
 
 
-def prepare(ws: Workspace, user: str, new_files: list[Path], cfg: FaceConfig, remove: list[str] | None = None,
-            progress=None, backend: FaceBackend | None = None) -> FacesRecord:
+def prepare(
+    ws: Workspace,
+    user: str,
+    new_files: list[Path],
+    cfg: FaceConfig,
+    remove: list[str] | None = None,
+    progress=None,
+    backend: FaceBackend | None = None,
+) -> FacesRecord:
     if remove:
         remove_photos(ws, user, remove)
     _, skipped = import_photos(ws, user, new_files)
     photos = sorted(p for p in ws.photos_dir(user).iterdir() if p.is_file()) if ws.photos_dir(user).is_dir() else []
     if not photos:
         reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped)
-        raise UserError(f"No photos for '{user}' yet: add 5-20 photos of the person's face." + (f" ({reasons})" if reasons else ""))
+        raise UserError(
+            f"No photos for '{user}' yet: add 5-20 photos of the person's face." + (f" ({reasons})" if reasons else "")
+        )
     backend = backend or get_backend(cfg.backend, ws.root)
     done = 0
 
@@ -327,7 +354,9 @@ def prepare(ws: Workspace, user: str, new_files: list[Path], cfg: FaceConfig, re
     return record
 
 
-def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBackend, skipped: list[dict]) -> FacesRecord:
+def _write(
+    ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBackend, skipped: list[dict]
+) -> FacesRecord:
     from PIL import Image
 
     folder = ws.faces_dir(user)
@@ -343,8 +372,10 @@ def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBa
     record = FacesRecord(backend=backend.name, photos=results, skipped=skipped)
     warnings = []
     if record.accepted_count < MIN_PHOTOS:
-        warnings.append(f"need at least {MIN_PHOTOS} usable photos to train (5-20 give the best likeness), "
-                        f"got {record.accepted_count}.")
+        warnings.append(
+            f"need at least {MIN_PHOTOS} usable photos to train (5-20 give the best likeness), "
+            f"got {record.accepted_count}."
+        )
     if not backend.identifies_people:
         from easyphoto_app.faces import recognizer_missing
 
@@ -357,11 +388,17 @@ def _write(ws: Workspace, user: str, results: list[PhotoResult], backend: FaceBa
         with atomic_path(ref_path) as tmp:
             Image.fromarray(ref._crop).save(tmp, format="JPEG", quality=95)
         record.reference = {"source": ref.source, "crop": str(ref_path.relative_to(ws.root))}
-        atomic_write_json(ws.user_dir(user) / "reference.json", {
-            "backend": backend.name, "source": ref.source, "crop": str(ref_path.relative_to(ws.root)),
-            "embedding": _rounded(ref._face.embedding), "mean_embedding": _rounded(mean),
-            "faces": [{"source": r.source, "embedding": _rounded(r._face.embedding)} for r in record.accepted],
-        })
+        atomic_write_json(
+            ws.user_dir(user) / "reference.json",
+            {
+                "backend": backend.name,
+                "source": ref.source,
+                "crop": str(ref_path.relative_to(ws.root)),
+                "embedding": _rounded(ref._face.embedding),
+                "mean_embedding": _rounded(mean),
+                "faces": [{"source": r.source, "embedding": _rounded(r._face.embedding)} for r in record.accepted],
+            },
+        )
     else:
         (ws.user_dir(user) / "reference.json").unlink(missing_ok=True)
         (ws.user_dir(user) / "reference.jpg").unlink(missing_ok=True)
@@ -373,9 +410,11 @@ def format_table(record: FacesRecord) -> str:
     lines = [f"backend: {record.backend}", f"{'photo':32s} {'result':9s} {'sim':>5s} {'sharp':>5s} {'px':>5s}  reason"]
     for p in record.photos:
         s = p.scores
-        lines.append(f"{p.source[:32]:32s} {'accepted' if p.accepted else 'rejected':9s} "
-                     f"{s.get('similarity', float('nan')):5.2f} {s.get('sharpness', float('nan')):5.2f} "
-                     f"{s.get('face_px', 0):5.0f}  {p.reason or ''}")
+        lines.append(
+            f"{p.source[:32]:32s} {'accepted' if p.accepted else 'rejected':9s} "
+            f"{s.get('similarity', float('nan')):5.2f} {s.get('sharpness', float('nan')):5.2f} "
+            f"{s.get('face_px', 0):5.0f}  {p.reason or ''}"
+        )
     for skip in record.skipped:
         lines.append(f"{skip['source'][:32]:32s} {'skipped':9s} {'':23s}  {skip['reason']}")
     if record.reference:

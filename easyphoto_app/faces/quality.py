@@ -95,7 +95,7 @@ def face_region(crop: np.ndarray) -> np.ndarray:
     """The face itself inside an aligned crop (the middle 1/CONTEXT)."""
     n = crop.shape[0]
     half = round(n / CONTEXT / 2)  # int() made 220 / 2.2 / 2 = 49.999... into 49
-    return crop[n // 2 - half:n // 2 + half, n // 2 - half:n // 2 + half]
+    return crop[n // 2 - half : n // 2 + half, n // 2 - half : n // 2 + half]
 
 
 def sharpness(rgb: np.ndarray) -> float:

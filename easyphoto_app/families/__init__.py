@@ -16,10 +16,14 @@ FAMILIES = (sd15, sdxl)
 NEEDS = "EasyPhoto works with Stable Diffusion 1.5 and SDXL base models"
 OTHERS = {  # model_index.json's _class_name of models that are neither
     "StableDiffusionXLImg2ImgPipeline": "an SDXL refiner (or img2img) model",
-    "StableDiffusionXLInpaintPipeline": "an SDXL inpainting model", "StableDiffusionInpaintPipeline": "an inpainting model",
-    "StableDiffusion3Pipeline": "a Stable Diffusion 3 model", "FluxPipeline": "a Flux model",
-    "StableCascadeCombinedPipeline": "a Stable Cascade model", "PixArtAlphaPipeline": "a PixArt model",
-    "StableDiffusionUpscalePipeline": "an upscaler", "KandinskyV22Pipeline": "a Kandinsky model",
+    "StableDiffusionXLInpaintPipeline": "an SDXL inpainting model",
+    "StableDiffusionInpaintPipeline": "an inpainting model",
+    "StableDiffusion3Pipeline": "a Stable Diffusion 3 model",
+    "FluxPipeline": "a Flux model",
+    "StableCascadeCombinedPipeline": "a Stable Cascade model",
+    "PixArtAlphaPipeline": "a PixArt model",
+    "StableDiffusionUpscalePipeline": "an upscaler",
+    "KandinskyV22Pipeline": "a Kandinsky model",
 }
 
 

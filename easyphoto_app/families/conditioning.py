@@ -16,10 +16,12 @@ class Cond:
     pooled: torch.Tensor | None = None  # [B, P] (SDXL)
     time_ids: torch.Tensor | None = None  # [B, 6] (SDXL)
 
-    def _map(self, fn) -> "Cond":
-        return Cond(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in fields(self)})
+    def _map(self, fn) -> Cond:
+        return Cond(
+            **{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name)) for f in fields(self)}
+        )
 
-    def __getitem__(self, idx) -> "Cond":
+    def __getitem__(self, idx) -> Cond:
         return self._map(lambda t: t[idx])
 
     def __len__(self) -> int:
@@ -33,23 +35,27 @@ class Cond:
     def device(self):
         return self.hidden.device
 
-    def repeat_interleave(self, k: int) -> "Cond":
+    def repeat_interleave(self, k: int) -> Cond:
         return self._map(lambda t: t.repeat_interleave(k, dim=0))
 
-    def expand(self, n: int) -> "Cond":
+    def expand(self, n: int) -> Cond:
         """A batch of n from a batch of 1."""
         return self._map(lambda t: t.expand(n, *t.shape[1:]))
 
-    def to(self, *args, **kwargs) -> "Cond":
+    def to(self, *args, **kwargs) -> Cond:
         return self._map(lambda t: t.to(*args, **kwargs))
 
     @staticmethod
-    def cat(conds: list["Cond"]) -> "Cond":
+    def cat(conds: list[Cond]) -> Cond:
         import torch
 
         first = conds[0]
-        return Cond(**{f.name: None if getattr(first, f.name) is None else torch.cat([getattr(c, f.name) for c in conds])
-                       for f in fields(first)})
+        return Cond(
+            **{
+                f.name: None if getattr(first, f.name) is None else torch.cat([getattr(c, f.name) for c in conds])
+                for f in fields(first)
+            }
+        )
 
     def unet_kwargs(self, dtype=None) -> dict:
         """The keyword arguments of a UNet2DConditionModel call, in `dtype` (time_ids stay as they are)."""

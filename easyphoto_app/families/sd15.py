@@ -9,8 +9,11 @@ from easyphoto_app.families.conditioning import Cond
 NAME = "sd15"
 LABEL = "Stable Diffusion 1.5"
 CONFIG = Path(__file__).resolve().parents[2] / "assets" / "sd15"  # configs and tokenizer: single files load offline
-PIPELINES = {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
-             "inpaint": "StableDiffusionInpaintPipeline"}
+PIPELINES = {
+    "txt2img": "StableDiffusionPipeline",
+    "img2img": "StableDiffusionImg2ImgPipeline",
+    "inpaint": "StableDiffusionInpaintPipeline",
+}
 CHECKPOINT_KINDS = ("v1",)  # diffusers' name for an SD 1.x single file
 WEBUI_VERSION = "sd_v1"  # kohya's ss_base_model_version
 LOAD_KWARGS = {"safety_checker": None, "requires_safety_checker": False}  # from_pretrained / from_single_file

@@ -27,7 +27,10 @@ def refresh_on_show(tab: gr.Tab, built: dict) -> None:
 
 def build_app(ctx: Context) -> gr.Blocks:
     with gr.Blocks(title="EasyPhoto", analytics_enabled=False) as demo:
-        gr.Markdown("# EasyPhoto\nUpload 5-20 photos of one person, train a face LoRA, improve it with RL, generate portraits or paint the face into a photo of your choice.")
+        gr.Markdown(
+            "# EasyPhoto\nUpload 5-20 photos of one person, train a face LoRA, improve it with RL, generate "
+            "portraits or paint the face into a photo of your choice."
+        )
         banner = gr.Markdown(model_banner(ctx), elem_id="model-banner")
         with gr.Tabs():
             with gr.Tab("Photos & Training", id="photos"):
@@ -56,20 +59,23 @@ def build_app(ctx: Context) -> gr.Blocks:
 def share_user_id(*boxes: gr.Textbox) -> None:
     """One person at a time: an id typed in one tab's box is the id in the others (typed: a box filled by a job's
     view does not spread)."""
+    n = len(boxes) - 1
     for box in boxes:
         others = [b for b in boxes if b is not box]
-        box.input(lambda value: [value] * len(others), box, others, queue=False, show_progress="hidden")
+        box.input(lambda value: [value] * n, box, others, queue=False, show_progress="hidden")
 
 
 def stop_jobs_on_exit(ctx: Context) -> None:
     """Closing the app (Ctrl+C, closing the window, SIGTERM) asks a running job to save and stop,
     so no training is left burning the GPU unseen; Resume continues it next time."""
+
     def stop_job():
         if ctx.jobs.stop():
             log.info("The app is closing: asked the running job to save and stop.")
 
     atexit.register(stop_job)
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+
         def on_term(*_):
             stop_job()
             sys.exit(0)
@@ -85,7 +91,16 @@ def launch(settings: Settings, host: str, port: int, auth=None, open_browser: bo
     css_file = ASSETS / "style.css"
     print(f"EasyPhoto is starting on http://{host}:{port}  (data: {settings.data_dir})", flush=True)
     return demo.launch(
-        server_name=host, server_port=port, auth=auth, inbrowser=open_browser, prevent_thread_lock=not block,
-        allowed_paths=[str(settings.data_dir)], ssr_mode=False, mcp_server=False, quiet=True,
-        css_paths=[css_file] if css_file.exists() else None, favicon_path=None, footer_links=[],
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        inbrowser=open_browser,
+        prevent_thread_lock=not block,
+        allowed_paths=[str(settings.data_dir)],
+        ssr_mode=False,
+        mcp_server=False,
+        quiet=True,
+        css_paths=[css_file] if css_file.exists() else None,
+        favicon_path=None,
+        footer_links=[],
     )

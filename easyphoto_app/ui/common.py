@@ -29,7 +29,7 @@ class Context:
     cancel_generate: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def create(cls, settings: Settings) -> "Context":
+    def create(cls, settings: Settings) -> Context:
         ws = Workspace(settings.data_dir)
         return cls(settings, ws, JobManager(ws, job_global_args(settings)))
 
@@ -44,7 +44,16 @@ class Context:
 def job_global_args(settings: Settings) -> list[str]:
     """The CLI's global options that a job started from the UI runs with."""
     app = settings.app
-    return ["--data-dir", str(settings.data_dir), "--model", app.model, "--device", app.device, "--precision", app.precision]
+    return [
+        "--data-dir",
+        str(settings.data_dir),
+        "--model",
+        app.model,
+        "--device",
+        app.device,
+        "--precision",
+        app.precision,
+    ]
 
 
 def friendly(fn):
@@ -63,8 +72,10 @@ def friendly(fn):
             return gr.skip()
         except Exception as exc:  # noqa: BLE001
             log.exception("UI action %s failed", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the log file.",
-                           print_exception=False) from None
+            raise gr.Error(
+                f"Something went wrong ({type(exc).__name__}: {exc}). Details are in the log file.",
+                print_exception=False,
+            ) from None
 
     return wrapper
 
@@ -87,8 +98,9 @@ def footer(ctx: Context, model, text: str) -> str:
     """A result's last lines: whether it was cancelled, and the demo model's label when that made it."""
     if ctx.cancel_generate.is_set():
         text += " Cancelled."
-    return text + ("\n\n_Made with the built-in demo model (the note at the top of the page says why)._"
-                   if model.is_demo else "")
+    return text + (
+        "\n\n_Made with the built-in demo model (the note at the top of the page says why)._" if model.is_demo else ""
+    )
 
 
 def user_id_hint(value: str) -> str:
@@ -109,7 +121,7 @@ def user_choices(ctx: Context) -> list[str]:
 def user_update(ctx: Context, person: str, current, first: list[str] = ()):
     """A user picker's fresh choices, set to the id typed in the Photos tab when that user exists (else kept)."""
     choices = [*first, *user_choices(ctx)]
-    if person in choices[len(first):]:
+    if person in choices[len(first) :]:
         return gr.update(choices=choices, value=person)
     return gr.update(choices=choices, value=current if current in choices else (first[0] if first else None))
 
@@ -139,6 +151,8 @@ def _base_model_line(ctx: Context) -> str:
 
     if Path(spec).expanduser().exists() or cached_hub_model(spec):
         return f"Base model: **{spec}** (loads on first use)."
-    return (f"Base model: **{spec}**, not downloaded yet: it downloads once (2-4 GB) on first use. Offline, the built-in "
-            "demo model is used instead, a tiny model that paints small, rough faces: connect, or choose a local model in "
-            "Settings.")
+    return (
+        f"Base model: **{spec}**, not downloaded yet: it downloads once (2-4 GB) on first use. Offline, the built-in "
+        "demo model is used instead, a tiny model that paints small, rough faces: connect, or choose a local model in "
+        "Settings."
+    )

@@ -18,8 +18,12 @@ def build(ctx: Context) -> dict:
     images = gr.Gallery(label="Images", columns=5, height=420, elem_id="gallery-images")
     selected = gr.State(None)
     shown = gr.State([])  # the listed images (gallery.Item), their parameters read once per listing
-    params = gr.Textbox(label="Parameters of the selected image (WebUI PNG Info format)", lines=3, interactive=False,
-                        elem_id="gallery-params")
+    params = gr.Textbox(
+        label="Parameters of the selected image (WebUI PNG Info format)",
+        lines=3,
+        interactive=False,
+        elem_id="gallery-params",
+    )
     likeness = gr.Markdown(elem_id="gallery-likeness")
     with gr.Row():
         delete = gr.Button("Delete selected", variant="stop", size="sm", elem_id="gallery-delete")
@@ -32,8 +36,12 @@ def build(ctx: Context) -> dict:
             return [], [], gr.update(choices=[]), gr.update(choices=ctx.ws.list_users())
         user_v = validate_user_id(user_v)
         items = gallery.list_images(ctx.ws, user_v, day_v or None)
-        return ([(str(i.path), gallery.caption(i)) for i in items], items,
-                gr.update(choices=[""] + gallery.dates(ctx.ws, user_v)), gr.update(choices=ctx.ws.list_users()))
+        return (
+            [(str(i.path), gallery.caption(i)) for i in items],
+            items,
+            gr.update(choices=[""] + gallery.dates(ctx.ws, user_v)),
+            gr.update(choices=ctx.ws.list_users()),
+        )
 
     @friendly
     def on_select(items, user_v, evt: gr.SelectData):

@@ -19,30 +19,61 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
     cfg = panel_defaults(ctx.settings, "generate")  # the model's own size (SDXL's 1024 px)
     with gr.Row():
         with gr.Column(scale=2):
-            user = gr.Dropdown([BASE_ONLY] + user_choices(ctx), value=BASE_ONLY, label="User",
-                               info="Whose face LoRA to use. 'base model only' generates without any LoRA.",
-                               allow_custom_value=False, elem_id="gen-user")
-            style = gr.Dropdown(list(load_styles()), value=cfg.style, label="Style", info="Added to the trigger words when the prompt is empty.")
-            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="Empty: trigger words + style. WebUI tags work: <lora:NAME:0.8>",
-                                info="Extra LoRAs: <lora:name:weight>.", elem_id="gen-prompt")
+            user = gr.Dropdown(
+                [BASE_ONLY] + user_choices(ctx),
+                value=BASE_ONLY,
+                label="User",
+                info="Whose face LoRA to use. 'base model only' generates without any LoRA.",
+                allow_custom_value=False,
+                elem_id="gen-user",
+            )
+            style = gr.Dropdown(
+                list(load_styles()),
+                value=cfg.style,
+                label="Style",
+                info="Added to the trigger words when the prompt is empty.",
+            )
+            prompt = gr.Textbox(
+                label="Prompt",
+                lines=2,
+                placeholder="Empty: trigger words + style. WebUI tags work: <lora:NAME:0.8>",
+                info="Extra LoRAs: <lora:name:weight>.",
+                elem_id="gen-prompt",
+            )
             negative = gr.Textbox(label="Negative prompt", value=cfg.negative_prompt, lines=1)
             with gr.Row():
-                lora_w = gr.Slider(0, 1.5, value=cfg.lora_weight, step=0.05, label="Face LoRA weight", info=help_of(cfg, "lora_weight"))
-                rl_w = gr.Slider(0, 1.5, value=cfg.rl_weight, step=0.05, label="RL LoRA weight",
-                                 info="Used when this user has an RL (DDPO) LoRA.")
-            use_rl = gr.Checkbox(value=True, label="Use the RL LoRA when there is one",
-                                 info="Off: the face LoRA alone (like --no-rl).")
+                lora_w = gr.Slider(
+                    0, 1.5, value=cfg.lora_weight, step=0.05, label="Face LoRA weight", info=help_of(cfg, "lora_weight")
+                )
+                rl_w = gr.Slider(
+                    0,
+                    1.5,
+                    value=cfg.rl_weight,
+                    step=0.05,
+                    label="RL LoRA weight",
+                    info="Used when this user has an RL (DDPO) LoRA.",
+                )
+            use_rl = gr.Checkbox(
+                value=True, label="Use the RL LoRA when there is one", info="Off: the face LoRA alone (like --no-rl)."
+            )
             with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
                 with gr.Row():
-                    num = gr.Slider(1, 8, value=cfg.num, step=1, label="Images", info=help_of(cfg, "num"),
-                                    elem_id="gen-num")
-                    seed = gr.Number(value=cfg.seed, precision=0, label="Seed", info="-1 = random; the seed used is shown below.")
+                    num = gr.Slider(
+                        1, 8, value=cfg.num, step=1, label="Images", info=help_of(cfg, "num"), elem_id="gen-num"
+                    )
+                    seed = gr.Number(
+                        value=cfg.seed, precision=0, label="Seed", info="-1 = random; the seed used is shown below."
+                    )
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps", elem_id="gen-steps", info=help_of(cfg, "steps"))
+                    steps = gr.Slider(
+                        1, 100, value=cfg.steps, step=1, label="Steps", elem_id="gen-steps", info=help_of(cfg, "steps")
+                    )
                     guidance = gr.Slider(1, 15, value=cfg.cfg, step=0.5, label="CFG scale", info=help_of(cfg, "cfg"))
                 with gr.Row():
                     # any multiple of 8 the settings may hold; SDXL's sizes go past 1024 (1152x896, 1216x832)
-                    width = gr.Slider(64, 2048, value=cfg.width, step=8, label="Width", info="The demo model always makes 128 px.")
+                    width = gr.Slider(
+                        64, 2048, value=cfg.width, step=8, label="Width", info="The demo model always makes 128 px."
+                    )
                     height = gr.Slider(64, 2048, value=cfg.height, step=8, label="Height", info=help_of(cfg, "height"))
                 scheduler = gr.Dropdown(list(SCHEDULERS), value=cfg.scheduler, label="Sampler")
             with gr.Row():
@@ -54,20 +85,46 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             info = gr.Markdown(elem_id="gen-info")
 
     def request_of(style_v, prompt_v, neg_v, lw, rw, num_v, seed_v, steps_v, cfg_v, w_v, h_v, sched_v):
-        return with_overrides(cfg, style=style_v, prompt=prompt_v, negative_prompt=neg_v, lora_weight=lw, rl_weight=rw,
-                              num=int(num_v), seed=int(seed_v), steps=int(steps_v), cfg=float(cfg_v), width=int(w_v),
-                              height=int(h_v), scheduler=sched_v)
+        return with_overrides(
+            cfg,
+            style=style_v,
+            prompt=prompt_v,
+            negative_prompt=neg_v,
+            lora_weight=lw,
+            rl_weight=rw,
+            num=int(num_v),
+            seed=int(seed_v),
+            steps=int(steps_v),
+            cfg=float(cfg_v),
+            width=int(w_v),
+            height=int(h_v),
+            scheduler=sched_v,
+        )
 
     @friendly
     def on_generate(user_v, use_rl_v, *values, progress=gr.Progress(track_tqdm=True)):
         request = request_of(*values)
         who = None if user_v in (None, "", BASE_ONLY) else user_v
         plan_loras(ctx.ws, request, who, use_rl_v)
-        result, model = with_pipeline(ctx, progress, lambda pipe, model: generate(
-            pipe, model, ctx.ws, request, user=who, use_rl=use_rl_v, should_stop=ctx.cancel_generate.is_set,
-            progress=lambda s, t: progress((s, t), desc="Generating")))
+        result, model = with_pipeline(
+            ctx,
+            progress,
+            lambda pipe, model: generate(
+                pipe,
+                model,
+                ctx.ws,
+                request,
+                user=who,
+                use_rl=use_rl_v,
+                should_stop=ctx.cancel_generate.is_set,
+                progress=lambda s, t: progress((s, t), desc="Generating"),
+            ),
+        )
         items = list(zip(map(str, result.paths), result.captions()))
-        text = f"{len(items)} image(s) in {result.seconds:.1f} s, seeds {', '.join(map(str, result.seeds))}. Saved under `outputs/`."
+        text = (
+            f"{len(items)} image(s) in {result.seconds:.1f} s, seeds {', '.join(map(str, result.seeds))}. "
+            f"Saved under `outputs/`."
+        )
         if result.note:
             text += f"\n\n⚠️ {result.note}"
         return items, footer(ctx, model, text)
@@ -77,12 +134,24 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         if user_v in (None, "", BASE_ONLY):
             raise UserError("Pick a user to compare their face LoRA with and without the RL LoRA.")
         request = request_of(*values)
-        c, model = with_pipeline(ctx, progress, lambda pipe, model: compare(
-            pipe, model, ctx.ws, request, user_v, should_stop=ctx.cancel_generate.is_set,
-            progress=lambda s, t: progress((s, t), desc="Comparing")))
+        c, model = with_pipeline(
+            ctx,
+            progress,
+            lambda pipe, model: compare(
+                pipe,
+                model,
+                ctx.ws,
+                request,
+                user_v,
+                should_stop=ctx.cancel_generate.is_set,
+                progress=lambda s, t: progress((s, t), desc="Comparing"),
+            ),
+        )
         items = c.items()
-        text = (f"Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness: {SCALE_WORDS} "
-                "(as `likeness` prints it).")
+        text = (
+            f"Left: face LoRA alone. Right: face + RL LoRA. Same seeds; likeness: {SCALE_WORDS} "
+            "(as `likeness` prints it)."
+        )
         return items, footer(ctx, model, text)
 
     def on_cancel():

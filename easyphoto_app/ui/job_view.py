@@ -7,7 +7,7 @@ refresh (or a second tab) re-attaches to a running job.
 from __future__ import annotations
 
 import html
-from typing import Callable
+from collections.abc import Callable
 
 import gradio as gr
 
@@ -49,7 +49,10 @@ def progress_html(events: list[dict], state: str) -> str:
     elif final:
         parts.append(f"<div><b>{html.escape(final[-1].get('message') or final[-1]['type'])}</b></div>")
     elif state == "interrupted":
-        parts.append("<div><b>The job ended without finishing (killed or crashed). Press Resume to continue from the last checkpoint.</b></div>")
+        parts.append(
+            "<div><b>The job ended without finishing (killed or crashed). Press Resume to continue from the "
+            "last checkpoint.</b></div>"
+        )
     parts += [f"<div style='opacity:.7'>{html.escape(m)}</div>" for m in logs]
     return "\n".join(parts)
 
@@ -59,8 +62,13 @@ def series(events: list[dict], event_type: str, x: str, ys: list[str], filt: Cal
     (an empty frame would fix the plot's colour scale to nothing and no line would ever be drawn)."""
     import pandas as pd
 
-    rows = [{"x": e[x], "value": e[y], "series": y} for e in events
-            if e["type"] == event_type and filt(e) for y in ys if e.get(y) is not None and x in e]
+    rows = [
+        {"x": e[x], "value": e[y], "series": y}
+        for e in events
+        if e["type"] == event_type and filt(e)
+        for y in ys
+        if e.get(y) is not None and x in e
+    ]
     if not rows:
         return None
     return pd.DataFrame(rows, columns=["x", "value", "series"]).astype({"x": float, "value": float, "series": str})
@@ -91,7 +99,7 @@ def view_values(follower: JobFollower, views: list[tuple]) -> list:
     skipped: nothing of them is sent."""
     changed = follower.refresh()
     values = []
-    for component, fn, *reads in views:
+    for _component, fn, *reads in views:
         reads = set(reads[0]) if reads else None
         if changed is None or (changed and (reads is None or changed & reads)):
             values.append(fn(follower.history.events(reads)))  # only the channels it reads: less to go through
@@ -100,8 +108,15 @@ def view_values(follower: JobFollower, views: list[tuple]) -> list:
     return values
 
 
-def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields: dict, start_label: str,
-                 layout_views: Callable[[], list[tuple]]) -> dict:
+def job_controls(
+    ctx: Context,
+    kind: str,
+    user: gr.Textbox,
+    section: str,
+    fields: dict,
+    start_label: str,
+    layout_views: Callable[[], list[tuple]],
+) -> dict:
     """Start / Resume / Stop, a status line, and the live views that `layout_views` lays out below it: it returns
     (component, events -> value[, channels read]) tuples, refreshed every second from the job's events. `fields`
     maps the settings of `section` to the panel's inputs; a job gets only the ones the user changed from what the
@@ -172,8 +187,10 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields
         if running is None:
             raise UserError(f"No {JOB_NAMES[kind]} job is running.")
         if running.kind != kind:
-            raise UserError(f"No {JOB_NAMES[kind]} job is running: the running job is {JOB_NAMES[running.kind]} "
-                            f"for '{running.user}' (stop it in its own tab).")
+            raise UserError(
+                f"No {JOB_NAMES[kind]} job is running: the running job is {JOB_NAMES[running.kind]} "
+                f"for '{running.user}' (stop it in its own tab)."
+            )
         ctx.jobs.stop(kind)
         gr.Info("Stopping: the job saves a checkpoint first.")
 
@@ -183,6 +200,7 @@ def job_controls(ctx: Context, kind: str, user: gr.Textbox, section: str, fields
     stop.click(friendly(on_stop), user, None)
     timer.tick(current_view, user, outputs[:-1], show_progress="hidden", queue=False)
     user.change(hint_for, user, hint, show_progress="hidden", queue=False)
+
     def refresh():
         """The defaults of the model a job would run on now (when the page loads, and after the model changes)."""
         values = defaults()

@@ -39,22 +39,40 @@ def faces_view(ctx: Context, user: str, record: dict | None):
 
 def build(ctx: Context) -> dict:
     with gr.Row():
-        user = gr.Textbox(label="User id", placeholder="e.g. anna", elem_id="user-id",
-                          info="A name for this person: ASCII letters, digits, _ and -.")
+        user = gr.Textbox(
+            label="User id",
+            placeholder="e.g. anna",
+            elem_id="user-id",
+            info="A name for this person: ASCII letters, digits, _ and -.",
+        )
         hint = gr.Markdown(user_id_hint(""), elem_id="user-hint")
     with gr.Row():
         with gr.Column(scale=2):
-            files = gr.File(label="Photos (5-20 of one person; jpg, png, webp, bmp)", file_count="multiple",
-                            type="filepath", elem_id="photo-upload")
+            files = gr.File(
+                label="Photos (5-20 of one person; jpg, png, webp, bmp)",
+                file_count="multiple",
+                type="filepath",
+                elem_id="photo-upload",
+            )
             check = gr.Button("Add photos and check faces", variant="primary", elem_id="prepare-run")
-            remove = gr.Dropdown([], multiselect=True, label="Remove photos", info="Pick photos to drop, then press Remove.")
+            remove = gr.Dropdown(
+                [], multiselect=True, label="Remove photos", info="Pick photos to drop, then press Remove."
+            )
             remove_btn = gr.Button("Remove selected photos", size="sm")
         with gr.Column(scale=1):
-            reference = gr.Image(label="Reference face (used by the RL reward)", interactive=False, height=220, elem_id="reference")
+            reference = gr.Image(
+                label="Reference face (used by the RL reward)", interactive=False, height=220, elem_id="reference"
+            )
     summary = gr.Markdown(elem_id="faces-summary")
     accepted = gr.Gallery(label="Accepted faces (hover for scores)", columns=6, height=260, elem_id="accepted")
-    rejected = gr.Dataframe(headers=["photo", "why it was not used"], label="Rejected photos", interactive=False,
-                            wrap=True, elem_id="rejected", elem_classes=["reject-table"])
+    rejected = gr.Dataframe(
+        headers=["photo", "why it was not used"],
+        label="Rejected photos",
+        interactive=False,
+        wrap=True,
+        elem_id="rejected",
+        elem_classes=["reject-table"],
+    )
     gr.Markdown("---")
     train = train_panel.build(ctx, user)
 
@@ -69,7 +87,9 @@ def build(ctx: Context) -> dict:
         progress(0, desc="Checking faces")
         new = [Path(p) for p in (paths or [])]
         try:
-            prepare(ctx.ws, user_v, new, ctx.settings.faces, progress=lambda d, t: progress((d, t), desc="Checking faces"))
+            prepare(
+                ctx.ws, user_v, new, ctx.settings.faces, progress=lambda d, t: progress((d, t), desc="Checking faces")
+            )
         except UserError:
             record = load_record(ctx.ws, user_v)
             if record is None:

@@ -6,8 +6,8 @@ import json
 
 import gradio as gr
 
-from easyphoto_app.monitor import format_vram
 from easyphoto_app.model_defaults import panel_defaults
+from easyphoto_app.monitor import format_vram
 from easyphoto_app.settings import help_of
 from easyphoto_app.ui.common import Context
 from easyphoto_app.ui.job_view import job_controls, series
@@ -15,37 +15,83 @@ from easyphoto_app.ui.job_view import job_controls, series
 
 def build(ctx: Context) -> dict:
     cfg = panel_defaults(ctx.settings, "rl")
-    gr.Markdown("Improve the face LoRA's likeness with reinforcement learning (DDPO). The result is a second LoRA, "
-                "`ddpo_<id>`, always written when the run ends (budget, epochs, Stop). The face LoRA is never changed.")
+    gr.Markdown(
+        "Improve the face LoRA's likeness with reinforcement learning (DDPO). The result is a second LoRA, "
+        "`ddpo_<id>`, always written when the run ends (budget, epochs, Stop). The face LoRA is never changed."
+    )
     with gr.Row():
         user = gr.Textbox(label="User id", placeholder="a user with a trained face LoRA", elem_id="rl-user")
-        hours = gr.Slider(0.01, 12, value=cfg.max_hours, step=0.01, label="Max time (hours)",
-                          info="The run stops cleanly between steps when the time is up.")
+        hours = gr.Slider(
+            0.01,
+            12,
+            value=cfg.max_hours,
+            step=0.01,
+            label="Max time (hours)",
+            info="The run stops cleanly between steps when the time is up.",
+        )
     with gr.Accordion("Advanced", open=False, elem_id="rl-advanced"):
         with gr.Row():
-            epochs = gr.Number(value=cfg.epochs, precision=0, label="Max epochs", elem_id="rl-epochs", info=help_of(cfg, "epochs"))
-            samples = gr.Number(value=cfg.samples_per_epoch, precision=0, label="Samples per epoch", elem_id="rl-samples-per-epoch",
-                                info=help_of(cfg, "samples_per_epoch"))
-            steps = gr.Number(value=cfg.steps, precision=0, label="DDIM steps", info="The demo model uses at most 10.", elem_id="rl-steps")
+            epochs = gr.Number(
+                value=cfg.epochs, precision=0, label="Max epochs", elem_id="rl-epochs", info=help_of(cfg, "epochs")
+            )
+            samples = gr.Number(
+                value=cfg.samples_per_epoch,
+                precision=0,
+                label="Samples per epoch",
+                elem_id="rl-samples-per-epoch",
+                info=help_of(cfg, "samples_per_epoch"),
+            )
+            steps = gr.Number(
+                value=cfg.steps,
+                precision=0,
+                label="DDIM steps",
+                info="The demo model uses at most 10.",
+                elem_id="rl-steps",
+            )
         with gr.Row():
             lr = gr.Number(value=cfg.lr, label="Learning rate", info=help_of(cfg, "lr"))
             guidance = gr.Number(value=cfg.guidance, label="Guidance", info=help_of(cfg, "guidance"))
             clip = gr.Number(value=cfg.clip_range, label="PPO clip range", info=help_of(cfg, "clip_range"))
         with gr.Row():
-            sample_batch = gr.Number(value=cfg.sample_batch, precision=0, label="Sample batch", info=help_of(cfg, "sample_batch"))
-            timestep_batch = gr.Number(value=cfg.timestep_batch, precision=0, label="Timestep batch",
-                                       info=help_of(cfg, "timestep_batch"))
+            sample_batch = gr.Number(
+                value=cfg.sample_batch, precision=0, label="Sample batch", info=help_of(cfg, "sample_batch")
+            )
+            timestep_batch = gr.Number(
+                value=cfg.timestep_batch, precision=0, label="Timestep batch", info=help_of(cfg, "timestep_batch")
+            )
 
-    fields = {"max_hours": hours, "epochs": epochs, "samples_per_epoch": samples, "steps": steps, "lr": lr,
-              "guidance": guidance, "clip_range": clip, "sample_batch": sample_batch, "timestep_batch": timestep_batch}
+    fields = {
+        "max_hours": hours,
+        "epochs": epochs,
+        "samples_per_epoch": samples,
+        "steps": steps,
+        "lr": lr,
+        "guidance": guidance,
+        "clip_range": clip,
+        "sample_batch": sample_batch,
+        "timestep_batch": timestep_batch,
+    }
 
     def views():
         with gr.Row():
-            reward_plot = gr.LinePlot(x="x", y="value", color="series",
-                                      title="Reward (training, evaluation), face rate, diversity",
-                                      x_title="epoch", height=240, elem_id="rl-reward-plot")
-            memory_plot = gr.LinePlot(x="x", y="value", color="series", title="Memory (MB)", x_title="seconds",
-                                      height=240, elem_id="rl-memory-plot")
+            reward_plot = gr.LinePlot(
+                x="x",
+                y="value",
+                color="series",
+                title="Reward (training, evaluation), face rate, diversity",
+                x_title="epoch",
+                height=240,
+                elem_id="rl-reward-plot",
+            )
+            memory_plot = gr.LinePlot(
+                x="x",
+                y="value",
+                color="series",
+                title="Memory (MB)",
+                x_title="seconds",
+                height=240,
+                elem_id="rl-memory-plot",
+            )
         notice = gr.Markdown(elem_id="rl-notice")
         live = gr.Markdown(elem_id="rl-live")
         samples_view = gr.Gallery(label="Latest samples (reward)", columns=8, height=160, elem_id="rl-samples")
@@ -62,9 +108,12 @@ def epoch_rows(events: list[dict]) -> list[dict]:
 MEMORY_LINES = ["rss_mb", "ram_used_mb", "vram_alloc_mb", "vram_reserved_mb"]
 
 
-REWARD_LINES = (("epoch", "training", lambda e: e["reward_mean"]), ("eval", "evaluation", lambda e: e["reward_mean"]),
-                ("epoch", "face rate", lambda e: 1.0 - e["no_face_rate"] if "no_face_rate" in e else None),
-                ("eval", "sample diversity", lambda e: e.get("diversity")))
+REWARD_LINES = (
+    ("epoch", "training", lambda e: e["reward_mean"]),
+    ("eval", "evaluation", lambda e: e["reward_mean"]),
+    ("epoch", "face rate", lambda e: 1.0 - e["no_face_rate"] if "no_face_rate" in e else None),
+    ("eval", "sample diversity", lambda e: e.get("diversity")),
+)
 
 
 def reward_series(events: list[dict]):
@@ -74,16 +123,23 @@ def reward_series(events: list[dict]):
     the RL LoRA is copying one look)."""
     import pandas as pd
 
-    frames = {label: series([{**e, label: value(e)} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
-              for kind, label, value in REWARD_LINES}
+    frames = {
+        label: series([{**e, label: value(e)} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
+        for kind, label, value in REWARD_LINES
+    }
     present = [f for f in frames.values() if f is not None]
     if not present:
         return None
     # The plot's colour scale is fixed by the first frame it gets (the evaluation before epoch 0 comes first), so a
     # series without points yet is there as one NaN row: in the legend from the start, nothing drawn.
     x0 = min(f["x"].min() for f in present)
-    return pd.concat([f if f is not None else pd.DataFrame([{"x": x0, "value": float("nan"), "series": label}])
-                      for label, f in frames.items()], ignore_index=True)
+    return pd.concat(
+        [
+            f if f is not None else pd.DataFrame([{"x": x0, "value": float("nan"), "series": label}])
+            for label, f in frames.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def memory_series(events: list[dict]):
@@ -100,7 +156,9 @@ def latest_samples(ctx: Context, events: list[dict]) -> list:
     folder = ctx.ws.ddpo_dir(job.user) / "samples" if job and epoch_rows(events) else None
     if folder is None or not (folder / "latest.json").exists():
         return []
-    return [(str(folder / r["file"]), f"reward {r['reward']:.3f}") for r in json.loads((folder / "latest.json").read_text())]
+    return [
+        (str(folder / r["file"]), f"reward {r['reward']:.3f}") for r in json.loads((folder / "latest.json").read_text())
+    ]
 
 
 def notice_text(events: list[dict]) -> str:
@@ -115,20 +173,31 @@ def live_text(events: list[dict]) -> str:
     epochs = next(([e] for e in reversed(events) if e.get("kind") == "epoch"), [])
     if memory:
         m = memory[0]
-        parts.append(f"RSS {m['rss_mb']:.0f} MB · RAM {m['ram_used_mb']:.0f}/{m['ram_total_mb']:.0f} MB · {format_vram(m)}")
+        parts.append(
+            f"RSS {m['rss_mb']:.0f} MB · RAM {m['ram_used_mb']:.0f}/{m['ram_total_mb']:.0f} MB · {format_vram(m)}"
+        )
     if epochs:
         e = epochs[0]
-        parts.append(f"epoch {e['epoch']}: reward {e['reward_mean']:.3f} ± {e['reward_std']:.3f}, no face {e['no_face_rate']:.0%}, "
-                     f"KL {e.get('approx_kl', 0):.2e}, clip {e.get('clipfrac', 0):.2f}, {e['epoch_s']:.1f} s, "
-                     f"{e['time_left_s'] / 60:.0f} min left, {e.get('precision', 'fp32')}")
+        parts.append(
+            f"epoch {e['epoch']}: reward {e['reward_mean']:.3f} ± {e['reward_std']:.3f}, no face "
+            f"{e['no_face_rate']:.0%}, "
+            f"KL {e.get('approx_kl', 0):.2e}, clip {e.get('clipfrac', 0):.2f}, {e['epoch_s']:.1f} s, "
+            f"{e['time_left_s'] / 60:.0f} min left, {e.get('precision', 'fp32')}"
+        )
     evals = [e for e in events if e.get("kind") == "eval"]
     if evals:
-        parts.append(f"best evaluation: {evals[-1]['best_reward']:.3f} after {evals[-1]['best_epoch']} epoch(s) "
-                     f"(last: {evals[-1]['reward_mean']:.3f} after {evals[-1]['epoch']}); that LoRA is the one written")
+        parts.append(
+            f"best evaluation: {evals[-1]['best_reward']:.3f} after {evals[-1]['best_epoch']} epoch(s) "
+            f"(last: {evals[-1]['reward_mean']:.3f} after {evals[-1]['epoch']}); that LoRA is the one written"
+        )
     return "\n\n".join(parts)
 
 
 # The views drawn from events, with the channels each reads (jobs.channel_of): each is made again only when one of
 # its channels got events, so a memory row every 2 s does not redraw the reward plot.
-EVENT_VIEWS = ((reward_series, {"epoch", "eval"}), (memory_series, {"memory"}), (notice_text, {"warning"}),
-               (live_text, {"memory", "epoch", "eval"}))
+EVENT_VIEWS = (
+    (reward_series, {"epoch", "eval"}),
+    (memory_series, {"memory"}),
+    (notice_text, {"warning"}),
+    (live_text, {"memory", "epoch", "eval"}),
+)

@@ -16,21 +16,42 @@ from easyphoto_app.ui.common import Context, friendly, model_banner
 
 
 def build(ctx: Context, banner: gr.Markdown) -> dict:
-    gr.Markdown(f"**Data folder:** `{ctx.settings.data_dir}` (photos, LoRAs, outputs, logs). "
-                "Change it with `--data-dir` or the `EASYPHOTO_HOME` environment variable.")
+    gr.Markdown(
+        f"**Data folder:** `{ctx.settings.data_dir}` (photos, LoRAs, outputs, logs). "
+        "Change it with `--data-dir` or the `EASYPHOTO_HOME` environment variable."
+    )
     with gr.Row():
-        model = gr.Textbox(value=ctx.settings.app.model, label="Base model", scale=3, elem_id="settings-model",
-                           info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors SD1.5 checkpoint or a folder "
-                                "of them (a WebUI's models/Stable-diffusion: its checkpoints are listed), or 'demo'.")
+        model = gr.Textbox(
+            value=ctx.settings.app.model,
+            label="Base model",
+            scale=3,
+            elem_id="settings-model",
+            info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors SD1.5 checkpoint or a folder "
+            "of them (a WebUI's models/Stable-diffusion: its checkpoints are listed), or 'demo'.",
+        )
         load = gr.Button("Use and load this model", scale=1, elem_id="settings-load")
-    precision = gr.Dropdown(list(CHOICES), value=ctx.settings.app.precision, label="Precision", elem_id="settings-precision",
-                            info=help_of(ctx.settings.app, "precision") + " Applies to the next job and image.")
-    faces = gr.Dropdown(list(FACE_CHOICES), value=ctx.settings.faces.backend, label="Face recognizer", elem_id="settings-faces",
-                        info="auto: insightface when its models are here, else dlib (installed with the app, free to use). "
-                             f"Choosing insightface downloads its buffalo_l models (about 280 MB) on the next photo check: {INSIGHTFACE_LICENCE}")
-    structure = gr.Checkbox(value=ctx.settings.portrait.controlnet, label="Portraits: keep the template's outlines (ControlNet canny)",
-                            elem_id="settings-controlnet",
-                            info=f"Lets higher strengths follow the template's pose and features. {CANNY_ABOUT}, when turned on.")
+    precision = gr.Dropdown(
+        list(CHOICES),
+        value=ctx.settings.app.precision,
+        label="Precision",
+        elem_id="settings-precision",
+        info=help_of(ctx.settings.app, "precision") + " Applies to the next job and image.",
+    )
+    faces = gr.Dropdown(
+        list(FACE_CHOICES),
+        value=ctx.settings.faces.backend,
+        label="Face recognizer",
+        elem_id="settings-faces",
+        info="auto: insightface when its models are here, else dlib (installed with the app, free to use). "
+        f"Choosing insightface downloads its buffalo_l models (about 280 MB) on the next photo check: "
+        f"{INSIGHTFACE_LICENCE}",
+    )
+    structure = gr.Checkbox(
+        value=ctx.settings.portrait.controlnet,
+        label="Portraits: keep the template's outlines (ControlNet canny)",
+        elem_id="settings-controlnet",
+        info=f"Lets higher strengths follow the template's pose and features. {CANNY_ABOUT}, when turned on.",
+    )
     status = gr.Markdown(elem_id="settings-status")
     check = gr.Button("Run doctor", elem_id="settings-doctor")
     report = gr.Markdown(elem_id="settings-doctor-report")
@@ -39,12 +60,16 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
     def on_load(spec, progress=gr.Progress(track_tqdm=True)):
         """Load first; only a model that loaded is saved (a typo must not become the setting every job uses)."""
         progress(0, desc="Resolving / downloading the model")
-        trial = dataclasses.replace(ctx.settings, app=dataclasses.replace(ctx.settings.app, model=spec.strip() or "demo"))
+        trial = dataclasses.replace(
+            ctx.settings, app=dataclasses.replace(ctx.settings.app, model=spec.strip() or "demo")
+        )
         _, resolved = ctx.pipelines.get(trial)
         ctx.settings.app.model = trial.app.model
         save_settings(ctx.settings)
         ctx.refresh_job_args()
-        message = resolved.note if resolved.is_demo and resolved.note else f"{resolved.note} Loaded {resolved.label}.".strip()
+        message = (
+            resolved.note if resolved.is_demo and resolved.note else f"{resolved.note} Loaded {resolved.label}.".strip()
+        )
         return message, model_banner(ctx)
 
     def on_doctor():
@@ -78,7 +103,8 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
         return f"Structure control for portraits: {'on' if on else 'off'}."
 
     structure.input(on_structure, structure, status, concurrency_limit=1).then(
-        lambda: ctx.settings.portrait.controlnet, None, structure)
+        lambda: ctx.settings.portrait.controlnet, None, structure
+    )
     loaded = load.click(on_load, model, [status, banner], concurrency_limit=1)
     settings_tab_shown = (lambda shown: model_field_on_show(shown, ctx.settings.app.model), model)
     faces.change(on_faces, faces, status)

@@ -12,38 +12,87 @@ from easyphoto_app.ui.job_view import job_controls, series
 
 def build(ctx: Context, user: gr.Textbox) -> dict:
     cfg = panel_defaults(ctx.settings)
-    gr.Markdown("### Train the face LoRA\nUses the accepted faces above. On a GPU this takes 10-30 minutes; "
-                "on the built-in demo model a few minutes on the CPU.")
+    gr.Markdown(
+        "### Train the face LoRA\nUses the accepted faces above. On a GPU this takes 10-30 minutes; "
+        "on the built-in demo model a few minutes on the CPU."
+    )
     with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
         with gr.Row():
-            steps = gr.Number(value=cfg.steps, precision=0, label="Steps", info="0 = min(200 x photos, 800).", elem_id="train-steps")
-            rank = gr.Number(value=cfg.rank, precision=0, label="Rank", info="LoRA size; lower uses less memory.", elem_id="train-rank")
+            steps = gr.Number(
+                value=cfg.steps, precision=0, label="Steps", info="0 = min(200 x photos, 800).", elem_id="train-steps"
+            )
+            rank = gr.Number(
+                value=cfg.rank,
+                precision=0,
+                label="Rank",
+                info="LoRA size; lower uses less memory.",
+                elem_id="train-rank",
+            )
             alpha = gr.Number(value=cfg.alpha, label="Alpha", info="Strength scale = alpha / rank.")
         with gr.Row():
             lr = gr.Number(value=cfg.lr, label="Learning rate", info=help_of(cfg, "lr"))
-            resolution = gr.Number(value=cfg.resolution, precision=0, label="Resolution", info="The demo model trains at its own size.")
-            save_every = gr.Number(value=cfg.save_every, precision=0, label="Checkpoint every N steps", elem_id="train-save-every",
-                                   info=help_of(cfg, "save_every"))
-        te = gr.Checkbox(value=cfg.train_text_encoder, label="Also train the text encoder (more memory)",
-                         info=help_of(cfg, "train_text_encoder"), elem_id="train-text-encoder")
+            resolution = gr.Number(
+                value=cfg.resolution, precision=0, label="Resolution", info="The demo model trains at its own size."
+            )
+            save_every = gr.Number(
+                value=cfg.save_every,
+                precision=0,
+                label="Checkpoint every N steps",
+                elem_id="train-save-every",
+                info=help_of(cfg, "save_every"),
+            )
+        te = gr.Checkbox(
+            value=cfg.train_text_encoder,
+            label="Also train the text encoder (more memory)",
+            info=help_of(cfg, "train_text_encoder"),
+            elem_id="train-text-encoder",
+        )
 
-    fields = {"steps": steps, "rank": rank, "alpha": alpha, "lr": lr, "resolution": resolution,
-              "save_every": save_every, "train_text_encoder": te}
+    fields = {
+        "steps": steps,
+        "rank": rank,
+        "alpha": alpha,
+        "lr": lr,
+        "resolution": resolution,
+        "save_every": save_every,
+        "train_text_encoder": te,
+    }
 
     def views():
         with gr.Row():
-            plot = gr.LinePlot(x="x", y="value", color="series", title="Training loss", x_title="step", y_title="loss",
-                               height=240, elem_id="train-plot")
-            likeness = gr.LinePlot(x="x", y="value", color="series", title="Likeness at each checkpoint",
-                                   x_title="step", y_title="likeness", height=240, elem_id="train-likeness-plot")
-        return [(plot, lambda events: series(events, "progress", "step", ["loss"]), {"progress"}),
-                (likeness, validation_series, {"validation"})]
+            plot = gr.LinePlot(
+                x="x",
+                y="value",
+                color="series",
+                title="Training loss",
+                x_title="step",
+                y_title="loss",
+                height=240,
+                elem_id="train-plot",
+            )
+            likeness = gr.LinePlot(
+                x="x",
+                y="value",
+                color="series",
+                title="Likeness at each checkpoint",
+                x_title="step",
+                y_title="likeness",
+                height=240,
+                elem_id="train-likeness-plot",
+            )
+        return [
+            (plot, lambda events: series(events, "progress", "step", ["loss"]), {"progress"}),
+            (likeness, validation_series, {"validation"}),
+        ]
 
     return job_controls(ctx, "train", user, "train", fields, start_label="Start training", layout_views=views)
 
 
 def validation_series(events: list[dict]):
     """The validation images' mean likeness (the best checkpoint by it is the LoRA written) and their face rate."""
-    rows = [{**e, "likeness": e["score"], "face rate": 1.0 - e.get("no_face_rate", 1.0)} for e in events
-            if e.get("kind") == "validation"]
+    rows = [
+        {**e, "likeness": e["score"], "face rate": 1.0 - e.get("no_face_rate", 1.0)}
+        for e in events
+        if e.get("kind") == "validation"
+    ]
     return series(rows, "metric", "step", ["likeness", "face rate"])
