@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from easyphoto_app.device import pick_device  # noqa: E402
 from easyphoto_app.generate import LoraChoice, apply_loras  # noqa: E402
-from easyphoto_app.models import load_pipeline, pick_device, resolve_model  # noqa: E402
+from easyphoto_app.model_loading import load_pipeline, resolve_model
 from easyphoto_app.workspace import Workspace  # noqa: E402
 
 

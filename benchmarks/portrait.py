@@ -29,15 +29,15 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
     """Runs in a child process: load the pipeline, warm up, time `runs` images of one mode."""
     import dataclasses
 
+    from easyphoto_app.demo_model import native_resolution
     from easyphoto_app.faces import get_backend
     from easyphoto_app.generate import generate
-    from easyphoto_app.models import native_resolution
     from easyphoto_app.portrait import Plan, paint, place
     from easyphoto_app.settings import load_settings
 
     settings = load_settings(home)
     settings.app.model = model_spec
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
     from easyphoto_app.workspace import Workspace
 
     ws = Workspace(home)

@@ -77,7 +77,7 @@ def seam(portrait: np.ndarray, template: np.ndarray, spot, side: int) -> float:
 def paint_all(home: Path, user: str, person: str, original: np.ndarray, args) -> list[dict]:
     from easyphoto_app.faces import get_backend
     from easyphoto_app.faces.images import load_rgb
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
     from easyphoto_app.portrait import paint, plan
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace

@@ -2,9 +2,10 @@
 
 usage: python benchmarks/soak_generate.py [--images 200] [--every 10] [--steps 2] [--model tiny|demo]
 A fresh data folder with one user (the astronaut's photo set, a face LoRA of a few steps and one RL epoch, through the
-CLI), then, in this process as the UI runs it, `images` generations in a row on the one cached pipeline
-(models.PipelineCache), both LoRAs stacked, their weights changed every `every` images (the UI's sliders). Resident
-memory (psutil) after each block; the target: after all of them within 10% of what it was after the first block.
+CLI), then, in this process as the UI runs it, `images` generations in a row on the one cached
+pipeline (pipeline_cache.PipelineCache), both LoRAs stacked, their weights changed every `every` images (the UI's
+sliders). Resident memory (psutil) after each block; the target:
+after all of them within 10% of what it was after the first block.
 --model tiny (default) is the tests' random tiny model, demo the built-in face model.
 """
 
@@ -64,7 +65,7 @@ def soak(home: Path, images: int, every: int, steps: int) -> dict:
     import psutil
 
     from easyphoto_app.generate import generate, with_overrides
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace
 

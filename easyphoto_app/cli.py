@@ -256,7 +256,7 @@ def cmd_doctor(settings: Settings, args) -> int:
 def cmd_generate(settings: Settings, args) -> int:
     from easyphoto_app.generate import generate, plan_loras
     from easyphoto_app.model_defaults import model_defaults
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
 
     ws = Workspace(settings.data_dir)
     user = ws.require_user(args.user) if args.user else None
@@ -293,10 +293,11 @@ def cmd_generate(settings: Settings, args) -> int:
 
 @command("portrait", "Paint a user's face into a template photo; candidates ranked by likeness.")
 def cmd_portrait(settings: Settings, args) -> int:
+    from easyphoto_app.device import pick_device
     from easyphoto_app.faces import get_backend
     from easyphoto_app.group import main_and_others, parse_faces
     from easyphoto_app.model_defaults import model_defaults
-    from easyphoto_app.models import PipelineCache, pick_device
+    from easyphoto_app.pipeline_cache import PipelineCache
     from easyphoto_app.portrait import paint, plan, resolve_template
 
     ws = Workspace(settings.data_dir)

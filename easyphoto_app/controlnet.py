@@ -40,7 +40,7 @@ def cached_controlnet(repo_id: str = CANNY_REPO) -> Path | None:
 
 def ensure_controlnet(device: str, repo_id: str = CANNY_REPO) -> Path:
     """The ControlNet's folder: from the cache, or downloaded now (once); offline and absent -> a clear refusal."""
-    from easyphoto_app.models import HubUnreachable, download_hub_model, hub_unreachable
+    from easyphoto_app.hub import HubUnreachable, download_hub_model, hub_unreachable
 
     folder = cached_controlnet(repo_id)
     if folder is not None:
@@ -64,7 +64,7 @@ def control_pipeline(pipe, folder: Path):
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
     from easyphoto_app.families import of_pipeline, sd15
-    from easyphoto_app.models import pipeline_over
+    from easyphoto_app.pipeline_cache import pipeline_over
 
     if of_pipeline(pipe) is not sd15:
         raise UserError(

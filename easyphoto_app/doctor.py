@@ -48,7 +48,7 @@ def _device_check(pref: str) -> dict:
     try:
         import torch
 
-        from easyphoto_app.models import pick_device
+        from easyphoto_app.device import pick_device
     except ImportError:
         return {"ok": False, "value": None, "fix": "PyTorch is missing: run ./run.sh --install-only."}
     try:
@@ -110,7 +110,8 @@ def _writable_check(data_dir: Path) -> dict:
 
 
 def _model_check(settings: Settings) -> dict:
-    from easyphoto_app.models import DEMO, DEMO_VERSION, FACE_MODEL, cached_hub_model, demo_label, demo_marker
+    from easyphoto_app.demo_model import DEMO, DEMO_VERSION, FACE_MODEL, demo_label, demo_marker
+    from easyphoto_app.hub import cached_hub_model
 
     spec = settings.app.model
     if spec == DEMO:

@@ -318,8 +318,8 @@ def generate(
     with a face recognizer, their likeness to that user."""
     import torch
 
+    from easyphoto_app.demo_model import native_resolution
     from easyphoto_app.faces.likeness import scorer_or_none
-    from easyphoto_app.models import native_resolution
 
     text, loras = plan_loras(ws, cfg, user, use_rl)
     width = native_resolution(model, cfg.width)

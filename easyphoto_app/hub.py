@@ -1,8 +1,9 @@
 """Base models from the Hugging Face Hub: what to download, the download itself, the cache, and what a failed
 download means, in words.
 
-Only one failure falls back to the demo model: no network (models.resolve_model says so). A gated or private model,
-an id that does not exist, a full disk and a download cut off are each refused in one line that says what to do.
+Only one failure falls back to the demo model: no network (model_loading.resolve_model says so). A gated or
+private model, an id that does not exist, a full disk and a download cut off are each refused in one line that says
+what to do.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def encode_faces(pipe, images: list[Path], resolution: int, device):
         arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
         arrays += [arr, arr[:, ::-1]]
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    from easyphoto_app.models import vae_in_safe_dtype
+    from easyphoto_app.precision import vae_in_safe_dtype
 
     means, stds = [], []
     with torch.no_grad(), vae_in_safe_dtype(pipe.vae) as vae:
@@ -101,8 +101,10 @@ def make_optimizer(params_groups: list[dict], device: str):
 
 class FaceLoraTrainer:
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter):
+        from easyphoto_app.demo_model import native_resolution
+        from easyphoto_app.device import pick_device
         from easyphoto_app.jobs import download_progress
-        from easyphoto_app.models import native_resolution, pick_device, resolve_model
+        from easyphoto_app.model_loading import resolve_model
 
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
         self.images = face_images(ws, user)
@@ -121,7 +123,7 @@ class FaceLoraTrainer:
         from accelerate import Accelerator
 
         from easyphoto_app.families import of_pipeline
-        from easyphoto_app.models import load_pipeline
+        from easyphoto_app.model_loading import load_pipeline
         from easyphoto_app.precision import pick_precision
         from easyphoto_app.train_memory import log_estimate
 

@@ -92,7 +92,7 @@ def added_conditions(config, n: int, meta: dict) -> dict:
 
 def vae_dtype(vae_config: dict, dtype):
     """What the autoencoder runs in: fp32 where it overflows in fp16 (`force_upcast`: SDXL's), as
-    models.vae_in_safe_dtype runs it."""
+    precision.vae_in_safe_dtype runs it."""
     return torch.float32 if dtype == torch.float16 and vae_config.get("force_upcast", False) else dtype
 
 
@@ -119,7 +119,7 @@ def _change(name: str, value) -> str:
 def preflight_warning(job: str, need, cfg, lower: list[tuple[str, object]], free_bytes: int) -> str | None:
     """None if need(cfg) bytes fit in `free_bytes`; else one warning naming the settings to lower, tried in order
     (each keeping the earlier ones), with what they would need."""
-    from easyphoto_app.models import human_size
+    from easyphoto_app.hub import human_size
 
     first = need(cfg)
     if first <= free_bytes:

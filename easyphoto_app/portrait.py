@@ -235,7 +235,7 @@ def inpaint_pipeline(pipe):
     """The family's inpainting pipeline over the loaded components (no second UNet), made once per loaded pipeline.
     A plain (4-channel) UNet inpaints by re-noising the unmasked latents each step."""
     from easyphoto_app.families import of_pipeline, pipeline_class
-    from easyphoto_app.models import pipeline_over
+    from easyphoto_app.pipeline_cache import pipeline_over
 
     return pipeline_over(pipe, ("inpaint",), lambda: pipeline_class(of_pipeline(pipe), "inpaint").from_pipe(pipe))
 
@@ -415,9 +415,9 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
     import torch
     from PIL import Image
 
+    from easyphoto_app.demo_model import native_resolution
     from easyphoto_app.faces.likeness import scorer_or_none
     from easyphoto_app.generate import apply_loras, prompt_note, run_pipeline, set_scheduler
-    from easyphoto_app.models import native_resolution
 
     gen, cfg = job.gen, job.cfg
     steps = _painting_steps(gen, cfg.strength)

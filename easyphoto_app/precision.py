@@ -16,6 +16,7 @@ are below fp16's smallest normal number), so fp16 training scales the loss
 from __future__ import annotations
 
 import contextlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from easyphoto_app.errors import UserError
@@ -98,3 +99,19 @@ def pick_rl_precision(choice: str, device: str) -> Precision:
             "rounding clips most updates; the gradient scaler guards against overflow",
         )
     return Precision("fp32", device, "auto: on the CPU fp32 is the fastest and exact")
+
+
+@contextmanager
+def vae_in_safe_dtype(vae):
+    """An autoencoder whose config says it overflows in fp16 (`force_upcast`: SDXL's) runs in fp32 inside this block,
+    as diffusers' own pipelines decode it; any other stays as it is."""
+    import torch
+
+    upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield vae
+    finally:
+        if upcast:
+            vae.to(torch.float16)

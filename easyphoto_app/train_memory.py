@@ -115,7 +115,7 @@ def preflight(pipe, cfg, resolution: int, free_bytes: int, dtype, photos: int) -
     """Called with the pipeline loaded on the GPU: the estimate as one line, and a warning with the lower settings to
     try if what the job adds to what is loaded does not fit in `free_bytes`."""
     from easyphoto_app.families import of_pipeline
-    from easyphoto_app.models import human_size
+    from easyphoto_app.hub import human_size
 
     encoders = [getattr(pipe, name) for name in of_pipeline(pipe).TEXT_ENCODERS]
     loaded = sum(nbytes(m.parameters()) for m in (pipe.unet, pipe.vae, *encoders))

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import face_photos  # noqa: E402
 
-from easyphoto_app.models import DEMO_LABEL, DEMO_VERSION  # noqa: E402
+from easyphoto_app.demo_model import DEMO_LABEL, DEMO_VERSION  # noqa: E402
 
 RESOLUTION = 128
 CROP_SIDE = 256

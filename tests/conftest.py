@@ -230,7 +230,7 @@ def demo_model_dir(tmp_path_factory) -> Path:
     them on the shipped face model instead (slower; what the README's screenshots are taken on)."""
     from tiny_model import build_random_model
 
-    from easyphoto_app.models import ensure_demo_model
+    from easyphoto_app.demo_model import ensure_demo_model
 
     def build(base: Path) -> Path:
         if os.environ.get("EASYPHOTO_TEST_DEMO") == "face":
@@ -246,7 +246,7 @@ def demo_pipe(demo_model_dir):
     demo: the size asked for is used)."""
     import torch
 
-    from easyphoto_app.models import ResolvedModel, load_pipeline
+    from easyphoto_app.model_loading import ResolvedModel, load_pipeline
 
     model = ResolvedModel("dir", "tiny", demo_model_dir)
     return load_pipeline(model, "cpu", torch.float32), model

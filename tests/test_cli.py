@@ -423,7 +423,9 @@ def test_under_torchrun_only_rl_runs_and_only_rank_0_locks_and_reports(home, cap
 def pipeline_of(demo_pipe, monkeypatch):
     """PipelineCache.get answers with the loaded demo (labelled demo), and records which settings asked: the CLI's
     model loading is tested in test_models."""
-    from easyphoto_app.models import DEMO, PipelineCache, ResolvedModel
+    from easyphoto_app.demo_model import DEMO
+    from easyphoto_app.model_loading import ResolvedModel
+    from easyphoto_app.pipeline_cache import PipelineCache
 
     asked = []
     pipe, folder = demo_pipe[0], demo_pipe[1].path

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import cache_repo
 
-from easyphoto_app import controlnet, models
+from easyphoto_app import controlnet, hub
 from easyphoto_app.errors import UserError
 
 
@@ -59,13 +59,13 @@ def test_a_cached_controlnet_is_used_without_asking_the_hub(hub_cache, monkeypat
     def no_network(*a, **k):
         raise AssertionError("the hub was asked")
 
-    monkeypatch.setattr(models, "hub_unreachable", no_network)
-    monkeypatch.setattr(models, "download_hub_model", no_network)
+    monkeypatch.setattr(hub, "hub_unreachable", no_network)
+    monkeypatch.setattr(hub, "download_hub_model", no_network)
     assert controlnet.ensure_controlnet("cpu", "me/net") == snap
 
 
 def test_offline_and_not_cached_is_one_refusal_saying_how_to_get_it(hub_cache, monkeypatch):
-    monkeypatch.setattr(models, "hub_unreachable", lambda repo: repo == "me/net" and "HF_HUB_OFFLINE is set")
+    monkeypatch.setattr(hub, "hub_unreachable", lambda repo: repo == "me/net" and "HF_HUB_OFFLINE is set")
     with pytest.raises(
         UserError,
         match=r"Structure control needs me/net, which is not downloaded yet, and the "
@@ -82,10 +82,8 @@ def test_the_download_asks_for_fp16_weights_only_for_an_nvidia_gpu(hub_cache, mo
         asked.append((repo_id, want_fp16, index, what))
         return hub_cache / "got", 1
 
-    monkeypatch.setattr(
-        models, "hub_unreachable", lambda repo: None if repo == "me/net" else "asked about another repo"
-    )
-    monkeypatch.setattr(models, "download_hub_model", download)
+    monkeypatch.setattr(hub, "hub_unreachable", lambda repo: None if repo == "me/net" else "asked about another repo")
+    monkeypatch.setattr(hub, "download_hub_model", download)
     assert controlnet.ensure_controlnet(device, "me/net") == hub_cache / "got"
     assert asked == [("me/net", fp16, "config.json", "a ControlNet repository")]
 
@@ -97,7 +95,7 @@ def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_contr
     import torch
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
-    from easyphoto_app.models import ResolvedModel, load_pipeline
+    from easyphoto_app.model_loading import ResolvedModel, load_pipeline
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # on a GPU machine the ControlNet must land there too
     demo_pipe = load_pipeline(ResolvedModel("demo", "demo", demo_model_dir), device, getattr(torch, dtype))
@@ -128,7 +126,7 @@ def test_a_controlnet_folder_with_pickled_weights_only_is_refused(demo_model_dir
     import torch
     from diffusers import ControlNetModel
 
-    from easyphoto_app.models import ResolvedModel, load_pipeline
+    from easyphoto_app.model_loading import ResolvedModel, load_pipeline
 
     pipe = load_pipeline(ResolvedModel("demo", "demo", demo_model_dir), "cpu", torch.float32)
     ControlNetModel.from_unet(pipe.unet).save_pretrained(tmp_path, variant="fp16", safe_serialization=False)

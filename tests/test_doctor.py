@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from easyphoto_app import doctor, models
+from easyphoto_app import demo_model, device, doctor, hub
 from easyphoto_app.settings import load_settings
 
 
@@ -62,7 +62,7 @@ def test_the_device_check_names_the_gpu_or_says_the_cpu_is_slow(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the suite also runs on GPU machines
     refused = doctor._device_check("cuda")  # asked for, but none here
     assert refused == {"ok": False, "value": "cuda", "fix": refused["fix"]} and "sees no CUDA GPU" in refused["fix"]
-    monkeypatch.setattr(models, "pick_device", lambda pref: "cuda")
+    monkeypatch.setattr(device, "pick_device", lambda pref: "cuda")
     asked = []
     monkeypatch.setattr(
         torch.cuda,
@@ -135,7 +135,7 @@ def test_the_data_folder_must_be_writable(tmp_path):
 
 
 def test_a_missing_face_model_fails_the_model_check_with_the_fix(settings, tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "FACE_MODEL", tmp_path / "gone")
+    monkeypatch.setattr(demo_model, "FACE_MODEL", tmp_path / "gone")
     check = doctor._model_check(settings)
     assert (
         check["ok"] is False
@@ -148,12 +148,12 @@ def test_the_model_check_tells_demo_local_downloaded_and_missing_apart(settings,
     demo = doctor._model_check(settings)
     assert demo == {
         "ok": True,
-        "value": models.demo_label(),
+        "value": demo_model.demo_label(),
         "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits.",
     }
     settings.app.model = str(tmp_path)
     assert doctor._model_check(settings) == {"ok": True, "value": f"{tmp_path} (local)", "fix": None}
-    monkeypatch.setattr(models, "cached_hub_model", lambda spec: spec == "org/cached")
+    monkeypatch.setattr(hub, "cached_hub_model", lambda spec: spec == "org/cached")
     settings.app.model = "org/cached"
     assert doctor._model_check(settings) == {"ok": True, "value": "org/cached (downloaded)", "fix": None}
     settings.app.model = "org/absent"

@@ -59,7 +59,7 @@ def test_generate_base_model_writes_png_with_parameters(data_dir):
 
 
 def test_offline_hub_model_falls_back_to_demo(data_dir):
-    from easyphoto_app.models import resolve_model
+    from easyphoto_app.model_loading import resolve_model
 
     m = resolve_model("someone/not-downloaded-model", data_dir)
     assert m.is_demo and "demo model" in m.note
@@ -267,7 +267,7 @@ def test_png_parameters_give_width_then_height(w, h, tmp_path):
 def test_native_resolution_keeps_a_real_models_width_and_height():
     from types import SimpleNamespace
 
-    from easyphoto_app.models import DEMO_RESOLUTION, native_resolution
+    from easyphoto_app.demo_model import DEMO_RESOLUTION, native_resolution
 
     real = SimpleNamespace(is_demo=False)
     assert (native_resolution(real, 768), native_resolution(real, 512)) == (768, 512)

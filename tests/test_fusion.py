@@ -150,7 +150,8 @@ def face_model(tmp_path_factory):
     """The built-in face model (it paints faces, where the tests' random model paints noise), loaded once."""
     import torch
 
-    from easyphoto_app.models import ResolvedModel, ensure_demo_model, load_pipeline
+    from easyphoto_app.demo_model import ensure_demo_model
+    from easyphoto_app.model_loading import ResolvedModel, load_pipeline
 
     folder = ensure_demo_model(tmp_path_factory.mktemp("face-model"))
     model = ResolvedModel("dir", "face model", folder)

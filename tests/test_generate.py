@@ -53,7 +53,7 @@ def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_copy):
 def test_stacked_adapters_match_merged_weights(rl_home):
     """Two adapters with weights (w1, w2) give the image that the fused weights give."""
     from easyphoto_app.generate import LoraChoice, apply_loras
-    from easyphoto_app.models import load_pipeline, resolve_model
+    from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     loras = [
         LoraChoice("astro", rl_home / "loras" / "astro.safetensors", 0.7),
@@ -319,7 +319,7 @@ def test_png_parameters_are_a1111s_lines_with_every_lora_and_its_hash(tmp_path):
 
     from easyphoto_app import __version__
     from easyphoto_app.generate import LoraChoice, png_parameters
-    from easyphoto_app.models import ResolvedModel
+    from easyphoto_app.model_loading import ResolvedModel
     from easyphoto_app.settings import GenerateConfig
 
     paths = []

@@ -20,7 +20,7 @@ TRAIN_STEPS = 100
 @pytest.fixture(scope="session")
 def face_home(tmp_path_factory, astro_photos) -> Path:
     """A data dir on the shipped face model with 'astro' prepared and a face LoRA trained (defaults, fewer steps)."""
-    from easyphoto_app.models import ensure_demo_model
+    from easyphoto_app.demo_model import ensure_demo_model
 
     def build(base: Path) -> Path:
         d = base / "data"
@@ -44,7 +44,7 @@ def face_copy(tmp_path, face_home) -> Path:
 def pipe_and_model(face_home):
     import torch
 
-    from easyphoto_app.models import load_pipeline, resolve_model
+    from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     model = resolve_model("demo", face_home)
     return load_pipeline(model, "cpu", torch.float32), model
@@ -73,7 +73,7 @@ def generated(pipe_and_model, home: Path, user: str | None, tmp_path: Path, **ch
 
 
 def test_the_person_of_these_tests_was_held_out_of_the_face_models_training():
-    from easyphoto_app.models import FACE_MODEL
+    from easyphoto_app.demo_model import FACE_MODEL
 
     sources = json.loads((FACE_MODEL / "sources.json").read_text())
     held = {e["person"]: e["source"] for e in sources["held_out"]}

@@ -102,7 +102,7 @@ def test_text_encoder_lora_loads_in_diffusers_to_the_trained_outputs(te_home):
 
     from easyphoto_app.lora_adapters import TE_TARGETS
     from easyphoto_app.lora_io import load_tensors
-    from easyphoto_app.models import load_pipeline, resolve_model
+    from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     def embeddings(pipe):
         ids = pipe.tokenizer(
@@ -201,7 +201,7 @@ def test_generating_with_an_sdxl_refiner_file_is_one_line_that_says_so(tmp_path,
 
 def test_a_folder_of_checkpoints_lists_them_or_uses_its_only_one(tmp_path):
     from easyphoto_app.errors import UserError
-    from easyphoto_app.models import resolve_model
+    from easyphoto_app.model_loading import resolve_model
 
     folder = tmp_path / "Stable-diffusion"
     folder.mkdir()

@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
-from easyphoto_app import models
+from easyphoto_app import demo_model, hub, model_loading
+from easyphoto_app.device import pick_device
+from easyphoto_app.errors import UserError
 
 SD15_REPO = [
     "model_index.json",
@@ -43,7 +45,7 @@ CONFIGS = [
 
 def test_a_download_takes_the_configs_and_one_weights_file_per_part():
     pipeline = [f for f in SD15_REPO if "/" in f or f == "model_index.json"]  # as download_hub_model passes them
-    assert models._pick_hub_files(pipeline, want_fp16=False) == sorted(
+    assert hub._pick_hub_files(pipeline, want_fp16=False) == sorted(
         CONFIGS
         + [
             "text_encoder/model.safetensors",
@@ -51,7 +53,7 @@ def test_a_download_takes_the_configs_and_one_weights_file_per_part():
             "vae/diffusion_pytorch_model.fp16.safetensors",
         ]
     )
-    assert models._pick_hub_files(pipeline, want_fp16=True) == sorted(
+    assert hub._pick_hub_files(pipeline, want_fp16=True) == sorted(
         CONFIGS
         + [
             "text_encoder/model.fp16.safetensors",
@@ -69,15 +71,15 @@ def test_a_one_model_repo_takes_its_top_level_weights():
         "diffusion_pytorch_model.bin",
         "images/example.png",
     ]
-    assert models._pick_hub_files(controlnet, want_fp16=False) == ["config.json", "diffusion_pytorch_model.safetensors"]
-    assert models._pick_hub_files(controlnet, want_fp16=True) == [
+    assert hub._pick_hub_files(controlnet, want_fp16=False) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert hub._pick_hub_files(controlnet, want_fp16=True) == [
         "config.json",
         "diffusion_pytorch_model.fp16.safetensors",
     ]
     ema_only = ["config.json", "unet/diffusion_pytorch_model.ema.safetensors"]
-    assert models._pick_hub_files(ema_only, want_fp16=False) == ["config.json"]  # never EMA weights by mistake
+    assert hub._pick_hub_files(ema_only, want_fp16=False) == ["config.json"]  # never EMA weights by mistake
     plain_only = ["config.json", "unet/diffusion_pytorch_model.safetensors"]
-    assert models._pick_hub_files(plain_only, want_fp16=True) == plain_only  # no fp16 variant: the one there is
+    assert hub._pick_hub_files(plain_only, want_fp16=True) == plain_only  # no fp16 variant: the one there is
 
 
 @pytest.fixture
@@ -115,14 +117,14 @@ def hub_repo(monkeypatch, tmp_path):
 
 def test_a_download_asks_for_the_chosen_files_only_and_says_how_much_first(hub_repo, tmp_path, caplog):
     hub_repo["files"] = {f: 3 * 2**20 for f in SD15_REPO}
-    path, total = models.download_hub_model("me/sd", want_fp16=True)
-    chosen = models._pick_hub_files([f for f in SD15_REPO if "/" in f or f == "model_index.json"], want_fp16=True)
+    path, total = hub.download_hub_model("me/sd", want_fp16=True)
+    chosen = hub._pick_hub_files([f for f in SD15_REPO if "/" in f or f == "model_index.json"], want_fp16=True)
     assert (path, total, hub_repo["asked"]) == (tmp_path, 3 * 2**20 * len(chosen), [("me/sd", chosen)])
     assert caplog.records[0].getMessage() == (
         f"Downloading me/sd: {3 * len(chosen)}.0 MB in {len(chosen)} files (once; it stays in the Hugging Face cache)."
     )
     hub_repo["files"] = {"config.json": 10, "diffusion_pytorch_model.safetensors": 2**30, "unet/x.safetensors": 5}
-    assert models.download_hub_model("me/net", False, index="config.json")[1] == 2**30 + 10  # a ControlNet: top level
+    assert hub.download_hub_model("me/net", False, index="config.json")[1] == 2**30 + 10  # a ControlNet: top level
 
 
 @pytest.mark.parametrize(
@@ -140,8 +142,8 @@ def test_a_download_asks_for_the_chosen_files_only_and_says_how_much_first(hub_r
 )
 def test_a_repository_without_what_we_load_is_refused_before_any_download(hub_repo, files, says):
     hub_repo["files"] = files
-    with pytest.raises(models.UserError, match=says):
-        models.download_hub_model("me/sd", want_fp16=False)
+    with pytest.raises(UserError, match=says):
+        hub.download_hub_model("me/sd", want_fp16=False)
     assert hub_repo["asked"] == []
 
 
@@ -151,8 +153,8 @@ def test_a_repository_of_another_family_is_refused_from_its_configs_before_any_d
         "model_index.json": {"_class_name": "StableDiffusionPipeline"},
         "unet/config.json": {"in_channels": 4, "cross_attention_dim": 1024},
     }
-    with pytest.raises(models.UserError, match="^me/sd is a Stable Diffusion 2.x model; EasyPhoto works with"):
-        models.download_hub_model("me/sd", want_fp16=False)
+    with pytest.raises(UserError, match="^me/sd is a Stable Diffusion 2.x model; EasyPhoto works with"):
+        hub.download_hub_model("me/sd", want_fp16=False)
     assert hub_repo["asked"] == []
 
 
@@ -172,7 +174,7 @@ def test_a_repository_of_another_family_is_refused_from_its_configs_before_any_d
     ],
 )
 def test_a_spec_that_looks_like_a_path_is_never_sent_to_the_hub(spec, path):
-    assert models._looks_like_path(spec) is path
+    assert model_loading._looks_like_path(spec) is path
 
 
 @pytest.mark.parametrize(
@@ -186,25 +188,25 @@ def test_a_spec_that_looks_like_a_path_is_never_sent_to_the_hub(spec, path):
     ],
 )
 def test_human_sizes(n, text):
-    assert models.human_size(n) == text
+    assert hub.human_size(n) == text
 
 
 def test_a_missing_path_is_one_clear_line_and_a_pickle_is_refused(tmp_path):
-    with pytest.raises(models.UserError, match="^Model path ./nowhere does not exist.$"):
-        models.resolve_model("./nowhere", tmp_path)
+    with pytest.raises(UserError, match="^Model path ./nowhere does not exist.$"):
+        model_loading.resolve_model("./nowhere", tmp_path)
     ckpt = str(tmp_path / "sd15.CKPT")
-    with pytest.raises(models.UserError) as refused:
-        models.resolve_model(ckpt, tmp_path)
+    with pytest.raises(UserError) as refused:
+        model_loading.resolve_model(ckpt, tmp_path)
     assert str(refused.value) == (
         f"{ckpt} is a pickled checkpoint, which can run arbitrary code when loaded. "
         "Use the .safetensors version of this model instead (most model pages offer one)."
     )
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(models.UserError, match="neither a diffusers model folder"):
-        models.resolve_model(str(tmp_path / "notes.txt"), tmp_path)
+    with pytest.raises(UserError, match="neither a diffusers model folder"):
+        model_loading.resolve_model(str(tmp_path / "notes.txt"), tmp_path)
 
 
-SHIPPED = models.FACE_MODEL
+SHIPPED = demo_model.FACE_MODEL
 
 
 def files(root):
@@ -220,7 +222,7 @@ def installed_files():
 
 def test_the_shipped_face_model_is_safetensors_only_and_fits_in_20_mb():
     names = files(SHIPPED)
-    assert not any(n.endswith(models.PICKLE_SUFFIXES) for n in names)
+    assert not any(n.endswith(model_loading.PICKLE_SUFFIXES) for n in names)
     weights = [n for n in names if n.endswith(".safetensors")]
     assert sorted(n.split("/")[0] for n in weights) == ["text_encoder", "unet", "vae"]
     assert sum((SHIPPED / n).stat().st_size for n in names) <= 20 * 2**20
@@ -239,8 +241,8 @@ def test_the_shipped_face_model_is_shaped_like_sd15_small():
     assert unet["in_channels"] == unet["out_channels"] == vae["latent_channels"] == 4
     assert unet["cross_attention_dim"] == text["hidden_size"]
     assert text["vocab_size"] == 49408 and text["max_position_embeddings"] == 77
-    marker = models.demo_marker(SHIPPED)
-    assert marker["version"] == models.DEMO_VERSION and marker["resolution"] == marker["train_resolution"]
+    marker = demo_model.demo_marker(SHIPPED)
+    assert marker["version"] == demo_model.DEMO_VERSION and marker["resolution"] == marker["train_resolution"]
     model = AutoencoderKL.from_pretrained(SHIPPED / "vae")  # the blocks themselves, not only the config's list
     side = marker["resolution"]
     latents = model.encode(torch.zeros(1, 3, side, side)).latent_dist.mean
@@ -255,23 +257,23 @@ def test_its_label_counts_the_photos_and_people_its_sources_name_and_no_held_out
     assert len(held) >= 3 and all(set(e) >= {"person", "source", "licence"} and e["licence"] for e in train + held)
     assert not {e["person"] for e in held} & {e["person"] for e in train}
     assert build["photos"] == len({e["source"] for e in train})
-    label = models.demo_label()
+    label = demo_model.demo_label()
     assert f"trained on {build['photos']} photos of {build['people']} people" in label
-    assert label == models.ResolvedModel(models.DEMO, "demo", SHIPPED).label
+    assert label == model_loading.ResolvedModel(demo_model.DEMO, "demo", SHIPPED).label
 
 
 def test_the_demo_is_installed_whole_and_again_only_for_a_new_version(tmp_path, caplog):
-    caplog.set_level("INFO", logger="easyphoto_app.models")
+    caplog.set_level("INFO", logger="easyphoto_app.demo_model")
     folder = tmp_path / "models" / "demo"
-    assert models.ensure_demo_model(tmp_path) == folder
+    assert demo_model.ensure_demo_model(tmp_path) == folder
     assert files(folder) == installed_files() and not (folder.parent / "demo.building").exists()
     (folder / "unet" / "config.json").write_text("{}")  # touched, same version: kept as it is
-    models.ensure_demo_model(tmp_path)
+    demo_model.ensure_demo_model(tmp_path)
     assert (folder / "unet" / "config.json").read_text() == "{}"
-    marker = models.demo_marker(folder)
-    (folder / "easyphoto_demo.json").write_text(json.dumps({**marker, "version": models.DEMO_VERSION - 1}))
+    marker = demo_model.demo_marker(folder)
+    (folder / "easyphoto_demo.json").write_text(json.dumps({**marker, "version": demo_model.DEMO_VERSION - 1}))
     (folder / "stale.bin").write_bytes(b"an older demo's file")
-    models.ensure_demo_model(tmp_path)  # older: installed again, nothing of the old one left
+    demo_model.ensure_demo_model(tmp_path)  # older: installed again, nothing of the old one left
     assert files(folder) == installed_files()
     assert json.loads((folder / "unet" / "config.json").read_text()) == json.loads(
         (SHIPPED / "unet" / "config.json").read_text()
@@ -282,9 +284,9 @@ def test_the_demo_is_installed_whole_and_again_only_for_a_new_version(tmp_path, 
 
 
 def test_a_missing_face_model_is_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "FACE_MODEL", tmp_path / "gone")
-    with pytest.raises(models.UserError, match="The built-in face model is missing from .*gone: reinstall EasyPhoto"):
-        models.ensure_demo_model(tmp_path)
+    monkeypatch.setattr(demo_model, "FACE_MODEL", tmp_path / "gone")
+    with pytest.raises(UserError, match="The built-in face model is missing from .*gone: reinstall EasyPhoto"):
+        demo_model.ensure_demo_model(tmp_path)
     assert not (tmp_path / "models" / "demo").exists()
 
 
@@ -311,9 +313,9 @@ def test_a_cached_hub_model_counts_only_when_each_part_has_safetensors_weights(h
         **{part: ["diffusers", "X"] for part in parts},
     }
     (snap / "model_index.json").write_text(json.dumps(index))
-    assert models.cached_hub_model("me/sd") == (snap if cached else None)
-    assert models.cached_hub_model("me/absent") is None
-    assert models.cached_hub_model("not a repo id!") is None
+    assert hub.cached_hub_model("me/sd") == (snap if cached else None)
+    assert hub.cached_hub_model("me/absent") is None
+    assert hub.cached_hub_model("not a repo id!") is None
 
 
 @pytest.fixture
@@ -334,9 +336,9 @@ def two_unets(demo_model_dir, tmp_path):
 
 def test_fp32_loads_the_plain_weights_and_fp16_the_fp16_variant(two_unets):
     folder, _ = two_unets
-    model = models.ResolvedModel("dir", "sd", folder)
-    full = models.load_pipeline(model, "cpu", torch.float32)
-    half = models.load_pipeline(model, "cpu", torch.float16)
+    model = model_loading.ResolvedModel("dir", "sd", folder)
+    full = model_loading.load_pipeline(model, "cpu", torch.float32)
+    half = model_loading.load_pipeline(model, "cpu", torch.float16)
     assert all(p.abs().sum() > 0 for p in full.unet.parameters() if p.dim() > 1)
     assert all(p.abs().sum() == 0 for p in half.unet.parameters()) and half.unet.dtype == torch.float16
 
@@ -344,62 +346,73 @@ def test_fp32_loads_the_plain_weights_and_fp16_the_fp16_variant(two_unets):
 def test_a_folder_with_only_fp16_weights_loads_in_any_precision(two_unets):
     folder, plain = two_unets
     plain.unlink()
-    pipe = models.load_pipeline(models.ResolvedModel("dir", "sd", folder), "cpu", torch.float32)
+    pipe = model_loading.load_pipeline(model_loading.ResolvedModel("dir", "sd", folder), "cpu", torch.float32)
     assert pipe.unet.dtype == torch.float32 and all(p.abs().sum() == 0 for p in pipe.unet.parameters())
 
 
 def test_a_spec_resolves_to_the_folder_file_or_webui_folder_it_names(tmp_path, demo_model_dir):
-    m = models.resolve_model(str(demo_model_dir), tmp_path)
+    m = model_loading.resolve_model(str(demo_model_dir), tmp_path)
     assert (m.kind, m.path, m.label) == ("dir", demo_model_dir.resolve(), f"{demo_model_dir} (dir)")
     webui = tmp_path / "Stable-diffusion"
     webui.mkdir()
     (webui / "dream.safetensors").write_bytes(b"weights")
-    m = models.resolve_model(str(webui / "dream.safetensors"), tmp_path)
+    m = model_loading.resolve_model(str(webui / "dream.safetensors"), tmp_path)
     assert (m.kind, m.path) == ("file", (webui / "dream.safetensors").resolve())
-    m = models.resolve_model(str(webui), tmp_path)  # a WebUI's folder with one checkpoint: that one
+    m = model_loading.resolve_model(str(webui), tmp_path)  # a WebUI's folder with one checkpoint: that one
     assert (m.kind, m.source, m.path) == (
         "file",
         str(webui / "dream.safetensors"),
         (webui / "dream.safetensors").resolve(),
     )
     (webui / "anime.safetensors").write_bytes(b"weights")
-    with pytest.raises(models.UserError) as two:
-        models.resolve_model(str(webui), tmp_path)
+    with pytest.raises(UserError) as two:
+        model_loading.resolve_model(str(webui), tmp_path)
     assert str(two.value) == (
         f"{webui} holds 2 checkpoints; choose one: anime.safetensors, dream.safetensors "
         f"(e.g. --model {webui / 'anime.safetensors'})."
     )
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(models.UserError, match=f"^{empty} holds no .safetensors checkpoint"):
-        models.resolve_model(str(empty), tmp_path)
+    with pytest.raises(UserError, match=f"^{empty} holds no .safetensors checkpoint"):
+        model_loading.resolve_model(str(empty), tmp_path)
 
 
 @pytest.mark.parametrize("device, fp16", [("cuda", True), ("cpu", False)])
 def test_a_hub_model_not_cached_is_downloaded_in_fp16_only_for_an_nvidia_gpu(tmp_path, monkeypatch, device, fp16):
     asked = []
-    monkeypatch.setattr(models, "cached_hub_model", lambda spec: None)
-    monkeypatch.setattr(models, "hub_unreachable", lambda spec: None)
+    monkeypatch.setattr(model_loading, "cached_hub_model", lambda spec: None)
+    monkeypatch.setattr(model_loading, "hub_unreachable", lambda spec: None)
     monkeypatch.setattr(
-        models,
+        model_loading,
         "download_hub_model",
         lambda spec, want_fp16, progress: asked.append((spec, want_fp16)) or (tmp_path, 2 * 2**30),
     )
-    m = models.resolve_model("me/sd", tmp_path, device=device)
+    m = model_loading.resolve_model("me/sd", tmp_path, device=device)
     assert asked == [("me/sd", fp16)]
     assert (m.kind, m.source, m.path, m.note) == ("hub", "me/sd", tmp_path, "Downloaded me/sd (2.00 GB).")
-    m = models.resolve_model("me/sd", tmp_path, download=False)
+    m = model_loading.resolve_model("me/sd", tmp_path, download=False)
     assert m.is_demo and "me/sd" in m.note and "not downloaded yet" in m.note and len(asked) == 1
 
 
 def test_the_demo_draws_and_trains_at_its_markers_sizes_and_other_models_keep_the_size_asked(demo_model_dir):
-    demo, other = models.ResolvedModel(models.DEMO, "demo", SHIPPED), models.ResolvedModel("hub", "me/sd", None)
-    side = models.demo_marker(SHIPPED)["resolution"]
-    assert models.native_resolution(demo, 512, training=True) == models.native_resolution(demo, 512) == side
-    tiny = models.ResolvedModel(models.DEMO, "demo", demo_model_dir)  # the tests' random model trains smaller
-    assert (models.native_resolution(tiny, 512, training=True), models.native_resolution(tiny, 512)) == (64, 128)
-    assert models.native_resolution(models.ResolvedModel(models.DEMO, "demo", demo_model_dir.parent), 512) == 128
-    assert models.native_resolution(other, 768, training=True) == models.native_resolution(other, 768) == 768
+    demo, other = (
+        model_loading.ResolvedModel(demo_model.DEMO, "demo", SHIPPED),
+        model_loading.ResolvedModel("hub", "me/sd", None),
+    )
+    side = demo_model.demo_marker(SHIPPED)["resolution"]
+    assert demo_model.native_resolution(demo, 512, training=True) == demo_model.native_resolution(demo, 512) == side
+    tiny = model_loading.ResolvedModel(
+        demo_model.DEMO, "demo", demo_model_dir
+    )  # the tests' random model trains smaller
+    assert (demo_model.native_resolution(tiny, 512, training=True), demo_model.native_resolution(tiny, 512)) == (
+        64,
+        128,
+    )
+    assert (
+        demo_model.native_resolution(model_loading.ResolvedModel(demo_model.DEMO, "demo", demo_model_dir.parent), 512)
+        == 128
+    )
+    assert demo_model.native_resolution(other, 768, training=True) == demo_model.native_resolution(other, 768) == 768
 
 
 def test_a_single_file_checkpoint_is_loaded_by_the_single_file_loader_safetensors_only(tmp_path, monkeypatch):
@@ -412,14 +425,15 @@ def test_a_single_file_checkpoint_is_loaded_by_the_single_file_loader_safetensor
             return self
 
     calls = []
+    monkeypatch.setattr(model_loading, "load_single_file", lambda path, **kw: calls.append((path, kw)) or Loaded())
     monkeypatch.setattr(
-        "easyphoto_app.checkpoints.load_single_file", lambda path, **kw: calls.append((path, kw)) or Loaded()
-    )
-    monkeypatch.setattr(
-        "easyphoto_app.checkpoints.checkpoint_family",
+        model_loading,
+        "checkpoint_family",
         lambda path: __import__("easyphoto_app.families.sd15").families.sd15,
     )
-    pipe = models.load_pipeline(models.ResolvedModel("file", "x", tmp_path / "x.safetensors"), "cpu", torch.float16)
+    pipe = model_loading.load_pipeline(
+        model_loading.ResolvedModel("file", "x", tmp_path / "x.safetensors"), "cpu", torch.float16
+    )
     assert calls == [
         (
             tmp_path / "x.safetensors",
@@ -464,23 +478,23 @@ def test_auto_prefers_an_nvidia_gpu_then_an_apple_gpu_and_a_device_asked_for_mus
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     if device in ("cuda", "mps", "cpu"):
-        assert models.pick_device(pref) == device
+        assert pick_device(pref) == device
     else:
-        with pytest.raises(models.UserError, match=device):
-            models.pick_device(pref)
+        with pytest.raises(UserError, match=device):
+            pick_device(pref)
 
 
 @pytest.fixture
 def no_hub_model(tmp_path, monkeypatch):
     """'me/sd' is not cached; the demo stands ready in tmp_path/demo."""
-    monkeypatch.setattr(models, "cached_hub_model", lambda spec: None)
-    monkeypatch.setattr(models, "ensure_demo_model", lambda data_dir: tmp_path / "demo")
+    monkeypatch.setattr(model_loading, "cached_hub_model", lambda spec: None)
+    monkeypatch.setattr(model_loading, "ensure_demo_model", lambda data_dir: tmp_path / "demo")
     return tmp_path
 
 
 def test_a_model_out_of_reach_falls_back_to_the_demo_and_says_how_to_get_it(no_hub_model, monkeypatch, caplog):
-    monkeypatch.setattr(models, "hub_unreachable", lambda spec: "HF_HUB_OFFLINE is set")
-    m = models.resolve_model("me/sd", no_hub_model)
+    monkeypatch.setattr(model_loading, "hub_unreachable", lambda spec: "HF_HUB_OFFLINE is set")
+    m = model_loading.resolve_model("me/sd", no_hub_model)
     assert m.is_demo and m.path == no_hub_model / "demo" and m.source == "me/sd"
     assert m.note == (
         "Using the built-in demo model because me/sd is not available: it is not downloaded and the "
@@ -497,23 +511,21 @@ def test_only_a_connection_that_fails_before_the_download_falls_back_to_the_demo
     def download(spec, want_fp16, progress):
         raise failure["raise"]
 
-    monkeypatch.setattr(models, "hub_unreachable", lambda spec: None)
-    monkeypatch.setattr(models, "download_hub_model", download)
-    failure["raise"] = models.HubUnreachable("ConnectError: [Errno 101] Network is unreachable")
-    m = models.resolve_model("me/sd", no_hub_model)
+    monkeypatch.setattr(model_loading, "hub_unreachable", lambda spec: None)
+    monkeypatch.setattr(model_loading, "download_hub_model", download)
+    failure["raise"] = hub.HubUnreachable("ConnectError: [Errno 101] Network is unreachable")
+    m = model_loading.resolve_model("me/sd", no_hub_model)
     assert (
         m.is_demo
         and "because me/sd is not available: the connection to the Hub failed before the download began." in m.note
     )
     assert caplog.records[0].getMessage() == m.note + " (ConnectError: [Errno 101] Network is unreachable)"
-    failure["raise"] = models.UserError("me/sd has no .safetensors weights; EasyPhoto never loads pickled weights.")
-    with pytest.raises(
-        models.UserError, match="never loads pickled weights"
-    ):  # a refusal is said, not fallen back from
-        models.resolve_model("me/sd", no_hub_model)
+    failure["raise"] = UserError("me/sd has no .safetensors weights; EasyPhoto never loads pickled weights.")
+    with pytest.raises(UserError, match="never loads pickled weights"):  # a refusal is said, not fallen back from
+        model_loading.resolve_model("me/sd", no_hub_model)
     failure["raise"] = RuntimeError("a bug")
     with pytest.raises(RuntimeError, match="a bug"):  # an internal error is not hidden behind the demo either
-        models.resolve_model("me/sd", no_hub_model)
+        model_loading.resolve_model("me/sd", no_hub_model)
 
 
 def test_the_hub_is_asked_once_briefly_and_only_a_missing_repo_is_refused(monkeypatch):
@@ -537,7 +549,7 @@ def test_the_hub_is_asked_once_briefly_and_only_a_missing_repo_is_refused(monkey
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://hub.test")
-    assert models.hub_unreachable("me/sd") is None
+    assert hub.hub_unreachable("me/sd") is None
     assert asked[0][0].full_url == "http://hub.test/api/models/me/sd" and 0 < asked[0][1] <= 5  # 5 s at most offline
     for error, why in [
         (urllib.error.URLError("Name or service not known"), "Name or service not known"),
@@ -545,11 +557,11 @@ def test_the_hub_is_asked_once_briefly_and_only_a_missing_repo_is_refused(monkey
         (urllib.error.HTTPError("u", 503, "Unavailable", {}, None), None),
     ]:  # reachable, busy: the download says
         answer["raise"] = error
-        assert models.hub_unreachable("me/sd") == why
+        assert hub.hub_unreachable("me/sd") == why
     for code in (401, 404):
         answer["raise"] = urllib.error.HTTPError("u", code, "Not Found", {}, None)
-        with pytest.raises(models.UserError, match="^me/sd was not found on the Hugging Face Hub"):
-            models.hub_unreachable("me/sd")
+        with pytest.raises(UserError, match="^me/sd was not found on the Hugging Face Hub"):
+            hub.hub_unreachable("me/sd")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     n = len(asked)
-    assert models.hub_unreachable("me/sd") == "HF_HUB_OFFLINE is set" and len(asked) == n
+    assert hub.hub_unreachable("me/sd") == "HF_HUB_OFFLINE is set" and len(asked) == n

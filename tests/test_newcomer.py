@@ -122,7 +122,7 @@ def test_banners_tell_the_truth_about_the_model(data_dir):
     demo on purpose is not reported as a fallback, even when the same demo pipeline is reused."""
     from types import SimpleNamespace
 
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
     from easyphoto_app.settings import load_settings
     from easyphoto_app.ui.common import model_banner
 

@@ -169,7 +169,7 @@ def test_candidates_are_ranked_most_alike_first_unscored_last():
 
 
 def test_the_inpainting_pipeline_shares_the_loaded_unet(data_dir):
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
     from easyphoto_app.portrait import inpaint_pipeline
     from easyphoto_app.settings import load_settings
 
@@ -322,7 +322,7 @@ def test_portrait_refusals_are_one_line_and_write_nothing(
     import shutil
 
     from easyphoto_app import cli
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
 
     def no_model(*args):
         raise AssertionError("a refused portrait loaded a model")
@@ -574,7 +574,7 @@ def test_several_people_refusals_are_one_line_before_a_model_loads(
     home_copy, args, expected, capsys, cli_process_state, monkeypatch
 ):
     from easyphoto_app import cli
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
 
     monkeypatch.setattr(PipelineCache, "get", lambda *a: pytest.fail("a refused portrait loaded a model"))
     code = cli.main(

@@ -47,7 +47,7 @@ def test_fp16_autocast_runs_matmuls_in_half_and_the_scaler_rescues_underflowing_
 
 
 def test_pipeline_cache_loads_in_the_chosen_precision(data_dir):
-    from easyphoto_app.models import PipelineCache
+    from easyphoto_app.pipeline_cache import PipelineCache
     from easyphoto_app.settings import load_settings
     from easyphoto_app.ui.common import job_global_args
 

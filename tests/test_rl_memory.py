@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from easyphoto_app import memory_trace
 from easyphoto_app.ddpo import memory
 from easyphoto_app.ddpo.memory import GB, estimate_rl_memory, lower_settings, preflight
-from easyphoto_app.models import human_size
+from easyphoto_app.hub import human_size
 from easyphoto_app.settings import RLConfig
 
 UNET = dict(

@@ -62,7 +62,7 @@ def a1111_target(name: str) -> str:
 def test_every_sdxl_lora_module_names_a_layer_as_a1111_and_comfyui_read_them(sdxl_home, sdxl_dir):
     from ldm_checkpoint import ldm_state_dict
 
-    from easyphoto_app.models import load_pipeline, resolve_model
+    from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     pipe = load_pipeline(resolve_model(str(sdxl_dir), sdxl_home), "cpu", torch.float32)
     names, _ = _keys(sdxl_home / "loras" / "astro.safetensors")
@@ -93,7 +93,7 @@ def test_the_sdxl_lora_file_loads_in_diffusers_to_the_trained_adapter(sdxl_home,
     from easyphoto_app.families import sdxl
     from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS
     from easyphoto_app.lora_io import load_tensors
-    from easyphoto_app.models import load_pipeline, resolve_model
+    from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     def outputs(pipe):
         torch.manual_seed(0)
@@ -169,7 +169,7 @@ def test_a_template_portrait_on_sdxl_keeps_the_template_outside_the_face(sdxl_ho
 def test_the_sdxl_portrait_paints_with_sdxls_inpainting_pipeline_on_the_same_unet(sdxl_dir):
     from diffusers import StableDiffusionXLInpaintPipeline
 
-    from easyphoto_app.models import ResolvedModel, load_pipeline
+    from easyphoto_app.model_loading import ResolvedModel, load_pipeline
     from easyphoto_app.portrait import inpaint_pipeline
 
     pipe = load_pipeline(ResolvedModel("dir", "tiny", sdxl_dir), "cpu", torch.float32)
@@ -183,7 +183,7 @@ def test_sdxl_training_defaults_are_sdxls_at_the_models_native_size_unless_given
     64 px for the tiny model (8 x 8), 1024 px for SDXL base's configs, 1024 px too when the configs are not at hand."""
     from easyphoto_app.families import sdxl
     from easyphoto_app.model_defaults import model_defaults, panel_defaults
-    from easyphoto_app.models import ResolvedModel
+    from easyphoto_app.model_loading import ResolvedModel
     from easyphoto_app.settings import TrainConfig, load_settings
 
     model = ResolvedModel("dir", "tiny", sdxl_dir)
@@ -220,7 +220,7 @@ def test_sdxl_samples_rl_and_generates_at_the_models_native_size_unless_a_size_i
 def test_an_fp16_autoencoder_that_overflows_decodes_in_fp32_and_is_given_back_in_fp16():
     from diffusers import AutoencoderKL
 
-    from easyphoto_app.models import vae_in_safe_dtype
+    from easyphoto_app.precision import vae_in_safe_dtype
 
     for force_upcast, inside in ((True, torch.float32), (False, torch.float16)):
         vae = AutoencoderKL(
@@ -253,7 +253,7 @@ def _diffusers_folder(folder, class_name, **unet):
 )
 def test_a_diffusers_model_of_another_family_is_named_in_one_line(tmp_path, class_name, unet, says):
     from easyphoto_app.errors import UserError
-    from easyphoto_app.models import ResolvedModel
+    from easyphoto_app.model_loading import ResolvedModel
 
     model = ResolvedModel("dir", "other", _diffusers_folder(tmp_path / "other", class_name, **unet))
     with pytest.raises(UserError) as refused:
@@ -281,7 +281,7 @@ def test_a_hub_repo_of_another_family_is_refused_before_its_weights_download(tmp
 
 def test_an_sdxl_diffusers_folder_resolves_to_the_sdxl_family(sdxl_dir, tmp_path):
     from easyphoto_app.families import sdxl
-    from easyphoto_app.models import resolve_model
+    from easyphoto_app.model_loading import resolve_model
 
     copy = shutil.copytree(sdxl_dir, tmp_path / "my-sdxl")
     assert resolve_model(str(copy), tmp_path).family is sdxl
@@ -295,7 +295,7 @@ def test_an_sdxl_webui_single_file_loads_offline_to_its_own_weights(sdxl_dir, tm
     from diffusers import StableDiffusionXLPipeline
 
     from easyphoto_app.families import sdxl
-    from easyphoto_app.models import load_pipeline, resolve_model
+    from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     original = StableDiffusionXLPipeline.from_pretrained(sdxl_dir)
     path = ldm_checkpoint.write_sdxl_checkpoint(tmp_path / "my_xl.safetensors", original)

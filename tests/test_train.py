@@ -8,7 +8,7 @@ from conftest import kill_9_when, run_cli
 
 
 def _pipe(data):
-    from easyphoto_app.models import load_pipeline, resolve_model
+    from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     return load_pipeline(resolve_model("demo", data), "cpu")
 
@@ -565,8 +565,9 @@ def test_the_demo_models_own_training_defaults_apply_unless_the_user_set_a_value
     other model) do not apply to it, and a value set by the user wins over both."""
     import json
 
+    from easyphoto_app.demo_model import DEMO, FACE_MODEL
     from easyphoto_app.model_defaults import model_defaults
-    from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
+    from easyphoto_app.model_loading import ResolvedModel
     from easyphoto_app.settings import TrainConfig
 
     own = json.loads((FACE_MODEL / "easyphoto_demo.json").read_text())["train_defaults"]
@@ -584,8 +585,9 @@ def test_a_flag_equal_to_sd15s_default_still_wins_over_the_demo_models_own(tmp_p
     (it used to be taken for "unset" and replaced by the demo's 5e-5). The training panel shows the demo's values
     also for a model that is not downloaded, since offline the job falls back to the demo."""
     from easyphoto_app.cli import build_parser, make_settings
+    from easyphoto_app.demo_model import DEMO, FACE_MODEL
     from easyphoto_app.model_defaults import model_defaults, panel_defaults
-    from easyphoto_app.models import DEMO, FACE_MODEL, ResolvedModel
+    from easyphoto_app.model_loading import ResolvedModel
     from easyphoto_app.settings import TrainConfig
 
     demo = ResolvedModel(DEMO, "demo", FACE_MODEL)

@@ -11,9 +11,9 @@ from test_rl_memory import UNET, VAE
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from easyphoto_app import train_memory
+from easyphoto_app.hub import human_size
 from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS
 from easyphoto_app.memory_trace import GB
-from easyphoto_app.models import human_size
 from easyphoto_app.settings import TrainConfig
 
 CFG = TrainConfig(rank=4, alpha=4.0, batch_size=2, train_text_encoder=True)

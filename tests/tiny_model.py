@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from easyphoto_app.models import DEMO_VERSION
+from easyphoto_app.demo_model import DEMO_VERSION
 
 LABEL = "Demo model, the tests' stand-in (tiny, random weights): images are noise."
 RESOLUTION = 128

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from easyphoto_app.ddpo.budget import Budget
 from easyphoto_app.ddpo.diagnose import Diagnostics, diversity, thumbnail
+from easyphoto_app.demo_model import DEMO_RL_STEPS
 from easyphoto_app.errors import UserError
 from easyphoto_app.families.conditioning import Cond
 from easyphoto_app.jobs import Reporter
@@ -34,7 +35,6 @@ from easyphoto_app.lora_io import (
     save_lora,
     write_checkpoint_dir,
 )
-from easyphoto_app.models import DEMO_RL_STEPS
 from easyphoto_app.settings import TRIGGER, RLConfig, Settings
 from easyphoto_app.workspace import Workspace, atomic_write_json
 
@@ -65,9 +65,11 @@ def load_prompts() -> list[str]:
 
 class RLRun:
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter, reward_fn=None):
+        from easyphoto_app.demo_model import native_resolution
+        from easyphoto_app.device import pick_device
         from easyphoto_app.jobs import download_progress
         from easyphoto_app.model_defaults import model_defaults
-        from easyphoto_app.models import native_resolution, pick_device, resolve_model
+        from easyphoto_app.model_loading import resolve_model
 
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
         if settings.rl.eta <= 0:
@@ -107,7 +109,7 @@ class RLRun:
 
         from easyphoto_app.ddpo.ppo import add_rl_lora
         from easyphoto_app.families import of_pipeline
-        from easyphoto_app.models import load_pipeline
+        from easyphoto_app.model_loading import load_pipeline
         from easyphoto_app.precision import pick_rl_precision
 
         torch.manual_seed(self.cfg.seed)

@@ -84,7 +84,7 @@ def sample(
 def decode(vae, latents) -> list:
     from PIL import Image
 
-    from easyphoto_app.models import vae_in_safe_dtype
+    from easyphoto_app.precision import vae_in_safe_dtype
 
     with vae_in_safe_dtype(vae):
         images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample

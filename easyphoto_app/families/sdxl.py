@@ -1,7 +1,8 @@
 """SDXL: two text encoders whose hidden states are joined, a pooled embedding and size `time_ids` as added
 conditions, kohya's `lora_te1_` / `lora_te2_` prefixes, 1024 px.
 
-SDXL's autoencoder overflows in fp16 (its config says `force_upcast`): it decodes in fp32 (`models.vae_dtype`)."""
+SDXL's autoencoder overflows in fp16 (its config says `force_upcast`): it decodes in fp32
+(`precision.vae_in_safe_dtype`)."""
 
 from __future__ import annotations
 

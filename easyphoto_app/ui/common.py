@@ -12,7 +12,7 @@ import gradio as gr
 
 from easyphoto_app.errors import BusyError, UserError
 from easyphoto_app.jobs import JobManager
-from easyphoto_app.models import PipelineCache
+from easyphoto_app.pipeline_cache import PipelineCache
 from easyphoto_app.settings import Settings
 from easyphoto_app.workspace import Workspace, validate_user_id
 
@@ -137,7 +137,7 @@ def model_banner(ctx: Context) -> str:
 
 
 def _base_model_line(ctx: Context) -> str:
-    from easyphoto_app.models import DEMO, demo_label
+    from easyphoto_app.demo_model import DEMO, demo_label
 
     spec = ctx.settings.app.model
     loaded = ctx.pipelines.model
@@ -147,7 +147,7 @@ def _base_model_line(ctx: Context) -> str:
         return f"⚠️ **{demo_label()}** Choose a real model in Settings for real portraits."
     if loaded is not None:
         return f"Base model: **{loaded.label}**, {loaded.family.LABEL}"
-    from easyphoto_app.models import cached_hub_model
+    from easyphoto_app.hub import cached_hub_model
 
     if Path(spec).expanduser().exists() or cached_hub_model(spec):
         return f"Base model: **{spec}** (loads on first use)."

@@ -189,7 +189,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             fusion_weight=float(fusion_w_v),
         )
         gen_request = with_overrides(gen, lora_weight=lw, rl_weight=rw, steps=int(steps_v))
-        from easyphoto_app.models import pick_device
+        from easyphoto_app.device import pick_device
 
         job = core.plan(
             ctx.ws,

@@ -77,7 +77,7 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
 
     @friendly
     def on_precision(choice):
-        from easyphoto_app.models import pick_device
+        from easyphoto_app.device import pick_device
 
         chosen = pick_precision(choice, pick_device(ctx.settings.app.device))  # refuses bf16 on a GPU without it
         ctx.settings.app.precision = choice
@@ -94,7 +94,7 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
     @friendly
     def on_structure(on, progress=gr.Progress(track_tqdm=True)):
         if on:
-            from easyphoto_app.models import pick_device
+            from easyphoto_app.device import pick_device
 
             progress(0, desc="Downloading ControlNet canny (once)")
             ensure_controlnet(pick_device(ctx.settings.app.device))  # a refusal leaves the setting off
