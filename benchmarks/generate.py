@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from easyphoto_app.device import pick_device  # noqa: E402
-from easyphoto_app.generate import LoraChoice, apply_loras  # noqa: E402
+from easyphoto_app.generate import LoraChoice  # noqa: E402
+from easyphoto_app.loaded_model import LoadedModel  # noqa: E402
 from easyphoto_app.model_loading import load_pipeline, resolve_model
 from easyphoto_app.workspace import Workspace  # noqa: E402
 
@@ -48,7 +49,8 @@ def main() -> None:
     a = ap.parse_args()
     ws = Workspace(Path(a.data_dir))
     device = pick_device("auto")
-    pipe = load_pipeline(resolve_model(a.model, ws.root, device), device)
+    model = resolve_model(a.model, ws.root, device)
+    pipe = load_pipeline(model, device)
     bare = timed(pipe, a.steps, a.runs)
     loras = [LoraChoice(a.user, ws.face_lora(a.user), 1.0), LoraChoice(f"ddpo_{a.user}", ws.ddpo_lora(a.user), 1.0)]
     pipe.load_lora_weights(str(loras[0].path), adapter_name="face")
@@ -56,7 +58,7 @@ def main() -> None:
     pipe.set_adapters(["face", "rl"], adapter_weights=[1.0, 1.0])
     unfused = timed(pipe, a.steps, a.runs)
     pipe.unload_lora_weights()
-    apply_loras(pipe, loras)  # the app fuses them
+    LoadedModel(pipe, model).use_loras(loras)  # the app fuses them
     fused = timed(pipe, a.steps, a.runs)
     print(
         json.dumps(

@@ -41,8 +41,8 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
     from easyphoto_app.workspace import Workspace
 
     ws = Workspace(home)
-    pipe, model = PipelineCache().get(settings)
-    size = native_resolution(model, 512)
+    loaded = PipelineCache().get(settings)
+    size = native_resolution(loaded.model, 512)
     gen = dataclasses.replace(settings.generate, prompt="easyphoto_face, portrait", seed=0, width=size, height=size)
     backend = get_backend("auto", home)
     template = home / "scene.jpg"
@@ -50,7 +50,7 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
     def run_once(n_steps: int) -> float:
         start = time.perf_counter()
         if mode == "generate":  # plain text-to-image with the steps the portrait denoises
-            generate(pipe, model, ws, dataclasses.replace(gen, steps=max(1, int(n_steps * strength))))
+            generate(loaded, ws, dataclasses.replace(gen, steps=max(1, int(n_steps * strength))))
         else:
             from easyphoto_app.faces.images import load_rgb
 
@@ -66,7 +66,7 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
                 rgb,
                 place(backend, rgb, cfg),
             )
-            paint(pipe, model, ws, job)
+            paint(loaded, ws, job)
         return time.perf_counter() - start
 
     run_once(
@@ -79,7 +79,7 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "size": size,
         "denoising_steps": max(1, int(steps * strength)),
-        "device": str(pipe.device),
+        "device": str(loaded.pipe.device),
     }
     import torch
 

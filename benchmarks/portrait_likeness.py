@@ -83,7 +83,7 @@ def paint_all(home: Path, user: str, person: str, original: np.ndarray, args) ->
     from easyphoto_app.workspace import Workspace
 
     settings, ws = load_settings(home), Workspace(home)
-    pipe, model = PipelineCache().get(settings)
+    loaded = PipelineCache().get(settings)
     backend = get_backend("dlib", home)
     gen = dataclasses.replace(settings.generate, seed=SEED0)
     rows = []
@@ -98,7 +98,7 @@ def paint_all(home: Path, user: str, person: str, original: np.ndarray, args) ->
                 cfg = dataclasses.replace(
                     first.cfg, strength=strength, num=args.seeds, seed=SEED0, fusion=on, fusion_weight=weight
                 )
-                result = paint(pipe, model, ws, dataclasses.replace(first, cfg=cfg))
+                result = paint(loaded, ws, dataclasses.replace(first, cfg=cfg))
                 seconds = round((result.seconds + plan_s * on) / len(result.paths), 3)
                 for out_path in result.paths:
                     rows.append(

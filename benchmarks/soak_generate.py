@@ -76,8 +76,7 @@ def soak(home: Path, images: int, every: int, steps: int) -> dict:
         cfg = with_overrides(
             settings.generate, num=every, steps=steps, seed=block * every, lora_weight=weights[0], rl_weight=weights[1]
         )
-        pipe, model = cache.get(settings)
-        generate(pipe, model, ws, cfg, user="astro")
+        generate(cache.get(settings), ws, cfg, user="astro")
         rss.append(round(psutil.Process().memory_info().rss / 2**20, 1))
     growth = rss[-1] / rss[0] - 1
     return {

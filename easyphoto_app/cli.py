@@ -261,14 +261,14 @@ def cmd_generate(settings: Settings, args) -> int:
     ws = Workspace(settings.data_dir)
     user = ws.require_user(args.user) if args.user else None
     plan_loras(ws, settings.generate, user, not args.no_rl)
-    pipe, model = PipelineCache().get(settings)
+    loaded = PipelineCache().get(settings)
+    model = loaded.model
     if model.is_demo:
         print(f"note: {model.note or model.label}", file=sys.stderr)
     reporter = reporter_for(args, "generate")
     gen = model_defaults(settings.generate, model, settings.given_in("generate"))  # SDXL: 1024 px unless set
     result = generate(
-        pipe,
-        model,
+        loaded,
         ws,
         gen,
         user=user,
@@ -317,12 +317,13 @@ def cmd_portrait(settings: Settings, args) -> int:
         pick_device(settings.app.device),
         others,
     )
-    pipe, model = PipelineCache().get(settings)
+    loaded = PipelineCache().get(settings)
+    model = loaded.model
     job.gen = model_defaults(job.gen, model, settings.given_in("generate"))
     if model.is_demo:
         print(f"note: {model.note or model.label}", file=sys.stderr)
     reporter = reporter_for(args, "portrait")
-    result = paint(pipe, model, ws, job, progress=reporter.progress, should_stop=reporter.should_stop)
+    result = paint(loaded, ws, job, progress=reporter.progress, should_stop=reporter.should_stop)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     reporter.done(f"{len(result.paths)} portrait(s)", paths=[str(p) for p in result.paths])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from easyphoto_app.errors import UserError
+from easyphoto_app.loaded_model import LoadedModel
 
 CANNY_REPO = "lllyasviel/control_v11p_sd15_canny"
 CANNY_ABOUT = (
@@ -59,13 +60,13 @@ def ensure_controlnet(device: str, repo_id: str = CANNY_REPO) -> Path:
     )
 
 
-def control_pipeline(pipe, folder: Path):
-    """The ControlNet inpainting pipeline over the loaded components (one per loaded pipeline and ControlNet)."""
+def control_pipeline(loaded: LoadedModel, folder: Path):
+    """The ControlNet inpainting pipeline over the loaded components (one per loaded model and ControlNet)."""
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
     from easyphoto_app.families import of_pipeline, sd15
-    from easyphoto_app.pipeline_cache import pipeline_over
 
+    pipe = loaded.pipe
     if of_pipeline(pipe) is not sd15:
         raise UserError(
             f"Structure control uses an SD 1.5 ControlNet ({CANNY_REPO}), which does not fit "
@@ -79,4 +80,4 @@ def control_pipeline(pipe, folder: Path):
         ).to(pipe.device)
         return StableDiffusionControlNetInpaintPipeline.from_pipe(pipe, controlnet=net)
 
-    return pipeline_over(pipe, ("control", folder), make)
+    return loaded.derived(("control", folder), make)

@@ -20,6 +20,7 @@ from easyphoto_app import fusion, group
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces.base import DetectedFace
 from easyphoto_app.fusion import match_colour
+from easyphoto_app.loaded_model import LoadedModel
 from easyphoto_app.settings import GenerateConfig, PortraitConfig
 from easyphoto_app.workspace import Workspace
 
@@ -231,13 +232,13 @@ def delete_template(ws: Workspace, name: str) -> None:
 # ----------------------------------------------------------------------------- painting
 
 
-def inpaint_pipeline(pipe):
-    """The family's inpainting pipeline over the loaded components (no second UNet), made once per loaded pipeline.
+def inpaint_pipeline(loaded: LoadedModel):
+    """The family's inpainting pipeline over the loaded components (no second UNet), made once per loaded model.
     A plain (4-channel) UNet inpaints by re-noising the unmasked latents each step."""
     from easyphoto_app.families import of_pipeline, pipeline_class
-    from easyphoto_app.pipeline_cache import pipeline_over
 
-    return pipeline_over(pipe, ("inpaint",), lambda: pipeline_class(of_pipeline(pipe), "inpaint").from_pipe(pipe))
+    pipe = loaded.pipe
+    return loaded.derived(("inpaint",), lambda: pipeline_class(of_pipeline(pipe), "inpaint").from_pipe(pipe))
 
 
 @dataclass
@@ -409,7 +410,7 @@ def paint_face(face: Sitting, canvas: np.ndarray, size: int, weight: float, draw
     return paste(canvas, patch, face.alpha, spot.box)
 
 
-def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None) -> Portraits:
+def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_stop=None) -> Portraits:
     """job.cfg.num candidates (seeds seed, seed+1, ...), each with every sitter painted on their face with their own
     LoRAs, saved best first (by the least alike of the people)."""
     import torch
@@ -417,22 +418,22 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
 
     from easyphoto_app.demo_model import native_resolution
     from easyphoto_app.faces.likeness import scorer_or_none
-    from easyphoto_app.generate import apply_loras, prompt_note, run_pipeline, set_scheduler
+    from easyphoto_app.generate import prompt_note, run_pipeline, set_scheduler
 
-    gen, cfg = job.gen, job.cfg
+    pipe, model, gen, cfg = loaded.pipe, loaded.model, job.gen, job.cfg
     steps = _painting_steps(gen, cfg.strength)
     size = native_resolution(model, gen.width)
     faces = [Sitting.of(s, cfg, size) for s in job.sitters]
     set_scheduler(pipe, gen.scheduler)
-    apply_loras(pipe, job.loras)  # fused into the shared UNet and text encoder
+    loaded.use_loras(job.loras)  # fused into the shared UNet and text encoder
     # A plain (4-channel) UNet never reads the masked image's latents; handing the pipeline any 4-channel tensor
     # spares it a VAE encoding per candidate (seconds on a CPU).
     latent = size // pipe.vae_scale_factor
-    painter, control = inpaint_pipeline(pipe), {"masked_image_latents": torch.zeros(1, 4, latent, latent)}
+    painter, control = inpaint_pipeline(loaded), {"masked_image_latents": torch.zeros(1, 4, latent, latent)}
     if job.control:
         from easyphoto_app.controlnet import control_pipeline
 
-        painter = control_pipeline(pipe, job.control)
+        painter = control_pipeline(loaded, job.control)
     set_scheduler(painter, gen.scheduler)
     scorers = {s.user: scorer_or_none(ws, s.user) for s in job.sitters}
     notes = [n for n in (job.spot.note, prompt_note(pipe.tokenizer, job.prompt)) if n] + _notes(faces, scorers)
@@ -474,7 +475,7 @@ def paint(pipe, model, ws: Workspace, job: Plan, progress=None, should_stop=None
     for i in range(cfg.num):
         seed, out = base_seed + i, job.rgb
         for face in faces:
-            apply_loras(pipe, face.sitter.loras)  # unchanged for one person: nothing to do
+            loaded.use_loras(face.sitter.loras)  # unchanged for one person: nothing to do
             out = paint_face(face, out, size, cfg.fusion_weight, lambda image, mask, seed=seed: draw(image, mask, seed))
             if out is None:
                 break

@@ -242,14 +242,15 @@ def demo_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_pipe(demo_model_dir):
-    """The demo pipeline in this process, loaded once per test file, as a plain diffusers folder (not labelled
-    demo: the size asked for is used)."""
+    """The demo model in this process (a LoadedModel), loaded once per test file, as a plain diffusers folder (not
+    labelled demo: the size asked for is used)."""
     import torch
 
+    from easyphoto_app.loaded_model import LoadedModel
     from easyphoto_app.model_loading import ResolvedModel, load_pipeline
 
     model = ResolvedModel("dir", "tiny", demo_model_dir)
-    return load_pipeline(model, "cpu", torch.float32), model
+    return LoadedModel(load_pipeline(model, "cpu", torch.float32), model)
 
 
 @pytest.fixture

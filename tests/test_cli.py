@@ -428,11 +428,11 @@ def pipeline_of(demo_pipe, monkeypatch):
     from easyphoto_app.pipeline_cache import PipelineCache
 
     asked = []
-    pipe, folder = demo_pipe[0], demo_pipe[1].path
 
     def get(self, settings):
         asked.append(settings.app.model)
-        return pipe, ResolvedModel(DEMO, settings.app.model, folder)
+        monkeypatch.setattr(demo_pipe, "model", ResolvedModel(DEMO, settings.app.model, demo_pipe.model.path))
+        return demo_pipe
 
     monkeypatch.setattr(PipelineCache, "get", get)
     return asked

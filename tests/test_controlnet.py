@@ -95,10 +95,13 @@ def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_contr
     import torch
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
 
+    from easyphoto_app.loaded_model import LoadedModel
     from easyphoto_app.model_loading import ResolvedModel, load_pipeline
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # on a GPU machine the ControlNet must land there too
-    demo_pipe = load_pipeline(ResolvedModel("demo", "demo", demo_model_dir), device, getattr(torch, dtype))
+    demo = ResolvedModel("demo", "demo", demo_model_dir)
+    loaded = LoadedModel(load_pipeline(demo, device, getattr(torch, dtype)), demo)
+    demo_pipe = loaded.pipe
     folders = [tmp_path / "a", tmp_path / "b"]
     for n, folder in enumerate(folders):
         net = ControlNetModel.from_unet(demo_pipe.unet)  # the UNet's encoder weights: told apart by this shift
@@ -108,17 +111,17 @@ def test_the_control_pipeline_shares_the_loaded_parts_and_is_made_once_per_contr
         assert [f.name for f in folder.glob("*.safetensors")] == [
             f"diffusion_pytorch_model{'.fp16' if variant else ''}.safetensors"
         ]
-    painter = controlnet.control_pipeline(demo_pipe, folders[0])
+    painter = controlnet.control_pipeline(loaded, folders[0])
     assert isinstance(painter, StableDiffusionControlNetInpaintPipeline)
     assert painter.unet is demo_pipe.unet and painter.vae is demo_pipe.vae  # no second copy of the model
     assert painter.controlnet.dtype == demo_pipe.unet.dtype and painter.controlnet.device == demo_pipe.device
-    loaded = ControlNetModel.from_pretrained(folders[0], variant=variant).state_dict()
+    saved = ControlNetModel.from_pretrained(folders[0], variant=variant).state_dict()
     assert all(
-        torch.allclose(v.float().cpu(), loaded[k].float(), rtol=1e-2, atol=1e-3)  # (bfloat16 rounds)
+        torch.allclose(v.float().cpu(), saved[k].float(), rtol=1e-2, atol=1e-3)  # (bfloat16 rounds)
         for k, v in painter.controlnet.state_dict().items()
     )
-    assert controlnet.control_pipeline(demo_pipe, folders[0]) is painter
-    other = controlnet.control_pipeline(demo_pipe, folders[1])
+    assert controlnet.control_pipeline(loaded, folders[0]) is painter
+    other = controlnet.control_pipeline(loaded, folders[1])
     assert other is not painter and torch.equal(other.controlnet.conv_in.bias, painter.controlnet.conv_in.bias + 1)
 
 
@@ -126,10 +129,12 @@ def test_a_controlnet_folder_with_pickled_weights_only_is_refused(demo_model_dir
     import torch
     from diffusers import ControlNetModel
 
+    from easyphoto_app.loaded_model import LoadedModel
     from easyphoto_app.model_loading import ResolvedModel, load_pipeline
 
-    pipe = load_pipeline(ResolvedModel("demo", "demo", demo_model_dir), "cpu", torch.float32)
+    demo = ResolvedModel("demo", "demo", demo_model_dir)
+    pipe = load_pipeline(demo, "cpu", torch.float32)
     ControlNetModel.from_unet(pipe.unet).save_pretrained(tmp_path, variant="fp16", safe_serialization=False)
     assert [f.name for f in tmp_path.iterdir() if f.suffix == ".bin"] == ["diffusion_pytorch_model.fp16.bin"]
     with pytest.raises(OSError, match="safetensors"):
-        controlnet.control_pipeline(pipe, tmp_path)  # pickle can run code: never loaded
+        controlnet.control_pipeline(LoadedModel(pipe, demo), tmp_path)  # pickle can run code: never loaded

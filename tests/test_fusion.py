@@ -151,11 +151,12 @@ def face_model(tmp_path_factory):
     import torch
 
     from easyphoto_app.demo_model import ensure_demo_model
+    from easyphoto_app.loaded_model import LoadedModel
     from easyphoto_app.model_loading import ResolvedModel, load_pipeline
 
     folder = ensure_demo_model(tmp_path_factory.mktemp("face-model"))
     model = ResolvedModel("dir", "face model", folder)
-    return load_pipeline(model, "cpu", torch.float32), model
+    return LoadedModel(load_pipeline(model, "cpu", torch.float32), model)
 
 
 def portrait_of(face_model, ws, template, face_index: int, source, fusion_on: bool):
@@ -164,14 +165,13 @@ def portrait_of(face_model, ws, template, face_index: int, source, fusion_on: bo
     from easyphoto_app import portrait
     from easyphoto_app.settings import GenerateConfig, PortraitConfig
 
-    pipe, model = face_model
     gen = GenerateConfig(prompt="1person, portrait photo of a woman", steps=12, width=128, height=128)
     cfg = PortraitConfig(num=1, seed=7, face_index=face_index, fusion=fusion_on)
     rgb = load_rgb(template, 4096)
     job = portrait.Plan(
         gen, cfg, "astro", template, gen.prompt, [], rgb, portrait.place(_dlib(), rgb, cfg), sources=[source]
     )
-    result = portrait.paint(pipe, model, ws, job)
+    result = portrait.paint(face_model, ws, job)
     return load_rgb(result.paths[0], 4096), job.spot, result.notes
 
 
@@ -220,7 +220,6 @@ def test_two_people_in_a_group_photo_each_land_on_their_own_face_and_the_rest_is
     from easyphoto_app.settings import GenerateConfig, PortraitConfig
     from easyphoto_app.workspace import Workspace
 
-    pipe, model = face_model
     group = photos.insightface_image("t1.jpg")
     rgb = load_rgb(group, 4096)
     hanks_image, hanks_face = others["hanks"]
@@ -230,7 +229,7 @@ def test_two_people_in_a_group_photo_each_land_on_their_own_face_and_the_rest_is
     spot = portrait.place(_dlib(), rgb, cfg)
     ben = portrait.Sitter("hanks", portrait.place_at(spot.faces, 3, rgb, cfg), [], [hanks])
     job = portrait.Plan(gen, cfg, "astro", group, gen.prompt, [], rgb, spot, sources=[astro], others=[ben])
-    result = portrait.paint(pipe, model, Workspace(tmp_path / "data"), job)
+    result = portrait.paint(face_model, Workspace(tmp_path / "data"), job)
     out = load_rgb(result.paths[0], 4096)
     assert result.people == [(2, "astro"), (3, "hanks")]
     for face, own, other in ((spot.faces[2], astro, hanks), (spot.faces[3], hanks, astro)):

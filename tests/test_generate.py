@@ -52,7 +52,8 @@ def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_copy):
 
 def test_stacked_adapters_match_merged_weights(rl_home):
     """Two adapters with weights (w1, w2) give the image that the fused weights give."""
-    from easyphoto_app.generate import LoraChoice, apply_loras
+    from easyphoto_app.generate import LoraChoice
+    from easyphoto_app.loaded_model import LoadedModel
     from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     loras = [
@@ -72,7 +73,8 @@ def test_stacked_adapters_match_merged_weights(rl_home):
             .numpy()
         )
 
-    pipe = load_pipeline(resolve_model("demo", rl_home), "cpu")
+    model = resolve_model("demo", rl_home)
+    pipe = load_pipeline(model, "cpu")
     base = run(pipe)
     pipe.load_lora_weights(str(loras[0].path), adapter_name="a")
     pipe.load_lora_weights(str(loras[1].path), adapter_name="b")
@@ -81,19 +83,20 @@ def test_stacked_adapters_match_merged_weights(rl_home):
     pipe.unload_lora_weights()
     assert np.abs(run(pipe) - base).max() < 1e-5
 
-    apply_loras(pipe, loras)  # the app's path: loaded once, weighted, fused
+    loaded = LoadedModel(pipe, model)
+    loaded.use_loras(loras)  # the app's path: loaded once, weighted, fused
     fused = run(pipe)
     assert np.abs(stacked - fused).max() < 1e-4
     assert np.abs(stacked - base).max() > 1e-3
     # only a weight changed (the face LoRA's: the RL LoRA of this short run on noise has not moved): re-fused
-    apply_loras(pipe, [LoraChoice("astro", loras[0].path, 0.3), loras[1]])
+    loaded.use_loras([LoraChoice("astro", loras[0].path, 0.3), loras[1]])
     reweighted = run(pipe)
     pipe.unfuse_lora()
     pipe.set_adapters(["ep_astro", "ep_ddpo_astro"], adapter_weights=[0.3, 1.3])
     assert np.abs(run(pipe) - reweighted).max() < 1e-4 and np.abs(reweighted - fused).max() > 1e-3
-    pipe.__dict__["_ep_state"]["fused"] = None  # unfused by hand above
-    apply_loras(pipe, [loras[0]])  # a changed set unfuses first: back to the face LoRA alone
-    apply_loras(pipe, [])
+    pipe.fuse_lora(adapter_names=["ep_astro", "ep_ddpo_astro"])  # fused again, as the LoadedModel left it
+    loaded.use_loras([loras[0]])  # a changed set unfuses first: back to the face LoRA alone
+    loaded.use_loras([])
     assert np.abs(run(pipe) - base).max() < 1e-4
 
 
@@ -135,10 +138,10 @@ def test_generate_saves_one_image_per_seed_with_its_parameters_at_the_size_asked
     from easyphoto_app.settings import GenerateConfig
     from easyphoto_app.workspace import Workspace
 
-    pipe, model = demo_pipe
+    loaded = demo_pipe
     steps = []
     cfg = GenerateConfig(prompt="a portrait", num=2, seed=11, steps=2, width=64, height=80, scheduler="DDIM", cfg=3.5)
-    result = g.generate(pipe, model, Workspace(tmp_path), cfg, progress=lambda s, t: steps.append((s, t)))
+    result = g.generate(loaded, Workspace(tmp_path), cfg, progress=lambda s, t: steps.append((s, t)))
     assert result.seeds == [11, 12] and steps == [(1, 4), (2, 4), (3, 4), (4, 4)] and result.seconds > 0
     assert all(p.parent.parent == tmp_path / "outputs" / "_base" for p in result.paths)
     assert [re.fullmatch(r"\d{6}-(\d+)\.png", p.name).group(1) for p in result.paths] == ["11", "12"]  # time-seed
@@ -148,12 +151,12 @@ def test_generate_saves_one_image_per_seed_with_its_parameters_at_the_size_asked
             assert im.size == (64, 80) and im.text["parameters"] == params
         assert params.startswith("a portrait\nNegative prompt: lowres,") and f"Seed: {seed}, Size: 64x80," in params
         assert "Steps: 2, Sampler: DDIM, CFG scale: 3.5," in params
-    again = g.generate(pipe, model, Workspace(tmp_path), cfg, out_folder=tmp_path / "again")
+    again = g.generate(loaded, Workspace(tmp_path), cfg, out_folder=tmp_path / "again")
     with Image.open(result.paths[1]) as a, Image.open(again.paths[1]) as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))  # a seed gives its image again
     with pytest.raises(g.UserError, match="multiples of 8 \\(got 60x80\\)"):
-        g.generate(pipe, model, Workspace(tmp_path), g.with_overrides(cfg, width=60, height=None))
-    long = g.generate(pipe, model, Workspace(tmp_path), g.with_overrides(cfg, prompt="portrait " * 90, seed=-1, num=1))
+        g.generate(loaded, Workspace(tmp_path), g.with_overrides(cfg, width=60, height=None))
+    long = g.generate(loaded, Workspace(tmp_path), g.with_overrides(cfg, prompt="portrait " * 90, seed=-1, num=1))
     assert long.note.startswith("The prompt is 92 tokens; the model reads the first 77")
     assert 0 <= long.seeds[0] < 2**31  # -1: a random seed, saved with the image
 
@@ -163,11 +166,11 @@ def test_stop_ends_generation_after_the_current_image_is_interrupted(demo_pipe, 
     from easyphoto_app.settings import GenerateConfig
     from easyphoto_app.workspace import Workspace
 
-    pipe, model = demo_pipe
+    loaded = demo_pipe
     seen = []
     stop = lambda: len(seen) >= 1  # noqa: E731 - asked during the first image's first step
     cfg = GenerateConfig(prompt="x", num=3, seed=1, steps=4, width=64, height=64)
-    result = g.generate(pipe, model, Workspace(tmp_path), cfg, progress=lambda s, t: seen.append(s), should_stop=stop)
+    result = g.generate(loaded, Workspace(tmp_path), cfg, progress=lambda s, t: seen.append(s), should_stop=stop)
     assert result.paths == [] and seen == [1]  # nothing half-made is saved
 
 
@@ -176,14 +179,14 @@ def test_out_of_memory_becomes_a_refusal_that_says_what_to_lower(demo_pipe, monk
     from easyphoto_app.settings import GenerateConfig
     from easyphoto_app.workspace import Workspace
 
-    pipe, model = demo_pipe
+    loaded = demo_pipe
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(pipe.unet, "forward", oom)
+    monkeypatch.setattr(loaded.pipe.unet, "forward", oom)
     with pytest.raises(g.UserError) as refused:
-        g.generate(pipe, model, Workspace(tmp_path), GenerateConfig(prompt="x", steps=2, width=64, height=64))
+        g.generate(loaded, Workspace(tmp_path), GenerateConfig(prompt="x", steps=2, width=64, height=64))
     assert str(refused.value) == (
         "Out of memory. Lower the image size, the number of images or the steps, or close "
         "other programs using the GPU, then try again."
@@ -201,7 +204,7 @@ def test_out_of_memory_becomes_a_refusal_that_says_what_to_lower(demo_pipe, monk
 def test_each_sampler_name_sets_its_scheduler_with_the_models_schedule(demo_pipe, name, kind, karras):
     from easyphoto_app import generate as g
 
-    pipe, _ = demo_pipe
+    pipe = demo_pipe.pipe
     g.set_scheduler(pipe, name)
     s = pipe.scheduler
     assert type(s).__name__ == kind and s.config.beta_schedule == "scaled_linear" and s.config.beta_end == 0.012
@@ -216,7 +219,7 @@ def test_dpm_2m_karras_is_the_2m_solver_whatever_dpm_variant_the_model_ships_wit
 
     from easyphoto_app import generate as g
 
-    pipe, _ = demo_pipe
+    pipe = demo_pipe.pipe
     shipped = pipe.scheduler
     try:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(shipped.config, algorithm_type="sde-dpmsolver++")
@@ -237,7 +240,7 @@ def test_compare_runs_the_same_seeds_without_and_with_the_rl_lora_and_scores_eac
             return Score(image.size[0] / 100, 0.0, 1, 0, "")  # the image's width, to see it was read
 
     monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: Scorer())
-    pipe, model = demo_pipe
+    loaded = demo_pipe
     seen = []
     cfg = GenerateConfig(
         prompt="a portrait <lora:ddpo_astro:0.4> by a lake",
@@ -248,7 +251,7 @@ def test_compare_runs_the_same_seeds_without_and_with_the_rl_lora_and_scores_eac
         height=64,
         scheduler="DDIM",
     )
-    result = compare(pipe, model, Workspace(rl_copy), cfg, "astro", progress=lambda s, t: seen.append((s, t)))
+    result = compare(loaded, Workspace(rl_copy), cfg, "astro", progress=lambda s, t: seen.append((s, t)))
     assert result.face_only.seeds == result.stacked.seeds and len(set(result.face_only.seeds)) == 2
     assert result.face_scores == result.stacked_scores == [0.64, 0.64]
     assert seen == [(s, 8) for s in range(1, 9)]
@@ -257,9 +260,7 @@ def test_compare_runs_the_same_seeds_without_and_with_the_rl_lora_and_scores_eac
         p.startswith("a portrait by a lake <lora:astro:1> <lora:ddpo_astro:1>\n") for p in result.stacked.parameters
     )
     assert all(p.startswith("a portrait by a lake <lora:astro:1>\n") for p in result.face_only.parameters)
-    zero = compare(
-        pipe, model, Workspace(rl_copy), GenerateConfig(num=1, steps=1, seed=0, width=64, height=64), "astro"
-    )
+    zero = compare(loaded, Workspace(rl_copy), GenerateConfig(num=1, steps=1, seed=0, width=64, height=64), "astro")
     assert zero.face_only.seeds == zero.stacked.seeds == [0]  # seed 0 is a seed, not "random"
 
 

@@ -44,10 +44,11 @@ def face_copy(tmp_path, face_home) -> Path:
 def pipe_and_model(face_home):
     import torch
 
+    from easyphoto_app.loaded_model import LoadedModel
     from easyphoto_app.model_loading import load_pipeline, resolve_model
 
     model = resolve_model("demo", face_home)
-    return load_pipeline(model, "cpu", torch.float32), model
+    return LoadedModel(load_pipeline(model, "cpu", torch.float32), model)
 
 
 def big(path: Path) -> np.ndarray:
@@ -64,10 +65,9 @@ def generated(pipe_and_model, home: Path, user: str | None, tmp_path: Path, **ch
     from easyphoto_app.settings import load_settings
     from easyphoto_app.workspace import Workspace
 
-    pipe, model = pipe_and_model
     cfg = with_overrides(load_settings(home).generate, num=SEEDS, seed=9001, **changes)
     result = generate(
-        pipe, model, Workspace(home), cfg, user=user, use_rl=False, out_folder=tmp_path / (user or "base")
+        pipe_and_model, Workspace(home), cfg, user=user, use_rl=False, out_folder=tmp_path / (user or "base")
     )
     return result.paths
 

@@ -132,14 +132,14 @@ def test_banners_tell_the_truth_about_the_model(data_dir):
     ctx = SimpleNamespace(settings=s, pipelines=cache, cancel_generate=threading.Event())
     banner = model_banner(ctx)
     assert "not downloaded yet" in banner and "small, rough faces" in banner  # what the shipped demo is
-    _, fallback = cache.get(s)  # HF_HUB_OFFLINE in the tests: falls back to the demo model
+    fallback = cache.get(s).model  # HF_HUB_OFFLINE in the tests: falls back to the demo model
     assert fallback.is_demo and "not available" in fallback.note and "not available" in model_banner(ctx)
     assert "HF_HUB_OFFLINE" not in model_banner(ctx) and "\n" not in model_banner(ctx)  # one line; the reason is logged
     from easyphoto_app.ui.common import footer
 
     assert fallback.note not in footer(ctx, fallback, "1 image(s).")  # said once at the top, not under every result
     s.app.model = "demo"
-    _, chosen = cache.get(s)
+    chosen = cache.get(s).model
     assert chosen.is_demo and chosen.note == "" and "not available" not in model_banner(ctx)
 
 

@@ -61,12 +61,11 @@ def test_a_portraits_likeness_is_written_once_and_its_caption_and_the_gallery_re
     from easyphoto_app.faces import get_backend
     from easyphoto_app.portrait import paint, plan
 
-    pipe, model = demo_pipe
     ws = Workspace(rl_copy)
     template = photos.scene(tmp_path / "scene.jpg")
     gen = dataclasses.replace(GEN, steps=4)  # 45% of them painted
     job = plan(ws, gen, PortraitConfig(num=2, seed=3), "astro", template, get_backend("auto", rl_copy))
-    result = paint(pipe, model, ws, job)
+    result = paint(demo_pipe, ws, job)
     assert scorer.calls == 2 and result.likeness == [0.19, 0.16]
     assert Image.open(result.paths[0]).size == (1200, 900)  # the template's size, not the 64 px painted
     assert_one_number(ws, result.paths, result.captions(), ["0.19", "0.16"])
@@ -78,11 +77,10 @@ def test_generate_and_compare_write_each_likeness_once_and_their_captions_and_th
 ):
     from easyphoto_app.generate import compare, generate
 
-    pipe, model = demo_pipe
     ws = Workspace(rl_copy)
-    made = generate(pipe, model, ws, GEN, user="astro")
+    made = generate(demo_pipe, ws, GEN, user="astro")
     assert made.likeness == [0.19] and made.captions() == [f"seed {made.seeds[0]} · likeness 0.19"]
-    pair = compare(pipe, model, ws, GEN, "astro")
+    pair = compare(demo_pipe, ws, GEN, "astro")
     assert scorer.calls == 3  # each image scored once, as it was made
     assert (pair.face_scores, pair.stacked_scores) == ([0.16], [0.56])
     paths, captions = zip(*pair.items())
@@ -94,7 +92,6 @@ def test_an_image_made_without_a_recognizer_has_no_likeness_written_or_shown(rl_
     from easyphoto_app.generate import generate
 
     monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: None)
-    pipe, model = demo_pipe
-    made = generate(pipe, model, Workspace(rl_copy), GEN, user="astro")
+    made = generate(demo_pipe, Workspace(rl_copy), GEN, user="astro")
     assert "Face likeness" not in made.parameters[0] and made.likeness == [None]
     assert made.captions() == [f"seed {made.seeds[0]}"]  # not "no face found": nobody looked

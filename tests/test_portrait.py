@@ -173,9 +173,9 @@ def test_the_inpainting_pipeline_shares_the_loaded_unet(data_dir):
     from easyphoto_app.portrait import inpaint_pipeline
     from easyphoto_app.settings import load_settings
 
-    pipe, _ = PipelineCache().get(load_settings(data_dir))
-    painter = inpaint_pipeline(pipe)
-    assert painter is inpaint_pipeline(pipe)  # made once per loaded pipeline
+    loaded = PipelineCache().get(load_settings(data_dir))
+    pipe, painter = loaded.pipe, inpaint_pipeline(loaded)
+    assert painter is inpaint_pipeline(loaded)  # made once per loaded model
     for name in ("unet", "vae", "text_encoder"):
         ours, theirs = getattr(painter, name), getattr(pipe, name)
         assert ours is theirs
@@ -246,11 +246,10 @@ def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeat
 
     scorer = Scorer()
     monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: scorer)
-    pipe, model = demo_pipe
     ws = Workspace(rl_copy)
     gen = GenerateConfig(steps=4, width=64, height=64, scheduler="DDIM")
     job = plan(ws, gen, PortraitConfig(num=2, seed=3), "astro", scene, get_backend("auto", rl_copy))
-    result = paint(pipe, model, ws, job)
+    result = paint(demo_pipe, ws, job)
     side = result.box[2]
     assert scorer.crops == [(side, side, 3)] * 2  # each candidate scored on the square it painted
     assert result.seeds == [4, 3] and result.likeness == [0.8, 0.3]
@@ -258,7 +257,7 @@ def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeat
     assert "Face likeness: 0.80," in params[0] and "Face likeness: 0.30," in params[1]
     assert all("Size: 1200x900," in p and "Template: scene.jpg" in p for p in params)  # the file's size, not 64 px
     again = paint(
-        pipe, model, ws, plan(ws, gen, PortraitConfig(num=1, seed=4), "astro", scene, get_backend("auto", rl_copy))
+        demo_pipe, ws, plan(ws, gen, PortraitConfig(num=1, seed=4), "astro", scene, get_backend("auto", rl_copy))
     )
     assert np.array_equal(np.asarray(Image.open(again.paths[0])), np.asarray(Image.open(result.paths[0])))
 
@@ -512,13 +511,13 @@ def test_several_people_are_each_painted_with_their_own_loras_and_ranked_by_the_
     from easyphoto_app.settings import GenerateConfig, PortraitConfig
     from easyphoto_app.workspace import Workspace
 
-    ws, pipe = Workspace(rl_copy), demo_pipe[0]
+    ws = Workspace(rl_copy)
     shutil.copytree(ws.user_dir("astro"), ws.user_dir("ben"))
     shutil.copyfile(ws.face_lora("astro"), ws.face_lora("ben"))
     painted, real_run = [], generate.run_pipeline
 
     def spy(painter, *args, **call):
-        painted.append((tuple(a for a, *_ in pipe.__dict__["_ep_state"]["fused"]), np.asarray(call["image"])))
+        painted.append((demo_pipe.fused, np.asarray(call["image"])))
         return real_run(painter, *args, **call)
 
     likeness = {"astro": iter([0.9, 0.4]), "ben": iter([0.3, 0.7])}  # per candidate, seed 3 then 4
@@ -543,7 +542,7 @@ def test_several_people_are_each_painted_with_their_own_loras_and_ranked_by_the_
         get_backend("auto", rl_copy),
         others={0: "ben"},
     )
-    result = paint(pipe, demo_pipe[1], ws, job)
+    result = paint(demo_pipe, ws, job)
     size = painted[0][1].shape[0]
     squares = [
         resize_square(job.rgb[y0 : y0 + side, x0 : x0 + side], size)

@@ -53,9 +53,9 @@ def test_pipeline_cache_loads_in_the_chosen_precision(data_dir):
 
     s = load_settings(data_dir)
     cache = PipelineCache()
-    assert cache.get(s)[0].unet.dtype == torch.float32
+    assert cache.get(s).pipe.unet.dtype == torch.float32
     s.app.precision = "bf16"
-    assert cache.get(s)[0].unet.dtype == torch.bfloat16  # a new precision reloads
+    assert cache.get(s).pipe.unet.dtype == torch.bfloat16  # a new precision reloads
     args = job_global_args(s)
     assert args[args.index("--precision") + 1] == "bf16"  # jobs started from the UI run with it too
 

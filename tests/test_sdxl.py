@@ -169,11 +169,13 @@ def test_a_template_portrait_on_sdxl_keeps_the_template_outside_the_face(sdxl_ho
 def test_the_sdxl_portrait_paints_with_sdxls_inpainting_pipeline_on_the_same_unet(sdxl_dir):
     from diffusers import StableDiffusionXLInpaintPipeline
 
+    from easyphoto_app.loaded_model import LoadedModel
     from easyphoto_app.model_loading import ResolvedModel, load_pipeline
     from easyphoto_app.portrait import inpaint_pipeline
 
-    pipe = load_pipeline(ResolvedModel("dir", "tiny", sdxl_dir), "cpu", torch.float32)
-    painter = inpaint_pipeline(pipe)
+    model = ResolvedModel("dir", "tiny", sdxl_dir)
+    pipe = load_pipeline(model, "cpu", torch.float32)
+    painter = inpaint_pipeline(LoadedModel(pipe, model))
     assert isinstance(painter, StableDiffusionXLInpaintPipeline) and painter.unet is pipe.unet
     assert painter.text_encoder_2 is pipe.text_encoder_2
 

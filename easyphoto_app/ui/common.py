@@ -81,15 +81,15 @@ def friendly(fn):
 
 
 def with_pipeline(ctx: Context, progress, work):
-    """Run work(pipe, model) alone on the cached pipeline (Generate, Compare, Portrait); Cancel stops it
+    """Run work(loaded) alone on the cached LoadedModel (Generate, Compare, Portrait); Cancel stops it
     between steps."""
     if not ctx.generate_lock.acquire(blocking=False):
         raise BusyError("Another generation is running; wait for it to finish or press Cancel.")
     ctx.cancel_generate.clear()
     try:
         progress(0, desc="Loading the model (first time only)")
-        pipe, model = ctx.pipelines.get(ctx.settings)
-        return work(pipe, model), model
+        loaded = ctx.pipelines.get(ctx.settings)
+        return work(loaded), loaded.model
     finally:
         ctx.generate_lock.release()
 

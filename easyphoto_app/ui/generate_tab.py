@@ -109,9 +109,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         result, model = with_pipeline(
             ctx,
             progress,
-            lambda pipe, model: generate(
-                pipe,
-                model,
+            lambda loaded: generate(
+                loaded,
                 ctx.ws,
                 request,
                 user=who,
@@ -137,9 +136,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         c, model = with_pipeline(
             ctx,
             progress,
-            lambda pipe, model: compare(
-                pipe,
-                model,
+            lambda loaded: compare(
+                loaded,
                 ctx.ws,
                 request,
                 user_v,

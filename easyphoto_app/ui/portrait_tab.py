@@ -205,9 +205,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         result, model = with_pipeline(
             ctx,
             progress,
-            lambda pipe, model: core.paint(
-                pipe,
-                model,
+            lambda loaded: core.paint(
+                loaded,
                 ctx.ws,
                 job,
                 should_stop=ctx.cancel_generate.is_set,

@@ -63,7 +63,7 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
         trial = dataclasses.replace(
             ctx.settings, app=dataclasses.replace(ctx.settings.app, model=spec.strip() or "demo")
         )
-        _, resolved = ctx.pipelines.get(trial)
+        resolved = ctx.pipelines.get(trial).model
         ctx.settings.app.model = trial.app.model
         save_settings(ctx.settings)
         ctx.refresh_job_args()
