@@ -37,16 +37,17 @@ def main() -> None:
 
     from easyphoto_app.ddpo.ppo import add_rl_lora, ppo_update, sample
     from easyphoto_app.families.conditioning import Cond
+    from easyphoto_app.families.sd15 import CONFIG as SD15
     from easyphoto_app.precision import pick_precision
     from easyphoto_app.settings import RLConfig
 
     torch.manual_seed(0)
     precision = pick_precision(a.precision, a.device)
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(ROOT / "assets" / "sd15" / "unet"))
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15 / "unet"))
     unet.requires_grad_(False)
     unet.to(a.device, precision.dtype)
     params = add_rl_lora(unet, 4)
-    scheduler = DDIMScheduler.from_pretrained(ROOT / "assets" / "sd15" / "scheduler")
+    scheduler = DDIMScheduler.from_pretrained(SD15 / "scheduler")
     peaks: dict[str, list] = {}
 
     def watch(name):

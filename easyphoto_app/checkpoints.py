@@ -8,12 +8,12 @@ refused before loading.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.families.sd15 import CONFIG as SD15_CONFIG  # noqa: F401 - the demo and the tests use it
+from easyphoto_app.workspace import sha256_file
 
 WHAT_IT_IS = {
     "v2": "a Stable Diffusion 2.x checkpoint",
@@ -81,24 +81,6 @@ def load_single_file(path: Path, **kwargs):
 def list_checkpoints(folder: Path) -> list[Path]:
     """The .safetensors files of a folder such as a WebUI's models/Stable-diffusion."""
     return sorted(p for p in Path(folder).glob("*.safetensors") if p.is_file())
-
-
-_hash_cache: dict[str, str] = {}
-
-
-def sha256_file(path: Path, offset: int = 0) -> str:
-    """sha256 of a file from `offset` on; cached by path, size and mtime (a checkpoint is GBs)."""
-    path = Path(path)
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{offset}"
-    if key not in _hash_cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_cache[key] = h.hexdigest()
-    return _hash_cache[key]
 
 
 def model_hash(path: Path) -> str:

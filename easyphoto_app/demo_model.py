@@ -11,6 +11,7 @@ from pathlib import Path
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.families.sd15 import CONFIG as SD15_CONFIG
+from easyphoto_app.settings import ASSETS
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ DEMO = "demo"
 DEMO_VERSION = 4  # 4: the face model trained on real photos (assets/face_model) replaces random weights
 DEMO_RESOLUTION = 128  # what the demo pipeline generates and trains at (unless its marker says otherwise)
 DEMO_RL_STEPS = 10  # the most DDIM steps RL samples the demo with
-FACE_MODEL = Path(__file__).resolve().parent.parent / "assets" / "face_model"
+FACE_MODEL = ASSETS / "face_model"
 DEMO_LABEL = (
     "Demo model (built in, offline): a tiny model trained on {photos} photos of {people} people; it paints "
     "small, rough faces at 128 px. A real SD 1.5 checkpoint paints far better."

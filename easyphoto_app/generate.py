@@ -14,14 +14,13 @@ from pathlib import Path
 from easyphoto_app import __version__
 from easyphoto_app.errors import UserError, oom_message
 from easyphoto_app.loaded_model import LoadedModel
-from easyphoto_app.settings import TRIGGER, GenerateConfig
-from easyphoto_app.workspace import Workspace, atomic_path
+from easyphoto_app.settings import ASSETS, TRIGGER, GenerateConfig
+from easyphoto_app.workspace import Workspace, atomic_path, unique_path
 
 LORA_TAG = re.compile(r"<lora:\s*([^:<>]+?)\s*(?::\s*([-+]?[0-9]*\.?[0-9]+)\s*)?>", re.IGNORECASE)
 SCHEDULERS = ("DPM++ 2M Karras", "Euler a", "DDIM")
 # How A1111 1.9+ writes each in PNG info: the sampler, and the schedule type apart (absent = automatic)
 A1111_SAMPLER = {"DPM++ 2M Karras": ("DPM++ 2M", "Karras"), "Euler a": ("Euler a", None), "DDIM": ("DDIM", None)}
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def load_styles() -> dict[str, str]:
@@ -34,6 +33,11 @@ def default_prompt(style: str) -> str:
     if style not in styles:
         raise UserError(f"Unknown style {style!r}; choose one of: {', '.join(styles)}.")
     return f"{TRIGGER}, {styles[style]}"
+
+
+def pick_seed(seed: int) -> int:
+    """The seed asked for, or a random one for -1 (any negative): the first of a run's seeds (seed, seed+1, ...)."""
+    return seed if seed >= 0 else random.randrange(2**31)
 
 
 def parse_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
@@ -119,13 +123,7 @@ def choose_loras(
         return [LoraChoice(name, found[name], w) for name, w in tags]
     if not user:
         return []
-    face = ws.face_lora(user)
-    if not face.exists():
-        raise UserError(
-            f"User '{user}' has no face LoRA yet: prepare photos and train first (Photos & Training tab or "
-            f"'train --user {user}')."
-        )
-    chosen = [LoraChoice(user, face, cfg.lora_weight)]
+    chosen = [LoraChoice(user, ws.require_face_lora(user), cfg.lora_weight)]
     rl = ws.ddpo_lora(user)
     if use_rl and rl.exists():
         chosen.append(LoraChoice(rl.stem, rl, cfg.rl_weight))
@@ -230,10 +228,7 @@ def save_png(image, folder: Path, stem: str, parameters: str) -> Path:
 
     info = PngInfo()
     info.add_text("parameters", parameters)
-    folder.mkdir(parents=True, exist_ok=True)
-    target, n = folder / f"{stem}.png", 1
-    while target.exists():  # same second and seed (e.g. Compare): never overwrite an image
-        target, n = folder / f"{stem}-{n}.png", n + 1
+    target = unique_path(folder, f"{stem}.png")  # same second and seed (e.g. Compare): never overwrite an image
     with atomic_path(target) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
     return target
@@ -293,7 +288,7 @@ def generate(
     height = native_resolution(model, cfg.height)
     if width % 8 or height % 8:
         raise UserError(f"Width and height must be multiples of 8 (got {width}x{height}).")
-    base_seed = cfg.seed if cfg.seed >= 0 else random.randrange(2**31)
+    base_seed = pick_seed(cfg.seed)
     set_scheduler(pipe, cfg.scheduler)
     loaded.use_loras(loras)
     folder = out_folder or ws.outputs_dir(user or "_base") / date.today().isoformat()
@@ -362,7 +357,7 @@ def compare(
     if not ws.ddpo_lora(user).exists():
         raise UserError(f"User '{user}' has no RL LoRA yet: run RL first (RL tab or 'rl --user {user}').")
     text, _ = parse_lora_tags(cfg.prompt or default_prompt(cfg.style))
-    cfg = dataclasses.replace(cfg, prompt=text, seed=cfg.seed if cfg.seed >= 0 else random.randrange(2**31))
+    cfg = dataclasses.replace(cfg, prompt=text, seed=pick_seed(cfg.seed))
     total = 2 * cfg.num * cfg.steps
 
     def half(offset):

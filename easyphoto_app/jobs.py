@@ -353,10 +353,8 @@ def check_can_start(ws: Workspace, kind: str, user: str) -> None:
     ws.require_user(user)
     if kind == "train" and not (ws.faces_dir(user) / "faces.json").exists():
         raise UserError(f"'{user}' has no checked photos yet: add photos first (Photos & Training tab).")
-    if kind == "rl" and not ws.face_lora(user).exists():
-        raise UserError(
-            f"'{user}' has no face LoRA yet: train it first (Photos & Training tab, or 'train --user {user}')."
-        )
+    if kind == "rl":
+        ws.require_face_lora(user)
 
 
 JOB_NAMES = {"train": "training", "rl": "RL"}  # the UI records a job by its command; the CLI locks with these

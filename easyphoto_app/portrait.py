@@ -7,7 +7,6 @@ template, and pasted back through a feathered mask: outside the mask the output 
 
 from __future__ import annotations
 
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -205,13 +204,10 @@ def add_template(ws: Workspace, source: Path, backend) -> Path:
     """Keep an uploaded template in templates/ once it is checked as painting checks it (an image, with a face
     large enough to paint): a refused one is never kept. Never overwrites another."""
     from easyphoto_app.faces.images import sanitize_name
-    from easyphoto_app.workspace import atomic_path
+    from easyphoto_app.workspace import atomic_path, unique_path
 
     place(backend, load_template(source), PortraitConfig())
-    name = Path(sanitize_name(Path(source).name))
-    target, n = ws.templates_dir / name, 1
-    while target.exists():
-        target, n = ws.templates_dir / f"{name.stem}-{n}{name.suffix}", n + 1
+    target = unique_path(ws.templates_dir, sanitize_name(Path(source).name))
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
     return target
@@ -418,7 +414,7 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
 
     from easyphoto_app.demo_model import native_resolution
     from easyphoto_app.faces.likeness import scorer_or_none
-    from easyphoto_app.generate import prompt_note, run_pipeline, set_scheduler
+    from easyphoto_app.generate import pick_seed, prompt_note, run_pipeline, set_scheduler
 
     pipe, model, gen, cfg = loaded.pipe, loaded.model, job.gen, job.cfg
     steps = _painting_steps(gen, cfg.strength)
@@ -437,7 +433,7 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
     set_scheduler(painter, gen.scheduler)
     scorers = {s.user: scorer_or_none(ws, s.user) for s in job.sitters}
     notes = [n for n in (job.spot.note, prompt_note(pipe.tokenizer, job.prompt)) if n] + _notes(faces, scorers)
-    base_seed = cfg.seed if cfg.seed >= 0 else random.randrange(2**31)
+    base_seed = pick_seed(cfg.seed)
     start, candidates, done = time.perf_counter(), [], 0
 
     def draw(image, mask, seed):

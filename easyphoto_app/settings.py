@@ -17,6 +17,7 @@ import tomllib
 from easyphoto_app.errors import UserError
 from easyphoto_app.precision import CHOICES as PRECISIONS
 
+ASSETS = Path(__file__).resolve().parent.parent / "assets"  # shipped files: styles, prompts, configs, the face model
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TRIGGER = "easyphoto_face, easyphoto, 1person"
 

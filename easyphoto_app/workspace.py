@@ -1,9 +1,10 @@
-"""Where every file lives under the data dir, user-id checks, and atomic writes."""
+"""Where every file lives under the data dir, user-id checks, atomic writes, free names and file hashes."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -106,6 +107,16 @@ class Workspace:
             )
         return user_id
 
+    def require_face_lora(self, user_id: str) -> Path:
+        """The user's face LoRA, or the one refusal that says how to get one."""
+        lora = self.face_lora(user_id)
+        if not lora.exists():
+            raise UserError(
+                f"User '{user_id}' has no face LoRA yet: train it first (Photos & Training tab, or "
+                f"'train --user {user_id}')."
+            )
+        return lora
+
     def delete_user(self, user_id: str) -> None:
         user_id = self.require_user(user_id)
         shutil.rmtree(self.user_dir(user_id))
@@ -160,6 +171,34 @@ def atomic_path(target: Path, suffix: str | None = None):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def unique_path(folder: Path, name: str) -> Path:
+    """folder/name, or the first of folder/<stem>-1<suffix>, -2, ... that does not exist: never another file."""
+    name = Path(name).name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    target, n = Path(folder) / name, 1
+    while target.exists():
+        target, n = Path(folder) / f"{stem}-{n}{suffix}", n + 1
+    return target
+
+
+_hash_cache: dict[str, str] = {}
+
+
+def sha256_file(path: Path, offset: int = 0) -> str:
+    """sha256 of a file from `offset` on, read in pieces; cached by path, size and mtime (a checkpoint is GBs)."""
+    path = Path(path)
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{offset}"
+    if key not in _hash_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _hash_cache[key] = h.hexdigest()
+    return _hash_cache[key]
 
 
 def previous_lora(lora: Path) -> Path:

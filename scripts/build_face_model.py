@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import face_photos  # noqa: E402
 
-from easyphoto_app.demo_model import DEMO_LABEL, DEMO_VERSION  # noqa: E402
+from easyphoto_app.demo_model import DEMO_LABEL, DEMO_VERSION, FACE_MODEL  # noqa: E402
 
 RESOLUTION = 128
 CROP_SIDE = 256
@@ -587,7 +587,7 @@ def check(model_dir: Path, seeds: int = 64) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=Path, default=None, help="where scripts/face_photos.py puts the photos")
-    ap.add_argument("--out", type=Path, default=ROOT / "assets" / "face_model")
+    ap.add_argument("--out", type=Path, default=FACE_MODEL)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "easyphoto-face-model")
     ap.add_argument("--vae-steps", type=int, default=3000)
     ap.add_argument("--unet-steps", type=int, default=4000)

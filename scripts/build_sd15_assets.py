@@ -22,7 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-OUT = ROOT / "assets" / "sd15"
+from easyphoto_app.settings import ASSETS  # noqa: E402
+
+OUT = ASSETS / "sd15"
 MERGES = 49152 - 256 - 2  # the merges CLIP uses (its vocabulary is 49,408 = 512 byte tokens + merges + 2 specials)
 
 

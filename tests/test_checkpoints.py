@@ -6,14 +6,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from easyphoto_app import checkpoints
 from easyphoto_app.checkpoints import (
     checkpoint_family,
     checkpoint_kind,
     list_checkpoints,
     lora_hash,
     model_hash,
-    sha256_file,
 )
 from easyphoto_app.errors import UserError
 
@@ -97,34 +95,3 @@ def test_hashes_are_a1111s_model_hash_and_addnet_hash(tmp_path):
     assert lora_hash(path) == hashlib.sha256(raw[header:]).hexdigest()[:12]
     renamed = tiny(tmp_path / "m.safetensors", {"w": (3, 3)}, metadata={"note": "a longer note than before"})
     assert lora_hash(renamed) == lora_hash(path) and model_hash(renamed) != model_hash(path)  # metadata edits
-
-
-def test_a_file_hash_is_cached_until_the_file_changes(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoints, "_hash_cache", {})
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"a" * (3 << 20))  # more than one read chunk
-    assert sha256_file(path) == hashlib.sha256(b"a" * (3 << 20)).hexdigest()
-    assert sha256_file(path, 5) == hashlib.sha256(b"a" * ((3 << 20) - 5)).hexdigest()
-    assert len(checkpoints._hash_cache) == 2
-    checkpoints._hash_cache[next(iter(checkpoints._hash_cache))] = "cached"
-    assert sha256_file(path) == "cached"  # a GB checkpoint is not read again
-    path.write_bytes(b"b" * 10)
-    assert sha256_file(path) == hashlib.sha256(b"b" * 10).hexdigest()
-
-
-def test_hashing_a_big_file_reads_it_in_pieces_not_into_memory(tmp_path, monkeypatch):
-    """A checkpoint is 2-4 GB: its hash must not need its size in RAM."""
-    import tracemalloc
-
-    monkeypatch.setattr(checkpoints, "_hash_cache", {})
-    path = tmp_path / "big.safetensors"
-    with open(path, "wb") as fh:
-        for _ in range(48):
-            fh.write(b"\x01" * (1 << 20))
-    tracemalloc.start()
-    try:
-        sha256_file(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB held to hash a 48 MiB file"

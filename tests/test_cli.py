@@ -479,7 +479,7 @@ def test_generate_prints_each_image_with_its_seed_or_json_and_labels_the_demo(rl
     "args, says",
     [
         (["--user", "nobody"], "error: No user 'nobody'"),
-        (["--user", "newbie"], "error: User 'newbie' has no face LoRA yet: prepare photos and train first"),
+        (["--user", "newbie"], "error: User 'newbie' has no face LoRA yet: train it first (Photos & Training"),
         (["--prompt", "a portrait <lora:nobody:1>"], "error: Unknown LoRA nobody in the prompt; available: anna."),
         (["--prompt", "a portrait <lora:anna:x>"], "error: Malformed LoRA tag '<lora:anna:x>'"),
         (["--user", "anna", "--style", "Baroque"], "error: Unknown style 'Baroque'"),

@@ -346,3 +346,10 @@ def test_png_parameters_are_a1111s_lines_with_every_lora_and_its_hash(tmp_path):
     )
     plain = png_parameters("x", [], GenerateConfig(scheduler="Euler a", negative_prompt=""), 1, 64, 64, model)
     assert "Sampler: Euler a, CFG scale: 7," in plain and "Schedule type" not in plain and "Lora hashes" not in plain
+
+
+def test_a_seed_asked_for_is_kept_and_only_a_negative_one_is_drawn_at_random(monkeypatch):
+    from easyphoto_app import generate as g
+
+    monkeypatch.setattr(g.random, "randrange", lambda n: n - 1)
+    assert [g.pick_seed(s) for s in (0, 7, -1, -5)] == [0, 7, 2**31 - 1, 2**31 - 1]

@@ -153,3 +153,14 @@ def test_showing_settings_leaves_the_model_field_alone_when_it_already_shows_the
     untouched = model_field_on_show("demo", "demo")
     assert isinstance(untouched, dict) and "value" not in untouched
     assert model_field_on_show("demo", "/models/a.safetensors") == "/models/a.safetensors"
+
+
+def test_the_assets_folder_is_found_in_one_place_and_holds_what_the_app_reads():
+    from pathlib import Path
+
+    from easyphoto_app.settings import ASSETS
+
+    package = Path(__file__).resolve().parents[1] / "easyphoto_app"
+    finders = sorted(p.name for p in package.rglob("*.py") if '"assets"' in p.read_text(encoding="utf-8"))
+    assert finders == ["settings.py"]
+    assert all((ASSETS / name).exists() for name in ("styles.json", "rl_prompts.txt", "sd15", "face_model"))

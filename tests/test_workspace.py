@@ -1,5 +1,6 @@
 """The data folder's layout, user ids, atomic writes and the free-space check: fast, no model."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -7,13 +8,17 @@ from collections import namedtuple
 
 import pytest
 
+from easyphoto_app import workspace
 from easyphoto_app.errors import UserError
 from easyphoto_app.workspace import (
     Workspace,
     atomic_path,
+    atomic_write_bytes,
     atomic_write_json,
     ensure_free_space,
     free_bytes,
+    sha256_file,
+    unique_path,
     validate_user_id,
 )
 
@@ -199,3 +204,64 @@ def test_free_bytes_reads_the_folder_itself_or_the_nearest_one_that_exists(tmp_p
     assert free_bytes(tmp_path / "not") == 2 and probed[-1] == tmp_path
     (tmp_path / "drive").mkdir()  # a folder that exists is read itself: it may be another drive's mount point
     assert free_bytes(tmp_path / "drive") == 3 and probed[-1] == tmp_path / "drive"
+
+
+def test_a_file_hash_is_cached_until_the_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(workspace, "_hash_cache", {})
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"a" * (3 << 20))  # more than one read chunk
+    assert sha256_file(path) == hashlib.sha256(b"a" * (3 << 20)).hexdigest()
+    assert sha256_file(path, 5) == hashlib.sha256(b"a" * ((3 << 20) - 5)).hexdigest()
+    assert len(workspace._hash_cache) == 2
+    workspace._hash_cache[next(iter(workspace._hash_cache))] = "cached"
+    assert sha256_file(path) == "cached"  # a GB checkpoint is not read again
+    path.write_bytes(b"b" * 10)
+    assert sha256_file(path) == hashlib.sha256(b"b" * 10).hexdigest()
+
+
+def test_hashing_a_big_file_reads_it_in_pieces_not_into_memory(tmp_path, monkeypatch):
+    """A checkpoint is 2-4 GB: its hash must not need its size in RAM."""
+    import tracemalloc
+
+    monkeypatch.setattr(workspace, "_hash_cache", {})
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as fh:
+        for _ in range(48):
+            fh.write(b"\x01" * (1 << 20))
+    tracemalloc.start()
+    try:
+        sha256_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB held to hash a 48 MiB file"
+
+
+def test_a_free_name_is_the_name_asked_for_or_a_numbered_one_and_never_overwrites(tmp_path):
+    folder = tmp_path / "out"
+    assert unique_path(folder, "a.png") == folder / "a.png"  # the folder need not exist yet
+    for n in range(4):  # four writes of one name: four files, each keeping what was written
+        atomic_write_bytes(unique_path(folder, "a.png"), bytes([n]))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        "a.png": b"\x00",
+        "a-1.png": b"\x01",
+        "a-2.png": b"\x02",
+        "a-3.png": b"\x03",
+    }
+    (folder / "notes").write_text("x")
+    assert unique_path(folder, "notes") == folder / "notes-1"  # no suffix: the number ends the name
+    assert unique_path(folder, "../notes") == folder / "notes-1"  # only ever inside the folder
+
+
+def test_the_face_lora_is_required_in_one_sentence_that_says_how_to_get_it(tmp_path):
+    ws = Workspace(tmp_path)
+    with pytest.raises(UserError) as refused:
+        ws.require_face_lora("ann")
+    assert str(refused.value) == (
+        "User 'ann' has no face LoRA yet: train it first (Photos & Training tab, or 'train --user ann')."
+    )
+    ws.face_lora("ann").parent.mkdir(parents=True)
+    ws.face_lora("ann").write_bytes(b"lora")
+    assert ws.require_face_lora("ann") == tmp_path / "loras" / "ann.safetensors"
+    with pytest.raises(UserError, match="is not allowed"):
+        ws.require_face_lora("../ann")

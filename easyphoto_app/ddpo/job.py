@@ -4,13 +4,13 @@ with the RL LoRA written, its diagnoses said, and the face LoRA checked untouche
 from __future__ import annotations
 
 from easyphoto_app import parallel
-from easyphoto_app.ddpo.loop import RLResult, RLRun, _sha256
+from easyphoto_app.ddpo.loop import RLResult, RLRun
 from easyphoto_app.errors import OutOfMemoryError, oom_message
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_io import complete_checkpoints, set_aside_previous
 from easyphoto_app.monitor import Monitor
 from easyphoto_app.settings import Settings
-from easyphoto_app.workspace import Workspace
+from easyphoto_app.workspace import Workspace, sha256_file
 
 
 def run_rl(
@@ -19,7 +19,7 @@ def run_rl(
     import torch
 
     run = RLRun(settings, ws, user, reporter, reward_fn)
-    face_hash = _sha256(run.face_lora)
+    face_hash = sha256_file(run.face_lora)
     ckpts = complete_checkpoints(run.work, "epoch")
     if resume and ckpts:
         run.adopt_settings(ckpts[-1])
@@ -121,5 +121,5 @@ def _finish_after_error(run: RLRun, started: bool, reporter: Reporter, message: 
 
 
 def _check_face_lora(run: RLRun, expected: str, reporter: Reporter) -> None:
-    if _sha256(run.face_lora) != expected:  # never expected; a loud message if it ever happens
+    if sha256_file(run.face_lora) != expected:  # never expected; a loud message if it ever happens
         reporter.log(f"warning: {run.face_lora.name} changed during RL; retrain it to be safe.")

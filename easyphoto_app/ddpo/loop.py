@@ -12,7 +12,6 @@ hash is checked after.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import shutil
 import time
@@ -35,13 +34,12 @@ from easyphoto_app.lora_io import (
     save_lora,
     write_checkpoint_dir,
 )
-from easyphoto_app.settings import TRIGGER, RLConfig, Settings
+from easyphoto_app.settings import ASSETS, TRIGGER, RLConfig, Settings
 from easyphoto_app.workspace import Workspace, atomic_write_json
 
 DDPO_ADAPTER = "ddpo"
 FACE_ADAPTER = "face"
 EVAL_SHARE_LIMIT = 0.15  # evaluation's share of the run's time
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
 @dataclass
@@ -51,10 +49,6 @@ class RLResult:
     epochs: int
     best_epoch: int
     best_reward: float
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_prompts() -> list[str]:
@@ -76,11 +70,7 @@ class RLRun:
             raise UserError(
                 "RL needs eta > 0: with eta 0 the sampler is deterministic and DDPO has nothing to learn from."
             )
-        self.face_lora = ws.face_lora(user)
-        if not self.face_lora.exists():
-            raise UserError(
-                f"User '{user}' has no face LoRA yet: train it first (Photos & Training tab or 'train --user {user}')."
-            )
+        self.face_lora = ws.require_face_lora(user)
         if reward_fn is None:
             from easyphoto_app.faces.likeness import scorer_for
 

@@ -9,7 +9,6 @@ tell people apart (the offline fallback) skips both and says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from easyphoto_app.faces import get_backend, quality
 from easyphoto_app.faces.base import DetectedFace, FaceBackend, identity_of
 from easyphoto_app.faces.images import BadImage, collect_files, load_rgb, not_an_image, sanitize_name
 from easyphoto_app.settings import FaceConfig
-from easyphoto_app.workspace import Workspace, atomic_path, atomic_write_json
+from easyphoto_app.workspace import Workspace, atomic_path, atomic_write_json, sha256_file, unique_path
 
 MIN_PHOTOS = 3
 NO_IDENTITY = (
@@ -127,31 +126,22 @@ def _rounded(v) -> list[float]:
 # ----------------------------------------------------------------------------- importing
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def import_photos(ws: Workspace, user: str, files: list[Path]) -> tuple[list[str], list[dict]]:
     """Copy new files into photos/ under sanitised, unique names. Files that are not images and byte-identical
     copies are not kept; each is returned with the reason, so nothing is dropped without a word."""
     folder = ws.photos_dir(user)
     folder.mkdir(parents=True, exist_ok=True)
-    known = {_sha(p): p.name for p in folder.iterdir() if p.is_file()}
+    known = {sha256_file(p): p.name for p in folder.iterdir() if p.is_file()}
     added, skipped = [], []
     for src in collect_files(files):
         why = not_an_image(src)
-        digest = None if why else _sha(src)
+        digest = None if why else sha256_file(src)
         if digest in known:
             why = f"the same file as {known[digest]}, already added"
         if why:
             skipped.append({"source": src.name, "accepted": False, "reason": f"not kept: {why}"})
             continue
-        name = sanitize_name(src.name)
-        target = folder / name
-        n = 1
-        while target.exists():
-            target = folder / f"{Path(name).stem}_{n}{Path(name).suffix}"
-            n += 1
+        target = unique_path(folder, sanitize_name(src.name))
         with atomic_path(target) as tmp:
             shutil.copyfile(src, tmp)
         known[digest] = target.name

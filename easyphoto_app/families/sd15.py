@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from easyphoto_app.families.conditioning import Cond
+from easyphoto_app.settings import ASSETS
 
 NAME = "sd15"
 LABEL = "Stable Diffusion 1.5"
-CONFIG = Path(__file__).resolve().parents[2] / "assets" / "sd15"  # configs and tokenizer: single files load offline
+CONFIG = ASSETS / "sd15"  # configs and tokenizer: single files load offline
 PIPELINES = {
     "txt2img": "StableDiffusionPipeline",
     "img2img": "StableDiffusionImg2ImgPipeline",

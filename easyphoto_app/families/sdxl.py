@@ -6,13 +6,12 @@ SDXL's autoencoder overflows in fp16 (its config says `force_upcast`): it decode
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from easyphoto_app.families.conditioning import Cond
+from easyphoto_app.settings import ASSETS
 
 NAME = "sdxl"
 LABEL = "SDXL"
-CONFIG = Path(__file__).resolve().parents[2] / "assets" / "sdxl"
+CONFIG = ASSETS / "sdxl"
 PIPELINES = {
     "txt2img": "StableDiffusionXLPipeline",
     "img2img": "StableDiffusionXLImg2ImgPipeline",

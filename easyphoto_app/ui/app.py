@@ -7,16 +7,14 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import gradio as gr
 
-from easyphoto_app.settings import Settings
+from easyphoto_app.settings import ASSETS, Settings
 from easyphoto_app.ui import gallery_tab, generate_tab, photos_tab, portrait_tab, rl_tab, settings_tab
 from easyphoto_app.ui.common import Context, model_banner
 
 log = logging.getLogger(__name__)
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
 def refresh_on_show(tab: gr.Tab, built: dict) -> None:
