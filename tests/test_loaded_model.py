@@ -100,3 +100,31 @@ def test_the_cache_keeps_a_loaded_model_and_its_derived_pipelines_and_drops_them
     assert not [k for p in (first.pipe, second.pipe, painter) for k in vars(p) if k.startswith("_ep")]
     cache.clear()
     assert cache.model is None and cache.get(s) is not second
+
+
+def test_the_ui_hands_its_work_the_cached_loaded_model_one_generation_at_a_time():
+    import threading
+    from types import SimpleNamespace
+
+    import pytest
+
+    from easyphoto_app.errors import BusyError
+    from easyphoto_app.ui.common import with_pipeline
+
+    loaded = LoadedModel(PeftPipe(), SimpleNamespace(is_demo=False))
+    ctx = SimpleNamespace(
+        settings="settings",
+        pipelines=SimpleNamespace(get=lambda settings: settings == "settings" and loaded),
+        generate_lock=threading.Lock(),
+        cancel_generate=threading.Event(),
+    )
+    seen = []
+
+    def work(given):
+        seen.append(given)
+        with pytest.raises(BusyError, match="Another generation is running"):
+            with_pipeline(ctx, lambda *a, **k: None, work)
+        return "made"
+
+    assert with_pipeline(ctx, lambda *a, **k: None, work) == ("made", loaded.model) and seen == [loaded]
+    assert not ctx.generate_lock.locked()
