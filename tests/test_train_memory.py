@@ -136,9 +136,9 @@ def test_the_job_shows_the_estimate_and_warns_with_what_to_lower(tiny_pipe):
     one = total(dataclasses.replace(cfg, train_batch_size=1)) - loaded
     assert one < need
     _, warning = train_memory.preflight(pipe, cfg, RES, one, dtype, 4)
-    assert warning.endswith(f"Try batch size 1 (--batch-size 1): about {human_size(one)}. Or lower the resolution."), (
-        warning
-    )
+    assert warning.endswith(
+        f"Try train batch size 1 (--train-batch-size 1): about {human_size(one)}. Or lower the resolution."
+    ), warning
 
 
 def test_the_training_log_carries_the_estimate_and_the_warning(tiny_pipe, monkeypatch):
