@@ -92,7 +92,12 @@ def run_ours(
 
     s = load_settings(home)
     s.app.model, s.app.device, s.app.precision = model, device, precision
-    s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.train_batch = SAMPLES, BATCH, steps, 1
+    s.rl.samples_per_epoch, s.rl.sample_batch_size, s.rl.num_inference_steps, s.rl.train_batch_size = (
+        SAMPLES,
+        BATCH,
+        steps,
+        1,
+    )
     s.rl.eval_samples = eval_samples
     by_brightness = lambda ims: (brightness(ims), {"no_face_rate": 0.0})  # noqa: E731
     run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=by_brightness if reward == "brightness" else None)
@@ -235,7 +240,9 @@ def sd15_estimate() -> dict:
     text_bytes = sum(p.numel() for p in text.parameters()) * 2
     out = {}
     for tb in (4, 1):
-        cfg = RLConfig(steps=50, sample_batch=4, train_batch=1, samples_per_epoch=8, timestep_batch=tb)
+        cfg = RLConfig(
+            num_inference_steps=50, sample_batch_size=4, train_batch_size=1, samples_per_epoch=8, timestep_batch=tb
+        )
         e = estimate_rl_memory(
             {}, sd15_vae, cfg, 512, torch.float16, text_encoder_bytes=text_bytes
         )  # {} = SD1.5's UNet
@@ -265,7 +272,7 @@ def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tu
     cli = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(home)]
     for step in (
         ["prepare", "--user", "bench", *map(str, photos.astronaut_set(tmp / "photos"))],
-        ["train", "--user", "bench", "--steps", "2", "--rank", "4", "--alpha", "4"],
+        ["train", "--user", "bench", "--max-train-steps", "2", "--rank", "4", "--lora-alpha", "4"],
     ):
         done = subprocess.run([*cli, *step], cwd=ROOT, capture_output=True, text=True)
         if done.returncode:

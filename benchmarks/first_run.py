@@ -63,7 +63,7 @@ def first_run(person: str, photo: Path, images: int, work: Path) -> dict:
         "photos": len(files),
         "prepare_s": round(prepare_s, 1),
         "train_s": round(train_s, 1),
-        "train_settings": {k: said["settings"][k] for k in ("rank", "alpha", "lr")},
+        "train_settings": {k: said["settings"][k] for k in ("rank", "lora_alpha", "learning_rate")},
         "train_steps": said["steps"],
         "first_image_s": shots[0]["seconds"],
         "first_image_has_face": shots[0]["face"],

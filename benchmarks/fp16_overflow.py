@@ -69,7 +69,7 @@ def main() -> None:
     g = torch.Generator("cpu").manual_seed(0)
     cond = Cond(torch.randn(a.samples, 77, 768, generator=g).to(a.device, precision.dtype))
     uncond = Cond(torch.randn(1, 77, 768, generator=g).to(a.device, precision.dtype))
-    cfg = replace(RLConfig(), steps=a.steps, train_batch=1, timestep_batch=a.steps)
+    cfg = replace(RLConfig(), num_inference_steps=a.steps, train_batch_size=1, timestep_batch=a.steps)
     t0 = time.perf_counter()
     traj = sample(
         unet,
@@ -78,7 +78,7 @@ def main() -> None:
         uncond,
         [""] * a.samples,
         a.steps,
-        cfg.guidance,
+        cfg.guidance_scale,
         cfg.eta,
         (4, a.size // 8, a.size // 8),
         g,
@@ -88,7 +88,7 @@ def main() -> None:
     sampling_peaks = {k: {"max_abs": round(v[0], 2), "inf": v[1]} for k, v in peaks.items()}
     peaks.clear()
     scaler = precision.scaler()
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     advantages = torch.randn(a.samples, generator=g)
     t0 = time.perf_counter()
     stats = ppo_update(

@@ -132,7 +132,7 @@ def run_person(name: str, photo: Path, args, work: Path) -> dict:
     images, row["base_generate_s"] = generate(home, seeds=args.seeds)
     row["base"] = score(home, user, images, original)
     rows = [("base", images, row["base"]["likeness"])]
-    train = ["--steps", str(args.train_steps)] if args.train_steps else []
+    train = ["--max-train-steps", str(args.train_steps)] if args.train_steps else []
     _, row["train_s"] = cli(home, "train", "--user", user, *train)
     images, _ = generate(home, "--user", user, "--no-rl", seeds=args.seeds)
     row["face_lora"] = score(home, user, images, original)

@@ -50,14 +50,14 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
     def run_once(n_steps: int) -> float:
         start = time.perf_counter()
         if mode == "generate":  # plain text-to-image with the steps the portrait denoises
-            generate(loaded, ws, dataclasses.replace(gen, steps=max(1, int(n_steps * strength))))
+            generate(loaded, ws, dataclasses.replace(gen, num_inference_steps=max(1, int(n_steps * strength))))
         else:
             from easyphoto_app.faces.images import load_rgb
 
             cfg = dataclasses.replace(settings.portrait, strength=strength, num=1, seed=0)
             rgb = load_rgb(template, 4096)
             job = Plan(
-                dataclasses.replace(gen, steps=n_steps),
+                dataclasses.replace(gen, num_inference_steps=n_steps),
                 cfg,
                 "bench",
                 template,

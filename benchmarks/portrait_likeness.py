@@ -164,7 +164,7 @@ def run_person(person: str, photo: Path, args, work: Path) -> dict:
     (home / "settings.toml").write_text('[app]\nmodel = "demo"\n')
     files = photo_set(person, photo, work / "photos" / home.name)
     cli(home, "prepare", "--user", "heldout", *map(str, files))
-    steps = ["--steps", str(args.train_steps)] if args.train_steps else []
+    steps = ["--max-train-steps", str(args.train_steps)] if args.train_steps else []
     _, train_s = cli(home, "train", "--user", "heldout", *steps)
     rows = paint_all(home, "heldout", person, original_descriptor(photo), args)
     templates_to_user = {r["template"]: r["template_to_user"] for r in rows}

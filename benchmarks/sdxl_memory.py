@@ -58,9 +58,9 @@ def training(unet, vae, encoders) -> dict:
     from easyphoto_app.settings import TrainConfig
     from easyphoto_app.train_memory import estimate_train_memory
 
-    own = {k: v for k, v in sdxl.DEFAULTS["train"].items() if k in ("rank", "alpha", "lr")}
+    own = {k: v for k, v in sdxl.DEFAULTS["train"].items() if k in ("rank", "lora_alpha", "learning_rate")}
     cfg = TrainConfig(**own)
-    out = {"settings": {k: getattr(cfg, k) for k in ("rank", "alpha", "batch_size")}}
+    out = {"settings": {k: getattr(cfg, k) for k in ("rank", "lora_alpha", "train_batch_size")}}
     for name, dtype in DTYPES.items():
         for te in (False, True):
             c = dataclasses.replace(cfg, train_text_encoder=te)
@@ -82,9 +82,16 @@ def rl(unet, vae, encoders, resolutions: list[int]) -> dict:
     out = {
         "settings": {
             k: getattr(cfg, k)
-            for k in ("sample_batch", "train_batch", "timestep_batch", "samples_per_epoch", "steps", "rank")
+            for k in (
+                "sample_batch_size",
+                "train_batch_size",
+                "timestep_batch",
+                "samples_per_epoch",
+                "num_inference_steps",
+                "rank",
+            )
         },
-        "lowered": {k: getattr(lowered, k) for k in ("sample_batch", "timestep_batch", "samples_per_epoch")},
+        "lowered": {k: getattr(lowered, k) for k in ("sample_batch_size", "timestep_batch", "samples_per_epoch")},
     }
     for res in resolutions:
         for label, c in (("default", cfg), ("lowered", lowered)):

@@ -44,7 +44,7 @@ def make_user(home: Path, model: str) -> None:
         build_random_model(home / "models" / "demo")
     (home / "settings.toml").write_text('[app]\nmodel = "demo"\n')
     cli(home, "prepare", "--user", "astro", *map(str, photos.astronaut_set(home.parent / "photos")))
-    cli(home, "train", "--user", "astro", "--steps", "4", "--save-every", "2", "--rank", "4")
+    cli(home, "train", "--user", "astro", "--max-train-steps", "4", "--checkpointing-steps", "2", "--rank", "4")
     cli(
         home,
         "rl",
@@ -54,9 +54,9 @@ def make_user(home: Path, model: str) -> None:
         "1",
         "--samples-per-epoch",
         "2",
-        "--sample-batch",
+        "--sample-batch-size",
         "2",
-        "--steps",
+        "--num-inference-steps",
         "3",
     )
 
@@ -74,7 +74,12 @@ def soak(home: Path, images: int, every: int, steps: int) -> dict:
     for block in range(images // every):
         weights = (0.5 + 0.1 * (block % 6), 0.3 + 0.15 * (block % 5))
         cfg = with_overrides(
-            settings.generate, num=every, steps=steps, seed=block * every, lora_weight=weights[0], rl_weight=weights[1]
+            settings.generate,
+            num=every,
+            num_inference_steps=steps,
+            seed=block * every,
+            lora_weight=weights[0],
+            rl_weight=weights[1],
         )
         generate(cache.get(settings), ws, cfg, user="astro")
         rss.append(round(psutil.Process().memory_info().rss / 2**20, 1))

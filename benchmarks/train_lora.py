@@ -66,18 +66,18 @@ def plain_loop(t: FaceLoraTrainer, steps: int) -> float:
     unet = pipe.unet
     if "plain" not in unet.peft_config:
         unet.delete_adapters(["face"])
-        add_lora(unet, t.cfg.rank, t.cfg.alpha, UNET_TARGETS, adapter="plain")
+        add_lora(unet, t.cfg.rank, t.cfg.lora_alpha, UNET_TARGETS, adapter="plain")
     params = [p for n, p in unet.named_parameters() if ".plain." in n]
     for p in params:
         p.data = p.data.float()
-    opt = torch.optim.AdamW(params, lr=t.cfg.lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(params, lr=t.cfg.learning_rate, weight_decay=1e-2)
     scaler = t.precision.scaler()
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     images = [
         np.asarray(Image.open(p).convert("RGB").resize((t.resolution,) * 2), np.float32) / 127.5 - 1 for p in t.images
     ]
     start = time.perf_counter()
-    for step in range(steps * t.cfg.grad_accum):
+    for step in range(steps * t.cfg.gradient_accumulation_steps):
         px = torch.from_numpy(images[step % len(images)]).permute(2, 0, 1)[None].to(t.device, pipe.vae.dtype)
         with t.precision.autocast():
             latents = pipe.vae.encode(px).latent_dist.sample() * pipe.vae.config.scaling_factor
@@ -88,9 +88,9 @@ def plain_loop(t: FaceLoraTrainer, steps: int) -> float:
             noise = torch.randn_like(latents)
             ts = torch.randint(0, 1000, (1,), device=t.device)
             pred = unet(sched.add_noise(latents, noise, ts), ts, text).sample
-        loss = F.mse_loss(pred.float(), noise.float()) / t.cfg.grad_accum
+        loss = F.mse_loss(pred.float(), noise.float()) / t.cfg.gradient_accumulation_steps
         scaler.scale(loss).backward()
-        if (step + 1) % t.cfg.grad_accum == 0:
+        if (step + 1) % t.cfg.gradient_accumulation_steps == 0:
             scaler.step(opt)
             scaler.update()
             opt.zero_grad()
@@ -137,8 +137,8 @@ def main():
                     "precision": t.precision.name,
                     "resolution": t.resolution,
                     "rank": a.rank,
-                    "grad_accum": t.cfg.grad_accum,
-                    "batch": t.cfg.batch_size,
+                    "grad_accum": t.cfg.gradient_accumulation_steps,
+                    "batch": t.cfg.train_batch_size,
                     "steps": a.steps,
                     "ours": ours,
                     "plain_diffusers_peft": plain,

@@ -126,7 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     add_config_args(p, PortraitConfig)
     add_config_args(
-        p, GenerateConfig, only=["prompt", "negative_prompt", "steps", "cfg", "scheduler", "lora_weight", "rl_weight"]
+        p,
+        GenerateConfig,
+        only=[
+            "prompt",
+            "negative_prompt",
+            "num_inference_steps",
+            "guidance_scale",
+            "scheduler",
+            "lora_weight",
+            "rl_weight",
+        ],
     )
 
     p = subs["likeness"]

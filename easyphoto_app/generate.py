@@ -154,10 +154,10 @@ def png_parameters(
 
     sampler, schedule = A1111_SAMPLER[cfg.scheduler]
     parts = (
-        [f"Steps: {cfg.steps}", f"Sampler: {sampler}"]
+        [f"Steps: {cfg.num_inference_steps}", f"Sampler: {sampler}"]
         + ([f"Schedule type: {schedule}"] if schedule else [])
         + [
-            f"CFG scale: {cfg.cfg:g}",
+            f"CFG scale: {cfg.guidance_scale:g}",
             f"Seed: {seed}",
             f"Size: {w}x{h}",
             f"Model hash: {model_hash(model)}",
@@ -294,20 +294,20 @@ def generate(
     folder = out_folder or ws.outputs_dir(user or "_base") / date.today().isoformat()
     scorer = scorer_or_none(ws, user) if user else None
     result, start = Generated(note=prompt_note(pipe.tokenizer, text)), time.perf_counter()
-    total = cfg.num * cfg.steps
+    total = cfg.num * cfg.num_inference_steps
     for i in range(cfg.num):
         seed = base_seed + i
         image = run_pipeline(
             pipe,
-            i * cfg.steps,
+            i * cfg.num_inference_steps,
             total,
             progress,
             should_stop,
             "the image size, the number of images or the steps",
             prompt=text,
             negative_prompt=cfg.negative_prompt or None,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.cfg,
+            num_inference_steps=cfg.num_inference_steps,
+            guidance_scale=cfg.guidance_scale,
             width=width,
             height=height,
             generator=torch.Generator("cpu").manual_seed(seed),
@@ -358,11 +358,12 @@ def compare(
         raise UserError(f"User '{user}' has no RL LoRA yet: run RL first (RL tab or 'rl --user {user}').")
     text, _ = parse_lora_tags(cfg.prompt or default_prompt(cfg.style))
     cfg = dataclasses.replace(cfg, prompt=text, seed=pick_seed(cfg.seed))
-    total = 2 * cfg.num * cfg.steps
+    per_run = cfg.num * cfg.num_inference_steps
+    total = 2 * per_run
 
     def half(offset):
         return (lambda s, t: progress(offset + s, total)) if progress else None
 
     face = generate(loaded, ws, cfg, user, use_rl=False, progress=half(0), should_stop=should_stop)
-    stacked = generate(loaded, ws, cfg, user, use_rl=True, progress=half(cfg.num * cfg.steps), should_stop=should_stop)
+    stacked = generate(loaded, ws, cfg, user, use_rl=True, progress=half(per_run), should_stop=should_stop)
     return Comparison(face, stacked)

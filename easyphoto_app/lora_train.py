@@ -29,7 +29,7 @@ from easyphoto_app.lora_io import (
     write_checkpoint_dir,
 )
 from easyphoto_app.model_defaults import default_steps, model_defaults
-from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
+from easyphoto_app.settings import TRIGGER, Settings, TrainConfig, current_names
 from easyphoto_app.workspace import Workspace, atomic_write_json, ensure_free_space
 
 VALIDATION_SEEDS = (1234, 5678, 9012, 3456)
@@ -114,7 +114,7 @@ class FaceLoraTrainer:
         )
         self.cfg: TrainConfig = model_defaults(settings.train, self.model, settings.given_in("train"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
-        self.total = self.cfg.steps or default_steps(len(self.images))
+        self.total = self.cfg.max_train_steps or default_steps(len(self.images))
         self.work = ws.lora_work_dir(user)
 
     # -- setup
@@ -134,7 +134,9 @@ class FaceLoraTrainer:
         self.precision = pick_precision(self.settings.app.precision, self.device)
         self.scaler = self.precision.scaler()
         weight_dtype = self.precision.dtype
-        self.accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=self.device == "cpu")
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps, cpu=self.device == "cpu"
+        )
         pipe = load_pipeline(self.model, self.device, dtype=weight_dtype)
         self.family = of_pipeline(pipe)
         self.text_encoders = [getattr(pipe, name) for name in self.family.TEXT_ENCODERS]
@@ -148,10 +150,12 @@ class FaceLoraTrainer:
         with torch.no_grad():
             self.cond = self.caption()
         pipe.vae.to("cpu")  # cached latents: the VAE is only needed again for validation images
-        params = [{"params": add_lora(pipe.unet, cfg.rank, cfg.alpha, UNET_TARGETS), "lr": cfg.lr}]
+        params = [{"params": add_lora(pipe.unet, cfg.rank, cfg.lora_alpha, UNET_TARGETS), "lr": cfg.learning_rate}]
         for encoder in self.text_encoders:
             if cfg.train_text_encoder:
-                params.append({"params": add_lora(encoder, cfg.rank, cfg.alpha, TE_TARGETS), "lr": cfg.lr / 2})
+                params.append(
+                    {"params": add_lora(encoder, cfg.rank, cfg.lora_alpha, TE_TARGETS), "lr": cfg.learning_rate / 2}
+                )
             else:
                 encoder.to("cpu")
         if self.device == "cuda":
@@ -179,17 +183,17 @@ class FaceLoraTrainer:
         cfg, g = self.cfg, self.generator
         total_loss = 0.0
         self.unet.train()
-        for _ in range(cfg.grad_accum):
+        for _ in range(cfg.gradient_accumulation_steps):
             with self.accelerator.accumulate(self.unet):
-                idx = torch.randint(0, self.latent_mean.shape[0], (cfg.batch_size,), generator=g)
+                idx = torch.randint(0, self.latent_mean.shape[0], (cfg.train_batch_size,), generator=g)
                 mean, std = self.latent_mean[idx], self.latent_std[idx]
                 latents = (mean + std * torch.randn(mean.shape, generator=g).to(mean.device)) * self.scaling
                 noise = torch.randn(latents.shape, generator=g).to(latents.device)
                 t = torch.randint(
-                    0, self.noise_scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g
+                    0, self.noise_scheduler.config.num_train_timesteps, (cfg.train_batch_size,), generator=g
                 ).to(latents.device)
                 noisy = self.noise_scheduler.add_noise(latents, noise, t)
-                cond = (self.caption() if cfg.train_text_encoder else self.cond).expand(cfg.batch_size)
+                cond = (self.caption() if cfg.train_text_encoder else self.cond).expand(cfg.train_batch_size)
                 with self.precision.autocast():
                     pred = self.unet(noisy.to(self.unet.dtype), t, **cond.unet_kwargs(self.unet.dtype)).sample
                 target = (
@@ -205,7 +209,7 @@ class FaceLoraTrainer:
                     self.scaler.step(self.optimizer)  # skipped, and the scale lowered, if an fp16 gradient overflowed
                     self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True)
-                total_loss += loss.item() / cfg.grad_accum
+                total_loss += loss.item() / cfg.gradient_accumulation_steps
         self.step += 1
         return total_loss
 
@@ -244,7 +248,7 @@ class FaceLoraTrainer:
 
         _, meta = load_tensors(folder / "adapter.safetensors")
         known = {f.name for f in fields(TrainConfig)}
-        for key, value in meta["settings"].items():
+        for key, value in current_names("train", meta["settings"]).items():  # old names too
             if key in known:
                 setattr(self.cfg, key, value)
         self.total = meta["total"]
@@ -281,7 +285,7 @@ class FaceLoraTrainer:
         unet.eval()
         images = []
         with torch.no_grad():
-            for seed in VALIDATION_SEEDS[: self.cfg.validation_images]:
+            for seed in VALIDATION_SEEDS[: self.cfg.num_validation_images]:
                 images += pipe(
                     TRIGGER,
                     num_inference_steps=20,
@@ -322,8 +326,8 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
     cfg = trainer.cfg
     reporter.log(
         f"Training a face LoRA for '{user}': {len(trainer.images)} faces, {trainer.total} steps at "
-        f"{trainer.resolution}px on {trainer.device}, rank {cfg.rank}, alpha {cfg.alpha:g}, learning rate "
-        f"{cfg.lr:g}. Base model: {trainer.model.label}",
+        f"{trainer.resolution}px on {trainer.device}, rank {cfg.rank}, alpha {cfg.lora_alpha:g}, learning rate "
+        f"{cfg.learning_rate:g}. Base model: {trainer.model.label}",
         settings=vars(cfg),
         steps=trainer.total,
     )
@@ -345,7 +349,7 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
     except torch.OutOfMemoryError:
         reporter.failed(oom_message("the resolution, the rank, the batch size, or turn off text encoder training"))
         raise OutOfMemoryError(
-            oom_message("--resolution, --rank, --batch-size, or drop --train-text-encoder")
+            oom_message("--resolution, --rank, --train-batch-size, or drop --train-text-encoder")
         ) from None
     except UserError as exc:
         reporter.failed(str(exc), refused=True)
@@ -370,7 +374,7 @@ def _loop(trainer: FaceLoraTrainer, scorer) -> TrainResult:
             it_s=round(rate, 3),
             eta_s=round((trainer.total - trainer.step) / max(rate, 1e-9), 1),
         )
-        at_checkpoint = trainer.step % cfg.save_every == 0 or trainer.step == trainer.total
+        at_checkpoint = trainer.step % cfg.checkpointing_steps == 0 or trainer.step == trainer.total
         if at_checkpoint:
             trainer.validate(scorer)
             trainer.save_checkpoint()
@@ -393,11 +397,11 @@ def _finish(trainer: FaceLoraTrainer, loss: float) -> TrainResult:
     path = save_lora(
         trainer.ws.face_lora(trainer.user),
         state,
-        cfg.alpha,
+        cfg.lora_alpha,
         {
             "ss_network_module": "networks.lora",
             "ss_network_dim": str(cfg.rank),
-            "ss_network_alpha": str(cfg.alpha),
+            "ss_network_alpha": str(cfg.lora_alpha),
             "ss_base_model_version": trainer.family.WEBUI_VERSION,
             "ss_resolution": f"({trainer.resolution}, {trainer.resolution})",
             "ss_steps": str(meta["step"]),

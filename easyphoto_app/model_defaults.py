@@ -9,7 +9,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.settings import GenerateConfig, RLConfig, Settings, TrainConfig
+from easyphoto_app.settings import GenerateConfig, RLConfig, Settings, TrainConfig, current_names
 
 SECTIONS = {TrainConfig: "train", RLConfig: "rl", GenerateConfig: "generate"}
 SIZES = ("resolution", "width", "height")
@@ -44,8 +44,8 @@ def demo_defaults(folder) -> dict[str, dict]:
     marker = demo_marker(folder)
     size = int(marker.get("resolution", DEMO_RESOLUTION))
     return {
-        "train": marker.get("train_defaults", {}),
-        "rl": {"steps": DEMO_RL_STEPS, "resolution": size},
+        "train": current_names("train", marker.get("train_defaults", {})),  # a copy from before the rename
+        "rl": {"num_inference_steps": DEMO_RL_STEPS, "resolution": size},
         "generate": {"width": size, "height": size},
     }
 

@@ -280,9 +280,11 @@ class Portraits:
 def _painting_steps(gen: GenerateConfig, strength: float) -> int:
     if not 0 < strength <= 1:
         raise UserError(f"Strength must be above 0 and at most 1 (got {strength:g}).")
-    steps = int(gen.steps * strength)
+    steps = int(gen.num_inference_steps * strength)
     if steps < 1:
-        raise UserError(f"{gen.steps} steps at strength {strength:g} paint nothing: raise the steps or the strength.")
+        raise UserError(
+            f"{gen.num_inference_steps} steps at strength {strength:g} paint nothing: raise the steps or the strength."
+        )
     return steps
 
 
@@ -444,7 +446,7 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
 
             extra = {
                 "control_image": Image.fromarray(canny_edges(image)),
-                "controlnet_conditioning_scale": cfg.control_weight,
+                "controlnet_conditioning_scale": cfg.controlnet_conditioning_scale,
             }
         painted = run_pipeline(
             painter,
@@ -458,8 +460,8 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
             image=Image.fromarray(image),
             mask_image=mask,
             strength=cfg.strength,
-            num_inference_steps=gen.steps,
-            guidance_scale=gen.cfg,
+            num_inference_steps=gen.num_inference_steps,
+            guidance_scale=gen.guidance_scale,
             width=size,
             height=size,
             generator=torch.Generator("cpu").manual_seed(seed),
@@ -524,7 +526,8 @@ def _fields(job: Plan, faces: list[Sitting], c: Candidate) -> tuple[str, ...]:
         from easyphoto_app.controlnet import CANNY_REPO
 
         extra += (
-            f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, Weight: {job.cfg.control_weight:g}"',
+            f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, '
+            f'Weight: {job.cfg.controlnet_conditioning_scale:g}"',
         )
     return extra
 

@@ -2,13 +2,16 @@
 
 The CLI flags, the UI's Advanced accordions and `settings.toml` all read these
 dataclasses. `settings.toml` has one table per dataclass ([app], [faces], [train],
-[rl], [generate], [portrait]); a key there overrides the default, and a CLI flag overrides both.
+[rl], [generate], [portrait]); a key there overrides the default, and a CLI flag overrides both. The names are
+diffusers' (`num_inference_steps`, `guidance_scale`, `max_train_steps`...); the older ones in `RENAMED` still work.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,16 +67,16 @@ class FaceConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = opt(0, "Training steps (0 = min(200 x photos, 800)).")
+    max_train_steps: int = opt(0, "Training steps (0 = min(200 x photos, 800)).")
     rank: int = opt(128, "LoRA rank.")
-    alpha: float = opt(64.0, "LoRA alpha (scale = alpha / rank).")
-    lr: float = opt(1e-4, "Learning rate (the text encoder uses half).")
+    lora_alpha: float = opt(64.0, "LoRA alpha (scale = alpha / rank).")
+    learning_rate: float = opt(1e-4, "Learning rate (the text encoder uses half).")
     resolution: int = opt(512, "Training resolution (the demo model uses its own small size).")
-    grad_accum: int = opt(4, "Gradient accumulation steps.")
-    batch_size: int = opt(1, "Images per step.")
-    save_every: int = opt(100, "Save and validate a checkpoint every N steps.")
+    gradient_accumulation_steps: int = opt(4, "Gradient accumulation steps.")
+    train_batch_size: int = opt(1, "Images per step.")
+    checkpointing_steps: int = opt(100, "Save and validate a checkpoint every N steps.")
     train_text_encoder: bool = opt(False, "Also train the text encoder (more memory).")
-    validation_images: int = opt(2, "Images generated per checkpoint to score likeness.")
+    num_validation_images: int = opt(2, "Images generated per checkpoint to score likeness.")
     seed: int = opt(42, "Random seed.")
 
 
@@ -81,14 +84,14 @@ class TrainConfig:
 class RLConfig:
     epochs: int = opt(100, "Maximum RL epochs (the time budget may stop it first).")
     max_hours: float = opt(1.0, "Time budget in hours; the run stops cleanly between steps.")
-    lr: float = opt(1e-4, "Learning rate of the RL LoRA.")
+    learning_rate: float = opt(1e-4, "Learning rate of the RL LoRA.")
     rank: int = opt(4, "Rank of the RL LoRA.")
     samples_per_epoch: int = opt(8, "Images sampled per epoch.")
-    sample_batch: int = opt(4, "Images sampled at once (lower it if GPU memory runs out).")
-    train_batch: int = opt(1, "Images per PPO gradient step.")
-    steps: int = opt(50, "DDIM steps per sample (the demo model uses fewer).")
+    sample_batch_size: int = opt(4, "Images sampled at once (lower it if GPU memory runs out).")
+    train_batch_size: int = opt(1, "Images per PPO gradient step.")
+    num_inference_steps: int = opt(50, "DDIM steps per sample (the demo model uses fewer).")
     eta: float = opt(1.0, "DDIM eta (noise); DDPO needs > 0.")
-    guidance: float = opt(5.0, "Classifier-free guidance scale.")
+    guidance_scale: float = opt(5.0, "Classifier-free guidance scale.")
     timestep_fraction: float = opt(1.0, "Fraction of each trajectory's steps trained on.")
     timestep_batch: int = opt(4, "Timesteps trained in one UNet pass (same result; lower it if memory runs out).")
     clip_range: float = opt(1e-4, "PPO clip range.")
@@ -112,8 +115,8 @@ class GenerateConfig:
     style: str = opt("studio", "Style preset from assets/styles.json.")
     num: int = opt(1, "Number of images.")
     seed: int = opt(-1, "Seed (-1 = random; the seed used is saved with the image).")
-    steps: int = opt(25, "Sampling steps.")
-    cfg: float = opt(7.0, "Guidance (CFG) scale.")
+    num_inference_steps: int = opt(25, "Sampling steps.")
+    guidance_scale: float = opt(7.0, "Guidance (CFG) scale.")
     width: int = opt(512, "Width (the demo model uses its own size).")
     height: int = opt(512, "Height (the demo model uses its own size).")
     scheduler: str = opt("DPM++ 2M Karras", "Sampler.", choices=["DPM++ 2M Karras", "Euler a", "DDIM"])
@@ -139,7 +142,7 @@ class PortraitConfig:
         "Structure control: ControlNet canny keeps the template's outlines (downloads once when "
         "turned on: 723 MB on an NVIDIA GPU, 1.45 GB otherwise).",
     )
-    control_weight: float = opt(0.6, "How strongly ControlNet holds the template's outlines (0-2).")
+    controlnet_conditioning_scale: float = opt(0.6, "How strongly ControlNet holds the template's outlines (0-2).")
     fusion: bool = opt(
         True,
         "Face fusion: the user's own photo, warped onto the template's face, colour-matched and "
@@ -166,6 +169,54 @@ SECTIONS = {
     "generate": GenerateConfig,
     "portrait": PortraitConfig,
 }
+SECTION_OF = {cls: section for section, cls in SECTIONS.items()}
+
+# The names before diffusers' (issue 41), per section: old settings.toml keys, checkpoints and CLI flags still work.
+# diffusers' training scripts: --max_train_steps, --learning_rate, --train_batch_size, --gradient_accumulation_steps,
+# --checkpointing_steps, --num_validation_images; peft: lora_alpha; its pipelines: num_inference_steps, guidance_scale,
+# controlnet_conditioning_scale; trl's DDPOConfig: sample_batch_size, train_batch_size.
+RENAMED = {
+    "train": {
+        "steps": "max_train_steps",
+        "alpha": "lora_alpha",
+        "lr": "learning_rate",
+        "grad_accum": "gradient_accumulation_steps",
+        "batch_size": "train_batch_size",
+        "save_every": "checkpointing_steps",
+        "validation_images": "num_validation_images",
+    },
+    "rl": {
+        "lr": "learning_rate",
+        "sample_batch": "sample_batch_size",
+        "train_batch": "train_batch_size",
+        "steps": "num_inference_steps",
+        "guidance": "guidance_scale",
+    },
+    "generate": {"steps": "num_inference_steps", "cfg": "guidance_scale"},
+    "portrait": {"control_weight": "controlnet_conditioning_scale"},
+}
+_noticed: set[str] = set()
+
+
+def notice_renamed(old: str, new: str) -> None:
+    """One line on stderr, once per process, when an old name is used."""
+    line = f"note: {old} is now {new}; the old name still works"
+    if line not in _noticed:
+        _noticed.add(line)
+        print(line, file=sys.stderr)
+
+
+def current_names(section: str, values: dict, source: Path | None = None) -> dict:
+    """`values` (a settings.toml table, a checkpoint's settings) with a section's old names replaced by today's; where
+    both are given, the new name's value wins. With `source`, each old name used gets its notice."""
+    renamed = RENAMED.get(section, {})
+    out = {key: value for key, value in values.items() if key not in renamed}
+    for old, value in values.items():
+        if old in renamed:
+            out.setdefault(renamed[old], value)
+            if source is not None:
+                notice_renamed(f"'{old}' in [{section}] of {source}", f"'{renamed[old]}'")
+    return out
 
 
 @dataclass
@@ -229,7 +280,7 @@ def load_settings(data_dir: Path) -> Settings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{settings.file} is not valid TOML ({exc}); fix or delete it.") from None
     for section, cls in SECTIONS.items():
-        values = raw.get(section, {})
+        values = current_names(section, raw.get(section, {}), settings.file)
         current = getattr(settings, section)
         for key, value in values.items():
             setattr(current, key, _coerce(cls, key, value, settings.file))
@@ -285,8 +336,22 @@ def config_flags(cls, names: list[str], values, shown=None) -> list[str]:
     return out
 
 
+class _OldFlag(argparse.Action):
+    """A flag's name before the rename: sets the same setting, after a notice."""
+
+    def __init__(self, *args, new_flag: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        notice_renamed(option_string, self.new_flag)
+        setattr(namespace, self.dest, values)
+
+
 def add_config_args(parser, cls, only: list[str] | None = None) -> None:
-    """Add one --flag per dataclass field (default None: the settings file decides)."""
+    """Add one --flag per dataclass field (default None: the settings file decides), and the old names of renamed
+    fields as hidden aliases."""
+    old_names = {new: old for old, new in RENAMED.get(SECTION_OF[cls], {}).items()}
     for f in dataclasses.fields(cls):
         if only is not None and f.name not in only:
             continue
@@ -295,14 +360,15 @@ def add_config_args(parser, cls, only: list[str] | None = None) -> None:
         help_text = f.metadata["help"].replace("%", "%%")  # argparse %-formats help: a plain "7%" crashes --help
         kwargs = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": help_text}
         if kind is bool:
-            import argparse
-
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kwargs)
+        if f.name in old_names:
+            old = {**kwargs, "help": argparse.SUPPRESS, "action": _OldFlag, "new_flag": flag}
+            parser.add_argument(flag_of(old_names[f.name]), **old)
 
 
 def apply_config_args(settings: Settings, args) -> None:

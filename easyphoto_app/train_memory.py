@@ -59,11 +59,13 @@ def _step_peak(unet_config: dict, cfg, latent: int, dtype, photos: int, text_lor
         unet = UNet2DConditionModel.from_config(unet_config)
     cast(unet, dtype)
     unet.requires_grad_(False)
-    lora = add_lora(unet, cfg.rank, cfg.alpha, UNET_TARGETS, init=True)  # (meta tensors cannot be drawn "gaussian")
+    lora = add_lora(
+        unet, cfg.rank, cfg.lora_alpha, UNET_TARGETS, init=True
+    )  # (meta tensors cannot be drawn "gaussian")
     unet.enable_gradient_checkpointing()
     unet.train()
     c, h = unet.config.in_channels, latent
-    n, meta = cfg.batch_size, {"device": "meta", "dtype": dtype}
+    n, meta = cfg.train_batch_size, {"device": "meta", "dtype": dtype}
     with traced() as live:
         latents = torch.empty(2, 2 * photos, c, h, h, device="meta", dtype=torch.float32)  # mean and std of each view
         moments = [torch.empty_like(p) for p in lora for _ in range(2)]
@@ -105,7 +107,7 @@ def estimate_train_memory(
 
 def lower_settings(cfg) -> list[tuple[str, object]]:
     """Settings to try, in order, when the estimate does not fit (each keeps the earlier ones)."""
-    out = [("batch_size", 1)] if cfg.batch_size > 1 else []
+    out = [("train_batch_size", 1)] if cfg.train_batch_size > 1 else []
     if cfg.train_text_encoder:
         out.append(("train_text_encoder", False))
     return out

@@ -88,7 +88,7 @@ UNET_CONFIG = dict(
 )
 # Measured on Luis Pedro Coelho (benchmarks/likeness_chain.py's photo set): SD 1.5's defaults (rank 128, lr 1e-4, 800
 # steps) and rank 16 at 5e-4 turn 5 of 8 samples into noise; these keep the faces (7 of 8 found).
-TRAIN_DEFAULTS = {"rank": 16, "alpha": 16.0, "lr": 5e-5, "steps": 300}
+TRAIN_DEFAULTS = {"rank": 16, "lora_alpha": 16.0, "learning_rate": 5e-5, "max_train_steps": 300}
 TEXT_CONFIG = dict(
     hidden_size=64, intermediate_size=256, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77
 )

@@ -24,7 +24,13 @@ if __name__ == "__main__":
     if "--no-grad-sync" in sys.argv:
         loop.RLRun._average_grads = lambda self, params: None
     s = load_settings(home)
-    s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.epochs, s.rl.lr = 4, 2, 4, 2, 1e-2
+    s.rl.samples_per_epoch, s.rl.sample_batch_size, s.rl.num_inference_steps, s.rl.epochs, s.rl.learning_rate = (
+        4,
+        2,
+        4,
+        2,
+        1e-2,
+    )
     s.rl.eval_samples = 2  # one a process: their diversity needs both processes' samples
     ws = Workspace(home)
     reporter = Reporter(ws.job_events("rl", "astro")) if parallel.is_main() else Reporter()

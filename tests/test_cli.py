@@ -83,11 +83,16 @@ def test_global_options_go_before_or_after_the_command(home, tmp_path, capsys):
 
 def test_model_device_and_precision_flags_win_over_the_settings_file_only_when_given(home):
     (home / "settings.toml").write_text(
-        '[app]\nmodel = "demo"\ndevice = "cpu"\nprecision = "fp32"\n\n[train]\nsteps = 7\n'
+        '[app]\nmodel = "demo"\ndevice = "cpu"\nprecision = "fp32"\n\n[train]\nmax_train_steps = 7\n'
     )
     parser = cli.build_parser()
     kept = cli.make_settings(parser.parse_args(["--data-dir", str(home), "train", "--user", "a"]))
-    assert (kept.app.model, kept.app.device, kept.app.precision, kept.train.steps) == ("demo", "cpu", "fp32", 7)
+    assert (kept.app.model, kept.app.device, kept.app.precision, kept.train.max_train_steps) == (
+        "demo",
+        "cpu",
+        "fp32",
+        7,
+    )
     given = cli.make_settings(
         parser.parse_args(
             [
@@ -100,14 +105,19 @@ def test_model_device_and_precision_flags_win_over_the_settings_file_only_when_g
                 "cuda",
                 "--precision",
                 "bf16",
-                "--steps",
+                "--max-train-steps",
                 "9",
                 "--data-dir",
                 str(home),
             ]
         )
     )
-    assert (given.app.model, given.app.device, given.app.precision, given.train.steps) == ("x/y", "cuda", "bf16", 9)
+    assert (given.app.model, given.app.device, given.app.precision, given.train.max_train_steps) == (
+        "x/y",
+        "cuda",
+        "bf16",
+        9,
+    )
     assert given.data_dir == home
 
 
@@ -291,7 +301,7 @@ class Ran:
                 "resume": resume,
                 "events": reporter.events_path,
                 "lock": json.loads(lock.read_text()) if lock.exists() else None,
-                "steps": settings.train.steps,
+                "max_train_steps": settings.train.max_train_steps,
             }
         )
         if isinstance(self.outcome, Exception):
@@ -313,10 +323,10 @@ def test_train_holds_the_gpu_lock_writes_events_beside_its_checkpoints_and_print
     ws = prepared(home, "anna")
     fake = Ran()
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
-    code, out, _ = run(capsys, "--data-dir", home, "train", "--user", "anna", "--resume", "--steps", "5")
+    code, out, _ = run(capsys, "--data-dir", home, "train", "--user", "anna", "--resume", "--max-train-steps", "5")
     assert (code, out) == (0, "training anna\nsaved anna\n")
     [call] = fake.calls
-    assert call["user"] == "anna" and call["resume"] is True and call["steps"] == 5
+    assert call["user"] == "anna" and call["resume"] is True and call["max_train_steps"] == 5
     assert call["events"] == ws.job_events("train", "anna")
     assert call["lock"]["pid"] == os.getpid() and (call["lock"]["kind"], call["lock"]["user"]) == ("training", "anna")
     assert not (ws.jobs_dir / "gpu.json").exists()  # given back
@@ -453,7 +463,7 @@ def test_generate_prints_each_image_with_its_seed_or_json_and_labels_the_demo(rl
         "5",
         "--num",
         "2",
-        "--steps",
+        "--num-inference-steps",
         "2",
         "--json",
     )
@@ -467,7 +477,17 @@ def test_generate_prints_each_image_with_its_seed_or_json_and_labels_the_demo(rl
             "<lora:astro:1> <lora:ddpo_astro:1>" in params and "Model: EasyPhoto demo model," in params
         )  # said in the file too
     code, out, _ = run(
-        capsys, "--data-dir", rl_copy, "generate", "--user", "astro", "--seed", "9", "--steps", "2", "--no-rl"
+        capsys,
+        "--data-dir",
+        rl_copy,
+        "generate",
+        "--user",
+        "astro",
+        "--seed",
+        "9",
+        "--num-inference-steps",
+        "2",
+        "--no-rl",
     )
     path, _, seed = out.rstrip("\n").partition("  ")
     assert code == 0 and seed == "(seed 9)" and out.count("\n") == 1
@@ -489,7 +509,7 @@ def test_a_generation_that_cannot_run_is_refused_before_a_model_loads(home, caps
     """Loading a model takes minutes on a first run: a mistake in the request is said before that."""
     add_user(home, "newbie")
     add_user(home, "anna", lora=True)
-    code, out, err = run(capsys, "--data-dir", home, "generate", *args, "--steps", "2")
+    code, out, err = run(capsys, "--data-dir", home, "generate", *args, "--num-inference-steps", "2")
     assert (code, out, pipeline_of) == (2, "", []) and err.startswith(says) and err.count("\n") == 1, err
 
 
@@ -512,7 +532,7 @@ def test_portrait_prints_each_candidate_with_its_seed_and_likeness_or_json(rl_co
         "2",
         "--seed",
         "3",
-        "--steps",
+        "--num-inference-steps",
         "4",
         "--no-fusion",
         "--json",
@@ -540,7 +560,7 @@ def test_portrait_prints_each_candidate_with_its_seed_and_likeness_or_json(rl_co
         "1",
         "--seed",
         "8",
-        "--steps",
+        "--num-inference-steps",
         "4",
         "--no-rl",
         "--no-fusion",

@@ -14,7 +14,20 @@ def test_hub_model_downloads_once_then_works_offline(tmp_path, demo_model_dir, d
     (repo / "easyphoto_demo.json").unlink()  # an ordinary diffusers repo, not our demo model
     (repo / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickled weights must never be fetched")
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
-    args = ["--model", "tiny/sd", "generate", "--num", "1", "--steps", "2", "--width", "64", "--height", "64", "--json"]
+    args = [
+        "--model",
+        "tiny/sd",
+        "generate",
+        "--num",
+        "1",
+        "--num-inference-steps",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--json",
+    ]
     with HubServer("tiny/sd", repo) as hub:
         env["HF_ENDPOINT"] = hub.url
         r = run_cli(data_dir, *args, env=env)
@@ -38,7 +51,7 @@ def test_hub_model_downloads_once_then_works_offline(tmp_path, demo_model_dir, d
 
 def test_unreachable_hub_falls_back_to_the_demo_model_and_says_so(data_dir, tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    r = run_cli(data_dir, "--model", "tiny/absent", "generate", "--num", "1", "--steps", "2", env=env)
+    r = run_cli(data_dir, "--model", "tiny/absent", "generate", "--num", "1", "--num-inference-steps", "2", env=env)
     assert r.returncode == 0, r.stderr
     assert "Using the built-in demo model because tiny/absent is not available" in r.stderr
 
@@ -46,7 +59,7 @@ def test_unreachable_hub_falls_back_to_the_demo_model_and_says_so(data_dir, tmp_
 def test_unknown_hub_model_is_one_clear_line(data_dir, demo_model_dir, tmp_path):
     with HubServer("tiny/sd", demo_model_dir) as hub:
         env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url}
-        r = run_cli(data_dir, "--model", "tiny/typo", "generate", "--num", "1", "--steps", "2", env=env)
+        r = run_cli(data_dir, "--model", "tiny/typo", "generate", "--num", "1", "--num-inference-steps", "2", env=env)
     assert (
         r.returncode == 2
         and "tiny/typo was not found on the Hugging Face Hub" in r.stderr
@@ -74,7 +87,7 @@ def one_line_refusal(r) -> str:
     return errors[0]
 
 
-GENERATE = ["generate", "--num", "1", "--steps", "2", "--width", "64", "--height", "64"]
+GENERATE = ["generate", "--num", "1", "--num-inference-steps", "2", "--width", "64", "--height", "64"]
 UNET = "unet/diffusion_pytorch_model.safetensors"
 
 
@@ -84,7 +97,7 @@ def test_a_gated_model_says_how_to_log_in_and_trains_nothing_on_the_demo(tmp_pat
     with HubServer("someorg/gated-model", plain_repo(tmp_path, demo_model_dir)) as hub:
         hub.gated = True  # the model page and file list are public; every file answers 401
         env = hub_env(tmp_path, hub)
-        for command in (GENERATE, ["train", "--user", "astro", "--steps", "2"]):
+        for command in (GENERATE, ["train", "--user", "astro", "--max-train-steps", "2"]):
             line = one_line_refusal(run_cli(home_copy, "--model", "someorg/gated-model", *command, env=env))
             assert line == (
                 f"error: someorg/gated-model is a gated model: it downloads only for a logged-in account "
@@ -169,7 +182,7 @@ def test_a_job_shows_its_base_model_arriving(tmp_path, demo_model_dir, home_copy
             "train",
             "--user",
             "astro",
-            "--steps",
+            "--max-train-steps",
             "1",
             "--rank",
             "4",

@@ -24,9 +24,9 @@ def test_core_import_does_not_pull_gradio_or_torch():
 def test_settings_file_created_and_overrides_defaults(tmp_path):
     s = load_settings(tmp_path)
     assert (tmp_path / "settings.toml").exists() and s.train.rank == 128
-    (tmp_path / "settings.toml").write_text("[train]\nrank = 8\nlr = 1\n[app]\nmodel = 'demo'\n")
+    (tmp_path / "settings.toml").write_text("[train]\nrank = 8\nlearning_rate = 1\n[app]\nmodel = 'demo'\n")
     s = load_settings(tmp_path)
-    assert (s.train.rank, s.train.lr, s.app.model) == (8, 1.0, "demo")
+    assert (s.train.rank, s.train.learning_rate, s.app.model) == (8, 1.0, "demo")
     (tmp_path / "settings.toml").write_text("[train]\nrank = 'big'\n")
     with pytest.raises(UserError, match="rank"):
         load_settings(tmp_path)
@@ -49,7 +49,7 @@ def test_doctor_json_is_valid(data_dir):
 def test_generate_base_model_writes_png_with_parameters(data_dir):
     from PIL import Image
 
-    r = run_cli(data_dir, "generate", "--num", "1", "--seed", "3", "--steps", "4", "--json")
+    r = run_cli(data_dir, "generate", "--num", "1", "--seed", "3", "--num-inference-steps", "4", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     path = out["paths"][0]
@@ -130,7 +130,7 @@ def test_ui_values_become_cli_flags_that_parse_back():
     from easyphoto_app.settings import RLConfig, TrainConfig, add_config_args, config_flags
 
     for cls, values in (
-        (TrainConfig, {"steps": 5.0, "alpha": 2, "lr": 3e-4, "train_text_encoder": False}),
+        (TrainConfig, {"max_train_steps": 5.0, "lora_alpha": 2, "learning_rate": 3e-4, "train_text_encoder": False}),
         (RLConfig, {"max_hours": 0.5, "samples_per_epoch": 8.0, "clip_range": 1e-4}),
     ):
         parser = argparse.ArgumentParser()
@@ -245,7 +245,7 @@ def test_cli_train_while_another_job_holds_the_gpu_exits_2_with_who_holds_it(hom
     lora = home_copy / "loras" / "astro.safetensors"
     before = lora.read_bytes()
     with gpu_lock_held(home_copy, "RL", "bob"):
-        r = run_cli(home_copy, "train", "--user", "astro", "--steps", "2")
+        r = run_cli(home_copy, "train", "--user", "astro", "--max-train-steps", "2")
     assert r.returncode == 2, r.stderr
     assert "RL job for 'bob'" in r.stderr and "Traceback" not in r.stderr
     assert lora.read_bytes() == before
@@ -259,7 +259,9 @@ def test_png_parameters_give_width_then_height(w, h, tmp_path):
     from easyphoto_app.settings import GenerateConfig
 
     model = SimpleNamespace(is_demo=True, kind="demo", source="demo", path=tmp_path)
-    text = png_parameters("a portrait", [], GenerateConfig(steps=9, cfg=6.5), 123, w, h, model, ("Extra: 1",))
+    text = png_parameters(
+        "a portrait", [], GenerateConfig(num_inference_steps=9, guidance_scale=6.5), 123, w, h, model, ("Extra: 1",)
+    )
     assert f"Size: {w}x{h}," in text and "Seed: 123," in text and "Steps: 9," in text and "CFG scale: 6.5," in text
     assert text.splitlines()[0] == "a portrait" and text.index("Extra: 1") < text.index("Version: EasyPhoto")
 

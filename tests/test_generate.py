@@ -31,7 +31,9 @@ def test_generate_with_both_loras_writes_parameters_and_export_zip(rl_copy):
     earlier = len(
         list((rl_home / "outputs" / "astro").rglob("*.png"))
     )  # other tests may have added images to rl_home first
-    r = run_cli(rl_home, "generate", "--user", "astro", "--num", "2", "--seed", "7", "--steps", "4", "--json")
+    r = run_cli(
+        rl_home, "generate", "--user", "astro", "--num", "2", "--seed", "7", "--num-inference-steps", "4", "--json"
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["seeds"] == [7, 8] and len(out["paths"]) == 2
@@ -140,7 +142,16 @@ def test_generate_saves_one_image_per_seed_with_its_parameters_at_the_size_asked
 
     loaded = demo_pipe
     steps = []
-    cfg = GenerateConfig(prompt="a portrait", num=2, seed=11, steps=2, width=64, height=80, scheduler="DDIM", cfg=3.5)
+    cfg = GenerateConfig(
+        prompt="a portrait",
+        num=2,
+        seed=11,
+        num_inference_steps=2,
+        width=64,
+        height=80,
+        scheduler="DDIM",
+        guidance_scale=3.5,
+    )
     result = g.generate(loaded, Workspace(tmp_path), cfg, progress=lambda s, t: steps.append((s, t)))
     assert result.seeds == [11, 12] and steps == [(1, 4), (2, 4), (3, 4), (4, 4)] and result.seconds > 0
     assert all(p.parent.parent == tmp_path / "outputs" / "_base" for p in result.paths)
@@ -169,7 +180,7 @@ def test_stop_ends_generation_after_the_current_image_is_interrupted(demo_pipe, 
     loaded = demo_pipe
     seen = []
     stop = lambda: len(seen) >= 1  # noqa: E731 - asked during the first image's first step
-    cfg = GenerateConfig(prompt="x", num=3, seed=1, steps=4, width=64, height=64)
+    cfg = GenerateConfig(prompt="x", num=3, seed=1, num_inference_steps=4, width=64, height=64)
     result = g.generate(loaded, Workspace(tmp_path), cfg, progress=lambda s, t: seen.append(s), should_stop=stop)
     assert result.paths == [] and seen == [1]  # nothing half-made is saved
 
@@ -186,7 +197,7 @@ def test_out_of_memory_becomes_a_refusal_that_says_what_to_lower(demo_pipe, monk
 
     monkeypatch.setattr(loaded.pipe.unet, "forward", oom)
     with pytest.raises(g.UserError) as refused:
-        g.generate(loaded, Workspace(tmp_path), GenerateConfig(prompt="x", steps=2, width=64, height=64))
+        g.generate(loaded, Workspace(tmp_path), GenerateConfig(prompt="x", num_inference_steps=2, width=64, height=64))
     assert str(refused.value) == (
         "Out of memory. Lower the image size, the number of images or the steps, or close "
         "other programs using the GPU, then try again."
@@ -245,7 +256,7 @@ def test_compare_runs_the_same_seeds_without_and_with_the_rl_lora_and_scores_eac
     cfg = GenerateConfig(
         prompt="a portrait <lora:ddpo_astro:0.4> by a lake",
         num=2,
-        steps=2,
+        num_inference_steps=2,
         seed=-1,
         width=64,
         height=64,
@@ -260,7 +271,9 @@ def test_compare_runs_the_same_seeds_without_and_with_the_rl_lora_and_scores_eac
         p.startswith("a portrait by a lake <lora:astro:1> <lora:ddpo_astro:1>\n") for p in result.stacked.parameters
     )
     assert all(p.startswith("a portrait by a lake <lora:astro:1>\n") for p in result.face_only.parameters)
-    zero = compare(loaded, Workspace(rl_copy), GenerateConfig(num=1, steps=1, seed=0, width=64, height=64), "astro")
+    zero = compare(
+        loaded, Workspace(rl_copy), GenerateConfig(num=1, num_inference_steps=1, seed=0, width=64, height=64), "astro"
+    )
     assert zero.face_only.seeds == zero.stacked.seeds == [0]  # seed 0 is a seed, not "random"
 
 
@@ -280,8 +293,10 @@ def test_overrides_and_captions():
     from easyphoto_app.generate import likeness_caption, with_overrides
     from easyphoto_app.settings import GenerateConfig
 
-    base = GenerateConfig(steps=30, seed=4)
-    assert with_overrides(base, steps=10, seed=None, prompt="") == GenerateConfig(steps=10, seed=4, prompt="")
+    base = GenerateConfig(num_inference_steps=30, seed=4)
+    assert with_overrides(base, num_inference_steps=10, seed=None, prompt="") == GenerateConfig(
+        num_inference_steps=10, seed=4, prompt=""
+    )
     assert (likeness_caption(None), likeness_caption(0.456), likeness_caption(1.0)) == (
         "likeness: no face found",
         "likeness 0.46",
@@ -335,7 +350,7 @@ def test_png_parameters_are_a1111s_lines_with_every_lora_and_its_hash(tmp_path):
     save_file({"x": torch.zeros(2)}, str(checkpoint))
     model = ResolvedModel("file", str(checkpoint), checkpoint)
     loras = [LoraChoice("ann", paths[0], 0.8), LoraChoice("ddpo_ann", paths[1], 1.25)]
-    cfg = GenerateConfig(negative_prompt="blurry", steps=20, cfg=6.5)
+    cfg = GenerateConfig(negative_prompt="blurry", num_inference_steps=20, guidance_scale=6.5)
     text = png_parameters("a portrait", loras, cfg, 5, 512, 768, model, ("Denoising strength: 0.45",))
     assert text == (
         "a portrait <lora:ann:0.8> <lora:ddpo_ann:1.25>\nNegative prompt: blurry\n"

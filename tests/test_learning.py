@@ -28,7 +28,16 @@ def face_home(tmp_path_factory, astro_photos) -> Path:
         (d / "settings.toml").write_text('[app]\nmodel = "demo"\n')
         r = run_cli(d, "prepare", "--user", "astro", *map(str, astro_photos))
         assert r.returncode == 0, r.stderr
-        r = run_cli(d, "train", "--user", "astro", "--steps", str(TRAIN_STEPS), "--save-every", str(TRAIN_STEPS))
+        r = run_cli(
+            d,
+            "train",
+            "--user",
+            "astro",
+            "--max-train-steps",
+            str(TRAIN_STEPS),
+            "--checkpointing-steps",
+            str(TRAIN_STEPS),
+        )
         assert r.returncode == 0, r.stderr
         return d
 

@@ -51,15 +51,15 @@ def te_home(tmp_path_factory, trained_home):
             "train",
             "--user",
             "astro",
-            "--steps",
+            "--max-train-steps",
             "2",
-            "--save-every",
+            "--checkpointing-steps",
             "2",
             "--rank",
             "4",
-            "--alpha",
+            "--lora-alpha",
             "2",
-            "--lr",
+            "--learning-rate",
             "1e-2",
             "--train-text-encoder",
         )
@@ -73,9 +73,9 @@ def te_home(tmp_path_factory, trained_home):
             "1",
             "--samples-per-epoch",
             "2",
-            "--sample-batch",
+            "--sample-batch-size",
             "2",
-            "--steps",
+            "--num-inference-steps",
             "3",
         )
         assert r.returncode == 0, r.stderr
@@ -148,7 +148,9 @@ def test_png_info_lora_hashes_are_a1111s_and_the_lora_carries_its_hash(te_home):
         raw = path.read_bytes()
         return hashlib.sha256(raw[8 + int.from_bytes(raw[:8], "little") :]).hexdigest()
 
-    r = run_cli(te_home, "generate", "--user", "astro", "--num", "1", "--steps", "2", "--seed", "3", "--json")
+    r = run_cli(
+        te_home, "generate", "--user", "astro", "--num", "1", "--num-inference-steps", "2", "--seed", "3", "--json"
+    )
     assert r.returncode == 0, r.stderr
     assert "Loading" not in r.stderr and "No LoRA keys" not in r.stderr  # a quiet console: only what a user must see
     fields = parse_a1111(Image.open(json.loads(r.stdout)["paths"][0]).text["parameters"])
@@ -195,7 +197,7 @@ def test_a_file_that_is_not_an_sd15_or_sdxl_checkpoint_is_named_for_what_it_is(t
 
 def test_generating_with_an_sdxl_refiner_file_is_one_line_that_says_so(tmp_path, data_dir):
     path = _tiny_checkpoint(tmp_path / "other.safetensors", REFINER_KEYS)
-    r = run_cli(data_dir, "--model", str(path), "generate", "--num", "1", "--steps", "1")
+    r = run_cli(data_dir, "--model", str(path), "generate", "--num", "1", "--num-inference-steps", "1")
     assert r.returncode == 2 and "an SDXL refiner" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
@@ -228,7 +230,7 @@ def test_sd15_single_file_in_fp16_generates_offline_with_a1111s_model_hash(tmp_p
         "generate",
         "--num",
         "1",
-        "--steps",
+        "--num-inference-steps",
         "2",
         "--width",
         "64",

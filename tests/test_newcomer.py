@@ -79,7 +79,7 @@ def test_a_refusal_inside_the_job_reads_as_a_refusal_not_a_crash(home_copy):
 
     ws = Workspace(home_copy)
     jobs = JobManager(ws, ["--data-dir", str(home_copy), "--model", str(home_copy / "no-such-model.safetensors")])
-    job = jobs.start("train", "astro", ws.job_events("train", "astro"), ["--steps", "2"])
+    job = jobs.start("train", "astro", ws.job_events("train", "astro"), ["--max-train-steps", "2"])
     deadline = time.monotonic() + 120
     while pid_alive(job.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -102,7 +102,7 @@ def test_a_resumed_job_keeps_the_plotted_history(home_copy):
             "train",
             "astro",
             events,
-            ["--steps", "4", "--save-every", "2", "--rank", "4", *args],
+            ["--max-train-steps", "4", "--checkpointing-steps", "2", "--rank", "4", *args],
             keep_history=keep_history,
         )
         while pid_alive(job.pid):
@@ -153,9 +153,11 @@ def test_with_nothing_changed_a_panel_shows_and_hands_over_the_defaults_of_the_m
     settings = load_settings(tmp_path)
     assert settings.app.model == DEFAULT_MODEL
     train = panel_defaults(settings, "train")
-    assert (train.steps, train.rank, train.alpha, train.lr) == (300, 16, 16.0, 5e-5)
-    assert panel_defaults(settings, "rl").steps == 10 and panel_defaults(settings, "generate").width == 128
-    names = ["steps", "rank", "lr", "train_text_encoder"]
+    assert (train.max_train_steps, train.rank, train.lora_alpha, train.learning_rate) == (300, 16, 16.0, 5e-5)
+    assert (
+        panel_defaults(settings, "rl").num_inference_steps == 10 and panel_defaults(settings, "generate").width == 128
+    )
+    names = ["max_train_steps", "rank", "learning_rate", "train_text_encoder"]
     shown = [getattr(train, n) for n in names]
     assert config_flags(TrainConfig, names, shown, shown) == []
     assert config_flags(TrainConfig, names, [300.0, 32, 5e-5, True], shown) == ["--rank", "32", "--train-text-encoder"]
@@ -196,7 +198,11 @@ def test_train_with_no_flags_on_a_fresh_folder_runs_the_face_models_own_settings
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     said = next(e for e in lines if e["type"] == "log" and e["message"].startswith("Training a face LoRA"))
     assert "300 steps at 128px" in said["message"] and "rank 16, alpha 16, learning rate 5e-05" in said["message"]
-    assert {k: said["settings"][k] for k in ("rank", "alpha", "lr")} == {"rank": 16, "alpha": 16.0, "lr": 5e-5}
+    assert {k: said["settings"][k] for k in ("rank", "lora_alpha", "learning_rate")} == {
+        "rank": 16,
+        "lora_alpha": 16.0,
+        "learning_rate": 5e-5,
+    }
     assert lines[-1]["type"] == "done" and lines[-1]["stopped"]
 
 

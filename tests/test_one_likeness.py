@@ -13,7 +13,7 @@ from easyphoto_app.faces.likeness import Score
 from easyphoto_app.settings import GenerateConfig, PortraitConfig
 from easyphoto_app.workspace import Workspace
 
-GEN = GenerateConfig(prompt="a portrait", steps=2, width=64, height=64, scheduler="DDIM")
+GEN = GenerateConfig(prompt="a portrait", num_inference_steps=2, width=64, height=64, scheduler="DDIM")
 
 
 class Scorer:
@@ -63,7 +63,7 @@ def test_a_portraits_likeness_is_written_once_and_its_caption_and_the_gallery_re
 
     ws = Workspace(rl_copy)
     template = photos.scene(tmp_path / "scene.jpg")
-    gen = dataclasses.replace(GEN, steps=4)  # 45% of them painted
+    gen = dataclasses.replace(GEN, num_inference_steps=4)  # 45% of them painted
     job = plan(ws, gen, PortraitConfig(num=2, seed=3), "astro", template, get_backend("auto", rl_copy))
     result = paint(demo_pipe, ws, job)
     assert scorer.calls == 2 and result.likeness == [0.19, 0.16]

@@ -199,7 +199,7 @@ def test_portrait_keeps_the_template_outside_the_face_and_records_both_loras(rl_
         "2",
         "--seed",
         "4",
-        "--steps",
+        "--num-inference-steps",
         "6",
         "--json",
     )
@@ -247,7 +247,7 @@ def test_candidates_are_scored_on_the_painted_square_saved_best_first_and_repeat
     scorer = Scorer()
     monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: scorer)
     ws = Workspace(rl_copy)
-    gen = GenerateConfig(steps=4, width=64, height=64, scheduler="DDIM")
+    gen = GenerateConfig(num_inference_steps=4, width=64, height=64, scheduler="DDIM")
     job = plan(ws, gen, PortraitConfig(num=2, seed=3), "astro", scene, get_backend("auto", rl_copy))
     result = paint(demo_pipe, ws, job)
     side = result.box[2]
@@ -277,7 +277,7 @@ def test_portrait_paints_the_face_chosen_by_index_in_a_group_photo(rl_home, tmp_
         "1",
         "--seed",
         "1",
-        "--steps",
+        "--num-inference-steps",
         "4",
         "--no-rl",
         "--json",
@@ -335,7 +335,18 @@ def test_portrait_refusals_are_one_line_and_write_nothing(
     template = {"index": scene, "no-lora": scene}.get(case) or bad[case]
     extra = ["--face-index", "9"] if case == "index" else []
     code = cli.main(
-        ["--data-dir", str(home), "portrait", "--user", "astro", "--template", str(template), "--steps", "4", *extra]
+        [
+            "--data-dir",
+            str(home),
+            "portrait",
+            "--user",
+            "astro",
+            "--template",
+            str(template),
+            "--num-inference-steps",
+            "4",
+            *extra,
+        ]
     )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
@@ -377,7 +388,7 @@ def test_controlnet_canny_downloads_once_changes_the_painting_and_then_works_off
         "1",
         "--seed",
         "3",
-        "--steps",
+        "--num-inference-steps",
         "4",
         "--strength",
         "1",
@@ -532,7 +543,7 @@ def test_several_people_are_each_painted_with_their_own_loras_and_ranked_by_the_
     monkeypatch.setattr(generate, "run_pipeline", spy)
     monkeypatch.setattr("easyphoto_app.faces.likeness.scorer_or_none", lambda ws, user: Scorer(user))
     group = photos.insightface_image("t1.jpg")
-    gen = GenerateConfig(steps=4, width=64, height=64, scheduler="DDIM")
+    gen = GenerateConfig(num_inference_steps=4, width=64, height=64, scheduler="DDIM")
     job = plan(
         ws,
         gen,

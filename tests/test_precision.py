@@ -61,7 +61,7 @@ def test_pipeline_cache_loads_in_the_chosen_precision(data_dir):
 
 
 def test_generate_and_doctor_honour_precision(data_dir):
-    r = run_cli(data_dir, "--precision", "bf16", "generate", "--num", "1", "--steps", "2", "--json")
+    r = run_cli(data_dir, "--precision", "bf16", "generate", "--num", "1", "--num-inference-steps", "2", "--json")
     assert r.returncode == 0, r.stderr
     r = run_cli(data_dir, "--precision", "fp16", "doctor")
     assert r.returncode == 0 and "fp16 (asked for)" in r.stdout and "slower than fp32" in r.stdout

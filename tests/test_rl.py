@@ -5,7 +5,7 @@ from conftest import kill_9_when, run_cli
 
 from easyphoto_app.families.conditioning import Cond
 
-RL = ["rl", "--user", "astro", "--samples-per-epoch", "4", "--sample-batch", "2", "--steps", "4"]
+RL = ["rl", "--user", "astro", "--samples-per-epoch", "4", "--sample-batch-size", "2", "--num-inference-steps", "4"]
 
 
 def test_ddim_logprob_equals_closed_form_gaussian():
@@ -133,8 +133,8 @@ def test_the_run_ends_within_its_budget_final_evaluation_and_file_included(
     s = load_settings(home_copy)
     for key, value in dict(
         samples_per_epoch=4,
-        sample_batch=2,
-        steps=3,
+        sample_batch_size=2,
+        num_inference_steps=3,
         eval_samples=2,
         eval_every=eval_every,
         epochs=100,
@@ -173,7 +173,7 @@ def test_batched_timesteps_give_the_same_update_as_one_at_a_time(home_copy):
     from easyphoto_app.workspace import Workspace
 
     s = load_settings(home_copy)
-    s.rl.steps, s.rl.lr, s.rl.clip_range, s.rl.train_batch = 4, 1e-2, 0.5, 2
+    s.rl.num_inference_steps, s.rl.learning_rate, s.rl.clip_range, s.rl.train_batch_size = 4, 1e-2, 0.5, 2
     run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
     run.setup()
     cond = Cond.cat([run.prompt_emb[run.prompts[0]]] * 4)
@@ -258,7 +258,7 @@ def test_ppo_trains_on_the_asked_fraction_of_the_stochastic_steps_and_refuses_et
 
     def trained_rows(**change) -> int:
         rows.clear()
-        cfg = dataclasses.replace(RLConfig(), train_batch=2, timestep_batch=1, **change)
+        cfg = dataclasses.replace(RLConfig(), train_batch_size=2, timestep_batch=1, **change)
         ppo.ppo_update(
             model,
             scheduler,
@@ -317,7 +317,7 @@ def _ddpo_reward_trend(
         if "lora_" not in n:
             p.data = p.data.to(prec.dtype)  # as a GPU holds the UNet; the LoRA stays float32
     scaler = prec.scaler()
-    cfg = dataclasses.replace(RLConfig(), lr=lr, clip_range=0.2, train_batch=16, timestep_batch=4)
+    cfg = dataclasses.replace(RLConfig(), learning_rate=lr, clip_range=0.2, train_batch_size=16, timestep_batch=4)
     scheduler = DDIMScheduler(
         beta_schedule="scaled_linear",
         beta_start=0.00085,
@@ -326,14 +326,16 @@ def _ddpo_reward_trend(
         set_alpha_to_one=False,
         steps_offset=steps_offset,
     )
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     tracker, gen = PerPromptStatTracker(32, 16), torch.Generator().manual_seed(seed)
     prompts = {"a": torch.randn(1, 3, 8, generator=gen), "b": torch.randn(1, 3, 8, generator=gen)}
     prompts = {k: Cond(v.to(prec.dtype)) for k, v in prompts.items()}  # text embeddings come in the weights' dtype
     uncond, names, means = Cond(torch.zeros(1, 3, 8, dtype=prec.dtype)), ["a", "b"] * (samples // 2), []
     for _ in range(epochs):
         cond = Cond.cat([prompts[n] for n in names])
-        traj = ppo.sample(model, scheduler, cond, uncond, names, steps, cfg.guidance, cfg.eta, (4, 2, 2), gen, prec)
+        traj = ppo.sample(
+            model, scheduler, cond, uncond, names, steps, cfg.guidance_scale, cfg.eta, (4, 2, 2), gen, prec
+        )
         assert traj.latents.dtype == traj.log_probs.dtype == torch.float32
         rewards = sign * traj.latents[:, -1, 0].mean(dim=(1, 2))
         means.append(rewards.mean().item())
@@ -389,7 +391,7 @@ def test_rewards_scored_beside_sampling_match_inline(home_copy):
 
     for pool in (None, ThreadPoolExecutor(1, thread_name_prefix="reward")):
         s = load_settings(home_copy)
-        s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps = 6, 4, 3  # batches of 4 and 2
+        s.rl.samples_per_epoch, s.rl.sample_batch_size, s.rl.num_inference_steps = 6, 4, 3  # batches of 4 and 2
         run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=reward)
         run.reward_pool = pool
         run.setup()
@@ -571,7 +573,7 @@ def test_ppo_update_takes_the_ratio_against_the_sampled_logprob(adv_sign):
     traj = ppo.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), gen)
     traj.log_probs += 1.0
     before = [p.detach().clone() for p in params]
-    cfg = dataclasses.replace(RLConfig(), clip_range=0.2, train_batch=4, timestep_batch=4)
+    cfg = dataclasses.replace(RLConfig(), clip_range=0.2, train_batch_size=4, timestep_batch=4)
     stats = ppo.ppo_update(
         model, scheduler, traj, torch.full((4,), adv_sign), uncond, torch.optim.SGD(params, lr=1.0), params, cfg, gen
     )
@@ -596,7 +598,7 @@ def test_evaluation_has_fixed_noise_and_the_best_evaluated_weights_win(home_copy
         return [sign * float(np.asarray(im, dtype=np.float32).mean()) for im in images], {}
 
     s = load_settings(home_copy)
-    s.rl.eval_samples, s.rl.sample_batch, s.rl.steps = 3, 2, 3
+    s.rl.eval_samples, s.rl.sample_batch_size, s.rl.num_inference_steps = 3, 2, 3
     run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=reward)
     run.setup()
     start = run.adapter_state()
@@ -693,20 +695,25 @@ def test_a_resumed_rl_run_takes_the_checkpoints_settings_and_repeats_the_next_ep
 
     def run_with(**rl):
         s = load_settings(home_copy)
-        s.rl.samples_per_epoch, s.rl.sample_batch, s.rl.steps, s.rl.keep_checkpoints = 2, 2, 3, 1
+        s.rl.samples_per_epoch, s.rl.sample_batch_size, s.rl.num_inference_steps, s.rl.keep_checkpoints = 2, 2, 3, 1
         for key, value in rl.items():
             setattr(s.rl, key, value)
         return RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=reward)
 
-    first = run_with(lr=3e-3, clip_range=0.2)
+    first = run_with(learning_rate=3e-3, clip_range=0.2)
     first.setup()
     assert first.run_epoch()
     kept = shutil.copytree(first.work / "epoch-1", tmp_path / "epoch-1")
     assert first.run_epoch()
     assert [p.name for p in first.work.iterdir() if p.name.startswith("epoch-")] == ["epoch-2"]  # keep_checkpoints=1
-    second = run_with(lr=1e-6, clip_range=1e-4, max_hours=0.25, epochs=7)
+    second = run_with(learning_rate=1e-6, clip_range=1e-4, max_hours=0.25, epochs=7)
     second.adopt_settings(kept)
-    assert (second.cfg.lr, second.cfg.clip_range, second.cfg.max_hours, second.cfg.epochs) == (3e-3, 0.2, 0.25, 7)
+    assert (second.cfg.learning_rate, second.cfg.clip_range, second.cfg.max_hours, second.cfg.epochs) == (
+        3e-3,
+        0.2,
+        0.25,
+        7,
+    )
     second.setup()
     second.load_checkpoint(kept)
     assert second.epoch == 1 and second.history == first.history[:1] and second.tracker.state() != {}

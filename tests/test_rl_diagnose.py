@@ -126,9 +126,9 @@ def test_a_run_whose_samples_have_no_face_says_so_in_words_and_in_an_event(home_
         "astro",
         "--samples-per-epoch",
         "4",
-        "--sample-batch",
+        "--sample-batch-size",
         "2",
-        "--steps",
+        "--num-inference-steps",
         "3",
         "--epochs",
         "2",
@@ -157,11 +157,11 @@ def run_in_process(home, monkeypatch=None, precision="fp32", **rl):
     s.app.precision = precision
     for key, value in {
         "samples_per_epoch": 4,
-        "sample_batch": 2,
-        "steps": 3,
+        "sample_batch_size": 2,
+        "num_inference_steps": 3,
         "epochs": 3,
         "eval_samples": 2,
-        "lr": 3e-3,
+        "learning_rate": 3e-3,
         "clip_range": 0.2,
         **rl,
     }.items():
@@ -211,7 +211,7 @@ def test_a_run_whose_samples_become_one_look_is_told_it_is_collapsing(home_copy,
 
 
 def test_a_learning_rate_of_0_is_told_the_lora_did_not_move(home_copy):
-    epochs, warnings, _ = run_in_process(home_copy, lr=0.0)
+    epochs, warnings, _ = run_in_process(home_copy, learning_rate=0.0)
     assert all(e["update_norm"] == 0 for e in epochs)
     assert [w["code"] for w in warnings] == ["not_moving"] and "Raise the learning rate (now 0)" in warnings[0][
         "message"

@@ -31,7 +31,9 @@ VAE = dict(
     norm_num_groups=16,
     layers_per_block=1,
 )
-CFG = dataclasses.replace(RLConfig(), steps=4, samples_per_epoch=8, sample_batch=4, timestep_batch=4, rank=4)
+CFG = dataclasses.replace(
+    RLConfig(), num_inference_steps=4, samples_per_epoch=8, sample_batch_size=4, timestep_batch=4, rank=4
+)
 RES = 64
 _estimates = {}
 
@@ -101,7 +103,7 @@ def test_the_weights_are_the_models_in_the_runs_dtype_plus_the_text_encoder():
 def test_the_trajectories_are_kept_in_float32_for_the_whole_epoch():
     """At the latent size the model's autoencoder gives (this one has one block: no reduction; SD 1.5's gives 1/8,
     the face model's 1/4)."""
-    one_more_step = work(dataclasses.replace(CFG, steps=CFG.steps + 1)) - work()
+    one_more_step = work(dataclasses.replace(CFG, num_inference_steps=CFG.num_inference_steps + 1)) - work()
     assert one_more_step == CFG.samples_per_epoch * 4 * RES**2 * 4  # samples x C x H x W x float32
     vae4 = {
         **VAE,
@@ -110,13 +112,15 @@ def test_the_trajectories_are_kept_in_float32_for_the_whole_epoch():
         "up_block_types": ("UpDecoderBlock2D",) * 3,
     }
     step = GB * (
-        estimate_rl_memory(UNET, vae4, dataclasses.replace(CFG, steps=CFG.steps + 1), RES).work_gb
+        estimate_rl_memory(
+            UNET, vae4, dataclasses.replace(CFG, num_inference_steps=CFG.num_inference_steps + 1), RES
+        ).work_gb
         - estimate_rl_memory(UNET, vae4, CFG, RES).work_gb
     )
     assert round(step) == CFG.samples_per_epoch * 4 * (RES // 4) ** 2 * 4
 
 
-@pytest.mark.parametrize("setting", ["sample_batch", "timestep_batch", "train_batch", "samples_per_epoch"])
+@pytest.mark.parametrize("setting", ["sample_batch_size", "timestep_batch", "train_batch_size", "samples_per_epoch"])
 def test_each_batch_setting_moves_the_estimate(setting):
     base = dataclasses.replace(CFG, timestep_batch=1)  # (with 4 the training step is the peak, not the sampling)
     assert work(dataclasses.replace(base, **{setting: getattr(base, setting) * 2})) > work(base)
@@ -127,11 +131,11 @@ def test_the_cuda_savings_lower_the_estimate():
 
 
 def test_lower_settings_are_tried_from_the_cheapest_loss():
-    assert lower_settings(CFG) == [("timestep_batch", 1), ("sample_batch", 1), ("samples_per_epoch", 4)]
-    lowest = dataclasses.replace(CFG, timestep_batch=1, sample_batch=1, samples_per_epoch=4)
+    assert lower_settings(CFG) == [("timestep_batch", 1), ("sample_batch_size", 1), ("samples_per_epoch", 4)]
+    lowest = dataclasses.replace(CFG, timestep_batch=1, sample_batch_size=1, samples_per_epoch=4)
     assert lower_settings(lowest) == []
     assert lower_settings(dataclasses.replace(lowest, samples_per_epoch=5)) == [("samples_per_epoch", 4)]
-    assert lower_settings(dataclasses.replace(lowest, sample_batch=2)) == [("sample_batch", 1)]
+    assert lower_settings(dataclasses.replace(lowest, sample_batch_size=2)) == [("sample_batch_size", 1)]
 
 
 def test_the_preflight_says_what_to_lower_and_by_how_much(monkeypatch):
@@ -143,14 +147,15 @@ def test_the_preflight_says_what_to_lower_and_by_how_much(monkeypatch):
     assert preflight(UNET, VAE, CFG, RES, free_bytes=need - 1) == (
         f"{head}. Try timestep batch 1 (--timestep-batch 1): about {human_size(first)}. Or lower the resolution."
     )
-    both = work(dataclasses.replace(CFG, timestep_batch=1, sample_batch=1))
+    both = work(dataclasses.replace(CFG, timestep_batch=1, sample_batch_size=1))
     assert both < first
     assert preflight(UNET, VAE, CFG, RES, free_bytes=both) == (
         f"warning: these RL settings need about {human_size(need)} of GPU memory and {human_size(both)} is free. "
-        f"Try timestep batch 1 (--timestep-batch 1), sample batch 1 (--sample-batch 1): about {human_size(both)}. "
+        "Try timestep batch 1 (--timestep-batch 1), sample batch size 1 (--sample-batch-size 1): "
+        f"about {human_size(both)}. "
         "Or lower the resolution."
     )
-    smallest = work(dataclasses.replace(CFG, timestep_batch=1, sample_batch=1, samples_per_epoch=4))
+    smallest = work(dataclasses.replace(CFG, timestep_batch=1, sample_batch_size=1, samples_per_epoch=4))
     assert preflight(UNET, VAE, CFG, RES, free_bytes=1024) == (
         f"warning: these RL settings need about {human_size(need)} of GPU memory and {human_size(1024)} is free; "
         f"even the smallest settings need about {human_size(smallest)}: lower the resolution or use a larger GPU."

@@ -130,7 +130,7 @@ def test_sdxl_generates_with_both_loras_stacked_and_a1111s_fields(sdxl_home, pre
         "generate",
         "--num",
         "1",
-        "--steps",
+        "--num-inference-steps",
         "2",
         "--seed",
         "5",
@@ -153,7 +153,17 @@ def test_a_template_portrait_on_sdxl_keeps_the_template_outside_the_face(sdxl_ho
 
     scene = photos.scene(tmp_path / "scene.jpg")
     r = run_cli(
-        sdxl_home, "portrait", "--user", "astro", "--template", str(scene), "--num", "1", "--steps", "4", "--json"
+        sdxl_home,
+        "portrait",
+        "--user",
+        "astro",
+        "--template",
+        str(scene),
+        "--num",
+        "1",
+        "--num-inference-steps",
+        "4",
+        "--json",
     )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -214,7 +224,7 @@ def test_sdxl_samples_rl_and_generates_at_the_models_native_size_unless_a_size_i
     assert (run.cfg.resolution, run.resolution) == (64, 64)
     settings.rl.resolution, settings.given = 512, {"rl.resolution"}
     assert RLRun(settings, Workspace(sdxl_home), "astro", Reporter(), reward_fn=lambda *a: []).resolution == 512
-    r = run_cli(sdxl_home, "generate", "--num", "1", "--steps", "1", "--json")
+    r = run_cli(sdxl_home, "generate", "--num", "1", "--num-inference-steps", "1", "--json")
     assert r.returncode == 0, r.stderr
     assert Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0]).size == (64, 64)
 
@@ -274,7 +284,7 @@ def test_a_hub_repo_of_another_family_is_refused_before_its_weights_download(tmp
             "HF_HUB_DISABLE_XET": "1",
             "HF_ENDPOINT": hub.url,
         }
-        r = run_cli(data_dir, "--model", "tiny/sd3", "generate", "--num", "1", "--steps", "1", env=env)
+        r = run_cli(data_dir, "--model", "tiny/sd3", "generate", "--num", "1", "--num-inference-steps", "1", env=env)
     assert r.returncode == 2 and "tiny/sd3 is a Stable Diffusion 3 model" in r.stderr and r.stderr.count("\n") == 1, (
         r.stderr
     )
@@ -353,15 +363,15 @@ def test_sdxl_trains_with_both_text_encoders_and_runs_rl_in_bf16(sdxl_home, tmp_
             "train",
             "--user",
             "astro",
-            "--steps",
+            "--max-train-steps",
             "2",
-            "--save-every",
+            "--checkpointing-steps",
             "2",
             "--rank",
             "4",
-            "--alpha",
+            "--lora-alpha",
             "2",
-            "--lr",
+            "--learning-rate",
             "1e-2",
             "--resolution",
             "64",
@@ -375,9 +385,9 @@ def test_sdxl_trains_with_both_text_encoders_and_runs_rl_in_bf16(sdxl_home, tmp_
             "1",
             "--samples-per-epoch",
             "2",
-            "--sample-batch",
+            "--sample-batch-size",
             "2",
-            "--steps",
+            "--num-inference-steps",
             "3",
             "--resolution",
             "64",
@@ -403,12 +413,24 @@ def test_diffusers_own_tiny_sdxl_shapes_run_the_flow_at_their_native_size(tmp_pa
     (home / "settings.toml").write_text(f"[app]\nmodel = {json.dumps(str(model))}\n")
     for args in (
         ["prepare", "--user", "xl", *map(str, astro_photos)],
-        ["train", "--user", "xl", "--steps", "2", "--save-every", "2", "--train-text-encoder"],
-        ["rl", "--user", "xl", "--epochs", "1", "--samples-per-epoch", "2", "--sample-batch", "2", "--steps", "2"],
+        ["train", "--user", "xl", "--max-train-steps", "2", "--checkpointing-steps", "2", "--train-text-encoder"],
+        [
+            "rl",
+            "--user",
+            "xl",
+            "--epochs",
+            "1",
+            "--samples-per-epoch",
+            "2",
+            "--sample-batch-size",
+            "2",
+            "--num-inference-steps",
+            "2",
+        ],
     ):
         r = run_cli(home, *args)
         assert r.returncode == 0, r.stderr
-    r = run_cli(home, "generate", "--user", "xl", "--num", "1", "--steps", "2", "--json")
+    r = run_cli(home, "generate", "--user", "xl", "--num", "1", "--num-inference-steps", "2", "--json")
     assert r.returncode == 0, r.stderr
     image = Image.open(json.loads(r.stdout.strip().splitlines()[-1])["paths"][0])
     assert image.size == (64, 64)

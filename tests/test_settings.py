@@ -71,15 +71,15 @@ def test_a_checkbox_becomes_its_flag_or_its_no_flag(on):
     [
         (
             ["train", "--user", "a"],
-            ["--steps", "0", "--no-train-text-encoder"],
+            ["--max-train-steps", "0", "--no-train-text-encoder"],
             "train",
-            {"steps": 0, "train_text_encoder": False},
+            {"max_train_steps": 0, "train_text_encoder": False},
         ),
         (
             ["rl", "--user", "a"],
-            ["--eval-every", "0", "--seed", "0", "--lr", "0"],
+            ["--eval-every", "0", "--seed", "0", "--learning-rate", "0"],
             "rl",
-            {"eval_every": 0, "seed": 0, "lr": 0.0},
+            {"eval_every": 0, "seed": 0, "learning_rate": 0.0},
         ),
         (
             ["portrait", "--user", "a", "--template", "t.jpg"],

@@ -78,7 +78,7 @@ def test_loss_on_a_fixed_batch_goes_down(home_copy, precision):
 
     settings = load_settings(home_copy)
     settings.app.precision = precision
-    settings.train.lr, settings.train.rank, settings.train.grad_accum = 3e-3, 8, 1
+    settings.train.learning_rate, settings.train.rank, settings.train.gradient_accumulation_steps = 3e-3, 8, 1
     t = FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter())
     t.setup()
     assert t.unet.dtype == t.precision.dtype and t.scaler.is_enabled() == (precision == "fp16")
@@ -115,15 +115,15 @@ def test_kill_9_then_resume_finishes_with_the_uninterrupted_weights(home_copy, t
         "train",
         "--user",
         "astro",
-        "--steps",
+        "--max-train-steps",
         "30",
-        "--save-every",
+        "--checkpointing-steps",
         "5",
         "--rank",
         "4",
-        "--alpha",
+        "--lora-alpha",
         "4",
-        "--validation-images",
+        "--num-validation-images",
         "1",
     ]
     assert run_cli(other, *args).returncode == 0
@@ -144,10 +144,10 @@ def test_kill_9_then_resume_finishes_with_the_uninterrupted_weights(home_copy, t
 
 
 def test_train_without_prepared_faces_exits_2(data_dir):
-    r = run_cli(data_dir, "train", "--user", "nobody", "--steps", "2")
+    r = run_cli(data_dir, "train", "--user", "nobody", "--max-train-steps", "2")
     assert r.returncode == 2 and "No user 'nobody' yet: add photos first" in r.stderr and "Traceback" not in r.stderr
     (data_dir / "users" / "bob").mkdir(parents=True)  # a user whose photos were never checked
-    r = run_cli(data_dir, "train", "--user", "bob", "--steps", "2")
+    r = run_cli(data_dir, "train", "--user", "bob", "--max-train-steps", "2")
     assert r.returncode == 2 and "'bob' has no checked photos yet" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -203,11 +203,11 @@ def test_training_wiring_follows_the_flags_targets_every_attention_projection_an
             "train",
             "--user",
             "astro",
-            "--lr",
+            "--learning-rate",
             "3e-3",
             "--rank",
             "6",
-            "--alpha",
+            "--lora-alpha",
             "3",
             "--train-text-encoder",
         ]
@@ -266,16 +266,25 @@ def test_a_resumed_trainer_takes_the_checkpoints_settings_and_continues_step_for
             setattr(settings.train, key, value)
         return FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter())
 
-    first = trainer(lr=3e-3, rank=4, grad_accum=1, steps=9, train_text_encoder=True)
+    first = trainer(
+        learning_rate=3e-3, rank=4, gradient_accumulation_steps=1, max_train_steps=9, train_text_encoder=True
+    )
     first.setup()
     for _ in range(2):
         first.train_step()
     first.validation = [{"step": 2, "score": 0.25}]
     folder = first.save_checkpoint()
     assert folder.name == "checkpoint-2"
-    second = trainer(lr=1e-5, rank=8, steps=50, train_text_encoder=False)  # today's flags lose to the checkpoint's
+    second = trainer(
+        learning_rate=1e-5, rank=8, max_train_steps=50, train_text_encoder=False
+    )  # today's flags lose to the checkpoint's
     second.adopt_settings(folder)
-    assert (second.cfg.lr, second.cfg.rank, second.cfg.train_text_encoder, second.total) == (3e-3, 4, True, 9)
+    assert (second.cfg.learning_rate, second.cfg.rank, second.cfg.train_text_encoder, second.total) == (
+        3e-3,
+        4,
+        True,
+        9,
+    )
     second.setup()
     second.load_checkpoint(folder)
     assert (second.step, second.validation) == (2, [{"step": 2, "score": 0.25}])
@@ -304,7 +313,12 @@ def test_train_in_process_reports_each_step_and_ends_with_the_best_checkpoints_l
 
     ws, events = Workspace(home_copy), []
     settings = load_settings(home_copy)
-    settings.train.steps, settings.train.save_every, settings.train.rank, settings.train.grad_accum = 3, 2, 4, 1
+    (
+        settings.train.max_train_steps,
+        settings.train.checkpointing_steps,
+        settings.train.rank,
+        settings.train.gradient_accumulation_steps,
+    ) = 3, 2, 4, 1
     result = train(settings, ws, "astro", Reporter(None, [events.append]))
     steps = [(e["step"], e["total"]) for e in events if e["type"] == "progress"]
     assert steps == [(1, 3), (2, 3), (3, 3)]
@@ -344,7 +358,7 @@ def trainer(home_copy):
     from easyphoto_app.workspace import Workspace
 
     settings = load_settings(home_copy)
-    settings.train.rank, settings.train.batch_size = 4, 2
+    settings.train.rank, settings.train.train_batch_size = 4, 2
     made = FaceLoraTrainer(settings, Workspace(home_copy), "astro", Reporter(None))
     made.setup()
     return made
@@ -355,7 +369,7 @@ def test_a_steps_loss_is_the_mean_of_its_accumulated_micro_batches(trainer, monk
 
     seen, mse = [], F.mse_loss
     monkeypatch.setattr(F, "mse_loss", lambda *a, **k: seen.append(mse(*a, **k)) or seen[-1])
-    trainer.cfg.grad_accum = 3
+    trainer.cfg.gradient_accumulation_steps = 3
     loss = trainer.train_step()
     assert len(seen) == 3 and loss == pytest.approx(sum(s.item() for s in seen) / 3, rel=1e-6)
 
@@ -410,7 +424,7 @@ def test_a_failed_training_says_why_in_its_last_event(home_copy, monkeypatch, er
     assert events[-1]["type"] == "failed" and events[-1]["message"] == message and events[-1].get("refused") == refused
     if raised is OutOfMemoryError:  # the CLI's words name its flags
         assert str(caught.value) == (
-            "Out of memory. Lower --resolution, --rank, --batch-size, or drop "
+            "Out of memory. Lower --resolution, --rank, --train-batch-size, or drop "
             "--train-text-encoder, or close other programs using the GPU, then try again."
         )
 
@@ -432,7 +446,12 @@ class CountingTrainer:
 
         from easyphoto_app.jobs import Reporter
 
-        self.cfg, self.step, self.total, self.stop_at = SimpleNamespace(save_every=save_every), 0, total, stop_at
+        self.cfg, self.step, self.total, self.stop_at = (
+            SimpleNamespace(checkpointing_steps=save_every),
+            0,
+            total,
+            stop_at,
+        )
         self.clock = [0.0]  # seconds on the clock the loop reads (see on_the_trainers_clock)
         self.events, self.saved, self.validated = [], [], []
         self.reporter = Reporter(None, [self.events.append])
@@ -513,7 +532,8 @@ def test_the_lora_comes_from_the_best_checkpoint_with_kohyas_metadata(trainer):
         "easyphoto_kind": "face",
     }
     assert (
-        meta["ss_num_train_images"] == str(len(trainer.images)) and float(meta["ss_network_alpha"]) == trainer.cfg.alpha
+        meta["ss_num_train_images"] == str(len(trainer.images))
+        and float(meta["ss_network_alpha"]) == trainer.cfg.lora_alpha
     )
 
 
@@ -524,7 +544,7 @@ def test_validation_without_a_face_recognizer_scores_0_and_says_no_face_was_chec
 
     drawn = SimpleNamespace(images=[Image.new("RGB", (64, 64))])  # what is drawn is not the point here
     monkeypatch.setattr(type(trainer.pipe), "__call__", lambda self, *a, **k: drawn)
-    trainer.cfg.validation_images = 2
+    trainer.cfg.num_validation_images = 2
     assert trainer.validate(None) == 0.0
     assert trainer.validation[-1] == {"step": 0, "score": 0.0, "no_face_rate": 1.0}
     assert json.loads((trainer.work / "validation.json").read_text()) == trainer.validation
@@ -574,9 +594,9 @@ def test_the_demo_models_own_training_defaults_apply_unless_the_user_set_a_value
     demo = ResolvedModel(DEMO, "demo", FACE_MODEL)
     cfg = model_defaults(TrainConfig(), demo)
     assert {k: getattr(cfg, k) for k in own} == own and own["rank"] != TrainConfig().rank
-    assert model_defaults(TrainConfig(rank=4, steps=7), demo).rank == 4
-    assert model_defaults(TrainConfig(rank=4, steps=7), demo).steps == 7
-    assert model_defaults(TrainConfig(rank=4), demo).lr == own["lr"]
+    assert model_defaults(TrainConfig(rank=4, max_train_steps=7), demo).rank == 4
+    assert model_defaults(TrainConfig(rank=4, max_train_steps=7), demo).max_train_steps == 7
+    assert model_defaults(TrainConfig(rank=4), demo).learning_rate == own["learning_rate"]
     assert model_defaults(TrainConfig(), ResolvedModel("dir", str(FACE_MODEL), FACE_MODEL)) == TrainConfig()
 
 
@@ -592,11 +612,21 @@ def test_a_flag_equal_to_sd15s_default_still_wins_over_the_demo_models_own(tmp_p
 
     demo = ResolvedModel(DEMO, "demo", FACE_MODEL)
     args = build_parser().parse_args(
-        ["--data-dir", str(tmp_path), "--model", "demo", "train", "--user", "u", "--lr", str(TrainConfig().lr)]
+        [
+            "--data-dir",
+            str(tmp_path),
+            "--model",
+            "demo",
+            "train",
+            "--user",
+            "u",
+            "--learning-rate",
+            str(TrainConfig().learning_rate),
+        ]
     )
     settings = make_settings(args)
     cfg = model_defaults(settings.train, demo, settings.given_in("train"))
-    assert cfg.lr == TrainConfig().lr and cfg.rank != TrainConfig().rank
+    assert cfg.learning_rate == TrainConfig().learning_rate and cfg.rank != TrainConfig().rank
     assert panel_defaults(settings).rank == cfg.rank
     settings.app.model = "some/other-model"  # not downloaded: a job started now would fall back to the demo
     assert panel_defaults(settings).rank == cfg.rank
@@ -607,7 +637,9 @@ def test_a_new_run_keeps_the_last_lora_and_one_checkpoint_until_it_replaces_them
     one as astro.prev.safetensors, and one of its checkpoints moves to previous/."""
     lora, work = home_copy / "loras" / "astro.safetensors", home_copy / "users" / "astro" / "lora"
     before, old = lora.read_bytes(), {p.name for p in work.glob("checkpoint-*")}
-    r = run_cli(home_copy, "train", "--user", "astro", "--steps", "2", "--save-every", "2", "--rank", "4")
+    r = run_cli(
+        home_copy, "train", "--user", "astro", "--max-train-steps", "2", "--checkpointing-steps", "2", "--rank", "4"
+    )
     assert r.returncode == 0, r.stderr
     assert (home_copy / "loras" / "astro.prev.safetensors").read_bytes() == before and lora.read_bytes() != before
     kept = [p.name for p in (work / "previous").iterdir()]

@@ -16,7 +16,7 @@ from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS
 from easyphoto_app.memory_trace import GB
 from easyphoto_app.settings import TrainConfig
 
-CFG = TrainConfig(rank=4, alpha=4.0, batch_size=2, train_text_encoder=True)
+CFG = TrainConfig(rank=4, lora_alpha=4.0, train_batch_size=2, train_text_encoder=True)
 RES = 64
 
 
@@ -68,7 +68,7 @@ def test_the_training_step_holds_the_unet_its_lora_and_adamws_moments():
 
 def test_a_larger_batch_or_resolution_needs_more():
     cfg = dataclasses.replace(CFG, train_text_encoder=False)
-    assert estimate(dataclasses.replace(cfg, batch_size=4)).work_gb > estimate(cfg).work_gb
+    assert estimate(dataclasses.replace(cfg, train_batch_size=4)).work_gb > estimate(cfg).work_gb
     assert estimate(cfg, resolution=2 * RES).work_gb > estimate(cfg).work_gb
 
 
@@ -95,8 +95,8 @@ def test_encoding_with_every_model_on_the_gpu_can_be_the_peak():
 
 
 def test_lower_settings_drop_the_batch_then_the_text_encoder():
-    assert train_memory.lower_settings(CFG) == [("batch_size", 1), ("train_text_encoder", False)]
-    assert train_memory.lower_settings(TrainConfig(batch_size=1, train_text_encoder=False)) == []
+    assert train_memory.lower_settings(CFG) == [("train_batch_size", 1), ("train_text_encoder", False)]
+    assert train_memory.lower_settings(TrainConfig(train_batch_size=1, train_text_encoder=False)) == []
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def tiny_pipe(tmp_path_factory):
 
 def test_the_job_shows_the_estimate_and_warns_with_what_to_lower(tiny_pipe):
     """A batch of 16 makes the training step the peak (on this tiny model encoding the photos is, otherwise)."""
-    pipe, dtype, cfg = tiny_pipe, torch.float32, dataclasses.replace(CFG, batch_size=16)
+    pipe, dtype, cfg = tiny_pipe, torch.float32, dataclasses.replace(CFG, train_batch_size=16)
     loaded = sum(p.numel() * 4 for m in (pipe.unet, pipe.vae, pipe.text_encoder) for p in m.parameters())
 
     def total(c) -> int:
@@ -133,12 +133,12 @@ def test_the_job_shows_the_estimate_and_warns_with_what_to_lower(tiny_pipe):
         f"warning: these training settings need about {human_size(need)} of GPU memory and "
         f"{human_size(1024)} is free; even the smallest settings need about"
     )
-    one = total(dataclasses.replace(cfg, batch_size=1)) - loaded
+    one = total(dataclasses.replace(cfg, train_batch_size=1)) - loaded
     assert one < need
     _, warning = train_memory.preflight(pipe, cfg, RES, one, dtype, 4)
-    assert warning.endswith(f"Try batch size 1 (--batch-size 1): about {human_size(one)}. Or lower the resolution."), (
-        warning
-    )
+    assert warning.endswith(
+        f"Try train batch size 1 (--train-batch-size 1): about {human_size(one)}. Or lower the resolution."
+    ), warning
 
 
 def test_the_training_log_carries_the_estimate_and_the_warning(tiny_pipe, monkeypatch):

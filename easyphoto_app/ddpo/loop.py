@@ -34,7 +34,7 @@ from easyphoto_app.lora_io import (
     save_lora,
     write_checkpoint_dir,
 )
-from easyphoto_app.settings import ASSETS, TRIGGER, RLConfig, Settings
+from easyphoto_app.settings import ASSETS, TRIGGER, RLConfig, Settings, current_names
 from easyphoto_app.workspace import Workspace, atomic_write_json
 
 DDPO_ADAPTER = "ddpo"
@@ -82,14 +82,15 @@ class RLRun:
         )
         self.cfg: RLConfig = model_defaults(settings.rl, self.model, settings.given_in("rl"))
         self.resolution = native_resolution(self.model, self.cfg.resolution, training=True)
-        self.steps = min(self.cfg.steps, DEMO_RL_STEPS) if self.model.is_demo else self.cfg.steps
+        steps = self.cfg.num_inference_steps
+        self.steps = min(steps, DEMO_RL_STEPS) if self.model.is_demo else steps
         self.work = ws.ddpo_dir(user)
         self.prompts = load_prompts()
         # On a GPU the next batch is sampled while the face backend (on the CPU) scores the last one;
         # on a CPU both would fight for the same cores.
         self.reward_pool = ThreadPoolExecutor(1, thread_name_prefix="reward") if self.device != "cpu" else None
         self.budget = Budget(self.cfg.max_hours)  # counted from here: loading the model is part of the run
-        self.diagnostics = Diagnostics(self.cfg.lr)
+        self.diagnostics = Diagnostics(self.cfg.learning_rate)
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -122,7 +123,7 @@ class RLRun:
             pipe.unet.enable_gradient_checkpointing()
             pipe.vae.enable_slicing()
         self.pipe = pipe
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=1e-4)
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.learning_rate, weight_decay=1e-4)
         # Data-parallel under `accelerate launch`: every process samples its share of the epoch, the rewards
         # are gathered for the advantages and the LoRA gradients averaged, so the weights stay the same everywhere.
         self.accelerator = Accelerator(cpu=self.device == "cpu")
@@ -188,9 +189,10 @@ class RLRun:
     def adopt_settings(self, folder: Path) -> None:
         _, meta = load_tensors(folder / "adapter.safetensors")
         keep_now = {"max_hours", "epochs"}  # the budget and epoch count may be changed when resuming
+        settings = current_names("rl", meta["settings"])  # a checkpoint from before the rename too
         for f in fields(RLConfig):
-            if f.name in meta["settings"] and f.name not in keep_now:
-                setattr(self.cfg, f.name, meta["settings"][f.name])
+            if f.name in settings and f.name not in keep_now:
+                setattr(self.cfg, f.name, settings[f.name])
 
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self) -> bool:
@@ -206,10 +208,12 @@ class RLRun:
         self.generator.manual_seed(seed)
         self.rng.seed(seed)
         self.pipe.unet.eval()
-        for start in range(0, self.local_samples, cfg.sample_batch):
+        for start in range(0, self.local_samples, cfg.sample_batch_size):
             if self.stop_now(budget.batch_s):
                 return False
-            batch = [self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch, self.local_samples - start))]
+            batch = [
+                self.rng.choice(self.prompts) for _ in range(min(cfg.sample_batch_size, self.local_samples - start))
+            ]
             cond = Cond.cat([self.prompt_emb[p] for p in batch])
             with budget.timing("batch_s"):
                 traj = sample(
@@ -219,7 +223,7 @@ class RLRun:
                     self.uncond,
                     batch,
                     self.steps,
-                    cfg.guidance,
+                    cfg.guidance_scale,
                     cfg.eta,
                     shape,
                     self.generator,
@@ -254,7 +258,9 @@ class RLRun:
         stats, before = {}, [p.detach().clone() for p in self.params]
         # Until a PPO step has been timed: a step trains train_batch samples on a share of their timesteps, each a
         # guided forward and a backward (about 3 guided passes where sampling makes 1).
-        budget.step_s = budget.step_s or budget.batch_s * 3 * cfg.timestep_fraction * cfg.train_batch / cfg.sample_batch
+        budget.step_s = (
+            budget.step_s or budget.batch_s * 3 * cfg.timestep_fraction * cfg.train_batch_size / cfg.sample_batch_size
+        )
         for _ in range(cfg.inner_epochs):
             stats = ppo_update(
                 self.pipe.unet,
@@ -311,7 +317,7 @@ class RLRun:
         cfg, batch_s = self.cfg, self.budget.batch_s
         if not batch_s:
             return None
-        batches = -(-self.local_samples // cfg.sample_batch)
+        batches = -(-self.local_samples // cfg.sample_batch_size)
         per_epoch = batches * batch_s * (1 + 2 * cfg.timestep_fraction * cfg.inner_epochs)
         return round(min(self.budget.left(), (cfg.epochs - self.epoch) * per_epoch), 1)
 
@@ -351,8 +357,8 @@ class RLRun:
         shape = self.latent_shape()
         self.pipe.unet.eval()
         parts, thumbs = [], []
-        for start in range(0, len(mine), cfg.sample_batch):
-            batch = mine[start : start + cfg.sample_batch]
+        for start in range(0, len(mine), cfg.sample_batch_size):
+            batch = mine[start : start + cfg.sample_batch_size]
             generator = torch.Generator("cpu").manual_seed(
                 cfg.seed + 7919 * (rank * share + start + 1)
             )  # the same noise each time
@@ -364,7 +370,7 @@ class RLRun:
                     self.uncond,
                     batch,
                     self.steps,
-                    cfg.guidance,
+                    cfg.guidance_scale,
                     cfg.eta,
                     shape,
                     generator,

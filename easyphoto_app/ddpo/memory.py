@@ -55,11 +55,13 @@ def estimate_rl_memory(
     meta = {"device": "meta", "dtype": dtype}
     with traced() as live:
         # kept for the whole epoch, in float32 whatever the weights (DDPO's step maths needs it)
-        trajectory = torch.empty(cfg.samples_per_epoch, cfg.steps + 1, c, h, h, device="meta", dtype=torch.float32)
+        trajectory = torch.empty(
+            cfg.samples_per_epoch, cfg.num_inference_steps + 1, c, h, h, device="meta", dtype=torch.float32
+        )
         cond = torch.empty(cfg.samples_per_epoch, ctx_len, ctx_dim, **meta)
         state = [torch.empty_like(p) for p in lora for _ in range(3)]  # grad + AdamW's two moments
         with torch.no_grad():
-            b = cfg.sample_batch
+            b = cfg.sample_batch_size
             unet(
                 torch.empty(2 * b, c, h, h, **meta),
                 torch.tensor(999),
@@ -68,7 +70,7 @@ def estimate_rl_memory(
             )
             vae.decode(torch.empty(b, vae.config.latent_channels, h, h, device="meta", dtype=vae.dtype))
         unet.train()
-        n = 2 * cfg.train_batch * max(1, cfg.timestep_batch)
+        n = 2 * cfg.train_batch_size * max(1, cfg.timestep_batch)
         out = unet(
             torch.empty(n, c, h, h, **meta),
             torch.zeros(n, dtype=torch.long, device="meta"),
@@ -86,8 +88,8 @@ def lower_settings(cfg) -> list[tuple[str, object]]:
     out = []
     if cfg.timestep_batch > 1:
         out.append(("timestep_batch", 1))
-    if cfg.sample_batch > 1:
-        out.append(("sample_batch", 1))
+    if cfg.sample_batch_size > 1:
+        out.append(("sample_batch_size", 1))
     if cfg.samples_per_epoch > 4:
         out.append(("samples_per_epoch", 4))
     return out

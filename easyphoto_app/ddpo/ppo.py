@@ -131,10 +131,10 @@ def ppo_update(
     stats = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio_one": [], "grad_zero": [], "ratio_first": None}
     updates = skipped = 0
     order = torch.randperm(n, generator=generator)
-    for start in range(0, n, cfg.train_batch):
+    for start in range(0, n, cfg.train_batch_size):
         if should_stop():
             break
-        idx = order[start : start + cfg.train_batch]
+        idx = order[start : start + cfg.train_batch_size]
         t_idx = stochastic[torch.randperm(len(stochastic), generator=generator)[:n_train_t]]
         optimizer.zero_grad(set_to_none=True)
         b = len(idx)
@@ -145,7 +145,7 @@ def ppo_update(
             t = traj.timesteps[chunk].unsqueeze(0).expand(b, k).reshape(-1)
             old = traj.log_probs[idx][:, chunk].reshape(-1).float()
             with precision.autocast():
-                eps = guided_eps(unet, x_t, t, traj.cond[idx].repeat_interleave(k), uncond, cfg.guidance)
+                eps = guided_eps(unet, x_t, t, traj.cond[idx].repeat_interleave(k), uncond, cfg.guidance_scale)
             _, logp = ddim_step_with_logprob(scheduler, eps, t, x_t, cfg.eta, prev_sample=x_prev)
             a = adv[idx].repeat_interleave(k).to(logp.device)
             loss, ratio = clipped_loss(a, logp, old, cfg.clip_range)

@@ -25,7 +25,7 @@ TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 # SDXL paints poorly at 512. lr 1e-4 as diffusers' SDXL LoRA examples; rank 32 keeps the file near SD 1.5's rank-128
 # size (SDXL's attention layers are wider and more numerous)
 DEFAULTS = {
-    "train": {"resolution": 1024, "rank": 32, "alpha": 16.0, "lr": 1e-4},
+    "train": {"resolution": 1024, "rank": 32, "lora_alpha": 16.0, "learning_rate": 1e-4},
     "rl": {"resolution": 1024},
     "generate": {"width": 1024, "height": 1024},
 }

@@ -66,9 +66,22 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
                     )
                 with gr.Row():
                     steps = gr.Slider(
-                        1, 100, value=cfg.steps, step=1, label="Steps", elem_id="gen-steps", info=help_of(cfg, "steps")
+                        1,
+                        100,
+                        value=cfg.num_inference_steps,
+                        step=1,
+                        label="Steps",
+                        elem_id="gen-steps",
+                        info=help_of(cfg, "num_inference_steps"),
                     )
-                    guidance = gr.Slider(1, 15, value=cfg.cfg, step=0.5, label="CFG scale", info=help_of(cfg, "cfg"))
+                    guidance = gr.Slider(
+                        1,
+                        15,
+                        value=cfg.guidance_scale,
+                        step=0.5,
+                        label="CFG scale",
+                        info=help_of(cfg, "guidance_scale"),
+                    )
                 with gr.Row():
                     # any multiple of 8 the settings may hold; SDXL's sizes go past 1024 (1152x896, 1216x832)
                     width = gr.Slider(
@@ -94,8 +107,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             rl_weight=rw,
             num=int(num_v),
             seed=int(seed_v),
-            steps=int(steps_v),
-            cfg=float(cfg_v),
+            num_inference_steps=int(steps_v),
+            guidance_scale=float(cfg_v),
             width=int(w_v),
             height=int(h_v),
             scheduler=sched_v,

@@ -106,7 +106,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
                 steps = gr.Slider(
                     1,
                     100,
-                    value=gen.steps,
+                    value=gen.num_inference_steps,
                     step=1,
                     label="Steps",
                     info="Steps at strength 1; a strength of 0.45 runs 45% of them.",
@@ -188,7 +188,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             fusion=bool(fusion_v),
             fusion_weight=float(fusion_w_v),
         )
-        gen_request = with_overrides(gen, lora_weight=lw, rl_weight=rw, steps=int(steps_v))
+        gen_request = with_overrides(gen, lora_weight=lw, rl_weight=rw, num_inference_steps=int(steps_v))
         from easyphoto_app.device import pick_device
 
         job = core.plan(

@@ -42,19 +42,19 @@ def build(ctx: Context) -> dict:
                 info=help_of(cfg, "samples_per_epoch"),
             )
             steps = gr.Number(
-                value=cfg.steps,
+                value=cfg.num_inference_steps,
                 precision=0,
                 label="DDIM steps",
                 info="The demo model uses at most 10.",
                 elem_id="rl-steps",
             )
         with gr.Row():
-            lr = gr.Number(value=cfg.lr, label="Learning rate", info=help_of(cfg, "lr"))
-            guidance = gr.Number(value=cfg.guidance, label="Guidance", info=help_of(cfg, "guidance"))
+            lr = gr.Number(value=cfg.learning_rate, label="Learning rate", info=help_of(cfg, "learning_rate"))
+            guidance = gr.Number(value=cfg.guidance_scale, label="Guidance", info=help_of(cfg, "guidance_scale"))
             clip = gr.Number(value=cfg.clip_range, label="PPO clip range", info=help_of(cfg, "clip_range"))
         with gr.Row():
             sample_batch = gr.Number(
-                value=cfg.sample_batch, precision=0, label="Sample batch", info=help_of(cfg, "sample_batch")
+                value=cfg.sample_batch_size, precision=0, label="Sample batch", info=help_of(cfg, "sample_batch_size")
             )
             timestep_batch = gr.Number(
                 value=cfg.timestep_batch, precision=0, label="Timestep batch", info=help_of(cfg, "timestep_batch")
@@ -64,11 +64,11 @@ def build(ctx: Context) -> dict:
         "max_hours": hours,
         "epochs": epochs,
         "samples_per_epoch": samples,
-        "steps": steps,
-        "lr": lr,
-        "guidance": guidance,
+        "num_inference_steps": steps,
+        "learning_rate": lr,
+        "guidance_scale": guidance,
         "clip_range": clip,
-        "sample_batch": sample_batch,
+        "sample_batch_size": sample_batch,
         "timestep_batch": timestep_batch,
     }
 

@@ -19,7 +19,11 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
     with gr.Accordion("Advanced", open=False, elem_id="train-advanced"):
         with gr.Row():
             steps = gr.Number(
-                value=cfg.steps, precision=0, label="Steps", info="0 = min(200 x photos, 800).", elem_id="train-steps"
+                value=cfg.max_train_steps,
+                precision=0,
+                label="Steps",
+                info="0 = min(200 x photos, 800).",
+                elem_id="train-steps",
             )
             rank = gr.Number(
                 value=cfg.rank,
@@ -28,18 +32,18 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
                 info="LoRA size; lower uses less memory.",
                 elem_id="train-rank",
             )
-            alpha = gr.Number(value=cfg.alpha, label="Alpha", info="Strength scale = alpha / rank.")
+            alpha = gr.Number(value=cfg.lora_alpha, label="Alpha", info="Strength scale = alpha / rank.")
         with gr.Row():
-            lr = gr.Number(value=cfg.lr, label="Learning rate", info=help_of(cfg, "lr"))
+            lr = gr.Number(value=cfg.learning_rate, label="Learning rate", info=help_of(cfg, "learning_rate"))
             resolution = gr.Number(
                 value=cfg.resolution, precision=0, label="Resolution", info="The demo model trains at its own size."
             )
             save_every = gr.Number(
-                value=cfg.save_every,
+                value=cfg.checkpointing_steps,
                 precision=0,
                 label="Checkpoint every N steps",
                 elem_id="train-save-every",
-                info=help_of(cfg, "save_every"),
+                info=help_of(cfg, "checkpointing_steps"),
             )
         te = gr.Checkbox(
             value=cfg.train_text_encoder,
@@ -49,12 +53,12 @@ def build(ctx: Context, user: gr.Textbox) -> dict:
         )
 
     fields = {
-        "steps": steps,
+        "max_train_steps": steps,
         "rank": rank,
-        "alpha": alpha,
-        "lr": lr,
+        "lora_alpha": alpha,
+        "learning_rate": lr,
         "resolution": resolution,
-        "save_every": save_every,
+        "checkpointing_steps": save_every,
         "train_text_encoder": te,
     }
 
