@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print the result as JSON.")
     add_config_args(p, PortraitConfig)
     add_config_args(
-        p, GenerateConfig, only=["prompt", "negative_prompt", "steps", "cfg", "scheduler", "lora_weight", "rl_weight"]
+        p,
+        GenerateConfig,
+        only=["prompt", "negative_prompt", "steps", "cfg", "scheduler", "lora_weight", "rl_weight", "ip_scale"],
     )
 
     p = subs["likeness"]
@@ -282,7 +284,12 @@ def cmd_generate(settings: Settings, args) -> int:
     if args.json:
         print(
             json.dumps(
-                {"paths": [str(p) for p in result.paths], "seeds": result.seeds, "seconds": round(result.seconds, 3)}
+                {
+                    "paths": [str(p) for p in result.paths],
+                    "seeds": result.seeds,
+                    "seconds": round(result.seconds, 3),
+                    "mode": result.mode,
+                }
             )
         )
     else:
