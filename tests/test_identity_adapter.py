@@ -251,3 +251,19 @@ def test_portraits_follow_the_photos_in_instant_mode_and_not_with_the_adapter_of
     assert np.abs(other - instant)[y0 : y0 + side, x0 : x0 + side].mean() > 2  # in the square painted
     lora.with_suffix(".kept").rename(lora)
     assert np.array_equal(paint_one(pipe, model, home_copy, template, ip_scale=0)[1], before)
+
+
+def test_doctor_names_the_licence_of_each_model_held(tmp_path, hub_cache, adapter_repo, demo_model_dir):
+    from easyphoto_app import doctor
+    from easyphoto_app.settings import load_settings
+
+    settings = load_settings(tmp_path / "data")
+    settings.app.model = str(demo_model_dir)
+    before = doctor.downloaded_licences(settings)
+    assert before["base model"].startswith(f"{demo_model_dir}: its own licence (an SD 1.5 or SDXL base: CreativeML")
+    assert not any(key.startswith("identity adapter") for key in before)
+    install_in_cache(hub_cache, adapter_repo)
+    after = doctor.downloaded_licences(settings)
+    assert after["identity adapter (Stable Diffusion 1.5)"] == "h94/IP-Adapter ip-adapter-plus-face_sd15: Apache-2.0"
+    assert after["identity adapter (SDXL)"] == "h94/IP-Adapter ip-adapter-plus-face_sdxl_vit-h: Apache-2.0"
+    assert doctor.check(settings)["checks"]["licences"]["value"] == after
