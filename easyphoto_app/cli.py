@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
             "scheduler",
             "lora_weight",
             "rl_weight",
+            "ip_scale",
         ],
     )
 
@@ -292,7 +293,12 @@ def cmd_generate(settings: Settings, args) -> int:
     if args.json:
         print(
             json.dumps(
-                {"paths": [str(p) for p in result.paths], "seeds": result.seeds, "seconds": round(result.seconds, 3)}
+                {
+                    "paths": [str(p) for p in result.paths],
+                    "seeds": result.seeds,
+                    "seconds": round(result.seconds, 3),
+                    "mode": result.mode,
+                }
             )
         )
     else:

@@ -41,6 +41,7 @@ def check(settings: Settings) -> dict:
     checks["data_dir"] = _writable_check(settings.data_dir)
     checks["base_model"] = _model_check(settings)
     checks["face_models"] = _face_check(settings)
+    checks["licences"] = _licence_check(settings)
     return {"ok": all(c["ok"] for c in checks.values()), "data_dir": str(settings.data_dir), "checks": checks}
 
 
@@ -139,6 +140,47 @@ def _face_check(settings: Settings) -> dict:
     from easyphoto_app.faces import backend_status
 
     return backend_status(settings)
+
+
+# The families' own licences (a fine-tuned model may add terms of its own: its page says)
+FAMILY_LICENCES = {"sd15": "CreativeML OpenRAIL-M", "sdxl": "CreativeML OpenRAIL++-M"}
+
+
+def downloaded_licences(settings: Settings) -> dict[str, str]:
+    """Each model this machine holds and uses, named with its licence."""
+    from easyphoto_app import families, identity_adapter
+    from easyphoto_app.controlnet import CANNY_REPO, cached_controlnet
+    from easyphoto_app.demo_model import DEMO
+    from easyphoto_app.faces.insight import InsightFaceBackend, insightface_model_dir
+    from easyphoto_app.hub import cached_hub_model
+
+    found = {}
+    spec = settings.app.model
+    if spec == DEMO:
+        found["base model"] = "the built-in demo model (EasyPhoto's own)"
+    elif Path(spec).expanduser().exists() or cached_hub_model(spec):
+        found["base model"] = f"{spec}: its own licence (an SD 1.5 or SDXL base: {', '.join(FAMILY_LICENCES.values())})"
+    for family in families.FAMILIES:
+        if identity_adapter.cached_adapter(family):
+            name = identity_adapter.adapter_files(family).name
+            found[f"identity adapter ({family.LABEL})"] = f"{identity_adapter.REPO} {name}: {identity_adapter.LICENCE}"
+    if cached_controlnet():
+        found["structure control"] = f"{CANNY_REPO}: OpenRAIL"
+    if InsightFaceBackend.models_present(insightface_model_dir(settings.data_dir)):
+        found["face models"] = "insightface buffalo_l: non-commercial research use only"
+    return found
+
+
+def _licence_check(settings: Settings) -> dict:
+    """Informational: what may be done with the pictures depends on these."""
+    try:
+        found = downloaded_licences(settings)
+    except Exception as exc:  # noqa: BLE001 - a licence list never fails the doctor
+        return {"ok": True, "value": f"unknown ({exc})", "fix": None}
+    fix = None
+    if "face models" in found:
+        fix = "insightface's buffalo_l is for non-commercial research only: for commercial work use the dlib backend."
+    return {"ok": True, "value": found or "no model downloaded yet", "fix": fix}
 
 
 def value_text(value) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from easyphoto_app import __version__
+from easyphoto_app import __version__, identity_adapter
 from easyphoto_app.errors import UserError, oom_message
 from easyphoto_app.loaded_model import LoadedModel
 from easyphoto_app.settings import ASSETS, TRIGGER, GenerateConfig
@@ -123,11 +123,19 @@ def choose_loras(
         return [LoraChoice(name, found[name], w) for name, w in tags]
     if not user:
         return []
+    if not ws.face_lora(user).exists() and cfg.ip_scale != 0 and has_checked_faces(ws, user):
+        return []  # instant mode: the identity adapter alone draws the face from the photos
     chosen = [LoraChoice(user, ws.require_face_lora(user), cfg.lora_weight)]
     rl = ws.ddpo_lora(user)
     if use_rl and rl.exists():
         chosen.append(LoraChoice(rl.stem, rl, cfg.rl_weight))
     return chosen
+
+
+def has_checked_faces(ws: Workspace, user: str) -> bool:
+    from easyphoto_app.faces.prepare import load_record
+
+    return any(p.get("accepted") for p in (load_record(ws, user) or {}).get("photos", []))
 
 
 def plan_loras(ws: Workspace, cfg: GenerateConfig, user: str | None, use_rl: bool) -> tuple[str, list[LoraChoice]]:
@@ -260,6 +268,7 @@ class Generated:
     seconds: float = 0.0
     note: str | None = None  # e.g. a prompt longer than the model reads
     likeness: list[float | None] = field(default_factory=list)  # as written; all None when not scored
+    mode: str = ""  # instant mode (the identity adapter alone), LoRA, LoRA + identity adapter, base model
 
     def captions(self, *head: str) -> list[str]:
         return [caption(params, *head, f"seed {seed}") for params, seed in zip(self.parameters, self.seeds)]
@@ -291,9 +300,12 @@ def generate(
     base_seed = pick_seed(cfg.seed)
     set_scheduler(pipe, cfg.scheduler)
     loaded.use_loras(loras)
+    people = {user: loras} if user else {}
+    identity = identity_adapter.prepare(loaded, ws, people, cfg.ip_scale, cfg.guidance_scale > 1).get(user)
     folder = out_folder or ws.outputs_dir(user or "_base") / date.today().isoformat()
     scorer = scorer_or_none(ws, user) if user else None
-    result, start = Generated(note=prompt_note(pipe.tokenizer, text)), time.perf_counter()
+    result = Generated(note=prompt_note(pipe.tokenizer, text), mode=identity_adapter.mode(identity, loras))
+    start, fields = time.perf_counter(), (identity.png_field(),) if identity else ()
     total = cfg.num * cfg.num_inference_steps
     for i in range(cfg.num):
         seed = base_seed + i
@@ -311,13 +323,13 @@ def generate(
             width=width,
             height=height,
             generator=torch.Generator("cpu").manual_seed(seed),
+            **(identity.call_kwargs(pipe) if identity else {}),
         )
         if should_stop and should_stop():
             break
         score = scorer.score(image) if scorer else None
-        path, params = save_with_parameters(
-            image, folder, f"{time.strftime('%H%M%S')}-{seed}", text, loras, cfg, seed, model, likeness_fields(score)
-        )
+        stem, extra = f"{time.strftime('%H%M%S')}-{seed}", fields + likeness_fields(score)
+        path, params = save_with_parameters(image, folder, stem, text, loras, cfg, seed, model, extra)
         result.paths.append(path)
         result.seeds.append(seed)
         result.parameters.append(params)

@@ -57,9 +57,27 @@ def download_hub_model(
     snapshot folder and its size. huggingface_hub's progress bars show on the console and, through track_tqdm,
     in the UI; `progress` hears the bytes too (a job reports them as events). A failure raises UserError, or
     HubUnreachable when there is no network."""
+    return _download(repo_id, lambda: _chosen_files(repo_id, want_fp16, index, what), progress)
+
+
+def download_hub_files(repo_id: str, files: list[str], progress: Progress | None = None) -> tuple[Path, int]:
+    """Exactly these files of a repository (an adapter and its image encoder), as download_hub_model downloads."""
+
+    def chosen():
+        sizes = _repo_sizes(repo_id)
+        missing = [f for f in files if f not in sizes]
+        if missing:
+            raise UserError(f"{repo_id} has no {', '.join(missing)}: the repository changed; update EasyPhoto.")
+        return list(files), sizes
+
+    return _download(repo_id, chosen, progress)
+
+
+def _download(repo_id: str, choose, progress: Progress | None) -> tuple[Path, int]:
+    """choose() -> (files, sizes of the repository's files); then the space check, the download, the failures."""
     total = 0
     try:
-        chosen, sizes = _chosen_files(repo_id, want_fp16, index, what)
+        chosen, sizes = choose()
         total = sum(sizes[f] for f in chosen)
         need = total - _cached_bytes(repo_id)
         if need > free_bytes(hub_cache()):
@@ -83,12 +101,16 @@ def download_hub_model(
     return folder, total
 
 
-def _chosen_files(repo_id: str, want_fp16: bool, index: str, what: str) -> tuple[list[str], dict[str, int]]:
-    """The files to download and the sizes of all the repository's files, after the checks that need no weights."""
+def _repo_sizes(repo_id: str) -> dict[str, int]:
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 
-    sizes = {f.path: f.size for f in HfApi().list_repo_tree(repo_id, recursive=True) if isinstance(f, RepoFile)}
+    return {f.path: f.size for f in HfApi().list_repo_tree(repo_id, recursive=True) if isinstance(f, RepoFile)}
+
+
+def _chosen_files(repo_id: str, want_fp16: bool, index: str, what: str) -> tuple[list[str], dict[str, int]]:
+    """The files to download and the sizes of all the repository's files, after the checks that need no weights."""
+    sizes = _repo_sizes(repo_id)
     if index not in sizes:
         raise UserError(f"{repo_id} is not {what} (no {index}).")
     if not any(f.endswith(".safetensors") for f in sizes):

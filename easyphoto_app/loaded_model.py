@@ -3,12 +3,13 @@
 
 This state lives here, never on the diffusers objects, and goes when the model is replaced (pipeline_cache makes a
 new LoadedModel for a new model). Whatever is attached to the pipeline is attached through a method here
-(`use_loras` for LoRAs), so that the next kind of adapter has its place beside it.
+(`use_loras` for LoRAs, `use_ip_adapter` for the identity adapter).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from easyphoto_app.model_loading import ResolvedModel
 
@@ -25,6 +26,7 @@ class LoadedModel:
         self._adapters: dict[str, int] = {}  # adapter name -> mtime_ns of the file it was loaded from
         self._fused: tuple = ()  # (adapter, weight, mtime_ns) of each LoRA fused into the weights now
         self._derived: dict[str, tuple[tuple, object]] = {}  # kind -> (its key, the pipeline)
+        self._ip_adapter: Path | None = None  # the IP-Adapter weights file the UNet carries now
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -65,6 +67,32 @@ class LoadedModel:
         pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
         pipe.fuse_lora(adapter_names=names)
         self._fused = wanted
+
+    @property
+    def ip_adapter(self) -> Path | None:
+        """The IP-Adapter weights file loaded into the UNet now, or None."""
+        return self._ip_adapter
+
+    def use_ip_adapter(self, folder: Path | None = None, files=None) -> None:
+        """Carry the IP-Adapter `files` (identity_adapter.AdapterFiles) of folder, loaded once through diffusers'
+        load_ip_adapter; with no folder, none (its attention processors and image encoder go). Derived pipelines
+        are made again after a change: one made beside the old adapter would keep its image encoder alive."""
+        weights = Path(folder) / files.subfolder / files.weight_name if folder is not None else None
+        if weights == self._ip_adapter:
+            return
+        if self._ip_adapter is not None:
+            self.pipe.unload_ip_adapter()
+            self._ip_adapter = None
+        if weights is not None:
+            self.pipe.load_ip_adapter(
+                str(folder),
+                subfolder=files.subfolder,
+                weight_name=files.weight_name,
+                image_encoder_folder=files.image_encoder,
+                local_files_only=True,
+            )
+            self._ip_adapter = weights
+        self._derived.clear()
 
     def derived(self, key: tuple, make):
         """A pipeline that make() builds from this one's components (from_pipe: no second UNet), kept under key[0]

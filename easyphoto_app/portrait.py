@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from easyphoto_app import fusion, group
+from easyphoto_app import fusion, group, identity_adapter
 from easyphoto_app.errors import UserError
 from easyphoto_app.faces.base import DetectedFace
 from easyphoto_app.fusion import match_colour
@@ -257,6 +257,7 @@ class Portraits:
     box: tuple[int, int, int] = (0, 0, 0)  # the square painted: x0, y0, side
     notes: list[str] = field(default_factory=list)
     people: list[tuple[int, str]] = field(default_factory=list)  # (face, user) of each person painted, left to right
+    mode: str = ""  # which mode the main person was painted in (identity_adapter.mode)
 
     def where(self) -> str:
         """Which faces were painted, in words: 'face 2', or 'face 0 (ben) and face 2 (astro)'."""
@@ -424,6 +425,8 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
     faces = [Sitting.of(s, cfg, size) for s in job.sitters]
     set_scheduler(pipe, gen.scheduler)
     loaded.use_loras(job.loras)  # fused into the shared UNet and text encoder
+    people = {s.user: s.loras for s in job.sitters}
+    identities = identity_adapter.prepare(loaded, ws, people, gen.ip_scale, gen.guidance_scale > 1)
     # A plain (4-channel) UNet never reads the masked image's latents; handing the pipeline any 4-channel tensor
     # spares it a VAE encoding per candidate (seconds on a CPU).
     latent = size // pipe.vae_scale_factor
@@ -438,7 +441,7 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
     base_seed = pick_seed(cfg.seed)
     start, candidates, done = time.perf_counter(), [], 0
 
-    def draw(image, mask, seed):
+    def draw(image, mask, seed, user):
         nonlocal done
         extra = control
         if job.control:
@@ -466,6 +469,7 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
             height=size,
             generator=torch.Generator("cpu").manual_seed(seed),
             **extra,
+            **(identities[user].call_kwargs(painter) if identities else {}),
         )
         done += 1
         return None if should_stop and should_stop() else painted
@@ -474,15 +478,23 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
         seed, out = base_seed + i, job.rgb
         for face in faces:
             loaded.use_loras(face.sitter.loras)  # unchanged for one person: nothing to do
-            out = paint_face(face, out, size, cfg.fusion_weight, lambda image, mask, seed=seed: draw(image, mask, seed))
+            out = paint_face(
+                face,
+                out,
+                size,
+                cfg.fusion_weight,
+                lambda image, mask, s=seed, u=face.sitter.user: draw(image, mask, s, u),
+            )
             if out is None:
                 break
         if out is None:
             break
         scores = [_score(scorers[f.sitter.user], out, f.sitter.spot.box) for f in faces]
         candidates.append(Candidate(out, seed, group.lowest(scores), scores))
-    result = save_ranked(ws, job, model, rank(candidates), faces)
-    result.notes = notes
+    main = identities.get(job.user)
+    more = (main.png_field(1 if job.control else 0),) if main else ()
+    result = save_ranked(ws, job, model, rank(candidates), faces, more)
+    result.notes, result.mode = notes, identity_adapter.mode(main, job.loras)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -506,7 +518,7 @@ def _notes(faces: list[Sitting], scorers: dict) -> list[str]:
     return notes
 
 
-def _fields(job: Plan, faces: list[Sitting], c: Candidate) -> tuple[str, ...]:
+def _fields(job: Plan, faces: list[Sitting], c: Candidate, more: tuple = ()) -> tuple[str, ...]:
     """A portrait's own PNG info fields: strength, template, who is where, fusion, likeness."""
     from easyphoto_app.generate import likeness_fields
 
@@ -529,10 +541,13 @@ def _fields(job: Plan, faces: list[Sitting], c: Candidate) -> tuple[str, ...]:
             f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, '
             f'Weight: {job.cfg.controlnet_conditioning_scale:g}"',
         )
-    return extra
+    return extra + more
 
 
-def save_ranked(ws: Workspace, job: Plan, model, candidates: list[Candidate], faces: list[Sitting]) -> Portraits:
+def save_ranked(
+    ws: Workspace, job: Plan, model, candidates: list[Candidate], faces: list[Sitting], more: tuple = ()
+) -> Portraits:
+    """The candidates saved best first; `more`: PNG info fields of the request (the identity adapter's)."""
     from PIL import Image
 
     from easyphoto_app.generate import likeness_value, save_with_parameters
@@ -544,7 +559,15 @@ def save_ranked(ws: Workspace, job: Plan, model, candidates: list[Candidate], fa
     for n, c in enumerate(candidates, 1):
         stem = f"{time.strftime('%H%M%S')}-portrait{n}-{c.seed}"
         path, params = save_with_parameters(
-            Image.fromarray(c.image), folder, stem, job.prompt, loras, job.gen, c.seed, model, _fields(job, faces, c)
+            Image.fromarray(c.image),
+            folder,
+            stem,
+            job.prompt,
+            loras,
+            job.gen,
+            c.seed,
+            model,
+            _fields(job, faces, c, more),
         )
         result.paths.append(path)
         result.seeds.append(c.seed)

@@ -40,6 +40,7 @@ def test_every_check_has_a_verdict_and_the_report_is_ok_only_if_all_are(settings
         "data_dir",
         "base_model",
         "face_models",
+        "licences",
     ]
     assert report["ok"] == all(c["ok"] for c in report["checks"].values())
     assert report["checks"]["torch"] == {"ok": True, "value": importlib.metadata.version("torch"), "fix": None}

@@ -333,7 +333,7 @@ def test_portrait_refusals_are_one_line_and_write_nothing(
         shutil.rmtree(home / "loras")
     bad = photos.bad_files(tmp_path / "bad")
     template = {"index": scene, "no-lora": scene}.get(case) or bad[case]
-    extra = ["--face-index", "9"] if case == "index" else []
+    extra = {"index": ["--face-index", "9"], "no-lora": ["--ip-scale", "0"]}.get(case, [])  # no instant mode
     code = cli.main(
         [
             "--data-dir",

@@ -156,3 +156,18 @@ def _base_model_line(ctx: Context) -> str:
         "demo model is used instead, a tiny model that paints small, rough faces: connect, or choose a local model in "
         "Settings."
     )
+
+
+def identity_slider(gen, elem_id: str) -> gr.Slider:
+    """Identity strength (the IP-Adapter's scale) beside the LoRA weights; -1 = automatic, as the settings say."""
+    from easyphoto_app.settings import help_of
+
+    return gr.Slider(
+        -1,
+        1.5,
+        value=gen.ip_scale,
+        step=0.05,
+        label="Identity strength",
+        info=help_of(gen, "ip_scale"),
+        elem_id=elem_id,
+    )

@@ -9,7 +9,15 @@ from easyphoto_app.faces.likeness import SCALE_WORDS
 from easyphoto_app.generate import SCHEDULERS, compare, generate, load_styles, plan_loras, with_overrides
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
-from easyphoto_app.ui.common import Context, footer, friendly, user_choices, user_update, with_pipeline
+from easyphoto_app.ui.common import (
+    Context,
+    footer,
+    friendly,
+    identity_slider,
+    user_choices,
+    user_update,
+    with_pipeline,
+)
 
 BASE_ONLY = "(base model only)"
 
@@ -56,6 +64,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             use_rl = gr.Checkbox(
                 value=True, label="Use the RL LoRA when there is one", info="Off: the face LoRA alone (like --no-rl)."
             )
+            ip_w = identity_slider(cfg, "gen-ip-scale")
             with gr.Accordion("Advanced", open=False, elem_id="gen-advanced"):
                 with gr.Row():
                     num = gr.Slider(
@@ -97,7 +106,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             gallery = gr.Gallery(label="Results", columns=2, height=520, elem_id="gen-gallery")
             info = gr.Markdown(elem_id="gen-info")
 
-    def request_of(style_v, prompt_v, neg_v, lw, rw, num_v, seed_v, steps_v, cfg_v, w_v, h_v, sched_v):
+    def request_of(style_v, prompt_v, neg_v, lw, rw, num_v, seed_v, steps_v, cfg_v, w_v, h_v, sched_v, ip_v=None):
         return with_overrides(
             cfg,
             style=style_v,
@@ -112,6 +121,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             width=int(w_v),
             height=int(h_v),
             scheduler=sched_v,
+            ip_scale=None if ip_v is None else float(ip_v),
         )
 
     @friendly
@@ -134,7 +144,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         )
         items = list(zip(map(str, result.paths), result.captions()))
         text = (
-            f"{len(items)} image(s) in {result.seconds:.1f} s, seeds {', '.join(map(str, result.seeds))}. "
+            f"{len(items)} image(s), {result.mode}, in {result.seconds:.1f} s, "
+            f"seeds {', '.join(map(str, result.seeds))}. "
             f"Saved under `outputs/`."
         )
         if result.note:
@@ -168,7 +179,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
     def on_cancel():
         ctx.cancel_generate.set()
 
-    values = [style, prompt, negative, lora_w, rl_w, num, seed, steps, guidance, width, height, scheduler]
+    values = [style, prompt, negative, lora_w, rl_w, num, seed, steps, guidance, width, height, scheduler, ip_w]
     run.click(on_generate, [user, use_rl, *values], [gallery, info], api_name="generate", concurrency_limit=1)
     compare_btn.click(on_compare, [user, *values], [gallery, info], api_name="compare", concurrency_limit=1)
     cancel.click(on_cancel, None, None, queue=False)

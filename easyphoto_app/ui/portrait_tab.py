@@ -11,7 +11,15 @@ from easyphoto_app.faces.likeness import SCALE_WORDS
 from easyphoto_app.generate import with_overrides
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.settings import help_of
-from easyphoto_app.ui.common import Context, footer, friendly, user_choices, user_update, with_pipeline
+from easyphoto_app.ui.common import (
+    Context,
+    footer,
+    friendly,
+    identity_slider,
+    user_choices,
+    user_update,
+    with_pipeline,
+)
 
 LARGEST = -1
 MAX_PEOPLE = 8  # pickers for several people: one per numbered face of the template, up to this many
@@ -93,6 +101,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
                 with gr.Row():
                     lora_w = gr.Slider(0, 1.5, value=gen.lora_weight, step=0.05, label="Face LoRA weight")
                     rl_w = gr.Slider(0, 1.5, value=gen.rl_weight, step=0.05, label="RL LoRA weight")
+                ip_w = identity_slider(gen, "portrait-ip-scale")
                 fusion_w = gr.Slider(
                     0,
                     1,
@@ -169,6 +178,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         steps_v,
         fusion_v,
         fusion_w_v,
+        ip_v,
         *people,
         progress=gr.Progress(track_tqdm=True),
     ):
@@ -188,7 +198,9 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             fusion=bool(fusion_v),
             fusion_weight=float(fusion_w_v),
         )
-        gen_request = with_overrides(gen, lora_weight=lw, rl_weight=rw, num_inference_steps=int(steps_v))
+        gen_request = with_overrides(
+            gen, lora_weight=lw, rl_weight=rw, num_inference_steps=int(steps_v), ip_scale=float(ip_v)
+        )
         from easyphoto_app.device import pick_device
 
         job = core.plan(
@@ -215,7 +227,8 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         )
         items = list(zip(map(str, result.paths), result.captions()))
         text = (
-            f"{len(items)} portrait(s) in {result.seconds:.1f} s, {result.where()} of the template, most alike "
+            f"{len(items)} portrait(s), {result.mode}, in {result.seconds:.1f} s, {result.where()} of the template, "
+            "most alike "
             f"first (likeness: {SCALE_WORDS}{result.ranked_by()}). Saved under `outputs/`."
         )
         if job.control:
@@ -228,7 +241,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
     delete.click(on_delete, template, template)
     run.click(
         on_run,
-        [user, template, face, strength, num, seed, lora_w, rl_w, use_rl, steps, fusion, fusion_w, *pickers],
+        [user, template, face, strength, num, seed, lora_w, rl_w, use_rl, steps, fusion, fusion_w, ip_w, *pickers],
         [gallery, info],
         api_name="portrait",
         concurrency_limit=1,
