@@ -153,7 +153,7 @@ class RLRun(Trainer):
         return self.pipe.unet.config.in_channels, side, side
 
     def adapter_state(self) -> dict:
-        return {k: v.clone() for k, v in super().adapter_state().items()}  # a copy: best_state must not train on
+        return {k: v.clone() for k, v in super().adapter_state().items()}  # a copy: best_state must not follow training
 
     # ------------------------------------------------------------------ checkpoints (trainer.Trainer)
     def adapted_models(self) -> dict:
