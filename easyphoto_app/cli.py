@@ -379,10 +379,12 @@ def cmd_prepare(settings: Settings, args) -> int:
     return 0
 
 
-def _gpu_job(settings: Settings, args, kind: str, run, data_parallel: bool = False) -> int:
-    """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout."""
+def _gpu_job(settings: Settings, args, kind: str, run, trainer, data_parallel: bool = False) -> int:
+    """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout; a failure
+    (a refusal too) reported once, in `trainer`'s words."""
     from easyphoto_app import parallel
     from easyphoto_app.jobs import JOB_NAMES, GpuLock, Reporter, check_can_start
+    from easyphoto_app.trainer import failure_reported
 
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
@@ -397,29 +399,25 @@ def _gpu_job(settings: Settings, args, kind: str, run, data_parallel: bool = Fal
             return 0
     check_can_start(ws, kind, user)  # before anything is written: an unknown user leaves no folder behind
     reporter = reporter_for(args, kind, ws.job_events(kind, user))
-    try:
-        with GpuLock(ws, JOB_NAMES[kind], user):
-            result = run(settings, ws, user, reporter, resume=args.resume)
-    except UserError as exc:  # BusyError too: the UI shows the reason from the events, as a refusal
-        if not reporter.ended:
-            reporter.failed(str(exc), refused=True)
-        raise
+    with failure_reported(reporter, trainer), GpuLock(ws, JOB_NAMES[kind], user):
+        result = run(settings, ws, user, reporter, resume=args.resume)
     print(result.message)
     return 0
 
 
 @command("train", "Train the face LoRA from the prepared faces.")
 def cmd_train(settings: Settings, args) -> int:
-    from easyphoto_app.lora_train import train
+    from easyphoto_app.lora_train import FaceLoraTrainer, train
 
-    return _gpu_job(settings, args, "train", train)
+    return _gpu_job(settings, args, "train", train, FaceLoraTrainer)
 
 
 @command("rl", "Improve likeness with reinforcement learning (DDPO), within a time budget.")
 def cmd_rl(settings: Settings, args) -> int:
     from easyphoto_app.ddpo.job import run_rl
+    from easyphoto_app.ddpo.loop import RLRun
 
-    return _gpu_job(settings, args, "rl", run_rl, data_parallel=True)
+    return _gpu_job(settings, args, "rl", run_rl, RLRun, data_parallel=True)
 
 
 @command(

@@ -33,7 +33,6 @@ class Reporter:
         self.events_path = Path(events_path) if events_path else None
         self.listeners = list(listeners or [])
         self._stop_requested = False
-        self._ended = False
         if self.events_path:
             self.events_path.parent.mkdir(parents=True, exist_ok=True)
             self._clear_stale_stop()
@@ -54,7 +53,6 @@ class Reporter:
 
     def emit(self, event_type: str, **fields) -> dict:
         event = {"t": round(time.time(), 3), "type": event_type, **fields}
-        self._ended = self._ended or event_type in ("done", "failed")
         if self.events_path:
             with open(self.events_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(event) + "\n")
@@ -80,10 +78,6 @@ class Reporter:
 
     def failed(self, message: str, **fields):
         return self.emit("failed", message=message, **fields)
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
 
     def request_stop(self, *_):
         self._stop_requested = True

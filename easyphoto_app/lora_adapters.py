@@ -1,5 +1,6 @@
-"""The face LoRA's adapters: which layers it targets in the UNet and the text encoders, and how it is attached (peft).
-Training attaches them to learn, the memory estimate to count them."""
+"""The LoRA adapters: which layers the face LoRA targets in the UNet and the text encoders, and how an adapter is
+attached (peft), for the face LoRA and the RL LoRA alike. Training attaches them to learn, the memory estimates to
+count them."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ ADAPTER = "face"
 
 
 def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = ADAPTER, init="gaussian") -> list:
-    """Attach a LoRA adapter (gaussian-initialised unless `init` says otherwise); return its (fp32) trainable
-    parameters.
+    """Attach a LoRA adapter (gaussian-initialised unless `init` says otherwise); return its trainable parameters,
+    in float32 whatever the model's dtype (the face LoRA's and the RL LoRA's alike).
 
     peft's own injection, not the model's `add_adapter`: transformers 5.24's wants peft >= 0.22 (DESIGN.md
     pitfall 8) and the text encoder would not train with the pinned peft."""
     import torch
     from diffusers.models.modeling_utils import ModelMixin
+    from diffusers.training_utils import cast_training_params
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=targets)
@@ -25,6 +27,6 @@ def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = 
         inject_adapter_in_model(config, model, adapter_name=adapter)
     params = [p for n, p in model.named_parameters() if f".{adapter}." in n and "lora_" in n]
     for p in params:
-        p.data = p.data.to(torch.float32)
         p.requires_grad_(True)
+    cast_training_params(model, torch.float32)  # what requires grad: the adapter (the rest was frozen before)
     return params

@@ -14,22 +14,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
+from easyphoto_app.errors import UserError
 from easyphoto_app.faces.prepare import MIN_PHOTOS, load_record
 from easyphoto_app.jobs import Reporter
-from easyphoto_app.lora_adapters import ADAPTER, TE_TARGETS, UNET_TARGETS, add_lora
-from easyphoto_app.lora_io import (
-    complete_checkpoints,
-    load_tensors,
-    optimizer_tensors,
-    peft_state,
-    restore_optimizer,
-    save_lora,
-    set_aside_previous,
-    write_checkpoint_dir,
-)
+from easyphoto_app.lora_adapters import ADAPTER as FACE_ADAPTER
+from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS, add_lora
+from easyphoto_app.lora_io import complete_checkpoints, load_tensors, save_lora, set_aside_previous
 from easyphoto_app.model_defaults import default_steps, model_defaults
-from easyphoto_app.settings import TRIGGER, Settings, TrainConfig, current_names
+from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
+from easyphoto_app.trainer import Trainer
 from easyphoto_app.workspace import Workspace, atomic_write_json, ensure_free_space
 
 VALIDATION_SEEDS = (1234, 5678, 9012, 3456)
@@ -99,7 +92,14 @@ def make_optimizer(params_groups: list[dict], device: str):
 # ----------------------------------------------------------------------------- trainer
 
 
-class FaceLoraTrainer:
+class FaceLoraTrainer(Trainer):
+    CHECKPOINT, ADAPTER, UNIT, SECTION = "checkpoint", FACE_ADAPTER, "step", "train"
+    FAILED = "Training failed"
+    OOM_LOWER = (
+        "the resolution, the rank, the batch size, or turn off text encoder training",
+        "--resolution, --rank, --train-batch-size, or drop --train-text-encoder",
+    )
+
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter):
         from easyphoto_app.demo_model import native_resolution
         from easyphoto_app.device import pick_device
@@ -213,65 +213,26 @@ class FaceLoraTrainer:
         self.step += 1
         return total_loss
 
-    # -- state
-    def adapter_state(self) -> dict:
-        unet = self.accelerator.unwrap_model(self.unet)
-        state = peft_state(unet, ADAPTER, "unet")
+    # -- state (checkpoints: trainer.Trainer)
+    def adapted_models(self) -> dict:
+        models = {"unet": self.accelerator.unwrap_model(self.unet)}
         if self.cfg.train_text_encoder:
-            for name, encoder in zip(self.family.TEXT_ENCODERS, self.text_encoders):
-                state.update(peft_state(encoder, ADAPTER, name))
-        return state
+            models.update(zip(self.family.TEXT_ENCODERS, self.text_encoders))
+        return models
 
-    def save_checkpoint(self) -> Path:
-        import torch
+    def checkpoint_number(self) -> int:
+        return self.step
 
-        opt_tensors, opt_meta = optimizer_tensors(self.optimizer)
-        rng = {"rng.data": self.generator.get_state(), "rng.torch": torch.get_rng_state()}
-        meta = {
-            "step": self.step,
-            "total": self.total,
-            "validation": self.validation,
-            "settings": vars(self.cfg),
-            "scaler": self.scaler.state_dict(),
-        }
-        return write_checkpoint_dir(
-            self.work / f"checkpoint-{self.step}",
-            {
-                "adapter.safetensors": (self.adapter_state(), meta),
-                "optimizer.safetensors": ({**opt_tensors, **rng}, opt_meta),
-            },
-        )
+    def progress_state(self) -> dict:
+        return {"step": self.step, "total": self.total, "validation": self.validation}
 
-    def adopt_settings(self, folder: Path) -> None:
-        """A resumed run continues with the settings it was started with, whatever the flags say now."""
-        from dataclasses import fields
-
-        _, meta = load_tensors(folder / "adapter.safetensors")
-        known = {f.name for f in fields(TrainConfig)}
-        for key, value in current_names("train", meta["settings"]).items():  # old names too
-            if key in known:
-                setattr(self.cfg, key, value)
-        self.total = meta["total"]
-
-    def load_checkpoint(self, folder: Path) -> None:
-        import torch
-        from peft.utils import set_peft_model_state_dict
-
-        adapter, meta = load_tensors(folder / "adapter.safetensors")
-        unet = self.accelerator.unwrap_model(self.unet)
-        unet_sd = {k[len("unet.") :]: v for k, v in adapter.items() if k.startswith("unet.")}
-        set_peft_model_state_dict(unet, unet_sd, adapter_name=ADAPTER)
-        for name, encoder in zip(self.family.TEXT_ENCODERS, self.text_encoders):
-            te_sd = {k[len(name) + 1 :]: v for k, v in adapter.items() if k.startswith(name + ".")}
-            if te_sd:
-                set_peft_model_state_dict(encoder, te_sd, adapter_name=ADAPTER)
-        opt, opt_meta = load_tensors(folder / "optimizer.safetensors")
-        restore_optimizer(self.optimizer, opt, opt_meta)
-        self.generator.set_state(opt["rng.data"])
-        torch.set_rng_state(opt["rng.torch"])
+    def restore_progress(self, meta: dict, folder: Path) -> None:
         self.step, self.total, self.validation = meta["step"], meta["total"], meta["validation"]
-        if meta.get("scaler"):
-            self.scaler.load_state_dict(meta["scaler"])
+
+    def adopt_settings(self, folder: Path) -> dict:
+        meta = super().adopt_settings(folder)
+        self.total = meta["total"]
+        return meta
 
     # -- validation: generate with fixed seeds and score likeness
     def validate(self, scorer) -> float:
@@ -316,8 +277,7 @@ def _best_checkpoint(work: Path, validation: list[dict]) -> Path:
 
 
 def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False) -> TrainResult:
-    import torch
-
+    """A failure is reported by the caller (trainer.failure_reported, with FaceLoraTrainer's words)."""
     trainer = FaceLoraTrainer(settings, ws, user, reporter)
     ensure_free_space(ws.root, (200 if trainer.model.is_demo else 2048) * 2**20, "training checkpoints")
     from easyphoto_app.faces.likeness import scorer_or_none
@@ -331,32 +291,17 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
         settings=vars(cfg),
         steps=trainer.total,
     )
-    ckpts = complete_checkpoints(trainer.work, "checkpoint")
-    if resume and ckpts:
-        trainer.adopt_settings(ckpts[-1])
-    elif resume:
-        reporter.log("No checkpoint to resume from; starting at step 0.")
-    else:  # before anything slow, so a crash now cannot resume an older run
+    start = trainer.resume_point() if resume else None
+    if not resume:  # before anything slow, so a crash now cannot resume an older run
+        ckpts = trainer.checkpoints()
         validation = load_tensors(ckpts[-1] / "adapter.safetensors")[1]["validation"] if ckpts else []
         set_aside_previous(ws.face_lora(user), ckpts, _best_checkpoint(trainer.work, validation) if ckpts else None)
-    try:
-        trainer.setup()
-        reporter.log(f"Precision: {trainer.precision.name} ({trainer.precision.reason}).")
-        if resume and ckpts:
-            trainer.load_checkpoint(ckpts[-1])
-            reporter.log(f"Resumed from step {trainer.step} of {trainer.total}.")
-        return _loop(trainer, scorer)
-    except torch.OutOfMemoryError:
-        reporter.failed(oom_message("the resolution, the rank, the batch size, or turn off text encoder training"))
-        raise OutOfMemoryError(
-            oom_message("--resolution, --rank, --train-batch-size, or drop --train-text-encoder")
-        ) from None
-    except UserError as exc:
-        reporter.failed(str(exc), refused=True)
-        raise
-    except Exception as exc:
-        reporter.failed(f"Training failed: {type(exc).__name__}: {exc}")
-        raise
+    trainer.setup()
+    reporter.log(f"Precision: {trainer.precision.name} ({trainer.precision.reason}).")
+    if start:
+        trainer.load_checkpoint(start)
+        reporter.log(f"Resumed from step {trainer.step} of {trainer.total}.")
+    return _loop(trainer, scorer)
 
 
 def _loop(trainer: FaceLoraTrainer, scorer) -> TrainResult:

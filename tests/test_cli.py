@@ -363,17 +363,19 @@ def test_a_refusal_inside_the_job_reaches_the_ui_as_a_refusal(home, capsys, monk
     )
 
 
-def test_a_job_that_reported_its_own_end_is_not_reported_twice(home, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "error, code, message, refused",
+    [
+        (UserError("Lower the rank."), 2, "Lower the rank.", True),
+        (RuntimeError("boom"), 1, "Training failed: RuntimeError: boom", None),
+    ],
+)
+def test_a_failing_job_is_reported_once_in_the_trainers_words(home, capsys, monkeypatch, error, code, message, refused):
     ws = prepared(home, "anna")
-
-    def ends_then_refuses(settings, ws, user, reporter, resume=False):
-        reporter.failed("Out of memory: lower the rank.", refused=True)
-        raise UserError("Out of memory: lower the rank.")
-
-    monkeypatch.setattr("easyphoto_app.lora_train.train", ends_then_refuses)
-    assert run(capsys, "--data-dir", home, "train", "--user", "anna")[0] == 2
-    events = ws.job_events("train", "anna").read_text().splitlines()
-    assert [json.loads(e)["type"] for e in events] == ["failed"]
+    monkeypatch.setattr("easyphoto_app.lora_train.train", Ran(error))
+    assert run(capsys, "--data-dir", home, "train", "--user", "anna")[0] == code
+    events = [json.loads(e) for e in ws.job_events("train", "anna").read_text().splitlines()]
+    assert [(e["type"], e["message"], e.get("refused")) for e in events] == [("failed", message, refused)]
 
 
 def test_a_second_gpu_job_is_refused_with_who_holds_the_gpu(home, capsys, monkeypatch):

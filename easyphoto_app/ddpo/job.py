@@ -1,30 +1,27 @@
 """The RL job: start or resume an RLRun, train epochs until the epoch count, the time budget or Stop, and end
-with the RL LoRA written, its diagnoses said, and the face LoRA checked untouched (also after an error)."""
+with the RL LoRA written, its diagnoses said, and the face LoRA checked untouched. An error after the first epoch
+still writes the best LoRA so far; the caller reports the failure (trainer.failure_reported, with RLRun's words)."""
 
 from __future__ import annotations
 
 from easyphoto_app import parallel
 from easyphoto_app.ddpo.loop import RLResult, RLRun
-from easyphoto_app.errors import OutOfMemoryError, oom_message
 from easyphoto_app.jobs import Reporter
-from easyphoto_app.lora_io import complete_checkpoints, set_aside_previous
+from easyphoto_app.lora_io import set_aside_previous
 from easyphoto_app.monitor import Monitor
 from easyphoto_app.settings import Settings
+from easyphoto_app.trainer import add_note
 from easyphoto_app.workspace import Workspace, sha256_file
 
 
 def run_rl(
     settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False, reward_fn=None
 ) -> RLResult:
-    import torch
-
     run = RLRun(settings, ws, user, reporter, reward_fn)
     face_hash = sha256_file(run.face_lora)
-    ckpts = complete_checkpoints(run.work, "epoch")
-    if resume and ckpts:
-        run.adopt_settings(ckpts[-1])
-    elif not resume and parallel.is_main():
-        set_aside_previous(ws.ddpo_lora(user), ckpts)
+    start = run.resume_point() if resume else None
+    if not resume and parallel.is_main():
+        set_aside_previous(ws.ddpo_lora(user), run.checkpoints())
     fitted = run.fit_eval_budget()
     if fitted:
         reporter.log(fitted)
@@ -41,8 +38,8 @@ def run_rl(
             started = True
             reporter.log(f"Precision: {run.precision.name} ({run.precision.reason}).")
             _warn_if_too_big(run, reporter)
-            if resume and ckpts:
-                run.load_checkpoint(ckpts[-1])
+            if start:
+                run.load_checkpoint(start)
                 reporter.log(f"Resumed after epoch {run.epoch - 1}.")
             reason = _train_epochs(run, reporter)
             if reason != "Stop" and not run.evaluated_now():
@@ -50,12 +47,9 @@ def run_rl(
             reporter.progress(
                 run.epoch, run.cfg.epochs, reward=round(run.best_reward, 4) if run.best_epoch >= 0 else None
             )
-    except torch.OutOfMemoryError:
-        reason = "out of memory"
-        _finish_after_error(run, started, reporter, oom_message("samples per epoch, sample batch, resolution or steps"))
-        raise OutOfMemoryError(oom_message("--samples-per-epoch, --sample-batch, --resolution or --steps")) from None
     except BaseException as exc:
-        _finish_after_error(run, started, reporter, f"RL stopped by an error: {type(exc).__name__}: {exc}")
+        if started and run.epoch > 0:  # an error after the first epoch still leaves the best file
+            add_note(exc, f"The best epoch so far was saved: {run.write_output('an error').path}.")
         raise
     finally:
         if run.reward_pool:
@@ -111,13 +105,6 @@ def _warn_if_too_big(run: RLRun, reporter: Reporter) -> None:
         warning = f"(no memory estimate: {type(exc).__name__}: {exc})"
     if warning:
         reporter.log(warning)
-
-
-def _finish_after_error(run: RLRun, started: bool, reporter: Reporter, message: str) -> None:
-    if started and run.epoch > 0:  # an error after the first epoch still leaves the best file
-        result = run.write_output("an error")
-        message += f" The best epoch so far was saved: {result.path}."
-    reporter.failed(message)
 
 
 def _check_face_lora(run: RLRun, expected: str, reporter: Reporter) -> None:

@@ -16,7 +16,7 @@ import random
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from easyphoto_app.ddpo.budget import Budget
@@ -25,16 +25,9 @@ from easyphoto_app.demo_model import DEMO_RL_STEPS
 from easyphoto_app.errors import UserError
 from easyphoto_app.families.conditioning import Cond
 from easyphoto_app.jobs import Reporter
-from easyphoto_app.lora_io import (
-    complete_checkpoints,
-    load_tensors,
-    optimizer_tensors,
-    peft_state,
-    restore_optimizer,
-    save_lora,
-    write_checkpoint_dir,
-)
-from easyphoto_app.settings import ASSETS, TRIGGER, RLConfig, Settings, current_names
+from easyphoto_app.lora_io import load_tensors, save_lora
+from easyphoto_app.settings import ASSETS, TRIGGER, RLConfig, Settings
+from easyphoto_app.trainer import Trainer
 from easyphoto_app.workspace import Workspace, atomic_write_json
 
 DDPO_ADAPTER = "ddpo"
@@ -57,7 +50,15 @@ def load_prompts() -> list[str]:
     return [line for line in lines if line and not line.startswith("#")] or [TRIGGER]
 
 
-class RLRun:
+class RLRun(Trainer):
+    CHECKPOINT, ADAPTER, UNIT, SECTION = "epoch", DDPO_ADAPTER, "epoch", "rl"
+    KEEP_ON_RESUME = frozenset({"max_hours", "epochs"})  # the budget and epoch count may be changed when resuming
+    FAILED = "RL stopped by an error"
+    OOM_LOWER = (
+        "samples per epoch, sample batch, resolution or steps",
+        "--samples-per-epoch, --sample-batch-size, --resolution or --num-inference-steps",
+    )
+
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter, reward_fn=None):
         from easyphoto_app.demo_model import native_resolution
         from easyphoto_app.device import pick_device
@@ -145,54 +146,40 @@ class RLRun:
         return self.pipe.unet.config.in_channels, side, side
 
     def adapter_state(self) -> dict:
-        return {k: v.clone() for k, v in peft_state(self.pipe.unet, DDPO_ADAPTER, "unet").items()}
+        return {k: v.clone() for k, v in super().adapter_state().items()}  # a copy: best_state must not follow training
 
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> None:
-        opt, opt_meta = optimizer_tensors(self.optimizer)
-        meta = {
+    # ------------------------------------------------------------------ checkpoints (trainer.Trainer)
+    def adapted_models(self) -> dict:
+        return {"unet": self.pipe.unet}
+
+    def checkpoint_number(self) -> int:
+        return self.epoch
+
+    def progress_state(self) -> dict:
+        return {
             "epoch": self.epoch,
             "best_epoch": self.best_epoch,
             "best_reward": self.best_reward,
             "history": self.history,
             "evals": self.evals,
             "tracker": self.tracker.state(),
-            "settings": vars(self.cfg),
-            "scaler": self.scaler.state_dict(),
         }
-        write_checkpoint_dir(
-            self.work / f"epoch-{self.epoch}",
-            {
-                "adapter.safetensors": (self.adapter_state(), meta),
-                "optimizer.safetensors": (opt, opt_meta),
-                "best.safetensors": (self.best_state, {"epoch": self.best_epoch, "reward": self.best_reward}),
-            },
-        )
-        for old in complete_checkpoints(self.work, "epoch")[: -max(1, self.cfg.keep_checkpoints)]:
+
+    def extra_files(self) -> dict:
+        return {"best.safetensors": (self.best_state, {"epoch": self.best_epoch, "reward": self.best_reward})}
+
+    def save_checkpoint(self) -> Path:
+        folder = super().save_checkpoint()
+        for old in self.checkpoints()[: -max(1, self.cfg.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
+        return folder
 
-    def load_checkpoint(self, folder: Path) -> None:
-        from peft.utils import set_peft_model_state_dict
-
-        adapter, meta = load_tensors(folder / "adapter.safetensors")
-        set_peft_model_state_dict(self.pipe.unet, {k[5:]: v for k, v in adapter.items()}, adapter_name=DDPO_ADAPTER)
-        opt, opt_meta = load_tensors(folder / "optimizer.safetensors")
-        restore_optimizer(self.optimizer, opt, opt_meta)
+    def restore_progress(self, meta: dict, folder: Path) -> None:
         self.best_state, _ = load_tensors(folder / "best.safetensors")
         self.epoch, self.best_epoch, self.best_reward = meta["epoch"], meta["best_epoch"], meta["best_reward"]
         self.history, self.evals = meta["history"], meta.get("evals", [])
         self.budget.eval_s = self.evals[-1]["eval_s"] if self.evals else 0.0
-        if meta.get("scaler"):
-            self.scaler.load_state_dict(meta["scaler"])
         self.tracker.load(meta["tracker"])
-
-    def adopt_settings(self, folder: Path) -> None:
-        _, meta = load_tensors(folder / "adapter.safetensors")
-        keep_now = {"max_hours", "epochs"}  # the budget and epoch count may be changed when resuming
-        settings = current_names("rl", meta["settings"])  # a checkpoint from before the rename too
-        for f in fields(RLConfig):
-            if f.name in settings and f.name not in keep_now:
-                setattr(self.cfg, f.name, settings[f.name])
 
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self) -> bool:

@@ -12,24 +12,13 @@ import torch
 
 from easyphoto_app.ddpo.ddim_logprob import ddim_step_with_logprob, step_std
 from easyphoto_app.families.conditioning import Cond
+from easyphoto_app.lora_adapters import UNET_TARGETS, add_lora
 from easyphoto_app.precision import FP32
 
 
 def add_rl_lora(unet, rank: int, adapter: str = "ddpo", init: str | bool = "gaussian") -> list:
-    """The RL LoRA on the UNet's attention projections; its parameters (float32, trainable) for the optimizer."""
-    from peft import LoraConfig
-
-    unet.add_adapter(
-        LoraConfig(
-            r=rank, lora_alpha=rank, init_lora_weights=init, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
-        ),
-        adapter_name=adapter,
-    )
-    params = [p for name, p in unet.named_parameters() if f".{adapter}." in name]
-    for p in params:
-        p.data = p.data.float()
-        p.requires_grad_(True)
-    return params
+    """The RL LoRA: on the face LoRA's UNet targets, alpha = rank; its (float32, trainable) parameters."""
+    return add_lora(unet, rank, rank, UNET_TARGETS, adapter, init)
 
 
 @dataclass
