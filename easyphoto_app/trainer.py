@@ -35,7 +35,7 @@ class Trainer:
     CHECKPOINT: str  # folder prefix: checkpoint-<step>, epoch-<epoch>
     ADAPTER: str  # the peft adapter it trains
     UNIT: str  # what a checkpoint's number counts
-    SECTION: str  # its settings' section in settings.toml ("train", "rl")
+    SECTION: str = ""  # its settings' section in settings.toml ("train", "rl"): old names read there
     KEEP_ON_RESUME: frozenset[str] = frozenset()  # settings today's flags may change when resuming
     FAILED: str  # a failure's event begins with it
     OOM_LOWER: tuple[str, str]  # what to lower when memory runs out: in the app's words, in the CLI's flags

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from easyphoto_app import cli, settings
 from easyphoto_app.ddpo.loop import RLRun
+from easyphoto_app.demo_model import DEMO
 from easyphoto_app.lora_io import save_tensors
 from easyphoto_app.lora_train import FaceLoraTrainer
 from easyphoto_app.model_defaults import model_defaults
-from easyphoto_app.models import DEMO, ResolvedModel
+from easyphoto_app.model_loading import ResolvedModel
 from easyphoto_app.settings import RLConfig, TrainConfig, current_names, load_settings
 
 # A settings.toml as the old version wrote it (every renamed key, each away from its default), and the values it must
@@ -155,8 +155,9 @@ def test_old_flags_stay_out_of_the_help(capsys):
 def test_a_face_lora_checkpoint_from_the_old_version_resumes_with_its_settings(tmp_path):
     old = {"steps": 9, "rank": 4, "alpha": 2.0, "lr": 3e-3, "grad_accum": 1, "batch_size": 2, "save_every": 3}
     save_tensors(tmp_path / "adapter.safetensors", {"x": torch.zeros(1)}, {"settings": old, "total": 9})
-    trainer = SimpleNamespace(cfg=TrainConfig(), total=0)
-    FaceLoraTrainer.adopt_settings(trainer, tmp_path)
+    trainer = FaceLoraTrainer.__new__(FaceLoraTrainer)  # only what adopting reads: no model loaded
+    trainer.cfg, trainer.total = TrainConfig(), 0
+    trainer.adopt_settings(tmp_path)
     want = dict(
         max_train_steps=9,
         rank=4,
@@ -172,8 +173,9 @@ def test_a_face_lora_checkpoint_from_the_old_version_resumes_with_its_settings(t
 def test_an_rl_checkpoint_from_the_old_version_resumes_with_its_settings(tmp_path):
     old = {"lr": 3e-3, "sample_batch": 2, "train_batch": 2, "steps": 6, "guidance": 4.0, "epochs": 3}
     save_tensors(tmp_path / "adapter.safetensors", {"x": torch.zeros(1)}, {"settings": old})
-    run = SimpleNamespace(cfg=RLConfig())
-    RLRun.adopt_settings(run, tmp_path)
+    run = RLRun.__new__(RLRun)
+    run.cfg = RLConfig()
+    run.adopt_settings(tmp_path)
     want = dict(learning_rate=3e-3, sample_batch_size=2, train_batch_size=2, num_inference_steps=6, guidance_scale=4.0)
     assert run.cfg == dataclasses.replace(RLConfig(), **want)  # epochs: today's, as before the rename
 
