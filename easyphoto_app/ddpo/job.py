@@ -3,7 +3,7 @@ with the RL LoRA written, its diagnoses said, and the face LoRA checked untouche
 
 from __future__ import annotations
 
-from easyphoto_app import parallel
+from easyphoto_app.ddpo.evaluation import eval_share, fit_eval_every
 from easyphoto_app.ddpo.loop import RLResult, RLRun, _sha256
 from easyphoto_app.errors import OutOfMemoryError, oom_message
 from easyphoto_app.jobs import Reporter
@@ -23,16 +23,16 @@ def run_rl(
     ckpts = complete_checkpoints(run.work, "epoch")
     if resume and ckpts:
         run.adopt_settings(ckpts[-1])
-    elif not resume and parallel.is_main():
+    elif not resume and run.sync.is_main:
         set_aside_previous(ws.ddpo_lora(user), ckpts)
-    fitted = run.fit_eval_budget()
+    fitted = fit_eval_every(run.cfg)
     if fitted:
         reporter.log(fitted)
     reporter.log(
         f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
         f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
         f"Evaluation: {run.cfg.eval_samples} fixed samples every {run.cfg.eval_every} epoch(s) and at the end, "
-        f"about {run.eval_share():.0%} of the time. Base model: {run.model.label}"
+        f"about {eval_share(run.cfg):.0%} of the time. Base model: {run.model.label}"
     )
     reason, started = "error", False
     try:
@@ -58,8 +58,7 @@ def run_rl(
         _finish_after_error(run, started, reporter, f"RL stopped by an error: {type(exc).__name__}: {exc}")
         raise
     finally:
-        if run.reward_pool:
-            run.reward_pool.shutdown(wait=False, cancel_futures=True)
+        run.rewards.close()
     result = run.write_output(reason)
     _check_face_lora(run, face_hash, reporter)
     summary, due = run.diagnostics.closing(run.evals, run.epoch)
