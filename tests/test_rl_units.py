@@ -180,3 +180,28 @@ def test_an_epochs_first_samples_are_kept_with_their_rewards(tmp_path):
     listed = json.loads((tmp_path / "samples" / "latest.json").read_text())
     assert listed[7] == {"file": "latest-7.png", "reward": 2.3333} and len(listed) == 8
     assert Image.open(tmp_path / "samples" / "latest-5.png").getpixel((0, 0)) == (5, 0, 0)
+
+
+def test_the_rl_benchmark_compares_equal_work_only():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_ddpo", ROOT / "benchmarks" / "ddpo.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    same = bench.work({(128, 128)}, 10, 4, 1, samples_per_epoch=8)
+    assert same == {
+        "resolution": "128x128",
+        "ddim_steps": 10,
+        "sample_batch": 4,
+        "train_batch": 1,
+        "samples_per_epoch": 8,
+    }
+    side = {"work": same, "s_per_epoch": 4.0, "sample_per_s": 2.0, "train_per_s": 1.0, "peak_rss_mb": 700.0}
+    result = {"ours": side, "trl_ddpo": {**side, "s_per_epoch": 9.0, "peak_rss_mb": 800.0}}
+    bench._compare(result, "ours")
+    assert (result["epoch_speedup"], result["peak_rss_ratio"]) == (2.25, 0.875)
+    result["trl_ddpo"]["work"] = bench.work({(64, 64)}, 10, 4, 1, samples_per_epoch=8)
+    with pytest.raises(SystemExit, match=r"^Refused: the two sides did different work \(ours .*'128x128'"):
+        bench._compare(result, "ours")

@@ -82,6 +82,7 @@ def ppo_update(
     stats = {"loss": [], "approx_kl": [], "clipfrac": [], "ratio_one": [], "grad_zero": [], "ratio_first": None}
     updates = skipped = 0
     order = torch.randperm(n, generator=generator)
+    lora_b = [p for name, p in unet.named_parameters() if "lora_B" in name]  # once, not at every step
     for start in range(0, n, cfg.train_batch):
         if should_stop():
             break
@@ -99,7 +100,7 @@ def ppo_update(
             stats["ratio_one"].append((ratio.detach() == 1).float().mean().item())
         sync_grads(params)
         scaler.unscale_(optimizer)
-        stats["grad_zero"].append(zero_grad_fraction(unet))
+        stats["grad_zero"].append(zero_grad_fraction(lora_b))
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         scale = scaler.get_scale()
         scaler.step(optimizer)  # skipped (and the scale lowered) if an fp16 gradient overflowed
@@ -132,9 +133,9 @@ def lora_change(params, before) -> dict:
     return {"update_norm": moved, "lora_norm": size}
 
 
-def zero_grad_fraction(model) -> float:
-    """The fraction of exactly-zero gradient entries in the LoRA B matrices, where fp16 underflow shows. (A's
-    gradient is 0 by construction while B still is, so counting A would only blur the figure.)"""
-    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n and p.grad is not None]
+def zero_grad_fraction(params) -> float:
+    """The fraction of exactly-zero gradient entries in `params` (the LoRA B matrices), where fp16 underflow shows.
+    (A's gradient is 0 by construction while B still is, so counting A would only blur the figure.)"""
+    grads = [p.grad for p in params if p.grad is not None]
     total = sum(g.numel() for g in grads)
-    return float(sum((g == 0).sum().item() for g in grads) / total) if total else 0.0
+    return float(sum((g == 0).sum() for g in grads)) / total if total else 0.0
