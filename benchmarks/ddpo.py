@@ -2,7 +2,7 @@
 
 usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR] [--precisions fp32,fp16,bf16] [--device cpu|cuda]
                                  [--model demo|sd15|PATH] [--steps 10] [--reward brightness|face]
-                                 [--eval-samples 8]
+                                 [--eval-samples 8] [--baseline CHECKOUT]
   --model sd15 writes a single-file checkpoint of SD1.5's shape with random weights (about 2 GB, temp folder) and
   runs ours on it at 512 px with --steps DDIM steps: the issue's GPU settings are --model sd15 --steps 50.
 Ours runs once per precision (UNet in that dtype, step maths float32, fp16 with a gradient scaler) and reports
@@ -15,8 +15,12 @@ Also prints the meta-device GPU memory estimate for an SD1.5-sized run (512 px, 
 trl is not a dependency of EasyPhoto: install it apart, e.g.
     pip install --no-deps trl==0.23.1 -t /tmp/trl      and pass --trl-path /tmp/trl
 Both run on the demo model (the face model, 128 px; 10 DDIM steps, CFG 5), 8 samples/epoch in batches of 4, train
-batch 1, timestep fraction 1, the same brightness reward. Each side runs in its own process so that
-its peak RSS is its own; the first epoch is a warm-up and is not timed.
+batch 1, timestep fraction 1, the same brightness reward. Each side reports the work it did (`work`: the resolution
+of the images its reward saw, DDIM steps, batches, guidance, eta); the benchmark refuses to compare sides whose
+work differs. Each side runs in its own process so that its peak RSS is its own; the first epoch is a warm-up
+and is not timed; s_per_epoch is wall-clock on both sides (ours includes its per-epoch checkpoint).
+--baseline CHECKOUT runs ours from another checkout too (ours_before, with its own ratios to trl), so that before
+and after share one invocation and one machine state: on a shared machine, compare ratios, not seconds.
 Difference in work: ours first fuses the user's face LoRA into the UNet (once, at setup), then both
 train one rank-4 LoRA.
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SAMPLES, BATCH, STEPS, RES = 8, 4, 10, 64
+SAMPLES, BATCH, STEPS = 8, 4, 10
 
 
 def brightness(images) -> list[float]:
@@ -99,21 +103,38 @@ def run_ours(
         1,
     )
     s.rl.eval_samples = eval_samples
-    by_brightness = lambda ims: (brightness(ims), {"no_face_rate": 0.0})  # noqa: E731
+    sizes = set()
+
+    def by_brightness(images):
+        sizes.update(im.size for im in images)
+        return brightness(images), {"no_face_rate": 0.0}
+
     run = RLRun(s, Workspace(home), "bench", Reporter(), reward_fn=by_brightness if reward == "brightness" else None)
     run.setup()
     first = run.evaluate()  # fixed prompts and noise, before any update and after the last: the gain in reward
+    walls = []
     for _ in range(epochs):
+        t = time.perf_counter()
         run.run_epoch()
+        walls.append(time.perf_counter() - t)
     last = run.evaluate()
     timed = run.history[1:]
+    cfg = run.cfg
     out = {
+        "work": work(
+            sizes,
+            run.steps,
+            cfg.sample_batch_size,
+            cfg.train_batch_size,
+            samples_per_epoch=cfg.samples_per_epoch,
+            timestep_fraction=cfg.timestep_fraction,
+            guidance=cfg.guidance_scale,
+            eta=cfg.eta,
+        ),
         "precision": run.precision.name,
         "device": run.device,
-        "resolution": run.resolution,
-        "steps": run.steps,
-        "epoch_s_each": [round(h["epoch_s"], 2) for h in run.history],
-        "s_per_epoch": _mean([h["epoch_s"] for h in timed]),
+        "epoch_s_each": [round(w, 2) for w in walls],
+        "s_per_epoch": _mean(walls[1:]),
         "sample_per_s": _mean([h["sample_per_s"] for h in timed]),
         "train_per_s": _mean([h["train_per_s"] for h in timed]),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -137,7 +158,14 @@ def run_ours(
     return out
 
 
-def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
+def work(sizes: set, ddim_steps: int, sample_batch: int, train_batch: int, **more) -> dict:
+    """What one epoch of a side computes (the images' size as its reward saw them); two sides are compared only if
+    these are equal."""
+    size = "x".join(map(str, next(iter(sizes)))) if len(sizes) == 1 else sorted(sizes)
+    return dict(resolution=size, ddim_steps=ddim_steps, sample_batch=sample_batch, train_batch=train_batch, **more)
+
+
+def run_trl(model_dir: Path, epochs: int, workdir: Path, steps: int) -> dict:
     from accelerate import PartialState
     from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 
@@ -146,7 +174,7 @@ def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
     config = DDPOConfig(
         num_epochs=epochs,
         mixed_precision="no",
-        sample_num_steps=STEPS,
+        sample_num_steps=steps,
         sample_batch_size=BATCH,
         sample_num_batches_per_epoch=SAMPLES // BATCH,
         train_batch_size=1,
@@ -171,9 +199,16 @@ def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
 
     DDPOTrainer._generate_samples = timed("sample", original_sample)
     DDPOTrainer._train_batched_samples = timed("train", original_train)
+    sizes = set()
+
+    def reward(images, prompts, meta):
+        pil = _pil(images)
+        sizes.update(im.size for im in pil)
+        return __import__("torch").tensor(brightness(pil)), {}
+
     trainer = DDPOTrainer(
         config,
-        lambda ims, prompts, meta: (__import__("torch").tensor(brightness(_pil(ims))), {}),
+        reward,
         lambda: ("easyphoto_face, easyphoto, 1person", {}),
         pipe,
     )
@@ -191,6 +226,16 @@ def run_trl(model_dir: Path, epochs: int, workdir: Path) -> dict:
     train_s = [x["s"] for x in stamps if x["phase"] == "train"][1:]
     epoch_s = [b - a for a, b in zip(starts, starts[1:])][1:]
     return {
+        "work": work(
+            sizes,
+            steps,
+            config.sample_batch_size,
+            config.train_batch_size,
+            samples_per_epoch=config.sample_batch_size * config.sample_num_batches_per_epoch,
+            timestep_fraction=config.train_timestep_fraction,
+            guidance=config.sample_guidance_scale,
+            eta=config.sample_eta,
+        ),
         "s_per_epoch": _mean(epoch_s),
         "sample_per_s": round(SAMPLES / _mean(sample_s), 3),
         "train_per_s": round(SAMPLES / _mean(train_s), 3),
@@ -255,12 +300,10 @@ def sd15_estimate() -> dict:
 
 
 def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tuple[Path, Path, str]:
-    """A data dir with a prepared user and a small face LoRA for the model, and a copy of the demo model at 64 px
-    for trl. Returns the model to run ours on (a path for sd15)."""
+    """A data dir with a prepared user and a small face LoRA for the model, and the demo model's folder for trl
+    (it samples at the UNet's native size, as ours does). Returns the model to run ours on (a path for sd15)."""
     sys.path.insert(0, str(ROOT / "tests"))
     import photos
-
-    from easyphoto_app.model_defaults import vae_scale
 
     home = tmp / "data"
     (home).mkdir(parents=True)
@@ -277,15 +320,28 @@ def prepare_home(tmp: Path, model_spec: str = "demo", device: str = "cpu") -> tu
         done = subprocess.run([*cli, *step], cwd=ROOT, capture_output=True, text=True)
         if done.returncode:
             sys.exit(f"{step[0]} failed:\n{done.stderr[-3000:]}")
-    model = tmp / "demo64"
-    if model_spec != "demo":
-        return home, model, model_spec  # trl is compared on the demo model only
-    shutil.copytree(home / "models" / "demo", model)
-    cfg = json.loads((model / "unet" / "config.json").read_text())
-    vae = json.loads((model / "vae" / "config.json").read_text())
-    cfg["sample_size"] = RES // vae_scale(vae)  # trl samples at the UNet's native size
-    (model / "unet" / "config.json").write_text(json.dumps(cfg))
-    return home, model, model_spec
+    return home, home / "models" / "demo", model_spec  # trl is compared on the demo model only
+
+
+def _side(cmd: list[str], cwd=ROOT) -> dict:
+    """One side in its own process (its peak RSS its own): its JSON, or the error it ended with."""
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-1500:]}
+
+
+def _compare(result: dict, name: str) -> None:
+    """Ours (`name`) against trl, refused unless both did the same work."""
+    ours, trl = result[name], result["trl_ddpo"]
+    if "error" in ours or "error" in trl:
+        return
+    if ours["work"] != trl["work"]:
+        print(json.dumps(result, indent=2))
+        sys.exit(f"Refused: the two sides did different work ({name} {ours['work']}, trl {trl['work']}).")
+    suffix = "" if name == "ours" else name[4:]
+    result[f"epoch_speedup{suffix}"] = round(trl["s_per_epoch"] / ours["s_per_epoch"], 3)
+    result[f"sample_speedup{suffix}"] = round(ours["sample_per_s"] / trl["sample_per_s"], 3)
+    result[f"train_speedup{suffix}"] = round(ours["train_per_s"] / trl["train_per_s"], 3)
+    result[f"peak_rss_ratio{suffix}"] = round(ours["peak_rss_mb"] / trl["peak_rss_mb"], 3)
 
 
 def main() -> None:
@@ -307,11 +363,20 @@ def main() -> None:
         help="brightness (every sample differs) or the user's face reward (0 without a face)",
     )
     ap.add_argument("--eval-samples", type=int, default=8, help="fixed-noise samples of the before/after evaluation")
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="another checkout of EasyPhoto (e.g. git worktree add /tmp/before HEAD~1): its RL runs too, as "
+        "ours_before, in the same invocation",
+    )
+    ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--trl-model", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.root:
+        sys.path.insert(0, a.root)  # ours from another checkout (--baseline)
     if a.side == "ours":
         print(
             json.dumps(
@@ -321,7 +386,7 @@ def main() -> None:
         return
     if a.side == "trl":
         sys.path.insert(0, a.trl_path)
-        print(json.dumps(run_trl(Path(a.trl_model), a.epochs, Path(a.home))))
+        print(json.dumps(run_trl(Path(a.trl_model), a.epochs, Path(a.home), a.steps)))
         return
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -336,46 +401,21 @@ def main() -> None:
             "timed_epochs": a.epochs - 1,
         }
         base = [sys.executable, __file__, "--epochs", str(a.epochs), "--home", str(home), "--trl-model", str(trl_model)]
+        ours_args = ["--side", "ours", "--device", a.device, "--model", model, "--steps", str(a.steps)]
+        ours_args += ["--reward", a.reward, "--eval-samples", str(a.eval_samples)]
         for precision in a.precisions.split(","):
-            out = subprocess.run(
-                [
-                    *base,
-                    "--side",
-                    "ours",
-                    "--precision",
-                    precision,
-                    "--device",
-                    a.device,
-                    "--model",
-                    model,
-                    "--steps",
-                    str(a.steps),
-                    "--reward",
-                    a.reward,
-                    "--eval-samples",
-                    str(a.eval_samples),
-                ],
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
-            )
-            result[f"ours_{precision}"] = (
-                json.loads(out.stdout.strip().splitlines()[-1])
-                if out.returncode == 0
-                else {"error": out.stderr[-1500:]}
-            )
+            result[f"ours_{precision}"] = _side([*base, *ours_args, "--precision", precision])
             print(json.dumps({precision: result[f"ours_{precision}"]}), file=sys.stderr, flush=True)  # progress
         result["ours"] = result.get("ours_fp32", {"error": "fp32 not run"})
+        if a.baseline:
+            result["ours_before"] = _side([*base, *ours_args, "--root", a.baseline], cwd=a.baseline)
+            print(json.dumps({"before": result["ours_before"]}), file=sys.stderr, flush=True)
         if a.trl_path and a.model == "demo":
-            out = subprocess.run(
-                [*base, "--side", "trl", "--trl-path", a.trl_path], capture_output=True, text=True, cwd=ROOT
-            )
-            result["trl_ddpo"] = (
-                json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-800:]}
-            )
-            if "error" not in result["trl_ddpo"] and "error" not in result["ours"]:
-                result["sample_speedup"] = round(result["ours"]["sample_per_s"] / result["trl_ddpo"]["sample_per_s"], 3)
-                result["train_speedup"] = round(result["ours"]["train_per_s"] / result["trl_ddpo"]["train_per_s"], 3)
+            steps = result["ours"].get("work", {}).get("ddim_steps", a.steps)  # the demo caps ours' steps
+            result["trl_ddpo"] = _side([*base, "--side", "trl", "--trl-path", a.trl_path, "--steps", str(steps)])
+            for name in ("ours", "ours_before"):
+                if name in result:
+                    _compare(result, name)
         else:
             result["trl_ddpo"] = "not run: pass --trl-path (trl 0.23.1 installed apart)"
         result["sd15_512px_vram_estimate"] = sd15_estimate()

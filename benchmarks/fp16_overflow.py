@@ -35,7 +35,8 @@ def main() -> None:
     import torch
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
-    from easyphoto_app.ddpo.ppo import add_rl_lora, ppo_update, sample
+    from easyphoto_app.ddpo.ppo import add_rl_lora, ppo_update
+    from easyphoto_app.ddpo.sampling import sample
     from easyphoto_app.families.conditioning import Cond
     from easyphoto_app.families.sd15 import CONFIG as SD15
     from easyphoto_app.precision import pick_precision

@@ -382,19 +382,23 @@ def cmd_prepare(settings: Settings, args) -> int:
 def _gpu_job(settings: Settings, args, kind: str, run, trainer, data_parallel: bool = False) -> int:
     """train and rl: one GPU job at a time, events beside the job's checkpoints, result line on stdout; a failure
     (a refusal too) reported once, in `trainer`'s words."""
-    from easyphoto_app import parallel
+    from accelerate import PartialState
+    from accelerate.utils import get_int_from_env
+
+    from easyphoto_app.device import pick_device
     from easyphoto_app.jobs import JOB_NAMES, GpuLock, Reporter, check_can_start
     from easyphoto_app.trainer import failure_reported
 
     ws = Workspace(settings.data_dir)
     user = validate_user_id(args.user)
-    if parallel.world() > 1:
+    if get_int_from_env(["WORLD_SIZE"], 1) > 1:  # read before PartialState, which would wait for the other processes
         if not data_parallel:
             raise UserError(
                 f"'{kind}' runs on one GPU: start it without accelerate launch / torchrun (only 'rl' is data-parallel)."
             )
-        parallel.bind_local_gpu()
-        if not parallel.is_main():  # rank 0 holds the lock, writes the events and prints the result
+        # PartialState joins the launch and binds this process's own GPU (LOCAL_RANK): "cuda" needs no index after
+        if not PartialState(cpu=pick_device(settings.app.device) == "cpu").is_main_process:
+            # rank 0 holds the lock, writes the events and prints the result
             run(settings, ws, user, Reporter(), resume=args.resume)
             return 0
     check_can_start(ws, kind, user)  # before anything is written: an unknown user leaves no folder behind

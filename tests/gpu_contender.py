@@ -29,7 +29,7 @@ sys.modules["easyphoto_app.ddpo.job"].run_rl = hold
 
 import filelock  # noqa: E401, E402, F401 - imported before the fork: the race starts at the lock
 
-from easyphoto_app import cli, jobs, parallel  # noqa: E402, F401
+from easyphoto_app import cli, jobs  # noqa: E402, F401
 
 if window:
     judged = jobs.GpuLock.holder

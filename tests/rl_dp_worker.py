@@ -8,8 +8,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from easyphoto_app import parallel  # noqa: E402
-from easyphoto_app.ddpo import job, loop  # noqa: E402
+from accelerate import PartialState  # noqa: E402
+
+from easyphoto_app.ddpo import job, sync  # noqa: E402
 from easyphoto_app.jobs import Reporter  # noqa: E402
 from easyphoto_app.settings import load_settings  # noqa: E402
 from easyphoto_app.workspace import Workspace  # noqa: E402
@@ -22,17 +23,14 @@ def brightness(images):
 if __name__ == "__main__":
     home = Path(sys.argv[1])
     if "--no-grad-sync" in sys.argv:
-        loop.RLRun._average_grads = lambda self, params: None
+        sync.ProcessSync.average_grads = lambda self, params: None
     s = load_settings(home)
-    s.rl.samples_per_epoch, s.rl.sample_batch_size, s.rl.num_inference_steps, s.rl.epochs, s.rl.learning_rate = (
-        4,
-        2,
-        4,
-        2,
-        1e-2,
-    )
+    s.app.device = "cpu"
+    s.rl.samples_per_epoch, s.rl.sample_batch_size, s.rl.num_inference_steps = 4, 2, 4
+    s.rl.epochs, s.rl.learning_rate = 2, 1e-2
     s.rl.eval_samples = 2  # one a process: their diversity needs both processes' samples
     ws = Workspace(home)
-    reporter = Reporter(ws.job_events("rl", "astro")) if parallel.is_main() else Reporter()
+    main = PartialState(cpu=True).is_main_process  # the run's own (one per process): on the CPU, as the test runs it
+    reporter = Reporter(ws.job_events("rl", "astro")) if main else Reporter()
     result = job.run_rl(s, ws, "astro", reporter, reward_fn=brightness)
     print(result.message)

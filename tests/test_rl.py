@@ -166,7 +166,7 @@ def test_batched_timesteps_give_the_same_update_as_one_at_a_time(home_copy):
     """timestep_batch only changes how the work is grouped: the weights after one PPO pass match."""
     import dataclasses
 
-    from easyphoto_app.ddpo import ppo
+    from easyphoto_app.ddpo import ppo, sampling
     from easyphoto_app.ddpo.loop import RLRun
     from easyphoto_app.jobs import Reporter
     from easyphoto_app.settings import load_settings
@@ -176,12 +176,12 @@ def test_batched_timesteps_give_the_same_update_as_one_at_a_time(home_copy):
     s.rl.num_inference_steps, s.rl.learning_rate, s.rl.clip_range, s.rl.train_batch_size = 4, 1e-2, 0.5, 2
     run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
     run.setup()
-    cond = Cond.cat([run.prompt_emb[run.prompts[0]]] * 4)
-    traj = ppo.sample(
+    cond = run.sampler.cond([run.prompts[0]] * 4)
+    traj = sampling.sample(
         run.pipe.unet,
         run.pipe.scheduler,
         cond,
-        run.uncond,
+        run.sampler.uncond,
         [run.prompts[0]] * 4,
         4,
         5.0,
@@ -202,7 +202,7 @@ def test_batched_timesteps_give_the_same_update_as_one_at_a_time(home_copy):
             run.pipe.scheduler,
             traj,
             adv,
-            run.uncond,
+            run.sampler.uncond,
             opt,
             run.params,
             dataclasses.replace(s.rl, timestep_batch=chunk),
@@ -235,7 +235,7 @@ def test_ppo_trains_on_the_asked_fraction_of_the_stochastic_steps_and_refuses_et
 
     from diffusers import DDIMScheduler
 
-    from easyphoto_app.ddpo import ppo
+    from easyphoto_app.ddpo import ppo, sampling
     from easyphoto_app.settings import RLConfig
 
     torch.manual_seed(0)
@@ -251,7 +251,7 @@ def test_ppo_trains_on_the_asked_fraction_of_the_stochastic_steps_and_refuses_et
         steps_offset=1,
     )
     cond, uncond = Cond(torch.randn(4, 3, 8)), Cond(torch.zeros(1, 3, 8))
-    traj = ppo.sample(
+    traj = sampling.sample(
         model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), torch.Generator().manual_seed(0)
     )
     params = list(model.proj.parameters())
@@ -298,7 +298,7 @@ def _ddpo_reward_trend(
     from diffusers import DDIMScheduler
     from peft import LoraConfig, inject_adapter_in_model
 
-    from easyphoto_app.ddpo import ppo
+    from easyphoto_app.ddpo import ppo, sampling
     from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
     from easyphoto_app.settings import RLConfig
 
@@ -333,7 +333,7 @@ def _ddpo_reward_trend(
     uncond, names, means = Cond(torch.zeros(1, 3, 8, dtype=prec.dtype)), ["a", "b"] * (samples // 2), []
     for _ in range(epochs):
         cond = Cond.cat([prompts[n] for n in names])
-        traj = ppo.sample(
+        traj = sampling.sample(
             model, scheduler, cond, uncond, names, steps, cfg.guidance_scale, cfg.eta, (4, 2, 2), gen, prec
         )
         assert traj.latents.dtype == traj.log_probs.dtype == torch.float32
@@ -393,7 +393,7 @@ def test_rewards_scored_beside_sampling_match_inline(home_copy):
         s = load_settings(home_copy)
         s.rl.samples_per_epoch, s.rl.sample_batch_size, s.rl.num_inference_steps = 6, 4, 3  # batches of 4 and 2
         run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=reward)
-        run.reward_pool = pool
+        run.rewards.pool = pool
         run.setup()
         assert run.run_epoch()
         rows.append(run.history[-1])
@@ -548,7 +548,7 @@ def test_ppo_update_takes_the_ratio_against_the_sampled_logprob(adv_sign):
     from diffusers import DDIMScheduler
     from peft import LoraConfig, inject_adapter_in_model
 
-    from easyphoto_app.ddpo import ppo
+    from easyphoto_app.ddpo import ppo, sampling
     from easyphoto_app.settings import RLConfig
 
     torch.manual_seed(0)
@@ -570,7 +570,7 @@ def test_ppo_update_takes_the_ratio_against_the_sampled_logprob(adv_sign):
     )
     gen = torch.Generator().manual_seed(0)
     cond, uncond = Cond(torch.randn(4, 3, 8, generator=gen)), Cond(torch.zeros(1, 3, 8))
-    traj = ppo.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), gen)
+    traj = sampling.sample(model, scheduler, cond, uncond, ["a"] * 4, 4, 5.0, 1.0, (4, 2, 2), gen)
     traj.log_probs += 1.0
     before = [p.detach().clone() for p in params]
     cfg = dataclasses.replace(RLConfig(), clip_range=0.2, train_batch_size=4, timestep_batch=4)
@@ -653,18 +653,15 @@ def test_rl_in_half_precision_ends_with_its_file(home_copy, precision):
     assert any(f"Precision: {precision} (asked for)" in e.get("message", "") for e in events)
 
 
-def test_evaluation_stays_under_15_percent_of_the_run(home_copy):
-    from easyphoto_app.ddpo.loop import RLRun
-    from easyphoto_app.jobs import Reporter
-    from easyphoto_app.settings import load_settings
-    from easyphoto_app.workspace import Workspace
+def test_evaluation_stays_under_15_percent_of_the_run():
+    from easyphoto_app.ddpo.evaluation import eval_share, fit_eval_every
+    from easyphoto_app.settings import RLConfig
 
-    s = load_settings(home_copy)
-    run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
-    assert run.fit_eval_budget() is None and 0.05 < run.eval_share() < 0.15  # the defaults: about 7%
-    run.cfg.samples_per_epoch = 2  # 8 evaluation samples every 5 epochs of 2 would be 21%
-    message = run.fit_eval_budget()
-    assert run.eval_share() <= 0.15 and run.cfg.eval_every == 8 and "every 8 epochs instead of 5" in message
+    cfg = RLConfig()
+    assert fit_eval_every(cfg) is None and 0.05 < eval_share(cfg) < 0.15  # the defaults: about 7%
+    cfg.samples_per_epoch = 2  # 8 evaluation samples every 5 epochs of 2 would be 21%
+    message = fit_eval_every(cfg)
+    assert eval_share(cfg) <= 0.15 and cfg.eval_every == 8 and "every 8 epochs instead of 5" in message
 
 
 def test_the_reward_plot_has_both_lines_from_its_first_frame():

@@ -187,9 +187,9 @@ def test_a_run_whose_samples_become_one_look_is_told_it_is_collapsing(home_copy,
     samples of an RL LoRA that copies one look become. Their differences shrink to a fifth."""
     import photos
 
-    from easyphoto_app.ddpo import ppo
+    from easyphoto_app.ddpo import sampling
 
-    real_decode, calls = ppo.decode, []
+    real_decode, calls = sampling.decode, []
     look = Image.fromarray(photos.astronaut())
 
     def collapsing_decode(vae, latents):
@@ -200,7 +200,7 @@ def test_a_run_whose_samples_become_one_look_is_told_it_is_collapsing(home_copy,
         one = np.asarray(look.resize(images[0].size), dtype=np.float32)
         return [Image.fromarray((0.2 * np.asarray(im, dtype=np.float32) + 0.8 * one).astype(np.uint8)) for im in images]
 
-    monkeypatch.setattr(ppo, "decode", collapsing_decode)
+    monkeypatch.setattr(sampling, "decode", collapsing_decode)
     _, warnings, evals = run_in_process(home_copy, eval_samples=4, epochs=1)  # evaluated before and after
     first, last = evals[0]["diversity"], evals[-1]["diversity"]
     assert last == pytest.approx(0.2 * first, abs=0.01)

@@ -42,6 +42,15 @@ class Budget:
             took = time.time() - t0
             setattr(self, name, max(getattr(self, name), took) if longest else took)
 
+    def eta_s(self, cfg, batches: int, epochs_left: int) -> float | None:
+        """The seconds the run still needs, within the budget, from the slowest sample batch so far: an epoch samples
+        its `batches` and trains them at about twice that again per inner epoch (evaluation.eval_share's cost
+        model). None before a batch has been timed."""
+        if not self.batch_s:
+            return None
+        per_epoch = batches * self.batch_s * (1 + 2 * cfg.timestep_fraction * cfg.inner_epochs)
+        return round(min(self.left(), epochs_left * per_epoch), 1)
+
     def steps(self, stop):
         """A should_stop for a loop of steps of one kind (called before each): it times each step, from one call to
         the next, into step_s, and returns stop(step_s), whether the next step should not start."""

@@ -4,7 +4,7 @@ still writes the best LoRA so far; the caller reports the failure (trainer.failu
 
 from __future__ import annotations
 
-from easyphoto_app import parallel
+from easyphoto_app.ddpo.evaluation import eval_share, fit_eval_every
 from easyphoto_app.ddpo.loop import RLResult, RLRun
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_io import set_aside_previous
@@ -20,16 +20,16 @@ def run_rl(
     run = RLRun(settings, ws, user, reporter, reward_fn)
     face_hash = sha256_file(run.face_lora)
     start = run.resume_point() if resume else None
-    if not resume and parallel.is_main():
+    if not resume and run.sync.is_main:
         set_aside_previous(ws.ddpo_lora(user), run.checkpoints())
-    fitted = run.fit_eval_budget()
+    fitted = fit_eval_every(run.cfg)
     if fitted:
         reporter.log(fitted)
     reporter.log(
         f"RL for '{user}': up to {run.cfg.epochs} epochs, budget {run.cfg.max_hours:g} h, "
         f"{run.cfg.samples_per_epoch} samples/epoch, {run.steps} steps at {run.resolution}px on {run.device}. "
         f"Evaluation: {run.cfg.eval_samples} fixed samples every {run.cfg.eval_every} epoch(s) and at the end, "
-        f"about {run.eval_share():.0%} of the time. Base model: {run.model.label}"
+        f"about {eval_share(run.cfg):.0%} of the time. Base model: {run.model.label}"
     )
     reason, started = "error", False
     try:
@@ -52,8 +52,7 @@ def run_rl(
             add_note(exc, f"The best epoch so far was saved: {run.write_output('an error').path}.")
         raise
     finally:
-        if run.reward_pool:
-            run.reward_pool.shutdown(wait=False, cancel_futures=True)
+        run.rewards.close()
     result = run.write_output(reason)
     _check_face_lora(run, face_hash, reporter)
     summary, due = run.diagnostics.closing(run.evals, run.epoch)

@@ -44,7 +44,8 @@ def estimate_rl_memory(
     cuda_savings: bool = True,
     text_encoder_bytes: int = 0,
 ) -> Estimate:
-    """`cfg` is an RLConfig (samples_per_epoch, sample_batch, train_batch, timestep_batch, steps, rank).
+    """`cfg` is an RLConfig (samples_per_epoch, sample_batch_size, train_batch_size, timestep_batch,
+    num_inference_steps, rank).
     `cuda_savings`: gradient checkpointing and one-image-at-a-time VAE decoding, as the run does on CUDA."""
     unet, vae, lora = _meta_models(unet_config, vae_config, cfg.rank, dtype)
     if cuda_savings:
