@@ -121,7 +121,7 @@ def test_eval_prompts_are_the_first_ones_cycled_to_a_multiple_of_the_processes()
 class _NoiseSampler:
     """Draws grey 'images' whose shade is the generator's first number: the noise an evaluation batch was given."""
 
-    cfg = SimpleNamespace(sample_batch=2)
+    cfg = SimpleNamespace(sample_batch_size=2)
 
     def batch(self, prompts, generator):
         shade = int(torch.randint(0, 256, (1,), generator=generator))
