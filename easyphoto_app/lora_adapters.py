@@ -12,7 +12,7 @@ def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = 
     """Attach a LoRA adapter (gaussian-initialised unless `init` says otherwise); return its (fp32) trainable
     parameters.
 
-    peft's own injection, not the model's `add_adapter`: transformers 5.24's wants peft >= 0.22 (DESIGN.md
+    peft's own injection, not the model's `add_adapter`: transformers 5.24's wants peft >= 0.22 (docs/design.md,
     pitfall 8) and the text encoder would not train with the pinned peft."""
     import torch
     from diffusers.models.modeling_utils import ModelMixin
