@@ -43,6 +43,17 @@ def session_data(tmp_path_factory, pytestconfig):
     return made
 
 
+TRAINING_FIXTURES = {"trained_home", "rl_home", "sdxl_home", "face_home", "te_home"}  # each trains a LoRA: minutes
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m reads the marks
+def pytest_collection_modifyitems(items):
+    """A test that needs a trained LoRA (directly or through another fixture) is slow, marked or not."""
+    for item in items:
+        if TRAINING_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 def run_cli(data_dir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "easyphoto_app", "--data-dir", str(data_dir), *args]
     return subprocess.run(
