@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# README's GPU figures in one go, on random weights of SD1.5's shape (no download): RL (DDPO) at 512 px and 50 steps
-# in fp16 and bf16, face-LoRA training steps at 512 px in both, and portrait vs generate. Meant for a short lease
-# of an NVIDIA machine: every phase has its own time limit, and each writes its JSON as soon as it ends.
+# docs/hardware.md's GPU figures in one go, on random weights of SD1.5's shape (no download): RL (DDPO) at 512 px
+# and 50 steps in fp16 and bf16, face-LoRA training steps at 512 px in both, and portrait vs generate. Meant for a
+# short lease of an NVIDIA machine: every phase has its own time limit, and each writes its JSON as soon as it ends.
 # About 9 minutes on an H200 (the checkpoint alone takes 1).
 # usage: benchmarks/gpu_suite.sh OUTDIR        (MODEL=demo DEVICE=cpu STEPS=4 for a dry run on a CPU)
 set -u

@@ -2,7 +2,7 @@
 
 The final LoRA uses WebUI (kohya) keys: `lora_unet_*` / `lora_te_*` (SDXL: `lora_te1_*`, `lora_te2_*`) with
 `.lora_down.weight`, `.lora_up.weight` and the true `.alpha` (diffusers' converter
-writes alpha = rank, DESIGN.md pitfall 2), so A1111/ComfyUI read it as `<lora:ID:1>`
+writes alpha = rank, docs/design.md, pitfall 2), so A1111/ComfyUI read it as `<lora:ID:1>`
 and diffusers' `load_lora_weights` reproduces the trained adapter.
 """
 

@@ -30,7 +30,7 @@ def validate_user_id(user_id: str | None) -> str:
 
 
 class Workspace:
-    """Paths of the data dir (see DESIGN.md, 'Data layout')."""
+    """Paths of the data dir (docs/design.md, 'Data layout')."""
 
     def __init__(self, root: Path):
         self.root = Path(root)

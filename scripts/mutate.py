@@ -23,7 +23,8 @@ tests that reach the mutated function, and forks each mutant's run from a server
 (process_isolation = "forkserver" in pyproject.toml), so one mutant costs its tests, not a pytest start-up:
 about a second when a fast test kills it. Tests that reach the code through a CLI child process are counted too
 (tests/mutmut_child). Slow once: the first run records which test reaches which function (about as long as the
-suite), and each run first runs the reached tests unmutated, which also builds the cached fixtures (conftest).
+suite), and each run first runs the reached tests unmutated, which also builds the cached fixtures. What the runs
+need from pytest is the plugin tests/mutmut_plugin.py, which mutmut loads (pyproject.toml: pytest_add_cli_args).
 Do not stop a run while it says "Generating mutants": a file cut off there is dropped and made again next time.
 """
 
@@ -241,7 +242,7 @@ def main(argv: list[str]) -> int:
         return 0
     report_only, modules = a.report, a.modules or CORE
     env = dict(os.environ)
-    if a.fast is not None:  # tests/conftest.py deselects them in mutant runs
+    if a.fast is not None:  # tests/mutmut_plugin.py deselects them in mutant runs
         skip = ROOT / "mutants" / "slow-tests.txt"
         slow = slow_tests(a.fast, skip)
         if slow is not None:

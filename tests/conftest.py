@@ -19,102 +19,39 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-if os.environ.get("MUTANT_UNDER_TEST"):  # under mutmut (scripts/mutate.py): see tests/mutmut_child/sitecustomize.py
-    import tempfile
 
-    os.environ["EASYPHOTO_MUTMUT_HITS"] = tempfile.mkdtemp(prefix="mutmut-hits-")
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(__file__).parent / "mutmut_child"), os.environ.get("PYTHONPATH")])
-    )
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_teardown(item, nextitem):
-    """mutmut's stats run: count what the CLI processes of this test ran as reached by it."""
-    folder = os.environ.get("EASYPHOTO_MUTMUT_HITS")
-    if not folder or os.environ.get("MUTANT_UNDER_TEST") != "stats":
-        return
-    from mutmut.state import state
-
-    for hits in Path(folder).glob("*.txt"):
-        state()._stats.update(hits.read_text(encoding="utf-8").split())
-        hits.unlink()
+class SessionDataHooks:
+    @pytest.hookspec(firstresult=True)
+    def pytest_easyphoto_session_data(self, factory, name, build):
+        """The folder a session fixture's build made, from elsewhere than a fresh build (tests/mutmut_plugin.py: a
+        copy of what the unmutated code built once), or None to build it."""
 
 
-def _mutant_run() -> bool:
-    """True in mutmut's run of the unmutated tests and in a process that tests one mutant (not in mutmut's stats,
-    forced-fail or listing runs, not in a plain run). The unmutated run builds the fixtures: a mutant's run has a
-    time limit that a demo training does not fit in."""
-    return os.environ.get("MUTANT_UNDER_TEST") not in (None, "stats", "fail", "list_all_tests")
+def pytest_addhooks(pluginmanager):
+    pluginmanager.add_hookspecs(SessionDataHooks)
 
 
-@contextlib.contextmanager
-def _unmutated():
-    """Everything run inside, CLI children too, runs the original functions (mutmut's trampolines call the
-    original when the active mutant names no module)."""
-    saved = os.environ["MUTANT_UNDER_TEST"]
-    os.environ["MUTANT_UNDER_TEST"] = ""
-    try:
-        yield
-    finally:
-        os.environ["MUTANT_UNDER_TEST"] = saved
+@pytest.fixture(scope="session")
+def session_data(tmp_path_factory, pytestconfig):
+    """session_data(name, build) -> what build(a fresh folder) returns: the data a session fixture builds once (a
+    demo training, say), or what a plugin serves in its place (mutation testing)."""
+
+    def made(name: str, build) -> Path:
+        served = pytestconfig.hook.pytest_easyphoto_session_data(factory=tmp_path_factory, name=name, build=build)
+        return served if served is not None else build(tmp_path_factory.mktemp(name))
+
+    return made
 
 
-def _source_version() -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "easyphoto_app").rglob("*.py")) + [Path(__file__), Path(__file__).parent / "photos.py"]:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+TRAINING_FIXTURES = {"trained_home", "rl_home", "sdxl_home", "face_home", "te_home"}  # each trains a LoRA: minutes
 
 
-def session_data(tmp_path_factory, name: str, build) -> Path:
-    """build(folder) -> the path a session fixture returns. Under a mutant, a copy of what the unmutated code built
-    once for this version of the source: a mutant then costs its tests, not a demo training (minutes) per mutant.
-    A mutant in code that only fixtures run survives here; the report shows it, so it is not hidden."""
-    if not _mutant_run():
-        return build(tmp_path_factory.mktemp(name))
-    import fcntl
-    import tempfile
-
-    cache = Path(tempfile.gettempdir()) / "easyphoto-mutmut-fixtures" / _source_version()
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # mutmut tests several mutants at once: one of them builds, the rest wait
-        if not (cache / name).exists():
-            folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache))
-            with _unmutated():
-                built = build(folder)
-            (cache / f"{name}.path").write_text(str(built.relative_to(folder)))
-            folder.rename(cache / name)
-    copy = tmp_path_factory.mktemp(name)
-    shutil.copytree(cache / name, copy, dirs_exist_ok=True)
-    return copy / (cache / f"{name}.path").read_text()
-
-
-UNCACHED_FIXTURES = {"prepared", "set_with_strangers"}  # module fixtures that run `prepare`: rebuilt per mutant
-
-
-def pytest_collection_modifyitems(config, items):
-    """./run.sh mutate --fast: the slow tests stay out of mutant runs (scripts/mutate.py lists them), and the tests a
-    mutant runs go fastest first. mutmut stops at the first failure, and a slow test that happens to come first in
-    file order can outlast the mutant's time limit (set from the tests' own times, without their fixtures)."""
-    listed = os.environ.get("EASYPHOTO_MUTATE_SKIP")
-    if not listed or os.environ.get("MUTANT_UNDER_TEST") == "stats":
-        return
-    slow = set(Path(listed).read_text(encoding="utf-8").splitlines())  # a parametrized test's id may hold spaces
-    keep = [item for item in items if item.nodeid not in slow]
-    config.hook.pytest_deselected(items=[item for item in items if item.nodeid in slow])
-    stats = Path(listed).with_name("mutmut-stats.json")
-    if _mutant_run() and stats.exists():
-        took = json.loads(stats.read_text(encoding="utf-8"))["duration_by_test"]
-
-        def cost(item) -> float:  # mutmut times the test alone; these fixtures run the CLI in each mutant's run
-            return took.get(item.nodeid, float("inf")) + 60 * bool(UNCACHED_FIXTURES & set(item.fixturenames))
-
-        keep.sort(key=cost)  # stable: file order among equals
-    items[:] = keep
+@pytest.hookimpl(tryfirst=True)  # before -m reads the marks
+def pytest_collection_modifyitems(items):
+    """A test that needs a trained LoRA (directly or through another fixture) is slow, marked or not."""
+    for item in items:
+        if TRAINING_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 def run_cli(data_dir: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -225,7 +162,7 @@ def cli_process_state():
 
 
 @pytest.fixture(scope="session")
-def demo_model_dir(tmp_path_factory) -> Path:
+def demo_model_dir(session_data) -> Path:
     """The tests' fast random model (tests/tiny_model.py), installed as the demo. EASYPHOTO_TEST_DEMO=face runs
     them on the shipped face model instead (slower; what the README's screenshots are taken on)."""
     from tiny_model import build_random_model
@@ -237,7 +174,7 @@ def demo_model_dir(tmp_path_factory) -> Path:
             return ensure_demo_model(base)
         return build_random_model(base / "models" / "demo")
 
-    return session_data(tmp_path_factory, "demo-home", build)
+    return session_data("demo-home", build)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +208,7 @@ def astro_photos(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def trained_home(tmp_path_factory, demo_model_dir, astro_photos) -> Path:
+def trained_home(session_data, demo_model_dir, astro_photos) -> Path:
     """A data dir with user 'astro' prepared and a face LoRA trained (few steps)."""
 
     def build(base: Path) -> Path:
@@ -299,11 +236,11 @@ def trained_home(tmp_path_factory, demo_model_dir, astro_photos) -> Path:
         assert r.returncode == 0, r.stderr
         return d
 
-    return session_data(tmp_path_factory, "trained", build)
+    return session_data("trained", build)
 
 
 @pytest.fixture(scope="session")
-def rl_home(tmp_path_factory, trained_home) -> Path:
+def rl_home(session_data, trained_home) -> Path:
     """trained_home plus an RL LoRA for 'astro' (one short epoch)."""
 
     def build(base: Path) -> Path:
@@ -326,7 +263,7 @@ def rl_home(tmp_path_factory, trained_home) -> Path:
         assert r.returncode == 0, r.stderr
         return d
 
-    return session_data(tmp_path_factory, "rlhome", build)
+    return session_data("rlhome", build)
 
 
 def _private_copy(tmp_path: Path, shared: Path) -> Path:
@@ -371,14 +308,14 @@ def cache_repo(cache: Path, repo_id: str, files: list[str]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sdxl_dir(tmp_path_factory):
+def sdxl_dir(session_data):
     from tiny_model import build_tiny_sdxl
 
-    return session_data(tmp_path_factory, "sdxl-model", lambda base: build_tiny_sdxl(base / "tiny-sdxl"))
+    return session_data("sdxl-model", lambda base: build_tiny_sdxl(base / "tiny-sdxl"))
 
 
 @pytest.fixture(scope="session")
-def sdxl_home(tmp_path_factory, sdxl_dir, astro_photos):
+def sdxl_home(session_data, sdxl_dir, astro_photos):
     """A data dir on the tiny SDXL model: 'astro' prepared, a face LoRA trained with both text encoders, one RL
     epoch."""
 
@@ -426,4 +363,4 @@ def sdxl_home(tmp_path_factory, sdxl_dir, astro_photos):
             assert r.returncode == 0, r.stderr
         return d
 
-    return session_data(tmp_path_factory, "sdxl-home", build)
+    return session_data("sdxl-home", build)

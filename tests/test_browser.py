@@ -12,9 +12,12 @@ import pytest
 from conftest import ROOT, running_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.slow,  # each walk starts the app and trains or paints through it: a minute or more
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+    ),
+]
 ARTIFACTS = Path(os.environ.get("EASYPHOTO_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 TIMEOUT = 180_000  # a busy 2-core machine trains the 6 demo steps in over 90 s
 ON_FACE_MODEL = (

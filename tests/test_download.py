@@ -4,10 +4,12 @@ import json
 import re
 import shutil
 
+import pytest
 from conftest import run_cli
 from hub_server import HubServer
 
 
+@pytest.mark.slow
 def test_hub_model_downloads_once_then_works_offline(tmp_path, demo_model_dir, data_dir):
     repo = tmp_path / "repo"
     shutil.copytree(demo_model_dir, repo)
@@ -49,6 +51,7 @@ def test_hub_model_downloads_once_then_works_offline(tmp_path, demo_model_dir, d
     assert report["checks"]["base_model"]["value"] == "tiny/sd (downloaded)"
 
 
+@pytest.mark.slow
 def test_unreachable_hub_falls_back_to_the_demo_model_and_says_so(data_dir, tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
     r = run_cli(data_dir, "--model", "tiny/absent", "generate", "--num", "1", "--num-inference-steps", "2", env=env)
@@ -130,6 +133,7 @@ def test_a_model_bigger_than_the_free_space_says_how_much_is_needed_and_where(tm
     ), line
 
 
+@pytest.mark.slow
 def test_a_download_cut_off_says_run_again_and_the_next_run_fetches_only_the_rest(tmp_path, demo_model_dir, data_dir):
     repo = plain_repo(tmp_path, demo_model_dir)
     unet = (repo / UNET).stat().st_size

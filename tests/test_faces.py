@@ -179,6 +179,7 @@ def test_no_usable_photo_exits_2_with_reasons(tmp_path):
     assert r.returncode == 2 and "No usable photo" in r.stderr and "cat.jpg: no face" in r.stderr
 
 
+@pytest.mark.slow
 def test_remove_photo_updates_the_record(tmp_path, astro_photos):
     data = tmp_path / "data"
     assert run_cli(data, "prepare", "--user", "a", *map(str, astro_photos)).returncode == 0
@@ -188,6 +189,7 @@ def test_remove_photo_updates_the_record(tmp_path, astro_photos):
     assert "astro_rot.jpg" not in sources and len(sources) == len(astro_photos) - 1
 
 
+@pytest.mark.slow
 def test_huge_image_is_downscaled_on_load(tmp_path):
     import cv2
 
@@ -279,6 +281,7 @@ def test_strangers_in_a_set_of_six_are_both_rejected(set_with_strangers):
     assert len(mine) == 4 and all(p["accepted"] and p["scores"]["likeness"] > 0.8 for p in mine), mine
 
 
+@pytest.mark.slow
 def test_likeness_separates_an_unseen_photo_of_the_person_from_strangers(set_with_strangers):
     import cv2
 

@@ -46,6 +46,7 @@ def test_doctor_json_is_valid(data_dir):
     assert report["checks"]["device"]["value"]["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_generate_base_model_writes_png_with_parameters(data_dir):
     from PIL import Image
 

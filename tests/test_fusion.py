@@ -181,6 +181,7 @@ def _dlib():
     return get_backend("dlib", None)
 
 
+@pytest.mark.slow
 def test_a_fused_portrait_is_more_like_the_user_than_the_templates_face_and_than_painting_alone(
     face_model, tmp_path, dlib_backend, astro
 ):
@@ -197,6 +198,7 @@ def test_a_fused_portrait_is_more_like_the_user_than_the_templates_face_and_than
     assert not [n for n in notes if "fused" in n]
 
 
+@pytest.mark.slow
 def test_a_turned_face_is_painted_without_fusion_and_the_portrait_says_so(face_model, tmp_path, astro):
     from easyphoto_app.workspace import Workspace
 
@@ -211,6 +213,7 @@ def test_a_turned_face_is_painted_without_fusion_and_the_portrait_says_so(face_m
     assert np.array_equal(with_fusion, without)
 
 
+@pytest.mark.slow
 def test_two_people_in_a_group_photo_each_land_on_their_own_face_and_the_rest_is_kept(
     face_model, tmp_path, dlib_backend, astro, others
 ):

@@ -133,6 +133,7 @@ def test_generate_and_compare_endpoints_stack_both_loras(rl_home):
 # ----------------------------------------------------------------------------- in-process, on the demo pipeline
 
 
+@pytest.mark.slow
 def test_generate_saves_one_image_per_seed_with_its_parameters_at_the_size_asked(demo_pipe, tmp_path):
     from PIL import Image
 

@@ -222,6 +222,7 @@ def start_at_once(data_dir: Path, gate: Path, users: list[str]) -> tuple[list[st
     }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the starters are forks of one prepared process")
 def test_eight_starters_at_once_run_one_job_and_a_killed_holder_frees_the_gpu_at_once(tmp_path):
     """20 rounds of 8 simultaneous starts; each round's job is killed with kill -9 and the next round starts at

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import _private_copy, run_cli, session_data
+from conftest import _private_copy, run_cli
 
 SEEDS = 8  # fixed seeds, never used in training: 9001, 9002, ...
 TRAIN_STEPS = 100
 
 
 @pytest.fixture(scope="session")
-def face_home(tmp_path_factory, astro_photos) -> Path:
+def face_home(session_data, astro_photos) -> Path:
     """A data dir on the shipped face model with 'astro' prepared and a face LoRA trained (defaults, fewer steps)."""
     from easyphoto_app.demo_model import ensure_demo_model
 
@@ -41,7 +41,7 @@ def face_home(tmp_path_factory, astro_photos) -> Path:
         assert r.returncode == 0, r.stderr
         return d
 
-    return session_data(tmp_path_factory, "face-home", build)
+    return session_data("face-home", build)
 
 
 @pytest.fixture

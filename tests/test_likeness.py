@@ -179,6 +179,7 @@ def astro_user(tmp_path_factory):
     return ws, files
 
 
+@pytest.mark.slow
 def test_real_photos_score_against_every_accepted_face_each_of_them_full_marks(astro_user):
     """Before: the cosine to the mean embedding, where the user's own photos scored 0.93-0.96 and a copy of one
     photo outscored them. Now each accepted photo, and a new look of the face, is full marks; a stranger stays low."""

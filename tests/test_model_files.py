@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from conftest import run_cli, session_data
+from conftest import run_cli
 
 
 def test_tokenizer_is_sd15s_clip_tokenizer_id_for_id(demo_model_dir):
@@ -39,7 +39,7 @@ def _sd15_module_names():
 
 
 @pytest.fixture(scope="module")
-def te_home(tmp_path_factory, trained_home):
+def te_home(session_data, trained_home):
     """A user trained with --train-text-encoder, then one RL epoch on top."""
     import shutil
 
@@ -81,7 +81,7 @@ def te_home(tmp_path_factory, trained_home):
         assert r.returncode == 0, r.stderr
         return home
 
-    return session_data(tmp_path_factory, "te", build)
+    return session_data("te", build)
 
 
 def test_every_lora_key_names_a_real_sd15_module(te_home):
@@ -195,6 +195,7 @@ def test_a_file_that_is_not_an_sd15_or_sdxl_checkpoint_is_named_for_what_it_is(t
         checkpoint_family(_tiny_checkpoint(tmp_path / "other.safetensors", keys))
 
 
+@pytest.mark.slow
 def test_generating_with_an_sdxl_refiner_file_is_one_line_that_says_so(tmp_path, data_dir):
     path = _tiny_checkpoint(tmp_path / "other.safetensors", REFINER_KEYS)
     r = run_cli(data_dir, "--model", str(path), "generate", "--num", "1", "--num-inference-steps", "1")
@@ -214,6 +215,7 @@ def test_a_folder_of_checkpoints_lists_them_or_uses_its_only_one(tmp_path):
         resolve_model(str(folder), tmp_path)
 
 
+@pytest.mark.slow
 def test_sd15_single_file_in_fp16_generates_offline_with_a1111s_model_hash(tmp_path, data_dir):
     """A WebUI-style checkpoint (original key layout, fp16, random weights) loads with no network through the
     app's own path (assets/sd15 configs), to the same weights, and PNG info names its A1111 hash."""

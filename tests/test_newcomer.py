@@ -31,6 +31,7 @@ def test_a_prompt_longer_than_77_tokens_gets_a_note():
     assert note and "the model reads the first 77" in note
 
 
+@pytest.mark.slow
 def test_uploads_that_are_not_photos_or_already_there_are_reported_and_not_stored(tmp_path, astro_photos):
     data = tmp_path / "data"
     bad = photos.bad_files(tmp_path / "bad")
@@ -163,6 +164,7 @@ def test_with_nothing_changed_a_panel_shows_and_hands_over_the_defaults_of_the_m
     assert config_flags(TrainConfig, names, [300.0, 32, 5e-5, True], shown) == ["--rank", "32", "--train-text-encoder"]
 
 
+@pytest.mark.slow
 def test_train_with_no_flags_on_a_fresh_folder_runs_the_face_models_own_settings(tmp_path, astro_photos):
     """The CLI as a newcomer types it: no --model, no settings file, offline. Stopped once it has said what it runs."""
     import subprocess

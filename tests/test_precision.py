@@ -60,6 +60,7 @@ def test_pipeline_cache_loads_in_the_chosen_precision(data_dir):
     assert args[args.index("--precision") + 1] == "bf16"  # jobs started from the UI run with it too
 
 
+@pytest.mark.slow
 def test_generate_and_doctor_honour_precision(data_dir):
     r = run_cli(data_dir, "--precision", "bf16", "generate", "--num", "1", "--num-inference-steps", "2", "--json")
     assert r.returncode == 0, r.stderr

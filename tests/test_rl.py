@@ -344,7 +344,9 @@ def _ddpo_reward_trend(
     return means
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize(
+    "precision", ["fp32", pytest.param("bf16", marks=pytest.mark.slow), pytest.param("fp16", marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_ddpo_raises_a_fixed_reward(sign, precision):
     """Either sign of the reward is learned, with the model's weights in fp32, bf16 or fp16 (as --precision runs

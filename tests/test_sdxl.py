@@ -402,6 +402,7 @@ def test_sdxl_trains_with_both_text_encoders_and_runs_rl_in_bf16(sdxl_home, tmp_
     assert up and any(v.abs().max() > 0 for v in up)  # B starts at zero: non-zero means it trained
 
 
+@pytest.mark.slow
 def test_diffusers_own_tiny_sdxl_shapes_run_the_flow_at_their_native_size(tmp_path, astro_photos):
     """Someone else's tiny SDXL (diffusers' test shapes: a /2 autoencoder, equal text encoders): prepare, train with
     both text encoders, RL, generate with both LoRAs, all at its own 64 px with no size given."""

@@ -107,6 +107,7 @@ def tiny_pipe(tmp_path_factory):
     return StableDiffusionPipeline.from_pretrained(build_random_model(tmp_path_factory.mktemp("tiny") / "m"))
 
 
+@pytest.mark.slow
 def test_the_job_shows_the_estimate_and_warns_with_what_to_lower(tiny_pipe):
     """A batch of 16 makes the training step the peak (on this tiny model encoding the photos is, otherwise)."""
     pipe, dtype, cfg = tiny_pipe, torch.float32, dataclasses.replace(CFG, train_batch_size=16)

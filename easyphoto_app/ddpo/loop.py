@@ -101,7 +101,7 @@ class RLRun(Trainer):
             part.requires_grad_(False)
         # The face LoRA is frozen, so it is fused into the in-memory weights (its file is only read): the
         # UNet then carries one live adapter, as fast as a bare one, and it can never enter the optimizer
-        # (set_adapters would make a stacked face adapter trainable again, DESIGN.md pitfall 3).
+        # (set_adapters would make a stacked face adapter trainable again, docs/design.md, pitfall 3).
         pipe.load_lora_weights(str(self.face_lora), adapter_name=FACE_ADAPTER)
         pipe.fuse_lora(adapter_names=[FACE_ADAPTER])
         pipe.unload_lora_weights()

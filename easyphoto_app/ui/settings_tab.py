@@ -26,8 +26,8 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
             label="Base model",
             scale=3,
             elem_id="settings-model",
-            info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors SD1.5 checkpoint or a folder "
-            "of them (a WebUI's models/Stable-diffusion: its checkpoints are listed), or 'demo'.",
+            info="A Hugging Face id (default: SD 1.5), a diffusers folder, a .safetensors SD 1.5 or SDXL checkpoint or "
+            "a folder of them (a WebUI's models/Stable-diffusion: its checkpoints are listed), or 'demo'.",
         )
         load = gr.Button("Use and load this model", scale=1, elem_id="settings-load")
     precision = gr.Dropdown(

@@ -1,7 +1,7 @@
-"""Loaded by every Python process that tests start, during mutation testing only (tests/conftest.py puts this
+"""Loaded by every Python process that tests start, during mutation testing only (tests/mutmut_plugin.py puts this
 folder on PYTHONPATH then). In mutmut's "stats" run a process records which functions it ran in memory; a CLI
 started by a test would take that record with it when it exits, and mutmut would believe no test reaches the code
-it ran. So it leaves the names in a file, and conftest hands them to mutmut after the test."""
+it ran. So it leaves the names in a file, and the plugin hands them to mutmut after the test."""
 
 import atexit
 import os
