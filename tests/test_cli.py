@@ -416,6 +416,10 @@ def test_under_torchrun_only_rl_runs_and_only_rank_0_locks_and_reports(home, cap
     monkeypatch.setattr("easyphoto_app.lora_train.train", fake)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
+    # accelerate's own state as a launch gives it (the real two-process run: test_rl's data-parallel test)
+    monkeypatch.setattr(
+        "accelerate.PartialState", lambda cpu: types.SimpleNamespace(is_main_process=os.environ["RANK"] == "0")
+    )
     code, _, err = run(capsys, "--data-dir", home, "train", "--user", "bob")
     assert code == 2 and err == (
         "error: 'train' runs on one GPU: start it without accelerate launch / torchrun (only 'rl' is data-parallel).\n"
