@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from easyphoto_app.errors import UserError
+from easyphoto_app.families import NEEDS, of_checkpoint_kind, pipeline_class
 from easyphoto_app.families.sd15 import CONFIG as SD15_CONFIG  # noqa: F401 - the demo and the tests use it
 from easyphoto_app.workspace import sha256_file
 
@@ -52,8 +53,6 @@ def checkpoint_kind(path: Path) -> str:
 
 def checkpoint_family(path: Path):
     """The family module of an SD 1.5 or SDXL base checkpoint; one clear line for any other file."""
-    from easyphoto_app.families import NEEDS, of_checkpoint_kind
-
     name = Path(path).name
     kind = checkpoint_kind(path)
     family = of_checkpoint_kind(kind)
@@ -70,8 +69,6 @@ def checkpoint_family(path: Path):
 
 def load_single_file(path: Path, **kwargs):
     """A pipeline from a single file, offline: its family's configs and tokenizers from assets/."""
-    from easyphoto_app.families import pipeline_class
-
     family = checkpoint_family(path)
     return pipeline_class(family).from_single_file(
         str(path), config=str(family.CONFIG), local_files_only=True, **kwargs

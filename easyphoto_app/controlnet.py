@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from easyphoto_app import hub  # by module: the tests point hub_unreachable and download_hub_model elsewhere
 from easyphoto_app.errors import UserError
+from easyphoto_app.families import of_pipeline, sd15
 from easyphoto_app.loaded_model import LoadedModel
 
 CANNY_REPO = "lllyasviel/control_v11p_sd15_canny"
@@ -41,18 +43,16 @@ def cached_controlnet(repo_id: str = CANNY_REPO) -> Path | None:
 
 def ensure_controlnet(device: str, repo_id: str = CANNY_REPO) -> Path:
     """The ControlNet's folder: from the cache, or downloaded now (once); offline and absent -> a clear refusal."""
-    from easyphoto_app.hub import HubUnreachable, download_hub_model, hub_unreachable
-
     folder = cached_controlnet(repo_id)
     if folder is not None:
         return folder
-    offline = hub_unreachable(repo_id)
+    offline = hub.hub_unreachable(repo_id)
     try:
         if not offline:
-            return download_hub_model(
+            return hub.download_hub_model(
                 repo_id, want_fp16=device == "cuda", index="config.json", what="a ControlNet repository"
             )[0]
-    except HubUnreachable as exc:
+    except hub.HubUnreachable as exc:
         offline = str(exc)
     raise UserError(
         f"Structure control needs {repo_id}, which is not downloaded yet, and the Hugging Face Hub cannot "
@@ -63,8 +63,6 @@ def ensure_controlnet(device: str, repo_id: str = CANNY_REPO) -> Path:
 def control_pipeline(loaded: LoadedModel, folder: Path):
     """The ControlNet inpainting pipeline over the loaded components (one per loaded model and ControlNet)."""
     from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
-
-    from easyphoto_app.families import of_pipeline, sd15
 
     pipe = loaded.pipe
     if of_pipeline(pipe) is not sd15:

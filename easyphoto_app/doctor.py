@@ -7,7 +7,12 @@ import platform
 import sys
 from pathlib import Path
 
+# demo_model, device and hub by module: the tests point FACE_MODEL, pick_device and cached_hub_model elsewhere.
+from easyphoto_app import demo_model, device, families, hub, identity_adapter
+from easyphoto_app.demo_model import DEMO, DEMO_VERSION, demo_label, demo_marker
+from easyphoto_app.precision import pick_precision, pick_rl_precision
 from easyphoto_app.settings import Settings
+from easyphoto_app.workspace import free_bytes
 
 LOW_DISK_GB = 15
 
@@ -48,28 +53,24 @@ def check(settings: Settings) -> dict:
 def _device_check(pref: str) -> dict:
     try:
         import torch
-
-        from easyphoto_app.device import pick_device
     except ImportError:
         return {"ok": False, "value": None, "fix": "PyTorch is missing: run ./run.sh --install-only."}
     try:
-        device = pick_device(pref)
+        picked = device.pick_device(pref)
     except Exception as exc:  # noqa: BLE001
         return {"ok": False, "value": pref, "fix": str(exc)}
-    value = {"device": device, "torch_cuda": torch.version.cuda}
-    if device == "cuda":
+    value = {"device": picked, "torch_cuda": torch.version.cuda}
+    if picked == "cuda":
         props = torch.cuda.get_device_properties(0)
         value.update(name=props.name, vram_gb=round(props.total_memory / 2**30, 1))
     fix = (
-        None if device != "cpu" else "No GPU found: everything works on the CPU, but training real models is very slow."
+        None if picked != "cpu" else "No GPU found: everything works on the CPU, but training real models is very slow."
     )
     return {"ok": True, "value": value, "fix": fix}
 
 
 def _precision_check(app, device_check: dict) -> dict:
     """What --precision resolves to on this device, and why."""
-    from easyphoto_app.precision import pick_precision, pick_rl_precision
-
     value = device_check.get("value")
     device = value["device"] if isinstance(value, dict) else "cpu"
     try:
@@ -84,8 +85,6 @@ def _precision_check(app, device_check: dict) -> dict:
 
 
 def _disk_check(data_dir: Path) -> dict:
-    from easyphoto_app.workspace import free_bytes
-
     free_gb = free_bytes(data_dir) / 2**30
     ok = free_gb >= LOW_DISK_GB
     return {
@@ -111,23 +110,20 @@ def _writable_check(data_dir: Path) -> dict:
 
 
 def _model_check(settings: Settings) -> dict:
-    from easyphoto_app.demo_model import DEMO, DEMO_VERSION, FACE_MODEL, demo_label, demo_marker
-    from easyphoto_app.hub import cached_hub_model
-
     spec = settings.app.model
     if spec == DEMO:
-        shipped = demo_marker(FACE_MODEL).get("version") == DEMO_VERSION
+        shipped = demo_marker(demo_model.FACE_MODEL).get("version") == DEMO_VERSION
         return {
             "ok": shipped,
             "value": demo_label(),
             "fix": "Choose a real model (e.g. the default SD 1.5) in Settings for real portraits."
             if shipped
-            else f"The built-in face model is missing from {FACE_MODEL}: reinstall EasyPhoto.",
+            else f"The built-in face model is missing from {demo_model.FACE_MODEL}: reinstall EasyPhoto.",
         }
     path = Path(spec).expanduser()
     if path.exists():
         return {"ok": True, "value": f"{spec} (local)", "fix": None}
-    if cached_hub_model(spec):
+    if hub.cached_hub_model(spec):
         return {"ok": True, "value": f"{spec} (downloaded)", "fix": None}
     return {
         "ok": False,
@@ -137,7 +133,7 @@ def _model_check(settings: Settings) -> dict:
 
 
 def _face_check(settings: Settings) -> dict:
-    from easyphoto_app.faces import backend_status
+    from easyphoto_app.faces import backend_status  # noqa: PLC0415 - start-up (numpy)
 
     return backend_status(settings)
 
@@ -148,17 +144,14 @@ FAMILY_LICENCES = {"sd15": "CreativeML OpenRAIL-M", "sdxl": "CreativeML OpenRAIL
 
 def downloaded_licences(settings: Settings) -> dict[str, str]:
     """Each model this machine holds and uses, named with its licence."""
-    from easyphoto_app import families, identity_adapter
-    from easyphoto_app.controlnet import CANNY_REPO, cached_controlnet
-    from easyphoto_app.demo_model import DEMO
-    from easyphoto_app.faces.insight import InsightFaceBackend, insightface_model_dir
-    from easyphoto_app.hub import cached_hub_model
+    from easyphoto_app.controlnet import CANNY_REPO, cached_controlnet  # noqa: PLC0415 - start-up (numpy)
+    from easyphoto_app.faces.insight import InsightFaceBackend, insightface_model_dir  # noqa: PLC0415 - start-up
 
     found = {}
     spec = settings.app.model
     if spec == DEMO:
         found["base model"] = "the built-in demo model (EasyPhoto's own)"
-    elif Path(spec).expanduser().exists() or cached_hub_model(spec):
+    elif Path(spec).expanduser().exists() or hub.cached_hub_model(spec):
         found["base model"] = f"{spec}: its own licence (an SD 1.5 or SDXL base: {', '.join(FAMILY_LICENCES.values())})"
     for family in families.FAMILIES:
         if identity_adapter.cached_adapter(family):

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from easyphoto_app.faces.base import DetectedFace
+from easyphoto_app.faces.images import BadImage, load_rgb
+from easyphoto_app.faces.prepare import load_record
 
 # Yaw is the nose's offset from the eyes' midpoint along the eye line, in half eye distances (0 = frontal,
 # 1 = the nose under an eye). Measured with dlib: the astronaut 0.05, Tom Hanks 0.18, Joe Biden 0.22, the faces of
@@ -186,9 +188,6 @@ def edge_step(image: np.ndarray, alpha: np.ndarray, reach: int = 2) -> float:
 
 def user_sources(ws, user: str, backend) -> list[Source]:
     """The user's accepted face crops (faces.json) that fusion can take, each with its face and landmarks."""
-    from easyphoto_app.faces.images import BadImage, load_rgb
-    from easyphoto_app.faces.prepare import load_record
-
     record = load_record(ws, user) or {"photos": []}
     sources = []
     for photo in record["photos"]:

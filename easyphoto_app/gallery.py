@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
+from easyphoto_app.generate import caption as image_caption
+from easyphoto_app.generate import format_likeness, likeness_value, read_likeness
 from easyphoto_app.workspace import Workspace, atomic_path
 
 
@@ -42,16 +44,13 @@ def list_images(ws: Workspace, user: str, day: str | None = None) -> list[Item]:
 
 def caption(item: Item) -> str:
     """The grid's caption: the image's date and the likeness written into it (if any)."""
-    from easyphoto_app.generate import caption as image_caption
-
     return image_caption(item.parameters, item.date)
 
 
 def likeness_line(ws: Workspace, user: str, item: Item) -> str:
     """One sentence for an image's detail view: the likeness written when it was made. Only an image with
     none written (made before likeness was written, or without a recognizer) is scored, here and now."""
-    from easyphoto_app.faces.likeness import SCALE_WORDS
-    from easyphoto_app.generate import format_likeness, read_likeness
+    from easyphoto_app.faces.likeness import SCALE_WORDS  # noqa: PLC0415 - start-up (numpy)
 
     written, value = read_likeness(item.parameters)
     why = "scored when it was made"
@@ -68,8 +67,7 @@ def likeness_line(ws: Workspace, user: str, item: Item) -> str:
 def _score_now(ws: Workspace, user: str, path: Path) -> tuple[float | None, str]:
     from PIL import Image
 
-    from easyphoto_app.faces.likeness import scorer_for
-    from easyphoto_app.generate import likeness_value
+    from easyphoto_app.faces.likeness import scorer_for  # noqa: PLC0415 - start-up (numpy)
 
     scorer = scorer_for(ws, user)
     with Image.open(path) as img:

@@ -12,6 +12,9 @@ from datetime import date
 from pathlib import Path
 
 from easyphoto_app import __version__, identity_adapter
+from easyphoto_app.checkpoints import lora_hash
+from easyphoto_app.checkpoints import model_hash as file_model_hash
+from easyphoto_app.demo_model import native_resolution
 from easyphoto_app.errors import UserError, oom_message
 from easyphoto_app.loaded_model import LoadedModel
 from easyphoto_app.settings import ASSETS, TRIGGER, GenerateConfig
@@ -72,8 +75,6 @@ def available_loras(ws: Workspace) -> dict[str, Path]:
 
 def model_hash(model) -> str:
     """A1111's Model hash of a single file; for a folder model, of its UNet weights (the nearest thing)."""
-    from easyphoto_app.checkpoints import model_hash as file_model_hash
-
     weights = model.path if model.kind == "file" else next(iter(sorted(model.path.glob("unet/*.safetensors"))), None)
     return file_model_hash(weights) if weights else "unknown"
 
@@ -133,7 +134,7 @@ def choose_loras(
 
 
 def has_checked_faces(ws: Workspace, user: str) -> bool:
-    from easyphoto_app.faces.prepare import load_record
+    from easyphoto_app.faces.prepare import load_record  # noqa: PLC0415 - start-up (numpy)
 
     return any(p.get("accepted") for p in (load_record(ws, user) or {}).get("photos", []))
 
@@ -158,7 +159,6 @@ def png_parameters(
     """A1111's `parameters` text; `extra` fields (e.g. a portrait's denoising strength) go before the version."""
     tags = " ".join(f"<lora:{lora.name}:{lora.weight:g}>" for lora in loras)
     full_prompt = f"{prompt} {tags}".strip()
-    from easyphoto_app.checkpoints import lora_hash
 
     sampler, schedule = A1111_SAMPLER[cfg.scheduler]
     parts = (
@@ -288,8 +288,7 @@ def generate(
     with a face recognizer, their likeness to that user."""
     import torch
 
-    from easyphoto_app.demo_model import native_resolution
-    from easyphoto_app.faces.likeness import scorer_or_none
+    from easyphoto_app.faces.likeness import scorer_or_none  # noqa: PLC0415 - start-up (numpy)
 
     pipe, model = loaded.pipe, loaded.model
     text, loras = plan_loras(ws, cfg, user, use_rl)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from easyphoto_app import families
 from easyphoto_app.errors import UserError
 from easyphoto_app.workspace import free_bytes, no_space_message
 
@@ -153,8 +156,6 @@ def _check_hub_family(repo_id: str, files) -> None:
     config (a few kB) say what it is."""
     from huggingface_hub import hf_hub_download
 
-    from easyphoto_app import families
-
     index = json.loads(Path(hf_hub_download(repo_id, "model_index.json")).read_text())
     unet = None
     if "unet/config.json" in files:
@@ -248,9 +249,6 @@ def download_failure(repo_id: str, exc: BaseException, total: int, began: bool =
 def hub_unreachable(repo_id: str, timeout: float = 5.0) -> str | None:
     """Why the Hub cannot be reached, or None. One quick request, so an offline start falls back
     to the demo model at once instead of after huggingface_hub's retries (about 25 s)."""
-    import urllib.error
-    import urllib.request
-
     from huggingface_hub import constants, get_token
 
     if constants.HF_HUB_OFFLINE:

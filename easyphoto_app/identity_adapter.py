@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from easyphoto_app.checkpoints import sha256_file
 from easyphoto_app.errors import UserError
+from easyphoto_app.hub import HubUnreachable, download_hub_files, hub_unreachable
 
 REPO = "h94/IP-Adapter"
 LICENCE = "Apache-2.0"
@@ -93,8 +95,6 @@ def cached_adapter(family, repo: str = REPO) -> Path | None:
 def ensure_adapter(family, progress=None, repo: str = REPO) -> Path:
     """The adapter's snapshot folder: from the cache, or downloaded now (once, with progress); offline and absent,
     a refusal in one line (everything else keeps working)."""
-    from easyphoto_app.hub import HubUnreachable, download_hub_files, hub_unreachable
-
     files = adapter_files(family)
     folder = cached_adapter(family, repo)
     if folder is not None:
@@ -114,8 +114,6 @@ def ensure_adapter(family, progress=None, repo: str = REPO) -> Path:
 
 @lru_cache(maxsize=8)
 def _hash(path: Path, mtime_ns: int) -> str:
-    from easyphoto_app.checkpoints import sha256_file
-
     return sha256_file(path)[:8]
 
 
@@ -131,7 +129,7 @@ def reference_faces(ws, user: str, limit: int = MAX_FACES) -> list:
     """The user's accepted aligned crops as RGB images: the reference face first, then by likeness x frontalness."""
     from PIL import Image
 
-    from easyphoto_app.faces.prepare import load_record
+    from easyphoto_app.faces.prepare import load_record  # noqa: PLC0415 - start-up (numpy)
 
     record = load_record(ws, user) or {}
     accepted = [p for p in record.get("photos", []) if p.get("accepted") and p.get("crop")]

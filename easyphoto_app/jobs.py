@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from easyphoto_app.errors import BusyError, UserError
+from easyphoto_app.lora_io import complete_checkpoints, previous_lora
 from easyphoto_app.workspace import Workspace, atomic_write_json
 
 EventListener = Callable[[dict], None]
@@ -356,8 +357,6 @@ JOB_NAMES = {"train": "training", "rl": "RL"}  # the UI records a job by its com
 
 def previous_work(ws: Workspace, kind: str, user: str) -> str | None:
     """What a new run (not a Resume) would start over from, in words; None when there is nothing."""
-    from easyphoto_app.lora_io import complete_checkpoints, previous_lora
-
     lora = ws.face_lora(user) if kind == "train" else ws.ddpo_lora(user)
     work = ws.lora_work_dir(user) if kind == "train" else ws.ddpo_dir(user)
     kept = f"a new run keeps it as {previous_lora(lora).name}"

@@ -8,6 +8,7 @@ and diffusers' `load_lora_weights` reproduces the trained adapter.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from easyphoto_app.errors import UserError
+from easyphoto_app.families import sd15
 from easyphoto_app.workspace import atomic_path, previous_lora, refused_when_disk_full
 
 TE_KEY = re.compile(r"^(lora_te[12]?_)(?!text_model_)")  # a text encoder key without CLIP's `text_model_`
@@ -33,8 +35,6 @@ def to_kohya(state: dict, alpha: float, family=None) -> dict:
     import torch
     from diffusers.utils import convert_state_dict_to_kohya
 
-    from easyphoto_app.families import sd15
-
     kohya = convert_state_dict_to_kohya(state)
     out = {}
     for key, value in kohya.items():
@@ -46,8 +46,6 @@ def to_kohya(state: dict, alpha: float, family=None) -> dict:
 
 def save_lora(path: Path, state: dict, alpha: float, metadata: dict, owner: str | None = None, family=None) -> Path:
     """Write a WebUI-format LoRA atomically. Refuses to replace a file that belongs to someone else."""
-    import hashlib
-
     from safetensors.torch import save as safetensors_save
 
     path = Path(path)

@@ -10,17 +10,26 @@ crash or `kill -9` continues to the same weights an uninterrupted run reaches.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from easyphoto_app.demo_model import native_resolution
+from easyphoto_app.device import pick_device
 from easyphoto_app.errors import UserError
+from easyphoto_app.faces.likeness import scorer_or_none
 from easyphoto_app.faces.prepare import MIN_PHOTOS, load_record
-from easyphoto_app.jobs import Reporter
+from easyphoto_app.families import of_pipeline
+from easyphoto_app.jobs import Reporter, download_progress
 from easyphoto_app.lora_adapters import ADAPTER as FACE_ADAPTER
 from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS, add_lora
 from easyphoto_app.lora_io import complete_checkpoints, load_tensors, save_lora, set_aside_previous
 from easyphoto_app.model_defaults import default_steps, model_defaults
+from easyphoto_app.model_loading import load_pipeline, resolve_model
+from easyphoto_app.precision import pick_precision, vae_in_safe_dtype
 from easyphoto_app.settings import TRIGGER, Settings, TrainConfig
 from easyphoto_app.trainer import Trainer
 from easyphoto_app.workspace import Workspace, atomic_write_json, ensure_free_space
@@ -55,7 +64,6 @@ def face_images(ws: Workspace, user: str) -> list[Path]:
 
 def encode_faces(pipe, images: list[Path], resolution: int, device):
     """Latent distribution (mean, std) of each face and of its mirror image: [2N, 4, h, w] each."""
-    import numpy as np
     import torch
     from PIL import Image
 
@@ -65,7 +73,6 @@ def encode_faces(pipe, images: list[Path], resolution: int, device):
         arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
         arrays += [arr, arr[:, ::-1]]
     pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    from easyphoto_app.precision import vae_in_safe_dtype
 
     means, stds = [], []
     with torch.no_grad(), vae_in_safe_dtype(pipe.vae) as vae:
@@ -101,11 +108,6 @@ class FaceLoraTrainer(Trainer):
     )
 
     def __init__(self, settings: Settings, ws: Workspace, user: str, reporter: Reporter):
-        from easyphoto_app.demo_model import native_resolution
-        from easyphoto_app.device import pick_device
-        from easyphoto_app.jobs import download_progress
-        from easyphoto_app.model_loading import resolve_model
-
         self.settings, self.ws, self.user, self.reporter = settings, ws, user, reporter
         self.images = face_images(ws, user)
         self.device = pick_device(settings.app.device)
@@ -122,10 +124,7 @@ class FaceLoraTrainer(Trainer):
         import torch
         from accelerate import Accelerator
 
-        from easyphoto_app.families import of_pipeline
-        from easyphoto_app.model_loading import load_pipeline
-        from easyphoto_app.precision import pick_precision
-        from easyphoto_app.train_memory import log_estimate
+        from easyphoto_app.train_memory import log_estimate  # noqa: PLC0415 - start-up (torch)
 
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the LoRA's initial weights come from the global generator
@@ -280,7 +279,6 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
     """A failure is reported by the caller (trainer.failure_reported, with FaceLoraTrainer's words)."""
     trainer = FaceLoraTrainer(settings, ws, user, reporter)
     ensure_free_space(ws.root, (200 if trainer.model.is_demo else 2048) * 2**20, "training checkpoints")
-    from easyphoto_app.faces.likeness import scorer_or_none
 
     scorer = scorer_or_none(ws, user)
     cfg = trainer.cfg
@@ -372,6 +370,4 @@ def _finish(trainer: FaceLoraTrainer, loss: float) -> TrainResult:
 def _copy_to_webui(settings: Settings, path: Path) -> None:
     folder = settings.app.webui_lora_dir
     if folder and Path(folder).is_dir():
-        import shutil
-
         shutil.copyfile(path, Path(folder) / path.name)

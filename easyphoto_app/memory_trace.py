@@ -13,9 +13,12 @@ import weakref
 from contextlib import contextmanager
 from unittest import mock
 
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+import torch  # noqa: TID253 - loaded only in a job, to trace a model
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: TID253 - loaded only in a job, to trace a model
+from torch.utils._pytree import tree_flatten  # noqa: TID253 - loaded only in a job, to trace a model
+
+from easyphoto_app.hub import human_size
+from easyphoto_app.settings import flag_of
 
 GB = 1024**3
 
@@ -109,8 +112,6 @@ def traced():
 
 
 def _change(name: str, value) -> str:
-    from easyphoto_app.settings import flag_of
-
     if isinstance(value, bool):
         return f"{name.replace('_', ' ')} {'on' if value else 'off'} ({flag_of(name if value else 'no_' + name)})"
     return f"{name.replace('_', ' ')} {value} ({flag_of(name)} {value})"
@@ -119,8 +120,6 @@ def _change(name: str, value) -> str:
 def preflight_warning(job: str, need, cfg, lower: list[tuple[str, object]], free_bytes: int) -> str | None:
     """None if need(cfg) bytes fit in `free_bytes`; else one warning naming the settings to lower, tried in order
     (each keeping the earlier ones), with what they would need."""
-    from easyphoto_app.hub import human_size
-
     first = need(cfg)
     if first <= free_bytes:
         return None

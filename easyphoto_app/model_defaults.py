@@ -8,7 +8,9 @@ import json
 from dataclasses import fields, replace
 from pathlib import Path
 
+from easyphoto_app.demo_model import DEMO_RESOLUTION, DEMO_RL_STEPS, demo_marker
 from easyphoto_app.errors import UserError
+from easyphoto_app.model_loading import resolve_model
 from easyphoto_app.settings import GenerateConfig, RLConfig, Settings, TrainConfig, current_names
 
 SECTIONS = {TrainConfig: "train", RLConfig: "rl", GenerateConfig: "generate"}
@@ -39,8 +41,6 @@ def default_steps(photos: int) -> int:
 def demo_defaults(folder) -> dict[str, dict]:
     """The demo model's own settings, per section: its marker's training defaults (SD 1.5's rank and learning rate
     turn the tiny face model's samples into noise), and the size and RL steps it always runs at."""
-    from easyphoto_app.demo_model import DEMO_RESOLUTION, DEMO_RL_STEPS, demo_marker
-
     marker = demo_marker(folder)
     size = int(marker.get("resolution", DEMO_RESOLUTION))
     return {
@@ -67,8 +67,6 @@ def model_defaults(cfg, model, given: set[str] = frozenset()):
 def panel_model(settings: Settings):
     """The model a job started now would run on, found without a download: a model that is not at hand is the demo,
     as a job falls back to it offline (online, the job downloads the model and takes its defaults itself)."""
-    from easyphoto_app.model_loading import resolve_model
-
     try:
         return resolve_model(settings.app.model, settings.data_dir, download=False)
     except UserError:

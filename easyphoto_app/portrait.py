@@ -15,13 +15,31 @@ from pathlib import Path
 
 import numpy as np
 
-from easyphoto_app import fusion, group, identity_adapter
+# generate and likeness by module: the tests point run_pipeline and scorer_or_none elsewhere.
+from easyphoto_app import fusion, generate, group, identity_adapter
+from easyphoto_app.controlnet import CANNY_REPO, canny_edges, control_pipeline, ensure_controlnet
+from easyphoto_app.demo_model import native_resolution
 from easyphoto_app.errors import UserError
+from easyphoto_app.faces import likeness
 from easyphoto_app.faces.base import DetectedFace
+from easyphoto_app.faces.images import BadImage, load_rgb, not_an_image, sanitize_name
+from easyphoto_app.families import of_pipeline, pipeline_class
 from easyphoto_app.fusion import match_colour
+from easyphoto_app.generate import (
+    caption,
+    choose_loras,
+    default_prompt,
+    likeness_fields,
+    likeness_value,
+    parse_lora_tags,
+    pick_seed,
+    prompt_note,
+    save_with_parameters,
+    set_scheduler,
+)
 from easyphoto_app.loaded_model import LoadedModel
 from easyphoto_app.settings import GenerateConfig, PortraitConfig
-from easyphoto_app.workspace import Workspace
+from easyphoto_app.workspace import Workspace, atomic_path, unique_path
 
 MIN_FACE_PX = 64  # below this the face is upscaled so far that it paints as mush
 FEATHER = 0.05  # the mask's soft edge: Gaussian sigma as a fraction of the crop's side
@@ -189,8 +207,6 @@ def resolve_template(ws: Workspace, spec: str | Path) -> Path:
 
 
 def load_template(path: Path) -> np.ndarray:
-    from easyphoto_app.faces.images import BadImage, load_rgb, not_an_image
-
     why = not_an_image(path)
     if why:
         raise UserError(f"Template {Path(path).name}: {why}.")
@@ -203,9 +219,6 @@ def load_template(path: Path) -> np.ndarray:
 def add_template(ws: Workspace, source: Path, backend) -> Path:
     """Keep an uploaded template in templates/ once it is checked as painting checks it (an image, with a face
     large enough to paint): a refused one is never kept. Never overwrites another."""
-    from easyphoto_app.faces.images import sanitize_name
-    from easyphoto_app.workspace import atomic_path, unique_path
-
     place(backend, load_template(source), PortraitConfig())
     target = unique_path(ws.templates_dir, sanitize_name(Path(source).name))
     with atomic_path(target) as tmp:
@@ -231,8 +244,6 @@ def delete_template(ws: Workspace, name: str) -> None:
 def inpaint_pipeline(loaded: LoadedModel):
     """The family's inpainting pipeline over the loaded components (no second UNet), made once per loaded model.
     A plain (4-channel) UNet inpaints by re-noising the unmasked latents each step."""
-    from easyphoto_app.families import of_pipeline, pipeline_class
-
     pipe = loaded.pipe
     return loaded.derived(("inpaint",), lambda: pipeline_class(of_pipeline(pipe), "inpaint").from_pipe(pipe))
 
@@ -270,8 +281,6 @@ class Portraits:
 
     def captions(self) -> list[str]:
         """Rank, seed and the likeness written into each file, best first."""
-        from easyphoto_app.generate import caption
-
         return [
             caption(params, f"#{n}", f"seed {seed}")
             for n, (params, seed) in enumerate(zip(self.parameters, self.seeds), 1)
@@ -332,8 +341,6 @@ def plan(
     others: dict[int, str] | None = None,
 ) -> Plan:
     """user on cfg.face_index (the largest when -1); each of others ({face: user}) on a face of their own."""
-    from easyphoto_app.generate import choose_loras, default_prompt, parse_lora_tags
-
     _painting_steps(gen, cfg.strength)
     text, tags = parse_lora_tags(gen.prompt or default_prompt(gen.style))
     users = [ws.require_user(u) for u in [user, *(others or {}).values()]] if others else [user]
@@ -344,8 +351,6 @@ def plan(
     sitters = [Sitter(u, s, choose_loras(ws, u, tags, gen, use_rl)) for u, s in zip(users, spots)]
     control = None
     if cfg.controlnet:
-        from easyphoto_app.controlnet import ensure_controlnet
-
         control = ensure_controlnet(device)
     for sitter in sitters:
         sitter.sources = fusion.user_sources(ws, sitter.user, backend) if cfg.fusion else []
@@ -415,10 +420,6 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
     import torch
     from PIL import Image
 
-    from easyphoto_app.demo_model import native_resolution
-    from easyphoto_app.faces.likeness import scorer_or_none
-    from easyphoto_app.generate import pick_seed, prompt_note, run_pipeline, set_scheduler
-
     pipe, model, gen, cfg = loaded.pipe, loaded.model, job.gen, job.cfg
     steps = _painting_steps(gen, cfg.strength)
     size = native_resolution(model, gen.width)
@@ -432,11 +433,9 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
     latent = size // pipe.vae_scale_factor
     painter, control = inpaint_pipeline(loaded), {"masked_image_latents": torch.zeros(1, 4, latent, latent)}
     if job.control:
-        from easyphoto_app.controlnet import control_pipeline
-
         painter = control_pipeline(loaded, job.control)
     set_scheduler(painter, gen.scheduler)
-    scorers = {s.user: scorer_or_none(ws, s.user) for s in job.sitters}
+    scorers = {s.user: likeness.scorer_or_none(ws, s.user) for s in job.sitters}
     notes = [n for n in (job.spot.note, prompt_note(pipe.tokenizer, job.prompt)) if n] + _notes(faces, scorers)
     base_seed = pick_seed(cfg.seed)
     start, candidates, done = time.perf_counter(), [], 0
@@ -445,13 +444,11 @@ def paint(loaded: LoadedModel, ws: Workspace, job: Plan, progress=None, should_s
         nonlocal done
         extra = control
         if job.control:
-            from easyphoto_app.controlnet import canny_edges
-
             extra = {
                 "control_image": Image.fromarray(canny_edges(image)),
                 "controlnet_conditioning_scale": cfg.controlnet_conditioning_scale,
             }
-        painted = run_pipeline(
+        painted = generate.run_pipeline(
             painter,
             done * steps,
             cfg.num * len(faces) * steps,
@@ -520,8 +517,6 @@ def _notes(faces: list[Sitting], scorers: dict) -> list[str]:
 
 def _fields(job: Plan, faces: list[Sitting], c: Candidate, more: tuple = ()) -> tuple[str, ...]:
     """A portrait's own PNG info fields: strength, template, who is where, fusion, likeness."""
-    from easyphoto_app.generate import likeness_fields
-
     people = [(f.sitter.spot.index, f.sitter.user) for f in faces]
     where = (f"Template face: {job.spot.index}",) if len(faces) == 1 else (group.people_field(people),)
     unfused = sorted(f.sitter.spot.index for f in faces if f.source is None)
@@ -535,8 +530,6 @@ def _fields(job: Plan, faces: list[Sitting], c: Candidate, more: tuple = ()) -> 
         *each,
     )
     if job.control:  # as A1111's ControlNet extension writes it
-        from easyphoto_app.controlnet import CANNY_REPO
-
         extra += (
             f'ControlNet 0: "Module: canny, Model: {CANNY_REPO.split("/")[1]}, '
             f'Weight: {job.cfg.controlnet_conditioning_scale:g}"',
@@ -549,8 +542,6 @@ def save_ranked(
 ) -> Portraits:
     """The candidates saved best first; `more`: PNG info fields of the request (the identity adapter's)."""
     from PIL import Image
-
-    from easyphoto_app.generate import likeness_value, save_with_parameters
 
     people = sorted((f.sitter.spot.index, f.sitter.user) for f in faces)
     result = Portraits(face_index=job.spot.index, faces=len(job.spot.faces), box=job.spot.box, people=people)

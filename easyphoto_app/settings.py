@@ -19,6 +19,7 @@ import tomllib
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.precision import CHOICES as PRECISIONS
+from easyphoto_app.workspace import atomic_write_text
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"  # shipped files: styles, prompts, configs, the face model
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -315,8 +316,6 @@ def render_settings(settings: Settings) -> str:
 
 
 def save_settings(settings: Settings) -> None:
-    from easyphoto_app.workspace import atomic_write_text
-
     atomic_write_text(settings.file, render_settings(settings))
 
 

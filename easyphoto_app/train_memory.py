@@ -11,8 +11,11 @@ Not counted: the text encoders' own activations when they train (77 tokens: tens
 
 from __future__ import annotations
 
-import torch
+import torch  # noqa: TID253 - loaded only in a job, to trace a model
 
+from easyphoto_app.families import of_pipeline
+from easyphoto_app.hub import human_size
+from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS, add_lora
 from easyphoto_app.memory_trace import (
     GB,
     Estimate,
@@ -53,8 +56,6 @@ def _step_peak(unet_config: dict, cfg, latent: int, dtype, photos: int, text_lor
     """(the UNet's bytes with its LoRA, the work of one training step)."""
     from diffusers import UNet2DConditionModel
 
-    from easyphoto_app.lora_adapters import UNET_TARGETS, add_lora
-
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_config)
     cast(unet, dtype)
@@ -92,8 +93,6 @@ def estimate_train_memory(
 ) -> Estimate:
     """`text_encoders`: the model's text encoders (real or on the meta device: only their shapes are read); `cfg` a
     TrainConfig (rank, alpha, batch_size, train_text_encoder)."""
-    from easyphoto_app.lora_adapters import TE_TARGETS
-
     text_bytes = sum(p.numel() for te in text_encoders for p in te.parameters()) * dtype.itemsize
     text_lora = sum(_lora_params(te, TE_TARGETS, cfg.rank) for te in text_encoders) * 4 if cfg.train_text_encoder else 0
     vae_bytes, encode_work = _encode_peak(vae_config, resolution, dtype)
@@ -116,9 +115,6 @@ def lower_settings(cfg) -> list[tuple[str, object]]:
 def preflight(pipe, cfg, resolution: int, free_bytes: int, dtype, photos: int) -> tuple[str, str | None]:
     """Called with the pipeline loaded on the GPU: the estimate as one line, and a warning with the lower settings to
     try if what the job adds to what is loaded does not fit in `free_bytes`."""
-    from easyphoto_app.families import of_pipeline
-    from easyphoto_app.hub import human_size
-
     encoders = [getattr(pipe, name) for name in of_pipeline(pipe).TEXT_ENCODERS]
     loaded = sum(nbytes(m.parameters()) for m in (pipe.unet, pipe.vae, *encoders))
 

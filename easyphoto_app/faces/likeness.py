@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.faces import get_backend
+from easyphoto_app.faces import get_backend, recognizer_missing
 from easyphoto_app.faces.base import FaceBackend, normalize
+from easyphoto_app.faces.prepare import load_reference, reference_faces
 from easyphoto_app.workspace import Workspace
 
 TOP = 3  # the best cosines averaged: no single photo decides
@@ -98,9 +99,6 @@ class LikenessScorer:
 
 
 def scorer_for(ws: Workspace, user: str) -> LikenessScorer:
-    from easyphoto_app.faces import recognizer_missing
-    from easyphoto_app.faces.prepare import load_reference, reference_faces
-
     ref = load_reference(ws, user)
     backend = get_backend(ref["backend"], ws.root)
     if not backend.identifies_people:

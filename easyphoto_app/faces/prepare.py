@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from easyphoto_app.errors import UserError
-from easyphoto_app.faces import get_backend, quality
+from easyphoto_app.faces import get_backend, quality, recognizer_missing
 from easyphoto_app.faces.base import DetectedFace, FaceBackend, identity_of
 from easyphoto_app.faces.images import BadImage, collect_files, load_rgb, not_an_image, sanitize_name
 from easyphoto_app.settings import FaceConfig
@@ -367,8 +367,6 @@ def _write(
             f"got {record.accepted_count}."
         )
     if not backend.identifies_people:
-        from easyphoto_app.faces import recognizer_missing
-
         warnings.append(NO_IDENTITY.format(why=recognizer_missing()))
     record.warning = " ".join(warnings) or None
     ref = _reference(results)

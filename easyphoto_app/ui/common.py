@@ -10,10 +10,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from easyphoto_app.demo_model import DEMO, demo_label
 from easyphoto_app.errors import BusyError, UserError
+from easyphoto_app.faces import backend_status
+from easyphoto_app.hub import cached_hub_model
 from easyphoto_app.jobs import JobManager
 from easyphoto_app.pipeline_cache import PipelineCache
-from easyphoto_app.settings import Settings
+from easyphoto_app.settings import Settings, help_of
 from easyphoto_app.workspace import Workspace, validate_user_id
 
 log = logging.getLogger(__name__)
@@ -129,16 +132,12 @@ def user_update(ctx: Context, person: str, current, first: list[str] = ()):
 def model_banner(ctx: Context) -> str:
     """The base model in one line, without loading it (start-up stays fast); and a second line when no face
     recognizer can run here, since then nobody is caught as someone else and RL cannot score likeness."""
-    from easyphoto_app.faces import backend_status
-
     faces = backend_status(ctx.settings)
     line = _base_model_line(ctx)
     return line if faces["ok"] else f"{line}\n\n⚠️ **Face recognizer missing:** {faces['fix']}"
 
 
 def _base_model_line(ctx: Context) -> str:
-    from easyphoto_app.demo_model import DEMO, demo_label
-
     spec = ctx.settings.app.model
     loaded = ctx.pipelines.model
     if loaded is not None and loaded.is_demo:
@@ -147,7 +146,6 @@ def _base_model_line(ctx: Context) -> str:
         return f"⚠️ **{demo_label()}** Choose a real model in Settings for real portraits."
     if loaded is not None:
         return f"Base model: **{loaded.label}**, {loaded.family.LABEL}"
-    from easyphoto_app.hub import cached_hub_model
 
     if Path(spec).expanduser().exists() or cached_hub_model(spec):
         return f"Base model: **{spec}** (loads on first use)."
@@ -160,8 +158,6 @@ def _base_model_line(ctx: Context) -> str:
 
 def identity_slider(gen, elem_id: str) -> gr.Slider:
     """Identity strength (the IP-Adapter's scale) beside the LoRA weights; -1 = automatic, as the settings say."""
-    from easyphoto_app.settings import help_of
-
     return gr.Slider(
         -1,
         1.5,

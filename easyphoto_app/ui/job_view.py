@@ -10,6 +10,7 @@ import html
 from collections.abc import Callable
 
 import gradio as gr
+import pandas as pd
 
 from easyphoto_app.errors import UserError
 from easyphoto_app.jobs import JOB_NAMES, JobFollower, check_can_start, job_key, previous_work
@@ -60,8 +61,6 @@ def progress_html(events: list[dict], state: str) -> str:
 def series(events: list[dict], event_type: str, x: str, ys: list[str], filt: Callable[[dict], bool] = lambda e: True):
     """A long-form DataFrame (x, value, series) of the chosen fields for gr.LinePlot; None while there is no point
     (an empty frame would fix the plot's colour scale to nothing and no line would ever be drawn)."""
-    import pandas as pd
-
     rows = [
         {"x": e[x], "value": e[y], "series": y}
         for e in events

@@ -6,7 +6,9 @@ import gradio as gr
 
 from easyphoto_app import group
 from easyphoto_app import portrait as core
+from easyphoto_app.device import pick_device
 from easyphoto_app.errors import UserError
+from easyphoto_app.faces import get_backend
 from easyphoto_app.faces.likeness import SCALE_WORDS
 from easyphoto_app.generate import with_overrides
 from easyphoto_app.model_defaults import panel_defaults
@@ -201,7 +203,6 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
         gen_request = with_overrides(
             gen, lora_weight=lw, rl_weight=rw, num_inference_steps=int(steps_v), ip_scale=float(ip_v)
         )
-        from easyphoto_app.device import pick_device
 
         job = core.plan(
             ctx.ws,
@@ -275,6 +276,4 @@ def _template_names(ctx: Context) -> list[str]:
 
 
 def _backend(ctx: Context):
-    from easyphoto_app.faces import get_backend
-
     return get_backend(ctx.settings.faces.backend, ctx.settings.data_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import gradio as gr
+import pandas as pd
 
 from easyphoto_app.model_defaults import panel_defaults
 from easyphoto_app.monitor import format_vram
@@ -121,8 +122,6 @@ def reward_series(events: list[dict]):
     noise), which chooses the weights that are written, the share of training samples with a face (with no face
     the reward is 0 and there is nothing to learn), and how different the evaluation's samples are (falling to half:
     the RL LoRA is copying one look)."""
-    import pandas as pd
-
     frames = {
         label: series([{**e, label: value(e)} for e in events if e.get("kind") == kind], "metric", "epoch", [label])
         for kind, label, value in REWARD_LINES
@@ -144,8 +143,6 @@ def reward_series(events: list[dict]):
 
 def memory_series(events: list[dict]):
     """The memory samples' lines against the seconds since the first sample."""
-    import pandas as pd
-
     mem = [e for e in events if e.get("kind") == "memory"]
     rows = [(e["t"] - mem[0]["t"], e[y], y) for y in MEMORY_LINES for e in mem if e.get(y) is not None]
     return pd.DataFrame(rows, columns=["x", "value", "series"]).astype({"x": float, "value": float}) if rows else None

@@ -8,6 +8,7 @@ import gradio as gr
 
 from easyphoto_app import doctor
 from easyphoto_app.controlnet import CANNY_ABOUT, ensure_controlnet
+from easyphoto_app.device import pick_device
 from easyphoto_app.faces import CHOICES as FACE_CHOICES
 from easyphoto_app.faces.insight import INSIGHTFACE_LICENCE
 from easyphoto_app.precision import CHOICES, pick_precision
@@ -77,8 +78,6 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
 
     @friendly
     def on_precision(choice):
-        from easyphoto_app.device import pick_device
-
         chosen = pick_precision(choice, pick_device(ctx.settings.app.device))  # refuses bf16 on a GPU without it
         ctx.settings.app.precision = choice
         save_settings(ctx.settings)
@@ -94,8 +93,6 @@ def build(ctx: Context, banner: gr.Markdown) -> dict:
     @friendly
     def on_structure(on, progress=gr.Progress(track_tqdm=True)):
         if on:
-            from easyphoto_app.device import pick_device
-
             progress(0, desc="Downloading ControlNet canny (once)")
             ensure_controlnet(pick_device(ctx.settings.app.device))  # a refusal leaves the setting off
         ctx.settings.portrait.controlnet = bool(on)
