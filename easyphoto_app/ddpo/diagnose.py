@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 PERSIST = 2  # epochs in a row
 CLIPPED = 0.9  # a clip fraction from here up: the ratio is rounding noise, not a step
@@ -82,8 +83,6 @@ CONDITIONS = [
 
 def thumbnail(image) -> np.ndarray:
     """An image (PIL or array) as THUMB x THUMB RGB floats in 0-1, what `diversity` compares."""
-    from PIL import Image
-
     img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     return np.asarray(img.convert("RGB").resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32) / 255
 

@@ -4,8 +4,11 @@ still writes the best LoRA so far; the caller reports the failure (trainer.failu
 
 from __future__ import annotations
 
+import torch
+
 from easyphoto_app.ddpo.evaluation import eval_share, fit_eval_every
 from easyphoto_app.ddpo.loop import RLResult, RLRun
+from easyphoto_app.ddpo.memory import preflight
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_io import set_aside_previous
 from easyphoto_app.monitor import Monitor
@@ -89,12 +92,8 @@ def _train_epochs(run: RLRun, reporter: Reporter) -> str:
 
 
 def _warn_if_too_big(run: RLRun, reporter: Reporter) -> None:
-    import torch
-
     if run.device != "cuda":
         return
-    from easyphoto_app.ddpo.memory import preflight
-
     free, _ = torch.cuda.mem_get_info()
     try:
         warning = preflight(

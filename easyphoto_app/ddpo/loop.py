@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from diffusers import DDIMScheduler
 
 from easyphoto_app.ddpo import evaluation
 from easyphoto_app.ddpo.budget import Budget
 from easyphoto_app.ddpo.diagnose import Diagnostics
 from easyphoto_app.ddpo.output import RLResult, epoch_row, save_samples, write_rl_lora
-from easyphoto_app.ddpo.ppo import lora_change, ppo_update
+from easyphoto_app.ddpo.ppo import add_rl_lora, lora_change, ppo_update
 from easyphoto_app.ddpo.rewards import Rewards, advantages
 from easyphoto_app.ddpo.sampling import Sampler, Trajectories
 from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
@@ -28,10 +29,13 @@ from easyphoto_app.ddpo.sync import ProcessSync
 from easyphoto_app.demo_model import DEMO_RL_STEPS, native_resolution
 from easyphoto_app.device import pick_device
 from easyphoto_app.errors import UserError
+from easyphoto_app.faces.likeness import scorer_for
+from easyphoto_app.families import of_pipeline
 from easyphoto_app.jobs import Reporter, download_progress
 from easyphoto_app.lora_io import load_tensors
 from easyphoto_app.model_defaults import model_defaults
-from easyphoto_app.model_loading import resolve_model
+from easyphoto_app.model_loading import load_pipeline, resolve_model
+from easyphoto_app.precision import pick_rl_precision
 from easyphoto_app.settings import ASSETS, TRIGGER, RLConfig, Settings
 from easyphoto_app.trainer import Trainer
 from easyphoto_app.workspace import Workspace
@@ -63,8 +67,6 @@ class RLRun(Trainer):
             )
         self.face_lora = ws.require_face_lora(user)
         if reward_fn is None:
-            from easyphoto_app.faces.likeness import scorer_for
-
             reward_fn = scorer_for(ws, user)  # raises a clear UserError without a reference face
         self.device = pick_device(settings.app.device)
         self.rewards = Rewards(reward_fn, background=self.device != "cpu")
@@ -83,13 +85,6 @@ class RLRun(Trainer):
 
     # ------------------------------------------------------------------ setup
     def setup(self):
-        from diffusers import DDIMScheduler
-
-        from easyphoto_app.ddpo.ppo import add_rl_lora
-        from easyphoto_app.families import of_pipeline
-        from easyphoto_app.model_loading import load_pipeline
-        from easyphoto_app.precision import pick_rl_precision
-
         torch.manual_seed(self.cfg.seed)
         self.precision = pick_rl_precision(self.settings.app.precision, self.device)
         self.dtype = self.precision.dtype

@@ -7,7 +7,9 @@ One epoch's work is traced: the trajectory buffer, a guided sampling step, the V
 from __future__ import annotations
 
 import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from easyphoto_app.ddpo.ppo import add_rl_lora
 from easyphoto_app.memory_trace import (
     GB,
     Estimate,
@@ -22,10 +24,6 @@ from easyphoto_app.model_defaults import vae_scale
 
 
 def _meta_models(unet_config: dict, vae_config: dict, rank: int, dtype):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from easyphoto_app.ddpo.ppo import add_rl_lora
-
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_config)
         vae = AutoencoderKL.from_config(vae_config)
