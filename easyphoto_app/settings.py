@@ -106,6 +106,12 @@ class RLConfig:
         "and noise; the final LoRA is the best evaluated one.",
     )
     eval_samples: int = opt(8, "Images per evaluation (about 7% of the run's time with the defaults).")
+    ip_scale: float = opt(
+        0.0,
+        "Identity strength while RL samples: the IP-Adapter (plus-face) pulls the samples' faces towards the user's "
+        "checked photos, so the reward sees closer faces from the first epoch (0 = off; the saved RL LoRA is the "
+        "same kind of file either way).",
+    )
     seed: int = opt(0, "Random seed.")
 
 

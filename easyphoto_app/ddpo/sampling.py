@@ -90,13 +90,21 @@ def decode(vae, latents) -> list:
 
 class Sampler:
     """A pipeline's UNet, VAE and scheduler with the run's prompts embedded once: a batch of prompts in, its
-    trajectories and decoded images out. `steps` and `resolution` are the run's own (the demo caps them)."""
+    trajectories and decoded images out. `steps` and `resolution` are the run's own (the demo caps them). `image`:
+    the user's faces as the IP-Adapter sees them ([2 (uncond, cond), faces, tokens, width], identity_adapter), joined
+    to every prompt's conditioning and the unconditional one, so that the PPO loss (which reads both from here and
+    the trajectories) sees what sampling saw."""
 
-    def __init__(self, pipe, family, prompts: list[str], cfg, steps: int, resolution: int, precision, device):
+    def __init__(
+        self, pipe, family, prompts: list[str], cfg, steps: int, resolution: int, precision, device, image=None
+    ):
         self.pipe, self.cfg, self.steps, self.precision = pipe, cfg, steps, precision
         with torch.no_grad():
             self.prompt_emb = {p: family.encode(pipe, [p], device, resolution) for p in set(prompts)}
             self.uncond = family.encode(pipe, [""], device, resolution)
+        if image is not None:
+            self.prompt_emb = {p: c.with_image(image[1:]) for p, c in self.prompt_emb.items()}
+            self.uncond = self.uncond.with_image(image[:1])
         side = resolution // pipe.vae_scale_factor  # the autoencoder's own reduction (SD 1.5's 8, the face model's 4)
         self.shape = (pipe.unet.config.in_channels, side, side)
 
