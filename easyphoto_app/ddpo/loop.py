@@ -17,7 +17,7 @@ import torch
 from accelerate import PartialState
 from diffusers import DDIMScheduler
 
-from easyphoto_app.ddpo import evaluation
+from easyphoto_app.ddpo import evaluation, identity
 from easyphoto_app.ddpo.budget import Budget
 from easyphoto_app.ddpo.diagnose import Diagnostics
 from easyphoto_app.ddpo.output import RLResult, epoch_row, save_samples, write_rl_lora
@@ -80,7 +80,7 @@ class RLRun(Trainer):
         self.steps = min(steps, DEMO_RL_STEPS) if self.model.is_demo else steps
         self.work = ws.ddpo_dir(user)
         if self.cfg.ip_scale > 0:
-            self.require_identity_adapter(download_progress(reporter))
+            identity.require_adapter(self.model, download_progress(reporter))
         self.prompts = load_prompts()
         self.budget = Budget(self.cfg.max_hours)  # counted from here: loading the model is part of the run
         self.diagnostics = Diagnostics(self.cfg.learning_rate)
@@ -104,7 +104,7 @@ class RLRun(Trainer):
         pipe.unload_lora_weights()
         self.params = add_rl_lora(pipe.unet, self.cfg.rank, DDPO_ADAPTER)
         # After the RL LoRA: the adapter's image projection has to_q/k/v/out layers that its targets would take
-        image = self.identity_embeds(pipe) if self.cfg.ip_scale > 0 else None
+        image = identity.face_embeds(self, pipe) if self.cfg.ip_scale > 0 else None
         if self.device == "cuda":  # the same savings that ddpo.memory's estimate counts
             pipe.unet.enable_gradient_checkpointing()
             pipe.vae.enable_slicing()
@@ -119,34 +119,6 @@ class RLRun(Trainer):
         self.tracker = PerPromptStatTracker(32, 16)
         self.epoch, self.best_epoch, self.best_reward, self.history, self.evals = 0, -1, float("-inf"), [], []
         self.best_state = self.adapter_state()  # the untrained adapter: a file exists even if epoch 0 never ends
-
-    def require_identity_adapter(self, progress) -> None:
-        """Before anything runs: the IP-Adapter for this model, downloaded once; the demo model, another family or
-        offline without it are refused in one line."""
-        from easyphoto_app import identity_adapter
-
-        if self.model.is_demo:
-            raise UserError(
-                "The built-in demo model cannot use identity strength in RL (the IP-Adapter is made for real SD 1.5 "
-                "and SDXL models): set --ip-scale 0, or choose a real model in Settings."
-            )
-        identity_adapter.ensure_adapter(self.model.family, progress)
-
-    def identity_embeds(self, pipe):
-        """The IP-Adapter loaded into the UNet at the run's scale and the user's faces encoded once
-        ([2 (uncond, cond), faces, tokens, width]); the image encoder is dropped after, as RL never needs it again."""
-        from easyphoto_app import identity_adapter
-        from easyphoto_app.loaded_model import LoadedModel
-
-        people = {self.user: [self.face_lora]}
-        identity = identity_adapter.prepare(LoadedModel(pipe, self.model), self.ws, people, self.cfg.ip_scale, True)
-        pipe.set_ip_adapter_scale(identity[self.user].scale)
-        trained = {id(p) for p in self.params}
-        for p in pipe.unet.parameters():  # diffusers leaves the adapter's new layers trainable
-            if id(p) not in trained:
-                p.requires_grad_(False)
-        pipe.register_modules(image_encoder=None)
-        return identity[self.user].embeds.to(self.dtype)
 
     def adapter_state(self) -> dict:
         return {k: v.clone() for k, v in super().adapter_state().items()}  # a copy: best_state must not follow training
