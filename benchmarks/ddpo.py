@@ -79,6 +79,19 @@ def gpu_memory_mb() -> dict:
     return out
 
 
+# A --baseline checkout from before the settings took diffusers' names reads its RL settings by the old ones.
+OLD_RL_NAMES = {
+    "sample_batch_size": "sample_batch",
+    "train_batch_size": "train_batch",
+    "num_inference_steps": "steps",
+    "guidance_scale": "guidance",
+}
+
+
+def rl_name(cfg, name: str) -> str:
+    return name if hasattr(cfg, name) else OLD_RL_NAMES.get(name, name)
+
+
 def run_ours(
     home: Path,
     epochs: int,
@@ -96,12 +109,14 @@ def run_ours(
 
     s = load_settings(home)
     s.app.model, s.app.device, s.app.precision = model, device, precision
-    s.rl.samples_per_epoch, s.rl.sample_batch_size, s.rl.num_inference_steps, s.rl.train_batch_size = (
-        SAMPLES,
-        BATCH,
-        steps,
-        1,
-    )
+    given = {
+        "samples_per_epoch": SAMPLES,
+        "sample_batch_size": BATCH,
+        "num_inference_steps": steps,
+        "train_batch_size": 1,
+    }
+    for name, value in given.items():
+        setattr(s.rl, rl_name(s.rl, name), value)
     s.rl.eval_samples = eval_samples
     sizes = set()
 
@@ -124,11 +139,11 @@ def run_ours(
         "work": work(
             sizes,
             run.steps,
-            cfg.sample_batch_size,
-            cfg.train_batch_size,
+            getattr(cfg, rl_name(cfg, "sample_batch_size")),
+            getattr(cfg, rl_name(cfg, "train_batch_size")),
             samples_per_epoch=cfg.samples_per_epoch,
             timestep_fraction=cfg.timestep_fraction,
-            guidance=cfg.guidance_scale,
+            guidance=getattr(cfg, rl_name(cfg, "guidance_scale")),
             eta=cfg.eta,
         ),
         "precision": run.precision.name,
