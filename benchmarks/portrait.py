@@ -43,7 +43,9 @@ def one_mode(mode: str, home: Path, model_spec: str, steps: int, strength: float
     ws = Workspace(home)
     loaded = PipelineCache().get(settings)
     size = native_resolution(loaded.model, 512)
-    gen = dataclasses.replace(settings.generate, prompt="easyphoto_face, portrait", seed=0, width=size, height=size)
+    gen = dataclasses.replace(  # no LoRA and no identity adapter: the portrait's own cost
+        settings.generate, prompt="easyphoto_face, portrait", seed=0, width=size, height=size, ip_scale=0
+    )
     backend = get_backend("auto", home)
     template = home / "scene.jpg"
 

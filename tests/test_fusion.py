@@ -165,7 +165,9 @@ def portrait_of(face_model, ws, template, face_index: int, source, fusion_on: bo
     from easyphoto_app import portrait
     from easyphoto_app.settings import GenerateConfig, PortraitConfig
 
-    gen = GenerateConfig(prompt="1person, portrait photo of a woman", num_inference_steps=12, width=128, height=128)
+    gen = GenerateConfig(  # ip_scale 0: fusion alone, not the identity adapter that no LoRA would call for
+        prompt="1person, portrait photo of a woman", num_inference_steps=12, width=128, height=128, ip_scale=0
+    )
     cfg = PortraitConfig(num=1, seed=7, face_index=face_index, fusion=fusion_on)
     rgb = load_rgb(template, 4096)
     job = portrait.Plan(
@@ -227,7 +229,7 @@ def test_two_people_in_a_group_photo_each_land_on_their_own_face_and_the_rest_is
     rgb = load_rgb(group, 4096)
     hanks_image, hanks_face = others["hanks"]
     hanks = fusion.Source(hanks_image, hanks_face, 1.0, "hanks")
-    gen = GenerateConfig(prompt="1person, portrait photo", num_inference_steps=12, width=128, height=128)
+    gen = GenerateConfig(prompt="1person, portrait photo", num_inference_steps=12, width=128, height=128, ip_scale=0)
     cfg = PortraitConfig(num=1, seed=7, face_index=2)
     spot = portrait.place(_dlib(), rgb, cfg)
     ben = portrait.Sitter("hanks", portrait.place_at(spot.faces, 3, rgb, cfg), [], [hanks])
