@@ -137,9 +137,10 @@ def _with_notes(message: str, exc: BaseException) -> str:
 
 
 @contextmanager
-def failure_reported(reporter: Reporter, trainer: type[Trainer]):
+def failure_reported(reporter: Reporter, trainer):
     """The one place where a training job's failure becomes its last event: a refusal as itself, out of memory in
-    the app's words (raised again in the CLI's), any other error with the trainer's FAILED words."""
+    the app's words (raised again in the CLI's), any other error with the trainer's FAILED words. `trainer`: the
+    Trainer class, or a function giving it (so that a refused start need not import the trainer's modules)."""
     try:
         yield
     except UserError as exc:
@@ -148,6 +149,7 @@ def failure_reported(reporter: Reporter, trainer: type[Trainer]):
     except BaseException as exc:
         import torch  # here, so that a refusal does not wait for it
 
+        trainer = trainer if isinstance(trainer, type) else trainer()
         if isinstance(exc, torch.OutOfMemoryError):
             reporter.failed(_with_notes(oom_message(trainer.OOM_LOWER[0]), exc))
             raise OutOfMemoryError(oom_message(trainer.OOM_LOWER[1])) from None

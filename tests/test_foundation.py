@@ -297,3 +297,15 @@ def test_no_two_core_modules_import_each_other():
                 continue
             edges |= {(module, t) for t in targets if t != module}
     assert not sorted((a, b) for a, b in edges if (b, a) in edges)
+
+
+def test_a_refused_train_or_rl_start_answers_without_loading_torch(tmp_path):
+    """A busy or refused start must answer at once (eight starters at once on 2 cores): RL's and training's modules,
+    which load torch, are imported only once the job may run. Red when cli.cmd_rl imported ddpo at its top."""
+    code = (
+        "import sys; from easyphoto_app.cli import main; "
+        "print([main(['--data-dir', sys.argv[1], kind, '--user', 'ghost']) for kind in ('rl', 'train')], "
+        "'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip().splitlines()[-1] == "[2, 2] False", done.stdout + done.stderr
