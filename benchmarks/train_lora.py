@@ -67,9 +67,7 @@ def plain_loop(t: FaceLoraTrainer, steps: int) -> float:
     if "plain" not in unet.peft_config:
         unet.delete_adapters(["face"])
         add_lora(unet, t.cfg.rank, t.cfg.lora_alpha, UNET_TARGETS, adapter="plain")
-    params = [p for n, p in unet.named_parameters() if ".plain." in n]
-    for p in params:
-        p.data = p.data.float()
+    params = [p for n, p in unet.named_parameters() if ".plain." in n]  # float32 already: add_lora casts them
     opt = torch.optim.AdamW(params, lr=t.cfg.learning_rate, weight_decay=1e-2)
     scaler = t.precision.scaler()
     sched = DDPMScheduler.from_config(pipe.scheduler.config)

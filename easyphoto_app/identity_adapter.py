@@ -194,8 +194,8 @@ def prepare(loaded, ws, people: dict[str, list], scale: float, guidance: bool, p
     if model.is_demo:
         raise UserError(
             "The built-in demo model cannot use identity strength (the IP-Adapter is made for real SD 1.5 and SDXL "
-            f"models): train a face LoRA for '{next(iter(people))}' and set identity strength to 0, or choose a real "
-            "model in Settings."
+            f"models): train a face LoRA for '{next(iter(people))}' first (identity strength then stays off by "
+            "itself), or choose a real model in Settings."
         )
     files = adapter_files(model.family)
     faces = {user: reference_faces(ws, user) for user, s in scales.items() if s > 0}
