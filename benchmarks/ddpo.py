@@ -2,7 +2,7 @@
 
 usage: python benchmarks/ddpo.py [--epochs 3] [--trl-path DIR] [--precisions fp32,fp16,bf16] [--device cpu|cuda]
                                  [--model demo|sd15|PATH] [--steps 10] [--reward brightness|face]
-                                 [--eval-samples 8] [--baseline CHECKOUT]
+                                 [--eval-samples 8] [--baseline CHECKOUT] [--timestep-batches 2,4]
   --model sd15 writes a single-file checkpoint of SD1.5's shape with random weights (about 2 GB, temp folder) and
   runs ours on it at 512 px with --steps DDIM steps: the issue's GPU settings are --model sd15 --steps 50.
 Ours runs once per precision (UNet in that dtype, step maths float32, fp16 with a gradient scaler) and reports
@@ -19,6 +19,10 @@ batch 1, timestep fraction 1, the same brightness reward. Each side reports the 
 of the images its reward saw, DDIM steps, batches, guidance, eta); the benchmark refuses to compare sides whose
 work differs. Each side runs in its own process so that its peak RSS is its own; the first epoch is a warm-up
 and is not timed; s_per_epoch is wall-clock on both sides (ours includes its per-epoch checkpoint).
+With trl, `floor` times the UNet and VAE calls of one epoch alone (no scheduler maths, rewards or bookkeeping), at
+trl's batching (1 timestep per training pass) and at ours: `best_possible_speedup` is trl's s/epoch over that time,
+what no loop making those calls could beat by much. --timestep-batches runs ours again at other timestep batches
+(the speed/memory trade-off), each compared with trl.
 --baseline CHECKOUT runs ours from another checkout too (ours_before, with its own ratios to trl), so that before
 and after share one invocation and one machine state: on a shared machine, compare ratios, not seconds.
 Difference in work: ours first fuses the user's face LoRA into the UNet (once, at setup), then both
@@ -101,6 +105,7 @@ def run_ours(
     steps: int = STEPS,
     reward: str = "brightness",
     eval_samples: int = 8,
+    timestep_batch: int | None = None,
 ) -> dict:
     from easyphoto_app.ddpo.loop import RLRun
     from easyphoto_app.jobs import Reporter
@@ -118,6 +123,8 @@ def run_ours(
     for name, value in given.items():
         setattr(s.rl, rl_name(s.rl, name), value)
     s.rl.eval_samples = eval_samples
+    if timestep_batch:
+        s.rl.timestep_batch = timestep_batch
     sizes = set()
 
     def by_brightness(images):
@@ -146,6 +153,7 @@ def run_ours(
             guidance=getattr(cfg, rl_name(cfg, "guidance_scale")),
             eta=cfg.eta,
         ),
+        "timestep_batch": cfg.timestep_batch,
         "precision": run.precision.name,
         "device": run.device,
         "epoch_s_each": [round(w, 2) for w in walls],
@@ -256,6 +264,60 @@ def run_trl(model_dir: Path, epochs: int, workdir: Path, steps: int) -> dict:
         "train_per_s": round(SAMPLES / _mean(train_s), 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+def run_floor(model_dir: Path, steps: int, timestep_batches: list[int]) -> dict:
+    """The UNet and VAE calls of one epoch and nothing else (no scheduler maths, log-probs, rewards or bookkeeping),
+    on the demo model with a rank-4 LoRA: sampling as both sides batch it, training with `k` timesteps per pass
+    (trl: 1). No loop that makes these calls can take less time than they do on this machine."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from easyphoto_app.ddpo.ppo import add_rl_lora
+
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet").requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae").requires_grad_(False)
+    params = add_rl_lora(unet, 4)
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    side = unet.config.sample_size
+    emb = torch.randn(1, 77, unet.config.cross_attention_dim)
+    x = torch.randn(2 * BATCH, unet.config.in_channels, side, side)
+    xt = torch.randn(2 * steps, unet.config.in_channels, side, side)  # training: one sample's timesteps, CFG halves
+    embs = {n: emb.expand(n, -1, -1).contiguous() for n in range(1, 2 * steps + 1)}
+
+    def sampling():
+        with torch.no_grad():
+            for _ in range(SAMPLES // BATCH):
+                for t in range(steps):
+                    unet(x, torch.tensor(t), encoder_hidden_states=embs[len(x)])
+                for z in x[:BATCH]:
+                    vae.decode(z[None])
+
+    def training(k):
+        for _ in range(SAMPLES):
+            optimizer.zero_grad()
+            for chunk in torch.arange(steps).split(k):
+                n = 2 * len(chunk)  # CFG: the unconditional and the conditional half
+                out = unet(xt[:n], torch.cat([chunk, chunk]), encoder_hidden_states=embs[n])
+                out.sample.mean().backward()
+            optimizer.step()
+
+    def timed(fn, *a):
+        fn(*a)  # warm-up
+        walls = []
+        for _ in range(2):
+            t = time.perf_counter()
+            fn(*a)
+            walls.append(time.perf_counter() - t)
+        return round(min(walls), 3)
+
+    unet.eval()
+    out = {"sampling_s": timed(sampling)}
+    unet.train()
+    for k in timestep_batches:
+        out[f"training_s_timestep_batch_{k}"] = timed(training, k)
+        out[f"epoch_floor_s_timestep_batch_{k}"] = round(out["sampling_s"] + out[f"training_s_timestep_batch_{k}"], 3)
+    return out
 
 
 def _pil(images):
@@ -384,9 +446,16 @@ def main() -> None:
         help="another checkout of EasyPhoto (e.g. git worktree add /tmp/before HEAD~1): its RL runs too, as "
         "ours_before, in the same invocation",
     )
+    ap.add_argument(
+        "--timestep-batches",
+        default="",
+        help="more fp32 runs of ours with these timestep batches (e.g. 2,3): the speed/memory trade-off, each "
+        "compared with trl",
+    )
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--timestep-batch", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
-    ap.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--side", choices=["ours", "trl", "floor"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--home", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--trl-model", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -395,9 +464,22 @@ def main() -> None:
     if a.side == "ours":
         print(
             json.dumps(
-                run_ours(Path(a.home), a.epochs, a.precision, a.device, a.model, a.steps, a.reward, a.eval_samples)
+                run_ours(
+                    Path(a.home),
+                    a.epochs,
+                    a.precision,
+                    a.device,
+                    a.model,
+                    a.steps,
+                    a.reward,
+                    a.eval_samples,
+                    a.timestep_batch,
+                )
             )
         )
+        return
+    if a.side == "floor":
+        print(json.dumps(run_floor(Path(a.trl_model), a.steps, [int(k) for k in a.timestep_batches.split(",")])))
         return
     if a.side == "trl":
         sys.path.insert(0, a.trl_path)
@@ -422,15 +504,29 @@ def main() -> None:
             result[f"ours_{precision}"] = _side([*base, *ours_args, "--precision", precision])
             print(json.dumps({precision: result[f"ours_{precision}"]}), file=sys.stderr, flush=True)  # progress
         result["ours"] = result.get("ours_fp32", {"error": "fp32 not run"})
+        more = [int(k) for k in a.timestep_batches.split(",") if k]
+        for k in more:
+            result[f"ours_timestep_batch_{k}"] = _side([*base, *ours_args, "--timestep-batch", str(k)])
         if a.baseline:
             result["ours_before"] = _side([*base, *ours_args, "--root", a.baseline], cwd=a.baseline)
             print(json.dumps({"before": result["ours_before"]}), file=sys.stderr, flush=True)
         if a.trl_path and a.model == "demo":
             steps = result["ours"].get("work", {}).get("ddim_steps", a.steps)  # the demo caps ours' steps
             result["trl_ddpo"] = _side([*base, "--side", "trl", "--trl-path", a.trl_path, "--steps", str(steps)])
-            for name in ("ours", "ours_before"):
+            for name in ("ours", "ours_before", *(f"ours_timestep_batch_{k}" for k in more)):
                 if name in result:
                     _compare(result, name)
+            ours_k = result["ours"].get("timestep_batch", 4)
+            floor_k = sorted({1, ours_k, *more, steps})
+            floor_args = ["--side", "floor", "--steps", str(steps), "--timestep-batches", ",".join(map(str, floor_k))]
+            result["floor"] = floor = _side([*base, *floor_args])
+            if "error" not in floor and "error" not in result["trl_ddpo"]:
+                # the 2x target needs an epoch within half of trl's: below the floor of any batching, out of reach
+                floor["target_2x_s"] = round(result["trl_ddpo"]["s_per_epoch"] / 2, 3)
+                floor["best_possible_speedup"] = {
+                    k: round(result["trl_ddpo"]["s_per_epoch"] / floor[f"epoch_floor_s_timestep_batch_{k}"], 3)
+                    for k in floor_k
+                }
         else:
             result["trl_ddpo"] = "not run: pass --trl-path (trl 0.23.1 installed apart)"
         result["sd15_512px_vram_estimate"] = sd15_estimate()
