@@ -405,6 +405,25 @@ def test_rewards_scored_beside_sampling_match_inline(home_copy):
     assert abs(rows[0]["no_face_rate"] - 2 / 6) < 1e-9
 
 
+def test_rl_keeps_only_the_unet_and_the_vae_decoder_after_embedding_the_prompts(home_copy):
+    """The text encoders and the VAE's encoder are freed once the prompts are embedded; sampling still decodes."""
+    from easyphoto_app.ddpo.loop import RLRun
+    from easyphoto_app.jobs import Reporter
+    from easyphoto_app.settings import load_settings
+    from easyphoto_app.workspace import Workspace
+
+    s = load_settings(home_copy)
+    s.rl.num_inference_steps = 2
+    run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
+    run.setup()
+    assert run.pipe.text_encoder is None and run.pipe.components["text_encoder"] is None
+    assert not hasattr(run.pipe.vae, "encoder")
+    kept = {name.split(".")[0] for name, _ in run.pipe.vae.named_parameters()}
+    assert kept == {"decoder", "post_quant_conv"}, kept
+    traj, images = run.sampler.batch([run.prompts[0]], torch.Generator().manual_seed(0))
+    assert len(images) == 1 and images[0].size == (run.resolution, run.resolution)
+
+
 def test_run_on_a_small_gpu_is_warned_before_it_starts(home_copy, monkeypatch):
     """The pre-flight as the run calls it on CUDA (here the free memory is faked: no GPU on this machine)."""
     from easyphoto_app.ddpo import job, loop

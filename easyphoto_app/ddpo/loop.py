@@ -50,6 +50,13 @@ def load_prompts() -> list[str]:
     return [line for line in lines if line and not line.startswith("#")] or [TRIGGER]
 
 
+def drop_encoders(pipe, family) -> None:
+    """Once the prompts are embedded, RL needs the UNet and the VAE's decoder only: the text encoders (SD 1.5's
+    123M weights, SDXL's 817M) and the VAE's encoder (34M) would otherwise stay in memory for the whole run."""
+    pipe.register_modules(**dict.fromkeys(family.TEXT_ENCODERS))
+    del pipe.vae.encoder, pipe.vae.quant_conv
+
+
 class RLRun(Trainer):
     CHECKPOINT, ADAPTER, UNIT, SECTION = "epoch", DDPO_ADAPTER, "epoch", "rl"
     KEEP_ON_RESUME = frozenset({"max_hours", "epochs"})  # the budget and epoch count may be changed when resuming
@@ -114,6 +121,7 @@ class RLRun(Trainer):
         self.sampler = Sampler(
             pipe, family, self.prompts, self.cfg, self.steps, self.resolution, self.precision, self.device, image
         )
+        drop_encoders(pipe, family)
         self.generator = torch.Generator("cpu")
         self.rng = random.Random()
         self.tracker = PerPromptStatTracker(32, 16)
