@@ -71,7 +71,13 @@ def _process(rank: int, port: int, queue) -> None:
 def test_two_processes_gather_in_order_average_gradients_and_catch_a_drift():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.start_processes(_process, args=(_free_port(), queue), nprocs=2, start_method="spawn")
+    for attempt in range(3):  # the free port can be taken between finding it and the processes binding it
+        try:
+            mp.start_processes(_process, args=(_free_port(), queue), nprocs=2, start_method="spawn")
+            break
+        except mp.ProcessRaisedException as exc:
+            if "address already in use" not in str(exc).lower() or attempt == 2:
+                raise
     rows = sorted(queue.get() for _ in range(2))
     for rank, share, rewards, prompts, info, any_stop, grad, drift, main in rows:
         assert share == slice(4 * rank, 4 * rank + 4) and main == (rank == 0)
