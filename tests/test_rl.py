@@ -417,6 +417,7 @@ def test_rl_keeps_only_the_unet_and_the_vae_decoder_after_embedding_the_prompts(
     run = RLRun(s, Workspace(home_copy), "astro", Reporter(), reward_fn=lambda ims: ([0.0] * len(ims), {}))
     run.setup()
     assert run.pipe.text_encoder is None and run.pipe.components["text_encoder"] is None
+    assert run.pipe.tokenizer is None
     assert not hasattr(run.pipe.vae, "encoder")
     kept = {name.split(".")[0] for name, _ in run.pipe.vae.named_parameters()}
     assert kept == {"decoder", "post_quant_conv"}, kept

@@ -52,8 +52,10 @@ def load_prompts() -> list[str]:
 
 def drop_encoders(pipe, family) -> None:
     """Once the prompts are embedded, RL needs the UNet and the VAE's decoder only: the text encoders (SD 1.5's
-    123M weights, SDXL's 817M) and the VAE's encoder (34M) would otherwise stay in memory for the whole run."""
-    pipe.register_modules(**dict.fromkeys(family.TEXT_ENCODERS))
+    123M weights, SDXL's 817M), their tokenizers and the VAE's encoder (34M) would otherwise stay in memory for the
+    whole run."""
+    tokenizers = [name.replace("text_encoder", "tokenizer") for name in family.TEXT_ENCODERS]
+    pipe.register_modules(**dict.fromkeys([*family.TEXT_ENCODERS, *tokenizers]))
     del pipe.vae.encoder, pipe.vae.quant_conv
 
 
