@@ -94,7 +94,7 @@ class RLConfig:
     eta: float = opt(1.0, "DDIM eta (noise); DDPO needs > 0.")
     guidance_scale: float = opt(5.0, "Classifier-free guidance scale.")
     timestep_fraction: float = opt(1.0, "Fraction of each trajectory's steps trained on.")
-    timestep_batch: int = opt(4, "Timesteps trained in one UNet pass (same result; lower it if memory runs out).")
+    timestep_batch: int = opt(3, "Timesteps trained in one UNet pass (same result; lower it if memory runs out).")
     clip_range: float = opt(1e-4, "PPO clip range.")
     adv_clip: float = opt(5.0, "Advantage clip.")
     inner_epochs: int = opt(1, "PPO passes over each epoch's samples.")
