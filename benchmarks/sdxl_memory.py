@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from easyphoto_app.families import sdxl  # noqa: E402
+from easyphoto_app.memory_trace import GB  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -95,9 +96,10 @@ def rl(unet, vae, encoders, resolutions: list[int]) -> dict:
     }
     for res in resolutions:
         for label, c in (("default", cfg), ("lowered", lowered)):
-            out[f"fp16_{res}px_{label}"] = timed(
-                estimate_rl_memory, unet, vae, c, res, torch.float16, text_encoder_bytes=text_bytes
-            )
+            # RL frees the text encoders once the prompts are embedded: they count while loading, not in an epoch
+            e = out[f"fp16_{res}px_{label}"] = timed(estimate_rl_memory, unet, vae, c, res, torch.float16)
+            e["text_encoders_gb"] = round(text_bytes / GB, 2)
+            e["peak_gb"] = round(max(e["total_gb"], e["weights_gb"] + e["text_encoders_gb"]), 2)
     return out
 
 
