@@ -87,11 +87,8 @@ def _precision_check(app, device_check: dict) -> dict:
 def _disk_check(data_dir: Path) -> dict:
     free_gb = free_bytes(data_dir) / 2**30
     ok = free_gb >= LOW_DISK_GB
-    return {
-        "ok": ok,
-        "value": f"{free_gb:.1f} GB free",
-        "fix": None if ok else f"Free disk space: the SD1.5 model and training need about {LOW_DISK_GB} GB.",
-    }
+    need = f"Free disk space: a model (SD 1.5 or SDXL), the identity adapter and training take about {LOW_DISK_GB} GB."
+    return {"ok": ok, "value": f"{free_gb:.1f} GB free", "fix": None if ok else need}
 
 
 def _writable_check(data_dir: Path) -> dict:

@@ -120,7 +120,10 @@ def test_the_disk_check_asks_for_15_gb(tmp_path, monkeypatch, free_gb, ok):
     assert probed == [tmp_path, tmp_path] and result["ok"] is ok and result["value"] == f"{free_gb:.1f} GB free"
     assert (result["fix"] is None) is ok
     if not ok:
-        assert result["fix"] == "Free disk space: the SD1.5 model and training need about 15 GB."
+        assert (
+            result["fix"]
+            == "Free disk space: a model (SD 1.5 or SDXL), the identity adapter and training take about 15 GB."
+        )
 
 
 def test_the_data_folder_must_be_writable(tmp_path):
