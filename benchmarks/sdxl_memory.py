@@ -72,10 +72,17 @@ def training(unet, vae, encoders) -> dict:
 
 
 def rl(unet, vae, encoders, resolutions: list[int]) -> dict:
+    from diffusers import AutoencoderKL
+
     from easyphoto_app.ddpo.memory import estimate_rl_memory, lower_settings
+    from easyphoto_app.memory_trace import vae_dtype
     from easyphoto_app.settings import RLConfig
 
     text_bytes = sum(p.numel() for te in encoders for p in te.parameters()) * 2
+    with torch.device("meta"):
+        full_vae = AutoencoderKL.from_config(vae)
+    width = torch.finfo(vae_dtype(vae, torch.float16)).bits // 8  # SDXL's autoencoder runs in fp32 (force_upcast)
+    vae_encoder_bytes = sum(p.numel() for m in (full_vae.encoder, full_vae.quant_conv) for p in m.parameters()) * width
     cfg = RLConfig()
     lowered = cfg
     for name, value in lower_settings(cfg):
@@ -96,10 +103,10 @@ def rl(unet, vae, encoders, resolutions: list[int]) -> dict:
     }
     for res in resolutions:
         for label, c in (("default", cfg), ("lowered", lowered)):
-            # RL frees the text encoders once the prompts are embedded: they count while loading, not in an epoch
+            # RL frees the text encoders and the VAE's encoder once the prompts are embedded: loading, not an epoch
             e = out[f"fp16_{res}px_{label}"] = timed(estimate_rl_memory, unet, vae, c, res, torch.float16)
-            e["text_encoders_gb"] = round(text_bytes / GB, 2)
-            e["peak_gb"] = round(max(e["total_gb"], e["weights_gb"] + e["text_encoders_gb"]), 2)
+            e["freed_after_embedding_gb"] = round((text_bytes + vae_encoder_bytes) / GB, 2)
+            e["peak_gb"] = round(max(e["total_gb"], e["weights_gb"] + e["freed_after_embedding_gb"]), 2)
     return out
 
 

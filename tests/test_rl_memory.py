@@ -81,14 +81,12 @@ def test_attention_is_counted_as_the_fused_kernels_hold_it():
     assert live.peak < 4096 * 4096 * 4 / 16  # no 4096 x 4096 score matrix (64 MiB in float32)
 
 
-def test_the_weights_are_the_models_in_the_runs_dtype_plus_the_text_encoder():
-    half, full = (
-        estimate(UNET, VAE, CFG, RES),
-        estimate(UNET, VAE, CFG, RES, dtype=torch.float32, text_encoder_bytes=GB),
-    )
-    unet = UNet2DConditionModel(**UNET)
-    base = sum(p.numel() for m in (unet, AutoencoderKL(**VAE)) for p in m.parameters())
-    assert round((full.weights_gb - 1 - half.weights_gb) * GB) == 2 * base  # 4 bytes a weight instead of 2
+def test_the_weights_are_the_unet_and_the_vae_decoder_in_the_runs_dtype():
+    half, full = estimate(UNET, VAE, CFG, RES), estimate(UNET, VAE, CFG, RES, dtype=torch.float32)
+    unet, vae = UNet2DConditionModel(**UNET), AutoencoderKL(**VAE)
+    kept = [*unet.parameters(), *vae.decoder.parameters(), *vae.post_quant_conv.parameters()]  # no VAE encoder
+    base = sum(p.numel() for p in kept)
+    assert round((full.weights_gb - half.weights_gb) * GB) == 2 * base  # 4 bytes a weight instead of 2
     lora = round(half.weights_gb * GB) - 2 * base  # the RL LoRA in float32: rank x (in + out) for each projection
     assert lora == 4 * CFG.rank * sum(
         m.in_features + m.out_features
@@ -165,7 +163,8 @@ def test_the_preflight_says_what_to_lower_and_by_how_much(monkeypatch):
 def test_an_autoencoder_that_overflows_in_fp16_is_counted_in_fp32():
     """SDXL's (force_upcast) decodes RL's samples in fp32 when the run is in fp16: 2 more bytes a weight."""
     upcast = estimate(UNET, {**VAE, "force_upcast": True}, CFG, RES)
-    vae = sum(p.numel() for p in AutoencoderKL(**VAE).parameters())
+    full = AutoencoderKL(**VAE)
+    vae = sum(p.numel() for m in (full.decoder, full.post_quant_conv) for p in m.parameters())  # the decoder only
     assert round((upcast.weights_gb - estimate(UNET, VAE, CFG, RES).weights_gb) * GB) == 2 * vae
     bf16 = estimate(UNET, {**VAE, "force_upcast": True}, CFG, RES, dtype=torch.bfloat16)
     assert bf16.weights_gb == estimate(UNET, VAE, CFG, RES, dtype=torch.bfloat16).weights_gb

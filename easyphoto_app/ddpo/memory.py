@@ -27,6 +27,7 @@ def _meta_models(unet_config: dict, vae_config: dict, rank: int, dtype):
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_config)
         vae = AutoencoderKL.from_config(vae_config)
+    del vae.encoder, vae.quant_conv  # freed by the run once its prompts are embedded (loop.drop_encoders)
     cast(unet, dtype)
     cast(vae, vae_dtype(vae_config, dtype))
     unet.requires_grad_(False)
@@ -40,11 +41,11 @@ def estimate_rl_memory(
     resolution: int,
     dtype=torch.float16,
     cuda_savings: bool = True,
-    text_encoder_bytes: int = 0,
 ) -> Estimate:
     """`cfg` is an RLConfig (samples_per_epoch, sample_batch_size, train_batch_size, timestep_batch,
     num_inference_steps, rank).
-    `cuda_savings`: gradient checkpointing and one-image-at-a-time VAE decoding, as the run does on CUDA."""
+    `cuda_savings`: gradient checkpointing and one-image-at-a-time VAE decoding, as the run does on CUDA.
+    The weights are those an epoch holds: the UNet with the RL LoRA and the VAE's decoder."""
     unet, vae, lora = _meta_models(unet_config, vae_config, cfg.rank, dtype)
     if cuda_savings:
         unet.enable_gradient_checkpointing()
@@ -78,7 +79,7 @@ def estimate_rl_memory(
         ).sample
         out.float().mean().backward()
         del trajectory, cond, state, out
-    weights = nbytes(unet.parameters()) + nbytes(vae.parameters()) + text_encoder_bytes
+    weights = nbytes(unet.parameters()) + nbytes(vae.parameters())  # the text encoders are freed before an epoch
     return Estimate(weights / GB, live.peak / GB)
 
 
