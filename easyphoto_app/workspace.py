@@ -186,12 +186,13 @@ def unique_path(folder: Path, name: str) -> Path:
 _hash_cache: dict[str, str] = {}
 
 
-def sha256_file(path: Path, offset: int = 0) -> str:
-    """sha256 of a file from `offset` on, read in pieces; cached by path, size and mtime (a checkpoint is GBs)."""
+def sha256_file(path: Path, offset: int = 0, cached: bool = True) -> str:
+    """sha256 of a file from `offset` on, read in pieces; cached by path, size and mtime (a checkpoint is GBs).
+    `cached=False` reads the bytes whatever the cache holds: for checking that a file did not change."""
     path = Path(path)
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{offset}"
-    if key not in _hash_cache:
+    if key not in _hash_cache or not cached:
         h = hashlib.sha256()
         with open(path, "rb") as fh:
             fh.seek(offset)

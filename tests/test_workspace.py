@@ -215,6 +215,7 @@ def test_a_file_hash_is_cached_until_the_file_changes(tmp_path, monkeypatch):
     assert len(workspace._hash_cache) == 2
     workspace._hash_cache[next(iter(workspace._hash_cache))] = "cached"
     assert sha256_file(path) == "cached"  # a GB checkpoint is not read again
+    assert sha256_file(path, cached=False) == hashlib.sha256(b"a" * (3 << 20)).hexdigest()  # RL's face-LoRA check
     path.write_bytes(b"b" * 10)
     assert sha256_file(path) == hashlib.sha256(b"b" * 10).hexdigest()
 

@@ -21,7 +21,7 @@ def run_rl(
     settings: Settings, ws: Workspace, user: str, reporter: Reporter, resume: bool = False, reward_fn=None
 ) -> RLResult:
     run = RLRun(settings, ws, user, reporter, reward_fn)
-    face_hash = sha256_file(run.face_lora)
+    face_hash = sha256_file(run.face_lora, cached=False)
     start = run.resume_point() if resume else None
     if not resume and run.sync.is_main:
         set_aside_previous(ws.ddpo_lora(user), run.checkpoints())
@@ -106,5 +106,5 @@ def _warn_if_too_big(run: RLRun, reporter: Reporter) -> None:
 
 
 def _check_face_lora(run: RLRun, expected: str, reporter: Reporter) -> None:
-    if sha256_file(run.face_lora) != expected:  # never expected; a loud message if it ever happens
+    if sha256_file(run.face_lora, cached=False) != expected:  # never expected; a loud message if it ever happens
         reporter.log(f"warning: {run.face_lora.name} changed during RL; retrain it to be safe.")
