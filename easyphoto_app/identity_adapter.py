@@ -12,12 +12,11 @@ loaded one (inpainting, ControlNet) carries it; the faces are encoded once per r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-from easyphoto_app.checkpoints import sha256_file
 from easyphoto_app.errors import UserError
 from easyphoto_app.hub import HubUnreachable, download_hub_files, hub_unreachable
+from easyphoto_app.workspace import sha256_file
 
 REPO = "h94/IP-Adapter"
 LICENCE = "Apache-2.0"
@@ -112,14 +111,9 @@ def ensure_adapter(family, progress=None, repo: str = REPO) -> Path:
     )
 
 
-@lru_cache(maxsize=8)
-def _hash(path: Path, mtime_ns: int) -> str:
-    return sha256_file(path)[:8]
-
-
 def adapter_hash(path: Path) -> str:
-    """sd-webui-controlnet's model hash (sha256 of the file, first 8 hex), computed once per file version."""
-    return _hash(Path(path), Path(path).stat().st_mtime_ns)
+    """sd-webui-controlnet's model hash (sha256 of the file, first 8 hex; sha256_file caches it per file version)."""
+    return sha256_file(path)[:8]
 
 
 # ----------------------------------------------------------------------------- the user's faces

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from easyphoto_app.errors import BusyError, UserError
-from easyphoto_app.lora_io import complete_checkpoints, previous_lora
-from easyphoto_app.workspace import Workspace, atomic_write_json
+from easyphoto_app.lora_io import complete_checkpoints
+from easyphoto_app.workspace import Workspace, atomic_write_json, previous_lora
 
 EventListener = Callable[[dict], None]
 

@@ -13,8 +13,8 @@ def add_lora(model, rank: int, alpha: float, targets: list[str], adapter: str = 
     """Attach a LoRA adapter (gaussian-initialised unless `init` says otherwise); return its trainable parameters,
     in float32 whatever the model's dtype (the face LoRA's and the RL LoRA's alike).
 
-    peft's own injection, not the model's `add_adapter`: transformers 5.24's wants peft >= 0.22 (docs/design.md,
-    pitfall 8) and the text encoder would not train with the pinned peft."""
+    A diffusers model (the UNet) takes it through its own `add_adapter`; the text encoders through peft's own
+    injection, not transformers' `add_adapter`, which wants peft >= 0.22 (docs/design.md, pitfall 8)."""
     import torch
     from diffusers.models.modeling_utils import ModelMixin
     from diffusers.training_utils import cast_training_params

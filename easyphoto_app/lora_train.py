@@ -174,7 +174,7 @@ class FaceLoraTrainer(Trainer):
         """The trigger word's conditioning (the family's: SDXL adds a pooled embedding and time_ids)."""
         return self.family.encode(self.pipe, [TRIGGER], self.device, self.resolution)
 
-    # -- one optimisation step (grad_accum micro-batches)
+    # -- one optimisation step (gradient_accumulation_steps micro-batches)
     def train_step(self) -> float:
         import torch
         import torch.nn.functional as F

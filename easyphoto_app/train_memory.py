@@ -92,7 +92,7 @@ def estimate_train_memory(
     photos: int = 20,
 ) -> Estimate:
     """`text_encoders`: the model's text encoders (real or on the meta device: only their shapes are read); `cfg` a
-    TrainConfig (rank, alpha, batch_size, train_text_encoder)."""
+    TrainConfig (rank, lora_alpha, train_batch_size, train_text_encoder)."""
     text_bytes = sum(p.numel() for te in text_encoders for p in te.parameters()) * dtype.itemsize
     text_lora = sum(_lora_params(te, TE_TARGETS, cfg.rank) for te in text_encoders) * 4 if cfg.train_text_encoder else 0
     vae_bytes, encode_work = _encode_peak(vae_config, resolution, dtype)

@@ -21,9 +21,9 @@ from easyphoto_app.ddpo import evaluation, identity
 from easyphoto_app.ddpo.budget import Budget
 from easyphoto_app.ddpo.diagnose import Diagnostics
 from easyphoto_app.ddpo.output import RLResult, epoch_row, save_samples, write_rl_lora
-from easyphoto_app.ddpo.ppo import add_rl_lora, lora_change, ppo_update
+from easyphoto_app.ddpo.ppo import RL_ADAPTER, add_rl_lora, lora_change, ppo_update
 from easyphoto_app.ddpo.rewards import Rewards, advantages
-from easyphoto_app.ddpo.sampling import Sampler, Trajectories
+from easyphoto_app.ddpo.sampling import Sampler, Trajectories, drop_vae_encoder
 from easyphoto_app.ddpo.stat_tracking import PerPromptStatTracker
 from easyphoto_app.ddpo.sync import ProcessSync
 from easyphoto_app.demo_model import DEMO_RL_STEPS, native_resolution
@@ -32,6 +32,7 @@ from easyphoto_app.errors import UserError
 from easyphoto_app.faces.likeness import scorer_for
 from easyphoto_app.families import of_pipeline
 from easyphoto_app.jobs import Reporter, download_progress
+from easyphoto_app.lora_adapters import ADAPTER as FACE_ADAPTER
 from easyphoto_app.lora_io import load_tensors
 from easyphoto_app.model_defaults import model_defaults
 from easyphoto_app.model_loading import load_pipeline, resolve_model
@@ -39,9 +40,6 @@ from easyphoto_app.precision import pick_rl_precision
 from easyphoto_app.settings import ASSETS, TRIGGER, RLConfig, Settings
 from easyphoto_app.trainer import Trainer
 from easyphoto_app.workspace import Workspace
-
-DDPO_ADAPTER = "ddpo"
-FACE_ADAPTER = "face"
 
 
 def load_prompts() -> list[str]:
@@ -56,11 +54,11 @@ def drop_encoders(pipe, family) -> None:
     whole run."""
     tokenizers = [name.replace("text_encoder", "tokenizer") for name in family.TEXT_ENCODERS]
     pipe.register_modules(**dict.fromkeys([*family.TEXT_ENCODERS, *tokenizers]))
-    del pipe.vae.encoder, pipe.vae.quant_conv
+    drop_vae_encoder(pipe.vae)
 
 
 class RLRun(Trainer):
-    CHECKPOINT, ADAPTER, UNIT, SECTION = "epoch", DDPO_ADAPTER, "epoch", "rl"
+    CHECKPOINT, ADAPTER, UNIT, SECTION = "epoch", RL_ADAPTER, "epoch", "rl"
     KEEP_ON_RESUME = frozenset({"max_hours", "epochs"})  # the budget and epoch count may be changed when resuming
     FAILED = "RL stopped by an error"
     OOM_LOWER = (
@@ -111,12 +109,11 @@ class RLRun(Trainer):
         pipe.load_lora_weights(str(self.face_lora), adapter_name=FACE_ADAPTER)
         pipe.fuse_lora(adapter_names=[FACE_ADAPTER])
         pipe.unload_lora_weights()
-        self.params = add_rl_lora(pipe.unet, self.cfg.rank, DDPO_ADAPTER)
+        self.params = add_rl_lora(pipe.unet, self.cfg.rank)
         # After the RL LoRA: the adapter's image projection has to_q/k/v/out layers that its targets would take
         image = identity.face_embeds(self, pipe) if self.cfg.ip_scale > 0 else None
-        if self.device == "cuda":  # the same savings that ddpo.memory's estimate counts
+        if self.device == "cuda":  # the saving that ddpo.memory's estimate counts
             pipe.unet.enable_gradient_checkpointing()
-            pipe.vae.enable_slicing()
         self.pipe = pipe
         self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.learning_rate, weight_decay=1e-4)
         self.local_samples = -(-self.cfg.samples_per_epoch // self.sync.world)  # each process samples its share
@@ -219,7 +216,7 @@ class RLRun(Trainer):
         cfg, budget = self.cfg, self.budget
         self.pipe.unet.train()
         stats, before = {}, [p.detach().clone() for p in self.params]
-        # Until a PPO step has been timed: a step trains train_batch samples on a share of their timesteps, each a
+        # Until a PPO step has been timed: a step trains train_batch_size samples on a share of their timesteps, each a
         # guided forward and a backward (about 3 guided passes where sampling makes 1).
         budget.step_s = (
             budget.step_s or budget.batch_s * 3 * cfg.timestep_fraction * cfg.train_batch_size / cfg.sample_batch_size

@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from easyphoto_app.ddpo.ppo import add_rl_lora
+from easyphoto_app.ddpo.sampling import drop_vae_encoder
 from easyphoto_app.memory_trace import (
     GB,
     Estimate,
@@ -27,7 +28,7 @@ def _meta_models(unet_config: dict, vae_config: dict, rank: int, dtype):
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_config)
         vae = AutoencoderKL.from_config(vae_config)
-    del vae.encoder, vae.quant_conv  # freed by the run once its prompts are embedded (loop.drop_encoders)
+    drop_vae_encoder(vae)
     cast(unet, dtype)
     cast(vae, vae_dtype(vae_config, dtype))
     unet.requires_grad_(False)
@@ -44,12 +45,11 @@ def estimate_rl_memory(
 ) -> Estimate:
     """`cfg` is an RLConfig (samples_per_epoch, sample_batch_size, train_batch_size, timestep_batch,
     num_inference_steps, rank).
-    `cuda_savings`: gradient checkpointing and one-image-at-a-time VAE decoding, as the run does on CUDA.
+    `cuda_savings`: gradient checkpointing, as the run does on CUDA (it decodes one image at a time everywhere).
     The weights are those an epoch holds: the UNet with the RL LoRA and the VAE's decoder."""
     unet, vae, lora = _meta_models(unet_config, vae_config, cfg.rank, dtype)
     if cuda_savings:
         unet.enable_gradient_checkpointing()
-        vae.enable_slicing()
     c, h = unet.config.in_channels, resolution // vae_scale(vae.config)
     ctx_len, ctx_dim = 77, unet.config.cross_attention_dim
     meta = {"device": "meta", "dtype": dtype}
@@ -68,7 +68,9 @@ def estimate_rl_memory(
                 torch.empty(2 * b, ctx_len, ctx_dim, **meta),
                 **added_conditions(unet.config, 2 * b, meta),
             )
-            vae.decode(torch.empty(b, vae.config.latent_channels, h, h, device="meta", dtype=vae.dtype))
+            vae.decode(
+                torch.empty(1, vae.config.latent_channels, h, h, device="meta", dtype=vae.dtype)
+            )  # sampling.decode
         unet.train()
         n = 2 * cfg.train_batch_size * max(1, cfg.timestep_batch)
         out = unet(

@@ -11,8 +11,10 @@ from easyphoto_app.ddpo.sampling import Trajectories, guided_eps
 from easyphoto_app.lora_adapters import UNET_TARGETS, add_lora
 from easyphoto_app.precision import FP32
 
+RL_ADAPTER = "ddpo"
 
-def add_rl_lora(unet, rank: int, adapter: str = "ddpo", init: str | bool = "gaussian") -> list:
+
+def add_rl_lora(unet, rank: int, adapter: str = RL_ADAPTER, init: str | bool = "gaussian") -> list:
     """The RL LoRA: on the face LoRA's UNet targets, alpha = rank; its (float32, trainable) parameters."""
     return add_lora(unet, rank, rank, UNET_TARGETS, adapter, init)
 

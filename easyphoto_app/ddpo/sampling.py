@@ -88,6 +88,11 @@ def decode(vae, latents) -> list:
     return images
 
 
+def drop_vae_encoder(vae) -> None:
+    """RL only decodes: the VAE's encoder (SD 1.5's 34M weights) is freed once the run is set up."""
+    del vae.encoder, vae.quant_conv
+
+
 class Sampler:
     """A pipeline's UNet, VAE and scheduler with the run's prompts embedded once: a batch of prompts in, its
     trajectories and decoded images out. `steps` and `resolution` are the run's own (the demo caps them). `image`:
