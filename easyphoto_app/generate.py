@@ -126,7 +126,8 @@ def choose_loras(
         return []
     if not ws.face_lora(user).exists() and cfg.ip_scale != 0 and has_checked_faces(ws, user):
         return []  # instant mode: the identity adapter alone draws the face from the photos
-    chosen = [LoraChoice(user, ws.require_face_lora(user), cfg.lora_weight)]
+    instant = "once photos are checked, identity strength above 0 draws without one"
+    chosen = [LoraChoice(user, ws.require_face_lora(user, instant), cfg.lora_weight)]
     rl = ws.ddpo_lora(user)
     if use_rl and rl.exists():
         chosen.append(LoraChoice(rl.stem, rl, cfg.rl_weight))

@@ -186,10 +186,14 @@ def prepare(loaded, ws, people: dict[str, list], scale: float, guidance: bool, p
         loaded.use_ip_adapter(None)
         return {}
     if model.is_demo:
+        way = (
+            "set identity strength to 0"
+            if scale >= 0
+            else f"train a face LoRA for '{next(iter(people))}' first (identity strength then stays off by itself)"
+        )
         raise UserError(
             "The built-in demo model cannot use identity strength (the IP-Adapter is made for real SD 1.5 and SDXL "
-            f"models): train a face LoRA for '{next(iter(people))}' first (identity strength then stays off by "
-            "itself), or choose a real model in Settings."
+            f"models): {way}, or choose a real model in Settings."
         )
     files = adapter_files(model.family)
     faces = {user: reference_faces(ws, user) for user, s in scales.items() if s > 0}

@@ -107,13 +107,14 @@ class Workspace:
             )
         return user_id
 
-    def require_face_lora(self, user_id: str) -> Path:
-        """The user's face LoRA, or the one refusal that says how to get one."""
+    def require_face_lora(self, user_id: str, other_way: str = "") -> Path:
+        """The user's face LoRA, or the one refusal that says how to get one (and `other_way`, a caller's
+        alternative to it, after a semicolon)."""
         lora = self.face_lora(user_id)
         if not lora.exists():
             raise UserError(
                 f"User '{user_id}' has no face LoRA yet: train it first (Photos & Training tab, or "
-                f"'train --user {user_id}')."
+                f"'train --user {user_id}'){'; ' + other_way if other_way else ''}."
             )
         return lora
 

@@ -226,6 +226,9 @@ def test_the_demo_model_says_it_cannot_use_the_adapter(instant_home):
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
     assert errors[0].startswith("error: The built-in demo model cannot use identity strength")
+    assert "train a face LoRA for 'astro' first" in errors[0]  # automatic strength: off once a LoRA exists
+    r = run_cli(instant_home, "generate", "--user", "astro", "--num-inference-steps", "2", "--ip-scale", "0.4")
+    assert r.returncode == 2 and "set identity strength to 0, or choose a real model" in r.stderr, r.stderr
 
 
 def paint_one(loaded, home: Path, template: Path, **cfg):
