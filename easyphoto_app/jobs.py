@@ -93,16 +93,18 @@ class Reporter:
             signal.signal(signal.SIGTERM, self.request_stop)
 
 
-def download_progress(reporter: Reporter, every_s: float = 1.0) -> Callable[[int, int], None]:
+def download_progress(
+    reporter: Reporter, every_s: float = 1.0, what: str = "the base model"
+) -> Callable[[int, int], None]:
     """A download's bytes as progress events in whole MB, at most one every `every_s` seconds and the last: a job's
-    panel shows a base model of several GB arriving instead of 'waiting to start'."""
+    panel shows `what` (several GB) arriving instead of 'waiting to start'."""
     last = [float("-inf")]
 
     def report(done: int, total: int) -> None:
         now = time.monotonic()
         if now - last[0] >= every_s or done >= total:
             last[0] = now
-            reporter.progress(done // 2**20, max(total // 2**20, 1), phase="downloading the base model (MB)")
+            reporter.progress(done // 2**20, max(total // 2**20, 1), phase=f"downloading {what} (MB)")
 
     return report
 

@@ -87,7 +87,7 @@ class RLRun(Trainer):
         self.steps = min(steps, DEMO_RL_STEPS) if self.model.is_demo else steps
         self.work = ws.ddpo_dir(user)
         if self.cfg.ip_scale > 0:
-            identity.require_adapter(self.model, download_progress(reporter))
+            identity.require_adapter(self.model, download_progress(reporter, what="the identity adapter"))
         self.prompts = load_prompts()
         self.budget = Budget(self.cfg.max_hours)  # counted from here: loading the model is part of the run
         self.diagnostics = Diagnostics(self.cfg.learning_rate)
