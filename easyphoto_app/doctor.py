@@ -162,15 +162,13 @@ def downloaded_licences(settings: Settings) -> dict[str, str]:
 
 
 def _licence_check(settings: Settings) -> dict:
-    """Informational: what may be done with the pictures depends on these."""
+    """Informational: what may be done with the pictures depends on these (the face models' terms and what to use
+    instead are the face check's note)."""
     try:
         found = downloaded_licences(settings)
     except Exception as exc:  # noqa: BLE001 - a licence list never fails the doctor
         return {"ok": True, "value": f"unknown ({exc})", "fix": None}
-    fix = None
-    if "face models" in found:
-        fix = "insightface's buffalo_l is for non-commercial research only: for commercial work use the dlib backend."
-    return {"ok": True, "value": found or "no model downloaded yet", "fix": fix}
+    return {"ok": True, "value": found or "no model downloaded yet", "fix": None}
 
 
 def value_text(value) -> str:

@@ -211,3 +211,16 @@ def test_python_310_or_newer_is_asked_for(settings, monkeypatch, version, ok):
         "value": platform.python_version(),
         "fix": None if ok else "Install Python 3.10 or newer.",
     }
+
+
+def test_the_face_models_licence_is_said_once(tmp_path, monkeypatch):
+    from easyphoto_app import doctor
+    from easyphoto_app.faces.insight import INSIGHTFACE_LICENCE, InsightFaceBackend
+    from easyphoto_app.settings import load_settings
+
+    monkeypatch.setattr(InsightFaceBackend, "models_present", staticmethod(lambda folder: True))
+    checks = doctor.check(load_settings(tmp_path))["checks"]
+    assert "non-commercial" in checks["licences"]["value"]["face models"]
+    fixes = [c["fix"] for c in checks.values() if c.get("fix") and INSIGHTFACE_LICENCE in c["fix"]]
+    notes = [c["fix"] for c in checks.values() if c.get("fix") and "non-commercial" in c["fix"]]
+    assert len(fixes) == 1 and len(notes) == 1, notes
