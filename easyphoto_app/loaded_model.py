@@ -75,8 +75,9 @@ class LoadedModel:
 
     def use_ip_adapter(self, folder: Path | None = None, files=None) -> None:
         """Carry the IP-Adapter `files` (identity_adapter.AdapterFiles) of folder, loaded once through diffusers'
-        load_ip_adapter; with no folder, none (its attention processors and image encoder go). Derived pipelines
-        are made again after a change: one made beside the old adapter would keep its image encoder alive."""
+        load_ip_adapter; with no folder, none (its attention processors and image encoder go). The derived pipelines
+        share the UNet, so they are handed the new image encoder rather than made again (a ControlNet is GBs to
+        read): one left with the old encoder would keep it alive."""
         weights = Path(folder) / files.subfolder / files.weight_name if folder is not None else None
         if weights == self._ip_adapter:
             return
@@ -92,7 +93,9 @@ class LoadedModel:
                 local_files_only=True,
             )
             self._ip_adapter = weights
-        self._derived.clear()
+        encoders = {name: getattr(self.pipe, name, None) for name in ("image_encoder", "feature_extractor")}
+        for _, pipeline in self._derived.values():
+            pipeline.register_modules(**encoders)
 
     def derived(self, key: tuple, make):
         """A pipeline that make() builds from this one's components (from_pipe: no second UNet), kept under key[0]

@@ -109,6 +109,19 @@ def test_the_picture_follows_the_reference_face_and_scale_0_is_the_bare_model(pi
     assert np.array_equal(draw(pipe), bare) and loaded.ip_adapter is None
 
 
+def test_a_derived_pipeline_is_kept_and_handed_the_new_image_encoder(pipes, adapter_repo):
+    from easyphoto_app.portrait import inpaint_pipeline
+
+    loaded = pipes["sd15"]
+    loaded.use_ip_adapter(None)
+    painter = inpaint_pipeline(loaded)
+    loaded.use_ip_adapter(adapter_repo, ia.adapter_files(families.sd15))
+    assert inpaint_pipeline(loaded) is painter and loaded.pipe.image_encoder is not None
+    assert painter.image_encoder is loaded.pipe.image_encoder and painter.unet is loaded.pipe.unet
+    loaded.use_ip_adapter(None)
+    assert inpaint_pipeline(loaded) is painter and painter.image_encoder is None  # the old encoder is let go
+
+
 def test_other_families_are_refused_in_one_line_before_any_download():
     class StableDiffusion2:
         NAME, LABEL = "sd2", "Stable Diffusion 2.x"
