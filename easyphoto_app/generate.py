@@ -124,10 +124,11 @@ def choose_loras(
         return [LoraChoice(name, found[name], w) for name, w in tags]
     if not user:
         return []
-    if not ws.face_lora(user).exists() and cfg.ip_scale != 0 and has_checked_faces(ws, user):
+    instant = identity_adapter.resolve_scale(cfg.ip_scale, has_lora=False) > 0
+    if not ws.face_lora(user).exists() and instant and has_checked_faces(ws, user):
         return []  # instant mode: the identity adapter alone draws the face from the photos
-    instant = "once photos are checked, identity strength above 0 draws without one"
-    chosen = [LoraChoice(user, ws.require_face_lora(user, instant), cfg.lora_weight)]
+    other_way = "once photos are checked, identity strength above 0 draws without one"
+    chosen = [LoraChoice(user, ws.require_face_lora(user, other_way), cfg.lora_weight)]
     rl = ws.ddpo_lora(user)
     if use_rl and rl.exists():
         chosen.append(LoraChoice(rl.stem, rl, cfg.rl_weight))

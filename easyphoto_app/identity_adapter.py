@@ -70,11 +70,15 @@ def adapter_files(family) -> AdapterFiles:
     return files
 
 
+AUTOMATIC = -1.0
+
+
 def resolve_scale(scale: float, has_lora: bool) -> float:
-    """The scale to draw with: a negative one means automatic (INSTANT_SCALE without a face LoRA, off with one)."""
-    if scale < 0:
+    """The scale to draw with: AUTOMATIC (-1, the slider's far left) is INSTANT_SCALE without a face LoRA and off
+    with one; any other value below 0 is off (a slider dragged just under 0 must not turn identity on)."""
+    if scale <= AUTOMATIC:
         return 0.0 if has_lora else INSTANT_SCALE
-    return float(scale)
+    return max(float(scale), 0.0)
 
 
 # ----------------------------------------------------------------------------- files
@@ -178,7 +182,7 @@ def prepare(loaded, ws, people: dict[str, list], scale: float, guidance: bool, p
     """Set the LoadedModel up for one request: {user: Identity} for each person drawn ({user: their LoRAs}), or {}
     when the adapter is off for all of them (scale 0, or no person): then it is taken out of the UNet. Otherwise it
     is loaded (downloaded once if it must be) and each person's faces encoded; one whose scale resolves to 0 (`scale`
-    < 0 is automatic: resolve_scale) is drawn at scale 0, which the adapter's layers skip. `guidance`:
+    -1 is automatic: resolve_scale) is drawn at scale 0, which the adapter's layers skip. `guidance`:
     classifier-free."""
     pipe, model = loaded.pipe, loaded.model
     scales = {user: resolve_scale(scale, bool(loras)) for user, loras in people.items()}
@@ -188,7 +192,7 @@ def prepare(loaded, ws, people: dict[str, list], scale: float, guidance: bool, p
     if model.is_demo:
         way = (
             "set identity strength to 0"
-            if scale >= 0
+            if scale > AUTOMATIC
             else f"train a face LoRA for '{next(iter(people))}' first (identity strength then stays off by itself)"
         )
         raise UserError(

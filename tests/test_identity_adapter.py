@@ -122,6 +122,12 @@ def test_a_derived_pipeline_is_kept_and_handed_the_new_image_encoder(pipes, adap
     assert inpaint_pipeline(loaded) is painter and painter.image_encoder is None  # the old encoder is let go
 
 
+def test_only_the_far_left_of_the_slider_is_automatic_and_just_under_0_is_off():
+    assert ia.resolve_scale(-1, has_lora=False) == ia.INSTANT_SCALE and ia.resolve_scale(-1, has_lora=True) == 0
+    assert ia.resolve_scale(-0.05, has_lora=False) == 0 and ia.resolve_scale(-0.95, has_lora=False) == 0
+    assert ia.resolve_scale(0.4, has_lora=True) == 0.4 and ia.resolve_scale(0, has_lora=False) == 0
+
+
 def test_other_families_are_refused_in_one_line_before_any_download():
     class StableDiffusion2:
         NAME, LABEL = "sd2", "Stable Diffusion 2.x"
