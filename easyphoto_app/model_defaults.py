@@ -11,9 +11,8 @@ from pathlib import Path
 from easyphoto_app.demo_model import DEMO_RESOLUTION, DEMO_RL_STEPS, demo_marker
 from easyphoto_app.errors import UserError
 from easyphoto_app.model_loading import resolve_model
-from easyphoto_app.settings import GenerateConfig, RLConfig, Settings, TrainConfig, current_names
+from easyphoto_app.settings import SECTION_OF, Settings, current_names
 
-SECTIONS = {TrainConfig: "train", RLConfig: "rl", GenerateConfig: "generate"}
 SIZES = ("resolution", "width", "height")
 
 
@@ -54,7 +53,7 @@ def model_defaults(cfg, model, given: set[str] = frozenset()):
     """`cfg` (a TrainConfig, RLConfig or GenerateConfig) with the model's own defaults: its family's and the demo's.
     A value the user set is kept: one given as a flag (`given`, even if it equals SD 1.5's default) or changed in
     settings.toml."""
-    section = SECTIONS[type(cfg)]
+    section = SECTION_OF[type(cfg)]
     own = dict(model.family.DEFAULTS.get(section, {}))
     size = native_size(model) if any(k in own for k in SIZES) else None
     own.update({k: size for k in SIZES if k in own and size})  # a family's size is a fallback for the model's own

@@ -3,11 +3,11 @@ processes on the CPU (gloo), no model. (A whole RL run on two processes: test_rl
 processes.)"""
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
 from accelerate import PartialState
+from conftest import free_port
 
 from easyphoto_app.ddpo.sync import ProcessSync
 
@@ -23,12 +23,6 @@ def test_one_process_passes_everything_through():
     sync.average_grads([p])
     sync.check_replicas([p], 0)
     assert p.grad.tolist() == [2.0, 2.0, 2.0]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _process(rank: int, port: int, queue) -> None:
@@ -73,7 +67,7 @@ def test_two_processes_gather_in_order_average_gradients_and_catch_a_drift():
     queue = ctx.Queue()
     for attempt in range(3):  # the free port can be taken between finding it and the processes binding it
         try:
-            mp.start_processes(_process, args=(_free_port(), queue), nprocs=2, start_method="spawn")
+            mp.start_processes(_process, args=(free_port(), queue), nprocs=2, start_method="spawn")
             break
         except mp.ProcessRaisedException as exc:
             if "address already in use" not in str(exc).lower() or attempt == 2:

@@ -106,7 +106,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             gallery = gr.Gallery(label="Results", columns=2, height=520, elem_id="gen-gallery")
             info = gr.Markdown(elem_id="gen-info")
 
-    def request_of(style_v, prompt_v, neg_v, lw, rw, num_v, seed_v, steps_v, cfg_v, w_v, h_v, sched_v, ip_v=None):
+    def request_of(style_v, prompt_v, neg_v, lw, rw, num_v, seed_v, steps_v, cfg_v, w_v, h_v, sched_v, ip_v):
         return with_overrides(
             cfg,
             style=style_v,
@@ -121,7 +121,7 @@ def build(ctx: Context, person: gr.Textbox) -> dict:
             width=int(w_v),
             height=int(h_v),
             scheduler=sched_v,
-            ip_scale=None if ip_v is None else float(ip_v),
+            ip_scale=float(ip_v),
         )
 
     @friendly
