@@ -86,12 +86,17 @@ def _write_tensors(path: Path, tensors: dict, metadata: dict | None) -> None:
 
 
 def load_tensors(path: Path) -> tuple[dict, dict]:
+    """The tensors of a file that save_tensors wrote, and its metadata decoded (load_metadata)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
-    return tensors, meta
+    return tensors, load_metadata(path)
+
+
+def load_metadata(path: Path) -> dict:
+    """The JSON metadata of a file that save_tensors wrote (a checkpoint's settings, progress), without its tensors."""
+    return {k: json.loads(v) for k, v in read_metadata(path).items()}
 
 
 def optimizer_tensors(optimizer) -> tuple[dict, dict]:

@@ -26,7 +26,7 @@ from easyphoto_app.families import of_pipeline
 from easyphoto_app.jobs import Reporter, download_progress
 from easyphoto_app.lora_adapters import ADAPTER as FACE_ADAPTER
 from easyphoto_app.lora_adapters import TE_TARGETS, UNET_TARGETS, add_lora
-from easyphoto_app.lora_io import complete_checkpoints, load_tensors, save_lora, set_aside_previous
+from easyphoto_app.lora_io import complete_checkpoints, load_metadata, load_tensors, save_lora, set_aside_previous
 from easyphoto_app.model_defaults import default_steps, model_defaults
 from easyphoto_app.model_loading import load_pipeline, resolve_model
 from easyphoto_app.precision import pick_precision, vae_in_safe_dtype
@@ -292,7 +292,7 @@ def train(settings: Settings, ws: Workspace, user: str, reporter: Reporter, resu
     start = trainer.resume_point() if resume else None
     if not resume:  # before anything slow, so a crash now cannot resume an older run
         ckpts = trainer.checkpoints()
-        validation = load_tensors(ckpts[-1] / "adapter.safetensors")[1]["validation"] if ckpts else []
+        validation = load_metadata(ckpts[-1] / "adapter.safetensors")["validation"] if ckpts else []
         set_aside_previous(ws.face_lora(user), ckpts, _best_checkpoint(trainer.work, validation) if ckpts else None)
     trainer.setup()
     reporter.log(f"Precision: {trainer.precision.name} ({trainer.precision.reason}).")

@@ -19,6 +19,7 @@ from easyphoto_app.errors import OutOfMemoryError, UserError, oom_message
 from easyphoto_app.jobs import Reporter
 from easyphoto_app.lora_io import (
     complete_checkpoints,
+    load_metadata,
     load_tensors,
     optimizer_tensors,
     peft_state,
@@ -106,7 +107,7 @@ class Trainer:
     def adopt_settings(self, folder: Path) -> dict:
         """Before setup: a resumed run continues with the settings it was started with, whatever the flags say now
         (but KEEP_ON_RESUME). Returns the checkpoint's metadata."""
-        _, meta = load_tensors(folder / "adapter.safetensors")
+        meta = load_metadata(folder / "adapter.safetensors")
         settings = current_names(self.SECTION, meta["settings"])  # a checkpoint from before the rename too
         for f in fields(self.cfg):
             if f.name in settings and f.name not in self.KEEP_ON_RESUME:
