@@ -334,43 +334,28 @@ def _mean(xs, digits: int = 4) -> float:
 def sd15_estimate() -> dict:
     """The meta-device memory estimate (easyphoto_app.ddpo.memory) for an SD1.5-shaped model at the issue's
     GPU settings: 512 px, 50 steps, sample batch 4, train batch 1, fp16, with the CUDA savings. An estimate,
-    not a measurement: no GPU was used."""
+    not a measurement: no GPU was used. The text encoder, freed once the prompts are embedded, is not in it."""
     import torch
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from easyphoto_app.ddpo.memory import estimate_rl_memory
+    from easyphoto_app.families import sd15
     from easyphoto_app.settings import RLConfig
 
-    sd15_vae = {
-        "block_out_channels": [128, 256, 512, 512],
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "layers_per_block": 2,
-        "latent_channels": 4,
-        "sample_size": 512,
-    }
+    vae = dict(AutoencoderKL.load_config(sd15.CONFIG / "vae"))
     with torch.device("meta"):  # CLIP ViT-L/14's text tower, for its weight bytes only
-        text = CLIPTextModel(
-            CLIPTextConfig(
-                hidden_size=768,
-                intermediate_size=3072,
-                num_attention_heads=12,
-                num_hidden_layers=12,
-                projection_dim=768,
-            )
-        )
-    text_bytes = sum(p.numel() for p in text.parameters()) * 2
-    out = {}
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(sd15.CONFIG / "text_encoder"))
+    out = {"text_encoder_gb": round(sum(p.numel() for p in text.parameters()) * 2 / 2**30, 2)}
     for tb in (4, 3, 1):
         cfg = RLConfig(
             num_inference_steps=50, sample_batch_size=4, train_batch_size=1, samples_per_epoch=8, timestep_batch=tb
         )
-        e = estimate_rl_memory({}, sd15_vae, cfg, 512, torch.float16)  # {} = SD1.5's UNet
+        e = estimate_rl_memory({}, vae, cfg, 512, torch.float16)  # {} = SD1.5's UNet
         out[f"timestep_batch_{tb}"] = {
             "weights_gb": round(e.weights_gb, 2),
             "work_gb": round(e.work_gb, 2),
             "total_gb_before_cuda_context": round(e.total_gb, 2),
-            "text_encoder_gb": round(text_bytes / 2**30, 2),  # freed once the prompts are embedded
         }
     return out
 
